@@ -1,0 +1,312 @@
+// Package participant is the SDK for a service that takes part in dtx
+// transactions. A service implements Resource (prepare, commit and abort
+// on its own state); the package runs the twopc participant machine around
+// it: strict two-phase locking, its own write-ahead log, duplicate, late
+// and out-of-order message protection, and in-doubt recovery after a crash.
+//
+// A Service is supervised: when it crashes (a simulated crash, or a failed
+// log write) it loses its memory, waits, and comes back from its log alone —
+// a fresh Resource from NewResource, the log replayed into it, and every
+// in-doubt branch asking the coordinator for its outcome.
+package participant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dtx-dev/dtx/node"
+	"github.com/dtx-dev/dtx/transport"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// Resource is the business side of a participant (see twopc.Resource).
+type Resource = twopc.Resource
+
+// Faults are the simulated failures of a service, as probabilities.
+type Faults struct {
+	// FailRate: a PREPARE fails its business check ("simulated failure").
+	FailRate float64
+	// SlowRate: a vote is held back for SlowDelay (to trip the prepare
+	// timeout).
+	SlowRate  float64
+	SlowDelay time.Duration
+	// CrashRate: per PREPARED or COMMITTED record, the service crashes
+	// either just before writing it or just after it is durable and before
+	// the vote or ACK leaves. Its memory and unsynced log tail are lost.
+	CrashRate float64
+	// Downtime is how long a crashed service stays down.
+	Downtime time.Duration
+	// Seed drives the rolls.
+	Seed uint64
+}
+
+// Config configures a Service.
+type Config struct {
+	// ID is the service's node name (also its Machine.ID).
+	ID string
+	// Dir holds the service's log.
+	Dir string
+	// NewResource returns the service's state as it was before the log's
+	// first record (the log is replayed into it).
+	NewResource func() (Resource, error)
+	Machine     twopc.ParticipantConfig
+	Tick        time.Duration
+	Network     *transport.Network
+	Log         wal.Config
+	Faults      Faults
+	Logger      *slog.Logger
+}
+
+// Stats counts what happened to a service.
+type Stats struct {
+	Crashes  uint64
+	Restarts uint64
+}
+
+// Service runs one participant, restarting it after crashes.
+type Service struct {
+	cfg   Config
+	rng   *lockedRand
+	inc   atomic.Pointer[incarnation]
+	stats struct{ crashes, restarts atomic.Uint64 }
+	stop  context.Context
+	halt  context.CancelFunc
+	mu    struct {
+		sync.Mutex
+		running, closed bool
+	}
+	done chan struct{}
+}
+
+// incarnation is one life of the service, from its log to its crash.
+type incarnation struct {
+	log  *wal.Log
+	m    *twopc.Participant
+	res  Resource
+	node *node.Node
+	done chan struct{}
+}
+
+// Open opens the service's log, replays it and readies the service to
+// serve. Call Run.
+func Open(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ID == "" || cfg.NewResource == nil || cfg.Network == nil {
+		return nil, fmt.Errorf("participant: ID, NewResource and Network are required")
+	}
+	cfg.Machine.ID = cfg.ID
+	s := &Service{cfg: cfg, rng: newLockedRand(cfg.Faults.Seed), done: make(chan struct{})}
+	s.stop, s.halt = context.WithCancel(context.Background())
+	inc, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	s.inc.Store(inc)
+	return s, nil
+}
+
+func (s *Service) open() (*incarnation, error) {
+	lc := s.cfg.Log
+	lc.Dir = filepath.Clean(s.cfg.Dir)
+	log, err := wal.Open(lc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open log: %w", s.cfg.ID, err)
+	}
+	res, err := s.cfg.NewResource()
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("%s: %w", s.cfg.ID, err)
+	}
+	raw := res
+	var fault *faulty
+	if f := s.cfg.Faults.FailRate; f > 0 {
+		fault = &faulty{Resource: res, rate: f, rng: s.rng}
+		res = fault
+	}
+	m, err := twopc.NewParticipant(s.cfg.Machine, res)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	err = log.Replay(func(r wal.Record) error {
+		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
+		if err != nil {
+			return fmt.Errorf("log record %d: %w", r.Seq, err)
+		}
+		return m.Restore(rec)
+	})
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("%s: replay: %w", s.cfg.ID, err)
+	}
+	if fault != nil {
+		fault.on = true // never during replay: a logged PREPARED re-applies
+	}
+	m.Start()
+	inc := &incarnation{log: log, m: m, res: raw, done: make(chan struct{})}
+	inc.node, err = node.New(node.Config{
+		ID:        s.cfg.ID,
+		Log:       log,
+		Transport: s.cfg.Network,
+		Tick:      s.cfg.Tick,
+		Hooks:     s.hooks(),
+		Logger:    s.cfg.Logger,
+	}, m)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	return inc, nil
+}
+
+func (s *Service) hooks() node.Hooks {
+	var h node.Hooks
+	f := s.cfg.Faults
+	if f.CrashRate > 0 {
+		roll := func(rd *twopc.Ready) bool {
+			for i := range rd.Records {
+				if t := rd.Records[i].Type; (t == twopc.RecPrepared || t == twopc.RecCommitted) && s.rng.Float64() < f.CrashRate/2 {
+					return true
+				}
+			}
+			return false
+		}
+		h.CrashBeforeLog = roll
+		h.CrashAfterLog = roll
+	}
+	if f.SlowRate > 0 && f.SlowDelay > 0 {
+		h.Delay = func(m *twopc.Message) time.Duration {
+			if m.Type == twopc.MsgVote && s.rng.Float64() < f.SlowRate {
+				return f.SlowDelay
+			}
+			return 0
+		}
+	}
+	return h
+}
+
+// Run serves until ctx ends or Close is called. A crash is followed by a
+// restart from the log after Faults.Downtime; a failed log (a real disk
+// error) is returned.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.mu.running || s.mu.closed {
+		s.mu.Unlock()
+		return errors.New("participant: Run called twice or after Close")
+	}
+	s.mu.running = true
+	s.mu.Unlock()
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.stop, cancel)()
+	for {
+		inc := s.inc.Load()
+		inbox := inc.node.Inbox()
+		s.cfg.Network.Register(s.cfg.ID, inbox)
+		err := inc.node.Run(ctx)
+		s.cfg.Network.Unregister(s.cfg.ID, inbox)
+		close(inc.done)
+		if err == nil {
+			return nil // stopped; Close closes the log
+		}
+		if !errors.Is(err, node.ErrCrashed) {
+			return err
+		}
+		s.stats.crashes.Add(1)
+		s.cfg.Logger.Info("service crashed", "service", s.cfg.ID)
+		if cerr := inc.log.Crash(); cerr != nil {
+			return fmt.Errorf("%s: crash: %w", s.cfg.ID, cerr)
+		}
+		select {
+		case <-time.After(s.cfg.Faults.Downtime):
+		case <-ctx.Done():
+			// Come back before stopping, so Close finds a whole service.
+		}
+		next, err := s.open()
+		if err != nil {
+			return err
+		}
+		s.stats.restarts.Add(1)
+		s.inc.Store(next)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// Inspect runs f on the service's loop goroutine with the machine and the
+// resource to itself. It fails if the service is down (crashed) or stopped.
+func (s *Service) Inspect(ctx context.Context, f func(m *twopc.Participant, r Resource)) error {
+	inc := s.inc.Load()
+	return inc.node.Do(ctx, inc.done, func() { f(inc.m, inc.res) })
+}
+
+// InspectStopped runs f on a service that is not running (before Run or
+// after Close).
+func (s *Service) InspectStopped(f func(m *twopc.Participant, r Resource)) {
+	inc := s.inc.Load()
+	f(inc.m, inc.res)
+}
+
+// Stats returns crash and restart counts.
+func (s *Service) Stats() Stats {
+	return Stats{Crashes: s.stats.crashes.Load(), Restarts: s.stats.restarts.Load()}
+}
+
+// Close stops the service and closes its log.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.closed = true
+	running := s.mu.running
+	s.mu.Unlock()
+	s.halt()
+	if running {
+		<-s.done
+	}
+	return s.inc.Load().log.Close()
+}
+
+// faulty makes a Resource fail some prepares on purpose.
+type faulty struct {
+	Resource
+	on   bool
+	rate float64
+	rng  *lockedRand
+}
+
+func (f *faulty) Prepare(tx string, op []byte) error {
+	if f.on && f.rng.Float64() < f.rate {
+		return errors.New("simulated failure")
+	}
+	return f.Resource.Prepare(tx, op)
+}
+
+type lockedRand struct {
+	mu sync.Mutex
+	r  *rand.Rand
+}
+
+func newLockedRand(seed uint64) *lockedRand {
+	return &lockedRand{r: rand.New(rand.NewPCG(seed, seed^0x2545f4914f6cdd1d))}
+}
+
+func (l *lockedRand) Float64() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Float64()
+}

@@ -1,0 +1,458 @@
+package twopc
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/dtx-dev/dtx/lockmgr"
+)
+
+// Resource is the business side of a participant: the state a branch
+// changes. The Participant machine calls it only from its driver's
+// goroutine, and only under the branch's locks.
+type Resource interface {
+	// Keys returns the keys the branch must lock exclusively, or an error
+	// if the operation is malformed (the branch votes NO with it).
+	Keys(tx string, op []byte) ([]string, error)
+	// Prepare validates the operation under its locks and makes its
+	// tentative change (a reservation, a hold). An error is a NO vote with
+	// the error's text as the reason, and must leave the state unchanged.
+	Prepare(tx string, op []byte) error
+	// Commit makes a prepared branch's change final.
+	Commit(tx string, op []byte)
+	// Abort undoes a prepared branch's tentative change.
+	Abort(tx string, op []byte)
+}
+
+// BranchState is the state of one branch at a participant. The zero value
+// is invalid.
+type BranchState uint8
+
+const (
+	// BranchWaiting: PREPARE arrived; the branch waits for its locks.
+	// Nothing is logged yet; it may still vote NO on its own.
+	BranchWaiting BranchState = 1 + iota
+	// BranchPrepared: PREPARED is logged and YES was sent. The branch holds
+	// its locks and is in doubt until COMMIT or ABORT arrives; it may never
+	// abandon the branch on its own.
+	BranchPrepared
+	// BranchCommitted: COMMITTED is logged; locks are released.
+	BranchCommitted
+	// BranchAborted: the branch voted NO or received ABORT; locks are
+	// released. Remembered so that a late PREPARE votes NO.
+	BranchAborted
+)
+
+func (s BranchState) String() string {
+	switch s {
+	case BranchWaiting:
+		return "WAITING"
+	case BranchPrepared:
+		return "PREPARED"
+	case BranchCommitted:
+		return "COMMITTED"
+	case BranchAborted:
+		return "ABORTED"
+	}
+	return fmt.Sprintf("BranchState(%d)", uint8(s))
+}
+
+// ParticipantConfig configures a Participant. Times are in ticks.
+type ParticipantConfig struct {
+	// ID is the participant's node name.
+	ID string
+	// Coordinator is the node to answer and to ask (default CoordinatorID).
+	Coordinator string
+	// LockTimeout: a branch still waiting for locks after this many ticks
+	// votes NO (the deadlock fall-back).
+	LockTimeout uint64
+	// InquireAfter: a prepared branch with no decision after this many
+	// ticks asks the coordinator; later asks back off up to InquireMax.
+	InquireAfter, InquireMax uint64
+	// Rand returns random numbers for jitter; nil means none.
+	Rand func() uint64
+}
+
+// DefaultParticipantConfig returns a config for 1 ms ticks.
+func DefaultParticipantConfig(id string) ParticipantConfig {
+	return ParticipantConfig{
+		ID:           id,
+		Coordinator:  CoordinatorID,
+		LockTimeout:  500,
+		InquireAfter: 2000,
+		InquireMax:   5000,
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c ParticipantConfig) Validate() error {
+	switch {
+	case c.ID == "" || c.Coordinator == "":
+		return fmt.Errorf("twopc: participant ID and Coordinator must be set")
+	case c.ID == c.Coordinator:
+		return fmt.Errorf("twopc: participant ID equals the coordinator's")
+	case c.LockTimeout == 0:
+		return fmt.Errorf("twopc: LockTimeout must be > 0 ticks")
+	case c.InquireAfter == 0 || c.InquireMax < c.InquireAfter:
+		return fmt.Errorf("twopc: need 0 < InquireAfter <= InquireMax")
+	}
+	return nil
+}
+
+type branch struct {
+	state    BranchState
+	op       []byte
+	reason   string // NO vote's reason
+	gen      uint32
+	attempts int // inquiries so far
+}
+
+// Participant is a participant's state machine for many concurrent
+// branches, with strict two-phase locking. One driver goroutine owns it.
+type Participant struct {
+	cfg      ParticipantConfig
+	res      Resource
+	locks    *lockmgr.Table
+	started  bool
+	now      uint64
+	maxEpoch uint64
+	branches map[string]*branch
+	inDoubt  int
+	timers   timers
+	rd       Ready
+}
+
+// NewParticipant returns a participant over res with no history. Replay the
+// log with Restore, then call Start.
+func NewParticipant(cfg ParticipantConfig, res Resource) (*Participant, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Participant{
+		cfg:      cfg,
+		res:      res,
+		locks:    lockmgr.New(),
+		branches: make(map[string]*branch),
+	}, nil
+}
+
+// ID returns the participant's node name.
+func (p *Participant) ID() string { return p.cfg.ID }
+
+// InDoubt returns the number of prepared branches without a decision.
+func (p *Participant) InDoubt() int { return p.inDoubt }
+
+// InDoubtTxs returns the ids of the prepared branches, sorted.
+func (p *Participant) InDoubtTxs() []string {
+	var ids []string
+	for id, b := range p.branches {
+		if b.state == BranchPrepared {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Branch returns the state of tx's branch and whether it is known.
+func (p *Participant) Branch(tx string) (BranchState, bool) {
+	b, ok := p.branches[tx]
+	if !ok {
+		return 0, false
+	}
+	return b.state, true
+}
+
+// Locks exposes the lock table (read-only use: wait-for edges, stats).
+func (p *Participant) Locks() *lockmgr.Table { return p.locks }
+
+// Restore applies one replayed log record, in log order, before Start.
+// It re-applies prepared branches to the Resource (taking their locks
+// again) and their decisions.
+func (p *Participant) Restore(r Record) error {
+	if p.started {
+		return ErrStarted
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("%w: %s: %s: %s", ErrBadRecord, p.cfg.ID, r, why)
+	}
+	b := p.branches[r.Tx]
+	switch r.Type {
+	case RecPrepared:
+		if b != nil {
+			return bad("branch prepared twice (was " + b.state.String() + ")")
+		}
+		keys, err := p.res.Keys(r.Tx, r.Op)
+		if err != nil {
+			return bad("keys: " + err.Error())
+		}
+		granted, err := p.locks.Acquire(r.Tx, keys)
+		if err != nil || !granted {
+			return bad(fmt.Sprintf("locks not free on replay (granted=%v, err=%v)", granted, err))
+		}
+		if err := p.res.Prepare(r.Tx, r.Op); err != nil {
+			return bad("prepare fails on replay: " + err.Error())
+		}
+		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op}
+		p.inDoubt++
+		p.maxEpoch = max(p.maxEpoch, r.Epoch)
+	case RecCommitted:
+		if b == nil || b.state != BranchPrepared {
+			return bad("COMMITTED without PREPARED")
+		}
+		p.res.Commit(r.Tx, b.op)
+		p.finish(r.Tx, b, BranchCommitted)
+	case RecAborted, RecVotedNo:
+		switch {
+		case b == nil:
+			p.branches[r.Tx] = &branch{state: BranchAborted, reason: r.Reason}
+		case b.state == BranchPrepared:
+			p.res.Abort(r.Tx, b.op)
+			p.finish(r.Tx, b, BranchAborted)
+		case b.state == BranchCommitted:
+			return bad("ABORTED after COMMITTED")
+		}
+	case RecEvent:
+	default:
+		return bad("not a participant record")
+	}
+	return nil
+}
+
+// finish moves a prepared branch to a final state and releases its locks.
+// During normal operation, waiters granted by the release are prepared.
+func (p *Participant) finish(tx string, b *branch, s BranchState) {
+	if b.state == BranchPrepared {
+		p.inDoubt--
+	}
+	b.state = s
+	b.op = nil
+	b.gen++
+	granted := p.locks.Release(tx)
+	if !p.started {
+		if len(granted) > 0 {
+			panic(fmt.Sprintf("twopc: %s: waiters during replay", p.cfg.ID)) // Restore never queues
+		}
+		return
+	}
+	for _, g := range granted {
+		if w := p.branches[g]; w != nil && w.state == BranchWaiting {
+			p.prepare(g, w)
+		}
+	}
+}
+
+// Start makes the participant serve: in-doubt branches ask the coordinator
+// for their outcome at once.
+func (p *Participant) Start() {
+	if p.started {
+		return
+	}
+	p.started = true
+	for _, tx := range p.InDoubtTxs() {
+		b := p.branches[tx]
+		p.send(MsgInquire, tx, 0, "")
+		p.armInquire(tx, b)
+	}
+}
+
+func (p *Participant) send(typ MsgType, tx string, v Vote, reason string) {
+	p.rd.Messages = append(p.rd.Messages, Message{
+		Type: typ, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: tx, Epoch: p.maxEpoch, Vote: v, Reason: reason,
+	})
+}
+
+func (p *Participant) armInquire(tx string, b *branch) {
+	d := backoff(p.cfg.InquireAfter, p.cfg.InquireMax, b.attempts, p.cfg.Rand)
+	p.timers.add(p.now+d, tx, timerInquire, b.gen)
+}
+
+// Step processes one message from the coordinator.
+func (p *Participant) Step(m Message) {
+	if !p.started {
+		return // not serving yet: the coordinator retries or times out
+	}
+	if m.Type != MsgPrepare && m.Epoch > p.maxEpoch {
+		p.maxEpoch = m.Epoch
+	}
+	switch m.Type {
+	case MsgPrepare:
+		p.stepPrepare(m)
+	case MsgCommit:
+		p.stepCommit(m)
+	case MsgAbort:
+		p.stepAbort(m)
+	default:
+		p.event(m.Tx, "unexpected message "+m.String())
+	}
+}
+
+func (p *Participant) stepPrepare(m Message) {
+	if b := p.branches[m.Tx]; b != nil {
+		switch b.state { // a duplicate PREPARE gets the same vote again
+		case BranchPrepared, BranchCommitted:
+			p.send(MsgVote, m.Tx, VoteYes, "")
+		case BranchAborted:
+			reason := b.reason
+			if reason == "" {
+				reason = "already aborted"
+			}
+			p.send(MsgVote, m.Tx, VoteNo, reason)
+		}
+		return // waiting: the vote comes when the locks do
+	}
+	if m.Epoch < p.maxEpoch {
+		p.voteNo(m.Tx, &branch{}, fmt.Sprintf("stale epoch %d (current %d)", m.Epoch, p.maxEpoch))
+		return
+	}
+	p.maxEpoch = m.Epoch
+	b := &branch{state: BranchWaiting, op: m.Op}
+	p.branches[m.Tx] = b
+	keys, err := p.res.Keys(m.Tx, m.Op)
+	if err != nil {
+		p.voteNo(m.Tx, b, err.Error())
+		return
+	}
+	granted, err := p.locks.Acquire(m.Tx, keys)
+	if err != nil {
+		p.voteNo(m.Tx, b, err.Error())
+		p.releaseWaiting(m.Tx)
+		return
+	}
+	if granted {
+		p.prepare(m.Tx, b)
+		return
+	}
+	p.timers.add(p.now+p.cfg.LockTimeout, m.Tx, timerLock, b.gen)
+}
+
+// prepare runs the business check of a branch that holds its locks.
+func (p *Participant) prepare(tx string, b *branch) {
+	if err := p.res.Prepare(tx, b.op); err != nil {
+		p.voteNo(tx, b, err.Error())
+		p.releaseWaiting(tx)
+		return
+	}
+	b.state = BranchPrepared
+	b.gen++
+	p.inDoubt++
+	p.rd.Records = append(p.rd.Records, Record{Type: RecPrepared, Tx: tx, Epoch: p.maxEpoch, Op: b.op, Force: true})
+	p.send(MsgVote, tx, VoteYes, "")
+	p.armInquire(tx, b)
+}
+
+// releaseWaiting releases the locks of a branch that never prepared and
+// prepares whoever that unblocks.
+func (p *Participant) releaseWaiting(tx string) {
+	for _, g := range p.locks.Release(tx) {
+		if w := p.branches[g]; w != nil && w.state == BranchWaiting {
+			p.prepare(g, w)
+		}
+	}
+}
+
+func (p *Participant) voteNo(tx string, b *branch, reason string) {
+	b.state = BranchAborted
+	b.reason = reason
+	b.op = nil
+	b.gen++
+	p.branches[tx] = b
+	p.rd.Records = append(p.rd.Records, Record{Type: RecVotedNo, Tx: tx, Reason: reason})
+	p.send(MsgVote, tx, VoteNo, reason)
+}
+
+func (p *Participant) stepCommit(m Message) {
+	b := p.branches[m.Tx]
+	switch {
+	case b != nil && b.state == BranchPrepared:
+		op := b.op
+		p.res.Commit(m.Tx, op)
+		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx, Force: true})
+		p.finish(m.Tx, b, BranchCommitted)
+		p.send(MsgAck, m.Tx, 0, "")
+	case b != nil && b.state == BranchCommitted:
+		p.send(MsgAck, m.Tx, 0, "") // duplicate COMMIT: ACK again
+	default:
+		// COMMIT for a branch that never voted YES: a protocol violation
+		// by the sender. Refuse it loudly; never apply it.
+		state := "unknown"
+		if b != nil {
+			state = b.state.String()
+		}
+		p.event(m.Tx, "refused COMMIT for a branch that is "+state)
+	}
+}
+
+func (p *Participant) stepAbort(m Message) {
+	b := p.branches[m.Tx]
+	reason := m.Reason
+	if reason == "" {
+		reason = "aborted by coordinator"
+	}
+	switch {
+	case b == nil:
+		// Remember it, so that a late PREPARE votes NO (no hanging branch).
+		p.branches[m.Tx] = &branch{state: BranchAborted, reason: reason}
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+	case b.state == BranchWaiting:
+		b.state = BranchAborted
+		b.reason = reason
+		b.op = nil
+		b.gen++
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+		p.releaseWaiting(m.Tx)
+	case b.state == BranchPrepared:
+		p.res.Abort(m.Tx, b.op)
+		b.reason = reason
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+		p.finish(m.Tx, b, BranchAborted)
+	case b.state == BranchCommitted:
+		p.event(m.Tx, "refused ABORT for a committed branch")
+	}
+}
+
+func (p *Participant) event(tx, what string) {
+	p.rd.Records = append(p.rd.Records, Record{Type: RecEvent, Tx: tx, Reason: what})
+}
+
+// Tick advances time by one tick: lock waits past LockTimeout vote NO, and
+// in-doubt branches ask the coordinator again.
+func (p *Participant) Tick() {
+	p.now++
+	if !p.started {
+		return
+	}
+	for {
+		tm, ok := p.timers.pop(p.now)
+		if !ok {
+			return
+		}
+		b := p.branches[tm.tx]
+		if b == nil || b.gen != tm.gen {
+			continue
+		}
+		switch {
+		case tm.kind == timerLock && b.state == BranchWaiting:
+			reason := fmt.Sprintf("lock timeout after %d ticks", p.cfg.LockTimeout)
+			if key, ok := p.locks.Waiting(tm.tx); ok {
+				holder, _ := p.locks.Holder(key)
+				reason = fmt.Sprintf("lock timeout after %d ticks waiting for %s held by %s", p.cfg.LockTimeout, key, holder)
+			}
+			p.voteNo(tm.tx, b, reason)
+			p.releaseWaiting(tm.tx)
+		case tm.kind == timerInquire && b.state == BranchPrepared:
+			b.attempts++
+			p.send(MsgInquire, tm.tx, 0, "")
+			p.armInquire(tm.tx, b)
+		}
+	}
+}
+
+// HasReady reports whether Ready has anything to hand out.
+func (p *Participant) HasReady() bool { return !p.rd.Empty() }
+
+// Ready returns the work accumulated since the last Advance.
+func (p *Participant) Ready() Ready { return p.rd }
+
+// Advance tells the machine the last Ready was carried out.
+func (p *Participant) Advance() { p.rd = Ready{} }

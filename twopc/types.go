@@ -1,0 +1,230 @@
+package twopc
+
+import (
+	"errors"
+	"fmt"
+)
+
+// CoordinatorID is the node name of the coordinator on the transport.
+const CoordinatorID = "coordinator"
+
+// MsgType names a protocol message. The zero value is invalid.
+type MsgType uint8
+
+const (
+	// MsgPrepare asks a participant to prepare its branch; it carries the
+	// business operation (Op) and the coordinator's epoch.
+	MsgPrepare MsgType = 1 + iota
+	// MsgVote is a participant's answer to PREPARE (Vote, Reason).
+	MsgVote
+	// MsgCommit tells a participant the transaction committed.
+	MsgCommit
+	// MsgAbort tells a participant the transaction aborted.
+	MsgAbort
+	// MsgAck acknowledges a COMMIT (the branch's COMMITTED record is durable).
+	MsgAck
+	// MsgInquire is an in-doubt participant asking the coordinator for the
+	// outcome (termination protocol). The answer is a MsgCommit or MsgAbort,
+	// or nothing while the coordinator is still collecting votes.
+	MsgInquire
+	msgTypeEnd
+)
+
+var msgTypeNames = [...]string{"", "PREPARE", "VOTE", "COMMIT", "ABORT", "ACK", "INQUIRE"}
+
+func (t MsgType) String() string {
+	if t == 0 || t >= msgTypeEnd {
+		return fmt.Sprintf("MsgType(%d)", uint8(t))
+	}
+	return msgTypeNames[t]
+}
+
+// Vote is a participant's answer to PREPARE. The zero value is invalid.
+type Vote uint8
+
+const (
+	// VoteYes: the branch is durably prepared and will commit if told to.
+	VoteYes Vote = 1 + iota
+	// VoteNo: the branch cannot commit; Reason says why. Nothing was forced.
+	VoteNo
+	// VoteReadOnly: the branch changed nothing and needs no second phase.
+	VoteReadOnly
+	voteEnd
+)
+
+var voteNames = [...]string{"", "YES", "NO", "READ_ONLY"}
+
+func (v Vote) String() string {
+	if v == 0 || v >= voteEnd {
+		return fmt.Sprintf("Vote(%d)", uint8(v))
+	}
+	return voteNames[v]
+}
+
+// Message is one protocol message between the coordinator and a participant.
+// Every message names its transaction and carries the coordinator's epoch.
+type Message struct {
+	Type   MsgType
+	From   string
+	To     string
+	Tx     string
+	Epoch  uint64
+	Vote   Vote   // MsgVote only
+	Reason string // MsgVote (NO), MsgAbort
+	Op     []byte // MsgPrepare only: the business operation of this branch
+}
+
+func (m Message) String() string {
+	s := fmt.Sprintf("%s %s->%s tx=%s epoch=%d", m.Type, m.From, m.To, m.Tx, m.Epoch)
+	if m.Type == MsgVote {
+		s += " vote=" + m.Vote.String()
+	}
+	if m.Reason != "" {
+		s += fmt.Sprintf(" reason=%q", m.Reason)
+	}
+	return s
+}
+
+// RecType names a log record. The zero value is invalid. Coordinator and
+// participant records share one numbering so that a log dump can name any
+// record of any log.
+type RecType uint8
+
+const (
+	// RecEpoch (coordinator, forced): a new incarnation of the coordinator.
+	RecEpoch RecType = 1 + iota
+	// RecBegin (coordinator): a transaction started; Nodes are its participants.
+	RecBegin
+	// RecVoted (coordinator, informational): Node voted Vote (Reason).
+	RecVoted
+	// RecCommit (coordinator, forced): the decision COMMIT; Nodes still owe an ACK.
+	RecCommit
+	// RecAbort (coordinator): the decision ABORT, with Reason; Nodes are told.
+	RecAbort
+	// RecAcked (coordinator, informational): Node acknowledged COMMIT.
+	RecAcked
+	// RecEnd (coordinator): every ACK is in; the transaction is finished.
+	RecEnd
+	// RecEvent (either side, informational): a timeout, retry or error.
+	RecEvent
+	// RecPrepared (participant, forced): the branch is prepared; Op is kept.
+	RecPrepared
+	// RecVotedNo (participant): the branch voted NO with Reason.
+	RecVotedNo
+	// RecCommitted (participant, forced): the branch committed.
+	RecCommitted
+	// RecAborted (participant): the branch aborted (or an ABORT arrived for
+	// an unknown transaction, remembered so a late PREPARE votes NO).
+	RecAborted
+	recTypeEnd
+)
+
+var recTypeNames = [...]string{"", "EPOCH", "BEGIN", "VOTED", "COMMIT", "ABORT", "ACKED", "END", "EVENT",
+	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED"}
+
+func (t RecType) String() string {
+	if t == 0 || t >= recTypeEnd {
+		return fmt.Sprintf("RecType(%d)", uint8(t))
+	}
+	return recTypeNames[t]
+}
+
+// Valid reports whether t is a known record type.
+func (t RecType) Valid() bool { return t > 0 && t < recTypeEnd }
+
+// Record is one log record of either machine.
+type Record struct {
+	Type   RecType
+	Tx     string
+	Node   string   // RecVoted, RecAcked: the participant
+	Epoch  uint64   // RecEpoch: the new epoch; RecPrepared: the coordinator's epoch
+	Vote   Vote     // RecVoted
+	Reason string   // RecAbort, RecVotedNo, RecAborted, RecEvent, RecVoted(NO)
+	Nodes  []string // RecBegin, RecCommit, RecAbort: participants
+	Op     []byte   // RecPrepared: the business operation
+	// Force is not stored: it says the record must be durable before the
+	// Messages and Outcomes of the same Ready may leave.
+	Force bool
+}
+
+func (r Record) String() string {
+	s := r.Type.String()
+	if r.Tx != "" {
+		s += " tx=" + r.Tx
+	}
+	if r.Node != "" {
+		s += " node=" + r.Node
+	}
+	if r.Epoch != 0 {
+		s += fmt.Sprintf(" epoch=%d", r.Epoch)
+	}
+	if r.Vote != 0 {
+		s += " vote=" + r.Vote.String()
+	}
+	if len(r.Nodes) > 0 {
+		s += fmt.Sprintf(" nodes=%v", r.Nodes)
+	}
+	if len(r.Op) > 0 {
+		s += fmt.Sprintf(" op=%dB", len(r.Op))
+	}
+	if r.Reason != "" {
+		s += fmt.Sprintf(" reason=%q", r.Reason)
+	}
+	return s
+}
+
+// Outcome is the coordinator's answer to a client about a transaction.
+type Outcome struct {
+	Tx        string
+	Committed bool
+	Reason    string // why it rolled back; empty when committed
+	// Duplicate is set when the transaction id had been submitted before:
+	// the outcome is the first submission's, and nothing ran twice.
+	Duplicate bool
+	// Recovered is set for outcomes decided while recovering from the log
+	// (no client is waiting for them).
+	Recovered bool
+}
+
+// Ready is the work a state machine hands to its driver.
+//
+// The driver must append Records to the log in order and, if MustSync
+// reports true, make them durable, before it sends Messages or reports
+// Outcomes. Then it calls Advance.
+type Ready struct {
+	Records  []Record
+	Messages []Message
+	Outcomes []Outcome
+}
+
+// MustSync reports whether the log must be synced before Messages and
+// Outcomes leave: when a record is forced, and before any outcome is
+// reported to a client (an answer is a promise: a resubmission after a crash
+// must get the same answer).
+func (rd *Ready) MustSync() bool {
+	if len(rd.Outcomes) > 0 {
+		return true
+	}
+	for i := range rd.Records {
+		if rd.Records[i].Force {
+			return true
+		}
+	}
+	return false
+}
+
+// Empty reports whether there is nothing to do.
+func (rd *Ready) Empty() bool {
+	return len(rd.Records) == 0 && len(rd.Messages) == 0 && len(rd.Outcomes) == 0
+}
+
+// Errors returned by the machines.
+var (
+	ErrNotStarted  = errors.New("twopc: machine not started (call Start after Restore)")
+	ErrStarted     = errors.New("twopc: Restore after Start")
+	ErrBusy        = errors.New("twopc: too many transactions in flight")
+	ErrInvalidTx   = errors.New("twopc: invalid transaction")
+	ErrBadRecord   = errors.New("twopc: record does not fit the log replayed so far")
+	ErrInvariant   = errors.New("twopc: invariant violated")
+	ErrUnknownNode = errors.New("twopc: unknown participant")
+)
