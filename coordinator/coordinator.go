@@ -43,7 +43,7 @@ type Coordinator struct {
 	m    *twopc.Coordinator
 	node *node.Node
 
-	done    chan struct{} // closed when Run returns
+	done    chan struct{}                   // closed when Run returns
 	waiters map[string][]chan twopc.Outcome // loop goroutine only
 
 	stop context.Context // cancelled by Close

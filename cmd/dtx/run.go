@@ -381,7 +381,9 @@ func (s *summary) print(w io.Writer, elapsed time.Duration, eng *engine.Engine) 
 		for k := range s.reasons {
 			keys = append(keys, k)
 		}
-		sort.Slice(keys, func(i, j int) bool { return s.reasons[keys[i]] > s.reasons[keys[j]] || (s.reasons[keys[i]] == s.reasons[keys[j]] && keys[i] < keys[j]) })
+		sort.Slice(keys, func(i, j int) bool {
+			return s.reasons[keys[i]] > s.reasons[keys[j]] || (s.reasons[keys[i]] == s.reasons[keys[j]] && keys[i] < keys[j])
+		})
 		fmt.Fprint(w, "dtx: rollbacks:")
 		for _, k := range keys {
 			fmt.Fprintf(w, " %s=%d;", k, s.reasons[k])
