@@ -234,11 +234,8 @@ func runMain(ctx context.Context, f *runFlags) error {
 	}
 	rd := purchase.NewReader(counting)
 	lastBar := int64(0)
-	for {
-		ln, ok := rd.Next()
-		if !ok {
-			break
-		}
+	for rd.Scan() {
+		ln := rd.Line()
 		if bar != nil {
 			if n := counting.n.Load(); n-lastBar > 1<<16 {
 				bar.Set64(n)

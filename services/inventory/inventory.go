@@ -52,8 +52,8 @@ func New(w purchase.World) *Store {
 }
 
 func decode(op []byte) (purchase.Request, error) {
-	r, err := purchase.DecodeBinary(op)
-	if err != nil {
+	var r purchase.Request
+	if err := r.UnmarshalBinary(op); err != nil {
 		return r, fmt.Errorf("malformed operation: %w", err)
 	}
 	return r, nil
