@@ -27,7 +27,7 @@ type Config struct {
 	// Tick is the wall-clock length of one tick.
 	Tick time.Duration
 	// Network connects the coordinator to the participants.
-	Network *transport.Network
+	Network transport.Network
 	// Log configures the write-ahead log (Dir is set from Dir above).
 	Log wal.Config
 	// OnRecovered receives outcomes decided during recovery (no client

@@ -113,7 +113,7 @@ type Engine struct {
 	cfg      Config
 	lock     *os.File
 	world    purchase.World
-	net      *transport.Network
+	net      *transport.MemNetwork
 	coord    *coordinator.Coordinator
 	services map[string]*participant.Service
 	cancel   context.CancelFunc
@@ -188,7 +188,7 @@ func (e *Engine) open() error {
 	e.world = w
 	e.report.Fresh = fresh
 	e.report.InDoubt = map[string][]string{}
-	e.net = transport.NewNetwork(cfg.NetFaults, cfg.Faults.Seed^0xabcdef)
+	e.net = transport.NewMemNetwork(cfg.NetFaults, cfg.Faults.Seed^0xabcdef)
 	logCfg := wal.DefaultConfig("")
 	if cfg.SegmentSize > 0 {
 		logCfg.SegmentSize = cfg.SegmentSize

@@ -59,7 +59,7 @@ type Config struct {
 	NewResource func() (Resource, error)
 	Machine     twopc.ParticipantConfig
 	Tick        time.Duration
-	Network     *transport.Network
+	Network     transport.Network
 	Log         wal.Config
 	Faults      Faults
 	Logger      *slog.Logger

@@ -9,7 +9,7 @@ import (
 	"github.com/dtx-dev/dtx/twopc"
 )
 
-// Faults are the misbehaviours of an in-process Network, as probabilities
+// Faults are the misbehaviours of an in-process MemNetwork, as probabilities
 // per message (0 means never).
 type Faults struct {
 	Drop      float64       // lose the message
@@ -18,10 +18,10 @@ type Faults struct {
 	MaxDelay  time.Duration // upper bound of a delay
 }
 
-// Network is an in-process network: each node registers an inbox channel
+// MemNetwork is an in-process network: each node registers an inbox channel
 // and messages are delivered to it in batches. A full inbox or an
 // unregistered (crashed) node loses the message, as a real network would.
-type Network struct {
+type MemNetwork struct {
 	mu     sync.RWMutex
 	inbox  map[string]chan []twopc.Message
 	faults Faults
@@ -32,9 +32,9 @@ type Network struct {
 	sent, dropped, duplicated, delayed atomic.Uint64
 }
 
-// NewNetwork returns a network with the given faults; seed drives them.
-func NewNetwork(f Faults, seed uint64) *Network {
-	return &Network{
+// NewMemNetwork returns a network with the given faults; seed drives them.
+func NewMemNetwork(f Faults, seed uint64) *MemNetwork {
+	return &MemNetwork{
 		inbox:  make(map[string]chan []twopc.Message),
 		faults: f,
 		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
@@ -42,7 +42,7 @@ func NewNetwork(f Faults, seed uint64) *Network {
 }
 
 // Register connects node id to inbox, replacing any earlier registration.
-func (n *Network) Register(id string, inbox chan []twopc.Message) {
+func (n *MemNetwork) Register(id string, inbox chan []twopc.Message) {
 	n.mu.Lock()
 	n.inbox[id] = inbox
 	n.mu.Unlock()
@@ -50,7 +50,7 @@ func (n *Network) Register(id string, inbox chan []twopc.Message) {
 
 // Unregister disconnects id if it is still connected to inbox: messages to
 // it are lost from now on.
-func (n *Network) Unregister(id string, inbox chan []twopc.Message) {
+func (n *MemNetwork) Unregister(id string, inbox chan []twopc.Message) {
 	n.mu.Lock()
 	if n.inbox[id] == inbox {
 		delete(n.inbox, id)
@@ -64,12 +64,12 @@ type NetStats struct {
 }
 
 // Stats returns the counters so far.
-func (n *Network) Stats() NetStats {
+func (n *MemNetwork) Stats() NetStats {
 	return NetStats{n.sent.Load(), n.dropped.Load(), n.duplicated.Load(), n.delayed.Load()}
 }
 
 // Send implements Transport. Messages to the same node travel as one batch.
-func (n *Network) Send(msgs []twopc.Message) {
+func (n *MemNetwork) Send(msgs []twopc.Message) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -100,7 +100,7 @@ func (n *Network) Send(msgs []twopc.Message) {
 	n.sendBatches(now)
 }
 
-func (n *Network) roll() (drop, dup bool, delay time.Duration) {
+func (n *MemNetwork) roll() (drop, dup bool, delay time.Duration) {
 	n.rmu.Lock()
 	defer n.rmu.Unlock()
 	f := n.faults
@@ -113,7 +113,7 @@ func (n *Network) roll() (drop, dup bool, delay time.Duration) {
 }
 
 // sendBatches delivers msgs grouped by destination, keeping their order.
-func (n *Network) sendBatches(msgs []twopc.Message) {
+func (n *MemNetwork) sendBatches(msgs []twopc.Message) {
 	for len(msgs) > 0 {
 		to := msgs[0].To
 		batch := make([]twopc.Message, 0, len(msgs))
@@ -130,7 +130,7 @@ func (n *Network) sendBatches(msgs []twopc.Message) {
 	}
 }
 
-func (n *Network) deliver(to string, batch []twopc.Message) {
+func (n *MemNetwork) deliver(to string, batch []twopc.Message) {
 	n.mu.RLock()
 	ch := n.inbox[to]
 	n.mu.RUnlock()
@@ -145,4 +145,4 @@ func (n *Network) deliver(to string, batch []twopc.Message) {
 	}
 }
 
-var _ Transport = (*Network)(nil)
+var _ Network = (*MemNetwork)(nil)

@@ -11,3 +11,14 @@ import "github.com/dtx-dev/dtx/twopc"
 type Transport interface {
 	Send(msgs []twopc.Message)
 }
+
+// Network is a Transport that also delivers: a node registers the inbox
+// where its messages arrive, and unregisters it when it stops or crashes
+// (messages to it are lost meanwhile).
+type Network interface {
+	Transport
+	// Register connects node id to inbox, replacing an earlier inbox.
+	Register(id string, inbox chan []twopc.Message)
+	// Unregister disconnects id if it is still connected to inbox.
+	Unregister(id string, inbox chan []twopc.Message)
+}
