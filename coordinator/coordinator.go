@@ -207,6 +207,13 @@ func (c *Coordinator) Status(ctx context.Context) (Status, error) {
 	return s, err
 }
 
+// DeadlockStats returns the machine's deadlock counters.
+func (c *Coordinator) DeadlockStats(ctx context.Context) (twopc.DeadlockStats, error) {
+	var s twopc.DeadlockStats
+	err := c.node.Do(ctx, c.done, func() { s = c.m.DeadlockStats() })
+	return s, err
+}
+
 // Close stops the loop (if running) and closes the log, syncing it.
 func (c *Coordinator) Close() error {
 	c.mu.Lock()

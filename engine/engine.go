@@ -58,6 +58,11 @@ type Config struct {
 	CommitRetry time.Duration
 	// LockTimeout bounds a lock wait at a service (a NO vote after it).
 	LockTimeout time.Duration
+	// Deadlock is the deadlock policy (default detect).
+	Deadlock twopc.DeadlockPolicy
+	// DetectEvery is how often services check their lock waits for
+	// deadlocks (and report them to the coordinator under detect).
+	DetectEvery time.Duration
 	// Faults are the simulated failures of each service.
 	Faults participant.Faults
 	// NetFaults are the simulated failures of the in-process network.
@@ -79,6 +84,8 @@ func DefaultConfig(dir string) Config {
 		PrepareTimeout: time.Second,
 		CommitRetry:    50 * time.Millisecond,
 		LockTimeout:    500 * time.Millisecond,
+		Deadlock:       twopc.DeadlockDetect,
+		DetectEvery:    5 * time.Millisecond,
 		MaxInflight:    1 << 16,
 	}
 }
@@ -198,6 +205,11 @@ func (e *Engine) open() error {
 		mc.LockTimeout = ticks(cfg.LockTimeout, cfg.Tick)
 		mc.InquireAfter = ticks(2*cfg.PrepareTimeout, cfg.Tick)
 		mc.InquireMax = 5 * mc.InquireAfter
+		mc.Deadlock = cfg.Deadlock
+		if cfg.DetectEvery > 0 {
+			mc.DetectEvery = ticks(cfg.DetectEvery, cfg.Tick)
+			mc.DetectAfter = mc.DetectEvery
+		}
 		faults := cfg.Faults
 		faults.Seed = cfg.Faults.Seed*31 + uint64(i) + 1
 		if faults.SlowDelay == 0 {
@@ -242,6 +254,9 @@ func (e *Engine) open() error {
 	mc.RetryBase = ticks(cfg.CommitRetry, cfg.Tick)
 	mc.RetryMax = 20 * mc.RetryBase
 	mc.MaxInflight = cfg.MaxInflight
+	if cfg.DetectEvery > 0 {
+		mc.WaitsTTL = 4 * ticks(cfg.DetectEvery, cfg.Tick)
+	}
 	rng := newRand(cfg.Faults.Seed)
 	mc.Rand = rng.Uint64
 	e.coord, err = coordinator.Open(coordinator.Config{
@@ -569,6 +584,11 @@ func writeFileSync(path string, data []byte) error {
 
 func newRand(seed uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+}
+
+// DeadlockStats returns the coordinator's deadlock counters.
+func (e *Engine) DeadlockStats(ctx context.Context) (twopc.DeadlockStats, error) {
+	return e.coord.DeadlockStats(ctx)
 }
 
 // Crashes returns how many simulated service crashes happened.

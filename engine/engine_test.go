@@ -158,6 +158,8 @@ func TestEngineConcurrentPurchasesUnderFaults(t *testing.T) {
 	cfg.LockTimeout = 100 * time.Millisecond
 	cfg.CommitRetry = 10 * time.Millisecond
 	cfg.Faults = participant.Faults{FailRate: 0.05, SlowRate: 0.01, CrashRate: 0.01, Downtime: 5 * time.Millisecond, Seed: seed}
+	cfg.Deadlock = twopc.DeadlockPolicy(1 + seed%3)
+	t.Logf("deadlock policy %v", cfg.Deadlock)
 	e, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

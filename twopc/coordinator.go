@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/dtx-dev/dtx/lockmgr"
 )
 
 // CoordState is the state of a transaction at the coordinator. The zero
@@ -52,6 +54,10 @@ type CoordinatorConfig struct {
 	// Rand returns random numbers for retry jitter; nil means no jitter.
 	// Inject a seeded source to keep runs deterministic.
 	Rand func() uint64
+	// WaitsTTL: a participant's wait-for report older than this many ticks
+	// is ignored by deadlock detection (participants report every few
+	// ticks while they have waiters). 0 means 50.
+	WaitsTTL uint64
 }
 
 // DefaultCoordinatorConfig returns a config for 1 ms ticks.
@@ -96,6 +102,7 @@ type coordTx struct {
 	dups     int      // duplicate submissions waiting for the outcome
 	gen      uint32   // bumps invalidate older timers
 	attempts int      // commit resends so far
+	ts       uint64   // timestamp: smaller is older (not logged)
 }
 
 func (t *coordTx) index(node string) int {
@@ -120,6 +127,34 @@ type Coordinator struct {
 	done    map[string]finished // committed (END) or aborted
 	timers  timers
 	rd      Ready
+	lastTS  uint64
+	waits   map[string]waitReport // latest wait-for report per participant
+	dl      DeadlockStats
+}
+
+// waitReport is a participant's latest wait-for edges.
+type waitReport struct {
+	at    uint64
+	waits []Wait
+}
+
+// DeadlockStats counts what deadlock handling did at the coordinator.
+type DeadlockStats struct {
+	// Cycles is the number of global cycles broken (one victim each).
+	Cycles uint64
+	// Wounds is the number of transactions aborted on a wound request.
+	Wounds uint64
+	// DetectTicks holds, for the first cycles broken (at most 4096), how
+	// many ticks the youngest edge of the cycle had existed when the
+	// victim was aborted: the time from cycle formed to victim aborted.
+	DetectTicks []uint64
+}
+
+// DeadlockStats returns a copy of the deadlock counters.
+func (c *Coordinator) DeadlockStats() DeadlockStats {
+	s := c.dl
+	s.DetectTicks = slices.Clone(s.DetectTicks)
+	return s
 }
 
 // NewCoordinator returns a coordinator with no history. Replay the log into
@@ -128,10 +163,14 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.WaitsTTL == 0 {
+		cfg.WaitsTTL = 50
+	}
 	return &Coordinator{
 		cfg:    cfg,
 		active: make(map[string]*coordTx),
 		done:   make(map[string]finished),
+		waits:  make(map[string]waitReport),
 	}, nil
 }
 
@@ -305,10 +344,14 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 		nodes[i] = b.Node
 	}
 	t := newCoordTx(tx, nodes)
+	c.lastTS++
+	t.ts = c.epoch<<40 | c.lastTS
 	c.active[tx] = t
 	c.rd.Records = append(c.rd.Records, Record{Type: RecBegin, Tx: tx, Nodes: nodes})
 	for _, b := range branches {
-		c.send(MsgPrepare, b.Node, tx, b.Op, "")
+		c.rd.Messages = append(c.rd.Messages, Message{
+			Type: MsgPrepare, From: c.cfg.ID, To: b.Node, Tx: tx, Epoch: c.epoch, Op: b.Op, TS: t.ts,
+		})
 	}
 	c.timers.add(c.now+c.cfg.PrepareTimeout, tx, timerPrepare, t.gen)
 	return nil
@@ -332,6 +375,18 @@ func (c *Coordinator) Step(m Message) {
 		c.stepAck(m)
 	case MsgInquire:
 		c.stepInquire(m)
+	case MsgWound:
+		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting {
+			c.dl.Wounds++
+			reason := m.Reason
+			if reason == "" {
+				reason = "deadlock: wounded by an older transaction"
+			}
+			c.abort(t, reason, false)
+		}
+	case MsgWaits:
+		c.waits[m.From] = waitReport{at: c.now, waits: m.Waits}
+		c.detect()
 	default:
 		c.event(m.Tx, "unexpected message "+m.String())
 	}
@@ -419,6 +474,67 @@ func (c *Coordinator) stepInquire(m Message) {
 		return
 	}
 	c.send(MsgAbort, m.From, m.Tx, nil, "presumed abort")
+}
+
+// detect merges the participants' fresh wait-for reports into one graph and
+// aborts the youngest transaction of every cycle.
+//
+// A report can be stale, so a merged cycle may have vanished meanwhile. An
+// edge W->H at a participant disappears only when H releases its lock there
+// (H was decided, or voted NO there) or W stops waiting there (W got the
+// lock after H released it, or W voted NO). Only edges between transactions
+// still collecting votes here are used, so a false cycle needs a NO vote or
+// a decision still in flight within the report's travel time; its victim
+// is then a transaction that has not decided yet: aborting it is safe, only
+// wasted work. It is rare and counted like any cycle.
+func (c *Coordinator) detect() {
+	var edges []lockmgr.Edge
+	age := map[[2]string]uint64{}
+	for node, r := range c.waits {
+		if c.now-r.at > c.cfg.WaitsTTL {
+			delete(c.waits, node)
+			continue
+		}
+		for _, w := range r.waits {
+			if !c.collecting(w.Waiter) || !c.collecting(w.Holder) || w.Waiter == w.Holder {
+				continue
+			}
+			edges = append(edges, lockmgr.Edge{Waiter: w.Waiter, Holder: w.Holder, Key: node})
+			k := [2]string{w.Waiter, w.Holder}
+			if a, ok := age[k]; !ok || w.Age+(c.now-r.at) < a {
+				age[k] = w.Age + (c.now - r.at)
+			}
+		}
+	}
+	if len(edges) == 0 {
+		return
+	}
+	for _, cycle := range lockmgr.FindCycles(edges) {
+		alive := true
+		for _, tx := range cycle {
+			alive = alive && c.collecting(tx)
+		}
+		if !alive {
+			continue // broken already by a victim of an earlier cycle
+		}
+		victim := lockmgr.Victim(cycle, func(tx string) uint64 { return c.active[tx].ts })
+		youngest := uint64(1<<63 - 1)
+		for i := 0; i+1 < len(cycle); i++ {
+			youngest = min(youngest, age[[2]string{cycle[i], cycle[i+1]}])
+		}
+		c.dl.Cycles++
+		if len(c.dl.DetectTicks) < 4096 {
+			c.dl.DetectTicks = append(c.dl.DetectTicks, youngest)
+		}
+		reason := fmt.Sprintf("deadlock: cycle %s; victim %s (youngest)", strings.Join(cycle, "->"), victim)
+		c.event(victim, reason)
+		c.abort(c.active[victim], reason, false)
+	}
+}
+
+func (c *Coordinator) collecting(tx string) bool {
+	t := c.active[tx]
+	return t != nil && t.state == CoordCollecting
 }
 
 // commit decides COMMIT: forced record, then COMMIT to every YES voter and

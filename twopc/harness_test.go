@@ -109,8 +109,14 @@ func mustCoord(t testing.TB, l *memLog) *Coordinator {
 }
 
 func mustPart(t testing.TB, id string, l *memLog, res *kv) *Participant {
+	return mustPartPolicy(t, id, l, res, DeadlockDetect)
+}
+
+func mustPartPolicy(t testing.TB, id string, l *memLog, res *kv, policy DeadlockPolicy) *Participant {
 	t.Helper()
-	p, err := NewParticipant(testPartConfig(id), res)
+	cfg := testPartConfig(id)
+	cfg.Deadlock = policy
+	p, err := NewParticipant(cfg, multiKV{res})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
 package twopc
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dtx-dev/dtx/lockmgr"
 )
@@ -71,6 +73,13 @@ type ParticipantConfig struct {
 	InquireAfter, InquireMax uint64
 	// Rand returns random numbers for jitter; nil means none.
 	Rand func() uint64
+	// Deadlock is the deadlock policy (default DeadlockDetect).
+	Deadlock DeadlockPolicy
+	// DetectEvery: every this many ticks, waits are checked for local
+	// cycles (detect) or younger holders to wound (wound-wait); under
+	// detect, if a wait is older than DetectAfter, the wait-for edges are
+	// reported to the coordinator. 0 means 5 and 5.
+	DetectEvery, DetectAfter uint64
 }
 
 // DefaultParticipantConfig returns a config for 1 ms ticks.
@@ -81,6 +90,9 @@ func DefaultParticipantConfig(id string) ParticipantConfig {
 		LockTimeout:  500,
 		InquireAfter: 2000,
 		InquireMax:   5000,
+		Deadlock:     DeadlockDetect,
+		DetectEvery:  5,
+		DetectAfter:  5,
 	}
 }
 
@@ -95,16 +107,21 @@ func (c ParticipantConfig) Validate() error {
 		return fmt.Errorf("twopc: LockTimeout must be > 0 ticks")
 	case c.InquireAfter == 0 || c.InquireMax < c.InquireAfter:
 		return fmt.Errorf("twopc: need 0 < InquireAfter <= InquireMax")
+	case c.Deadlock >= deadlockPolicyEnd:
+		return fmt.Errorf("twopc: invalid deadlock policy %d", c.Deadlock)
 	}
 	return nil
 }
 
 type branch struct {
-	state    BranchState
-	op       []byte
-	reason   string // NO vote's reason
-	gen      uint32
-	attempts int // inquiries so far
+	state     BranchState
+	op        []byte
+	reason    string // NO vote's reason
+	gen       uint32
+	attempts  int    // inquiries so far
+	ts        uint64 // the transaction's timestamp (from PREPARE)
+	waitSince uint64 // tick the current lock wait began
+	wounded   bool   // a wound request for it was sent
 }
 
 // Participant is a participant's state machine for many concurrent
@@ -127,6 +144,15 @@ type Participant struct {
 func NewParticipant(cfg ParticipantConfig, res Resource) (*Participant, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Deadlock == 0 {
+		cfg.Deadlock = DeadlockDetect
+	}
+	if cfg.DetectEvery == 0 {
+		cfg.DetectEvery = 5
+	}
+	if cfg.DetectAfter == 0 {
+		cfg.DetectAfter = 5
 	}
 	return &Participant{
 		cfg:      cfg,
@@ -290,7 +316,16 @@ func (p *Participant) Step(m Message) {
 func (p *Participant) stepPrepare(m Message) {
 	if b := p.branches[m.Tx]; b != nil {
 		switch b.state { // a duplicate PREPARE gets the same vote again
-		case BranchPrepared, BranchCommitted:
+		case BranchPrepared:
+			if !bytes.Equal(b.op, m.Op) {
+				// The id was reused for another operation by a new
+				// coordinator incarnation: never let one stand for the
+				// other. The branch stays prepared until its decision.
+				p.send(MsgVote, m.Tx, VoteNo, "transaction id reused with a different operation")
+				return
+			}
+			p.send(MsgVote, m.Tx, VoteYes, "")
+		case BranchCommitted:
 			p.send(MsgVote, m.Tx, VoteYes, "")
 		case BranchAborted:
 			reason := b.reason
@@ -306,7 +341,7 @@ func (p *Participant) stepPrepare(m Message) {
 		return
 	}
 	p.maxEpoch = m.Epoch
-	b := &branch{state: BranchWaiting, op: m.Op}
+	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS}
 	p.branches[m.Tx] = b
 	keys, err := p.res.Keys(m.Tx, m.Op)
 	if err != nil {
@@ -323,7 +358,107 @@ func (p *Participant) stepPrepare(m Message) {
 		p.prepare(m.Tx, b)
 		return
 	}
+	b.waitSince = p.now
 	p.timers.add(p.now+p.cfg.LockTimeout, m.Tx, timerLock, b.gen)
+	switch p.cfg.Deadlock {
+	case DeadlockDetect:
+		if cycle := p.locks.FindCycle(m.Tx); cycle != nil {
+			p.breakLocal(cycle)
+		}
+	case DeadlockWoundWait:
+		p.woundYounger()
+	}
+}
+
+// ts is the timestamp of a branch here (0 if unknown: counts as oldest).
+func (p *Participant) ts(tx string) uint64 {
+	if b := p.branches[tx]; b != nil {
+		return b.ts
+	}
+	return 0
+}
+
+// breakLocal breaks a local cycle: its youngest branch votes NO. Every
+// branch on a local cycle is waiting here, so none has voted YES here.
+func (p *Participant) breakLocal(cycle []string) {
+	victim := lockmgr.Victim(cycle, p.ts)
+	b := p.branches[victim]
+	if b == nil || b.state != BranchWaiting {
+		panic(fmt.Sprintf("twopc: %s: local deadlock victim %s is not waiting", p.cfg.ID, victim)) // lockmgr invariant
+	}
+	p.voteNo(victim, b, fmt.Sprintf("deadlock: local cycle %s; victim %s (youngest)", strings.Join(cycle, "->"), victim))
+	p.releaseWaiting(victim)
+}
+
+func (p *Participant) waitingAll(txs []string) bool {
+	for _, tx := range txs {
+		if b := p.branches[tx]; b == nil || b.state != BranchWaiting {
+			return false
+		}
+	}
+	return true
+}
+
+// woundYounger asks the coordinator to abort every transaction that an
+// older one waits for (wound-wait). Only the coordinator may abort it: it
+// may have voted YES here or elsewhere.
+func (p *Participant) woundYounger() {
+	for _, e := range p.locks.Edges() {
+		w, h := p.branches[e.Waiter], p.branches[e.Holder]
+		if w == nil || h == nil || h.wounded || w.ts == 0 || h.ts <= w.ts {
+			continue
+		}
+		if h.state != BranchWaiting && h.state != BranchPrepared {
+			continue
+		}
+		h.wounded = true
+		p.rd.Messages = append(p.rd.Messages, Message{
+			Type: MsgWound, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: e.Holder, Epoch: p.maxEpoch,
+			Reason: fmt.Sprintf("deadlock: wounded by older %s waiting for %s", e.Waiter, e.Key),
+		})
+	}
+}
+
+// detect runs every DetectEvery ticks while branches wait for locks.
+func (p *Participant) detect() {
+	_, waiting := p.locks.Len()
+	if waiting == 0 {
+		return
+	}
+	switch p.cfg.Deadlock {
+	case DeadlockWoundWait:
+		p.woundYounger()
+	case DeadlockDetect:
+		edges := p.locks.Edges()
+		for round := 0; round < 64; round++ {
+			cycles := lockmgr.FindCycles(edges)
+			if len(cycles) == 0 {
+				break
+			}
+			for _, c := range cycles {
+				if p.waitingAll(c) {
+					p.breakLocal(c)
+				}
+			}
+			edges = p.locks.Edges()
+		}
+		var waits []Wait
+		old := false
+		for _, e := range edges {
+			w := p.branches[e.Waiter]
+			if w == nil || w.state != BranchWaiting {
+				continue
+			}
+			age := p.now - w.waitSince
+			old = old || age >= p.cfg.DetectAfter
+			waits = append(waits, Wait{Waiter: e.Waiter, Holder: e.Holder, Age: age})
+		}
+		if old {
+			p.rd.Messages = append(p.rd.Messages, Message{
+				Type: MsgWaits, From: p.cfg.ID, To: p.cfg.Coordinator, Epoch: p.maxEpoch, Waits: waits,
+			})
+		}
+	}
 }
 
 // prepare runs the business check of a branch that holds its locks.
@@ -421,6 +556,9 @@ func (p *Participant) Tick() {
 	p.now++
 	if !p.started {
 		return
+	}
+	if p.cfg.Deadlock != DeadlockTimeout && p.now%p.cfg.DetectEvery == 0 {
+		p.detect()
 	}
 	for {
 		tm, ok := p.timers.pop(p.now)

@@ -53,6 +53,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 		}
 	}()
 	rng := rand.New(rand.NewPCG(seed, 7))
+	policy := DeadlockPolicy(1 + seed%3)
 	nodes := []string{"a", "b", "c"}
 	var clog memLog
 	coord := mustCoord(t, &clog)
@@ -60,12 +61,13 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 	parts := map[string]*simNode{}
 	for _, id := range nodes {
 		n := &simNode{id: id, res: newKV()}
-		n.part = mustPart(t, id, &n.log, n.res)
+		n.part = mustPartPolicy(t, id, &n.log, n.res, policy)
 		parts[id] = n
 	}
 	var net []inflight
 	heard := map[string]Outcome{} // first outcome each client heard
 	txNodes := map[string][]string{}
+	txBranches := map[string][]Branch{}
 	const txs = 40
 	keys := []string{"k1", "k2", "k3"} // hot keys: real lock contention
 	proposed := 0
@@ -134,12 +136,19 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 					break // some txs have two participants
 				}
 				op := keys[rng.IntN(len(keys))]
+				if rng.IntN(3) == 0 {
+					op += "+" + keys[rng.IntN(len(keys))] // multi-key: local deadlocks
+				}
 				if rng.IntN(12) == 0 {
 					op += "=fail"
 				}
 				bs = append(bs, Branch{Node: n, Op: []byte(op)})
 			}
-			if _, ok := txNodes[id]; !ok {
+			// A resubmission is the same request: same branches, same ops.
+			if prev, ok := txBranches[id]; ok {
+				bs = prev
+			} else {
+				txBranches[id] = bs
 				for _, b := range bs {
 					txNodes[id] = append(txNodes[id], b.Node)
 				}
@@ -188,7 +197,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 			if n.down > 0 {
 				if n.down--; n.down == 0 {
 					n.res = newKV()
-					n.part = mustPart(t, id, &n.log, n.res)
+					n.part = mustPartPolicy(t, id, &n.log, n.res, policy)
 					flushPart(n)
 				}
 				continue
@@ -257,7 +266,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 	for _, id := range nodes {
 		n := parts[id]
 		fresh := newKV()
-		mustPart(t, id, &n.log, fresh)
+		mustPartPolicy(t, id, &n.log, fresh, policy)
 		if !slices.Equal(sortedKeys(fresh.committed), sortedKeys(n.res.committed)) {
 			t.Errorf("%s: log replays to a different state", id)
 		}

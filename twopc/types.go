@@ -27,10 +27,17 @@ const (
 	// outcome (termination protocol). The answer is a MsgCommit or MsgAbort,
 	// or nothing while the coordinator is still collecting votes.
 	MsgInquire
+	// MsgWaits reports a participant's local wait-for edges (Waits) to the
+	// coordinator, for global deadlock detection.
+	MsgWaits
+	// MsgWound asks the coordinator to abort transaction Tx, younger than a
+	// transaction waiting for its lock (wound-wait). The coordinator does so
+	// only if Tx is still collecting votes.
+	MsgWound
 	msgTypeEnd
 )
 
-var msgTypeNames = [...]string{"", "PREPARE", "VOTE", "COMMIT", "ABORT", "ACK", "INQUIRE"}
+var msgTypeNames = [...]string{"", "PREPARE", "VOTE", "COMMIT", "ABORT", "ACK", "INQUIRE", "WAITS", "WOUND"}
 
 func (t MsgType) String() string {
 	if t == 0 || t >= msgTypeEnd {
@@ -72,6 +79,58 @@ type Message struct {
 	Vote   Vote   // MsgVote only
 	Reason string // MsgVote (NO), MsgAbort
 	Op     []byte // MsgPrepare only: the business operation of this branch
+	// TS is the transaction's timestamp (MsgPrepare): smaller is older.
+	// Deadlock policies use it to pick the youngest victim.
+	TS uint64
+	// Waits are a participant's wait-for edges (MsgWaits only).
+	Waits []Wait
+}
+
+// Wait is one wait-for edge at a participant: Waiter waits for a lock that
+// Holder holds, or is queued ahead of it for one. Age is how many ticks
+// Waiter has been waiting.
+type Wait struct {
+	Waiter, Holder string
+	Age            uint64
+}
+
+// DeadlockPolicy says how deadlocks between transactions are handled. The
+// lock-wait timeout is always on, as the last resort. The zero value is
+// invalid.
+type DeadlockPolicy uint8
+
+const (
+	// DeadlockDetect: participants break local cycles at once (the youngest
+	// waiting branch votes NO) and report their wait-for edges to the
+	// coordinator, which merges them and aborts the youngest transaction of
+	// every cycle it finds.
+	DeadlockDetect DeadlockPolicy = 1 + iota
+	// DeadlockWoundWait: an older transaction that waits for a younger one
+	// asks the coordinator to abort (wound) the younger one; a younger one
+	// waits. Cycles cannot form.
+	DeadlockWoundWait
+	// DeadlockTimeout: lock-wait timeouts only.
+	DeadlockTimeout
+	deadlockPolicyEnd
+)
+
+var policyNames = [...]string{"", "detect", "wound-wait", "timeout"}
+
+func (p DeadlockPolicy) String() string {
+	if p == 0 || p >= deadlockPolicyEnd {
+		return fmt.Sprintf("DeadlockPolicy(%d)", uint8(p))
+	}
+	return policyNames[p]
+}
+
+// ParseDeadlockPolicy reads "detect", "wound-wait" or "timeout".
+func ParseDeadlockPolicy(s string) (DeadlockPolicy, error) {
+	for i := DeadlockPolicy(1); i < deadlockPolicyEnd; i++ {
+		if policyNames[i] == s {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("twopc: unknown deadlock policy %q (want detect, wound-wait or timeout)", s)
 }
 
 func (m Message) String() string {

@@ -23,6 +23,7 @@ import (
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 type runFlags struct {
@@ -39,6 +40,7 @@ type runFlags struct {
 	lockTimeout    time.Duration
 	json           bool
 	progress       bool
+	deadlock       string
 }
 
 func runCmd() *cobra.Command {
@@ -73,6 +75,7 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.prepareTimeout, "prepare-timeout", 500*time.Millisecond, "time for all votes to arrive before a rollback")
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 250*time.Millisecond, "longest wait for a lock at a service before it votes NO")
+	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	return cmd
@@ -127,6 +130,10 @@ func runMain(ctx context.Context, f *runFlags) error {
 			return usagef("--%s %v: must be at least 1ms", name, d)
 		}
 	}
+	policy, err := twopc.ParseDeadlockPolicy(f.deadlock)
+	if err != nil {
+		return usagef("--deadlock: %v", err)
+	}
 	var world *purchase.World
 	if f.world != "" {
 		data, err := os.ReadFile(f.world)
@@ -150,6 +157,7 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.PrepareTimeout = f.prepareTimeout
 	cfg.CommitRetry = f.commitRetry
 	cfg.LockTimeout = f.lockTimeout
+	cfg.Deadlock = policy
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	eng, err := engine.Open(cfg)
 	if err != nil {
