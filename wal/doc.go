@@ -1,0 +1,137 @@
+// Package wal is dtx's write-ahead log: a segmented, append-only file of
+// checksummed records with group commit, replay after a crash, torn-tail
+// repair and compaction. Every participant and the coordinator force their
+// protocol records through it ("force before you speak", DESIGN.md §2) and
+// rebuild their state from it on restart (§4).
+//
+// # Use
+//
+//	log, err := wal.Open(wal.DefaultConfig(dir)) // recovers; *CorruptionError on corruption
+//	err = log.Replay(func(r wal.Record) error { ... })
+//	seq, err := log.Append(wal.Entry{Type: recPrepared, Data: b}) // durable on return
+//	err = log.Compact(snapshotSeq)
+//
+// Append returns once the record is durable: written and fdatasync'ed.
+// Concurrent callers share one write and one fdatasync: the records that
+// arrive while a round is writing and syncing form the next round, led by
+// one of its callers (leader/follower group commit, no extra goroutine).
+// AppendNoSync returns without waiting; a later Append or Sync makes its
+// records durable. A failed write or sync is final: the log refuses every
+// later append with an error wrapping ErrFailed and the cause, never
+// retries an fsync, and every caller whose round failed gets the error. The
+// process is expected to crash and recover from the log.
+//
+// # Files
+//
+// A log is a directory of segment files. A segment is named after the seq
+// of its first record, as 16 lower-case hex digits and ".wal":
+//
+//	0000000000000001.wal   seqs 1..41872
+//	000000000000a391.wal   seqs 41873..
+//
+// Only the last segment (the active one) is ever written; the others are
+// whole and synced. Files named "<segment name>.tmp" are leftovers of a
+// crashed segment creation, removed by Open. Other files are ignored.
+//
+// # Segment format (version 1)
+//
+// All integers are little-endian. CRC is CRC-32C (Castagnoli). A segment is
+// a header followed by records packed back to back, with no padding or
+// alignment, up to the end of the file:
+//
+//	segment header, 32 bytes
+//	+--------+---------+----------+-----------+----------+--------+
+//	| magic  | version | reserved | first seq | reserved |  CRC   |
+//	|   8    |    4    |    4     |     8     |    4     |   4    |
+//	+--------+---------+----------+-----------+----------+--------+
+//	magic = "DTX-WAL\x00", version = 1, reserved = 0,
+//	CRC over bytes 0..27; first seq must match the file name.
+//
+//	record, 20 bytes of header + length bytes of data
+//	+-------+--------+---------+------+----------+-----------------+
+//	|  CRC  | length |   seq   | type | reserved |      data       |
+//	|   4   |   4    |    8    |  1   |    3     |     length      |
+//	+-------+--------+---------+------+----------+-----------------+
+//	CRC over bytes 4..(20+length): length, seq, type, reserved and data,
+//	so a flipped bit anywhere in a record is caught. type is 1..255;
+//	reserved = 0; length <= MaxRecordSize (checked before anything is read
+//	or allocated for the data).
+//
+// Seqs are dense: the first record of a segment has the seq in its name,
+// each next record the seq after, and each next segment begins where the
+// one before ends. A segment grows to Config.SegmentSize; a round of
+// records is split at record boundaries across the rollover (a record
+// larger than a segment gets a segment of its own).
+//
+// # Reading and recovery
+//
+// Open reads every segment in order and checks the header, each record's
+// length cap, checksum, type and seq. Where a record is bad:
+//
+//   - in a segment that is not the last: corruption;
+//   - with a valid checksum but the wrong seq (or an invalid type):
+//     corruption — no torn write produces that;
+//   - in the last segment: Open scans every later byte offset of the file
+//     for a valid record with a seq at or after the expected one. If one
+//     exists, the bad record is damage in the middle of the log:
+//     corruption. If none does, everything from the bad record on is a torn
+//     tail — a partial last record, zeros, or garbage — and is cut.
+//
+// Corruption is never skipped or repaired: Open fails with a
+// *CorruptionError (wrapping ErrCorrupt) that names the segment file, the
+// byte offset and the expected seq. A gap in seqs between segments, a bad
+// segment header and a header whose first seq disagrees with the file name
+// are corruption too.
+//
+// The rule rests on how a torn write looks: a crash keeps a prefix of the
+// bytes written after the last completed sync (possibly followed by zeros
+// or garbage), never a later record without the ones before it. A device
+// that persists unsynced pages out of order can leave a hole before a valid
+// record; Open then reports corruption rather than guess — a false alarm
+// that fails safe, never a silently lost acknowledged record. Likewise a
+// damaged last record is indistinguishable from a torn write and is cut;
+// Open logs every cut (Config.Logger) and reports it with Log.TornTail. A
+// record whose data itself contains a valid frame of the next seq could
+// make a torn tail look like corruption, in the same safe direction.
+//
+// With Config.ReadOnly (the dump command, see Dump), Open changes nothing:
+// a torn tail is reported by TornTail and left on disk, and Replay stops
+// before it.
+//
+// # Crash safety
+//
+// The disk may lose or tear anything not yet synced; what a sync covered
+// survives. Each step that changes the directory, and what a crash at any
+// point of it leaves:
+//
+//   - Append: the round is written with one write, then fdatasync'ed; only
+//     then does any caller of the round hear success. A crash before the
+//     sync returns leaves any prefix of the round (cut as a torn tail) —
+//     none of it was acknowledged. A crash after leaves all of it.
+//   - Rollover: the full segment is synced first, so a segment that is not
+//     the last is always whole. The new segment is created as
+//     "<name>.tmp", its header written and synced, renamed to "<name>",
+//     and the directory synced; only then are records written to it. A
+//     crash before the rename leaves a temporary file (removed by Open);
+//     after the rename, either that or a durable, empty, valid segment,
+//     which Open takes as the active one.
+//   - Open: a torn tail is truncated and the truncation synced; a crash in
+//     between shows the same tail again and it is cut again. Open then
+//     syncs the active segment and the directory, so records written but
+//     not synced by the previous process are durable before Replay lets
+//     anyone act on them.
+//   - Compact: segments are removed oldest first with a directory sync
+//     after each, so a crash leaves a contiguous run of segments and a
+//     restarted Replay begins at the oldest one still there.
+//   - A failed write or sync stops the log (ErrFailed). The data of the
+//     failed round is in an unknown state: it may or may not appear after
+//     the restart, and no caller was told it is durable.
+//
+// # Testing aids
+//
+// The disk is the FS interface. OSFS is the real one (File.Sync is
+// fdatasync on Linux). MemFS is an in-memory FS that knows what was synced:
+// it can crash keeping only durable data (or a torn part of the rest),
+// halt at any call, and fail the nth call of any kind. Log.Crash simulates
+// a process crash on the real disk.
+package wal

@@ -1,0 +1,716 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+// Entry is one record to append.
+type Entry struct {
+	Type uint8  // caller-defined record type, 1..255 (0 is invalid)
+	Data []byte // payload, at most Config.MaxRecordSize bytes; copied by Append
+}
+
+// Record is one record read back.
+type Record struct {
+	Seq  uint64 // 1-based, dense, increasing across segments and restarts
+	Type uint8
+	// Data is a fresh slice that the Replay callback may keep. (Dump's
+	// format function gets a slice valid only during the call.)
+	Data []byte
+}
+
+// Stats are counters of a Log since Open, for benchmarks and metrics.
+type Stats struct {
+	Appends      uint64 // Append and AppendNoSync calls that appended records (Sync excluded)
+	Entries      uint64 // records they appended
+	Batches      uint64 // group-commit rounds (one write and at most one sync each, barring rollovers)
+	Writes       uint64 // write calls to segment files
+	BytesWritten uint64 // record bytes written to segment files
+	Syncs        uint64 // fdatasync calls on segment files, rollovers and new segment headers included
+	// SyncedEntries counts records made durable by group-commit syncs;
+	// SyncedEntries/Batches with a sync is the batching factor.
+	SyncedEntries     uint64
+	GroupSyncs        uint64 // group-commit rounds that synced
+	MaxEntriesPerSync uint64 // most records made durable by one group-commit sync
+	Rollovers         uint64 // new segments created after Open
+}
+
+// AvgEntriesPerSync returns the mean number of records made durable by one
+// group-commit sync.
+func (s Stats) AvgEntriesPerSync() float64 {
+	if s.GroupSyncs == 0 {
+		return 0
+	}
+	return float64(s.SyncedEntries) / float64(s.GroupSyncs)
+}
+
+// segment is one segment file of the log.
+type segment struct {
+	first uint64 // seq of its first record (in its name and header)
+	path  string
+	// size is the offset after its last whole written record: stored by the
+	// writer after each write, loaded by Replay.
+	size atomic.Int64
+	// synced is how many bytes are durable. Guarded by Log.flushMu.
+	synced int64
+}
+
+// batch is what the callers of one group-commit round wait on: the round
+// of records appended while the previous round was writing and syncing. One
+// of its callers receives lead and becomes the leader that writes and syncs
+// it. A batch exists only if someone waits: a caller that finds no leader
+// leads at once, with no batch and no allocation.
+type batch struct {
+	done chan struct{} // closed when the round is over; err is then set
+	lead chan struct{} // capacity 1: the leader token, handed over by the previous leader
+	err  error
+	// Guarded by Log.mu.
+	leadSent bool
+	finished bool
+}
+
+func newBatch() *batch {
+	return &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
+}
+
+// finishLocked ends the round with err and wakes its callers.
+func (b *batch) finishLocked(err error) {
+	b.err = err
+	b.finished = true
+	close(b.done)
+}
+
+// Log is a segmented append-only log with group commit. All methods are
+// safe for concurrent use. See the package documentation for the format and
+// the recovery rules.
+type Log struct {
+	cfg    Config
+	fs     FS
+	logger *slog.Logger
+	torn   *TornTail
+
+	st counters
+
+	mu struct {
+		sync.Mutex
+		buf       []byte // frames of the records not yet handed to a leader
+		spare     []byte // the other buffer, while no leader holds it
+		cur       *batch // callers waiting for the records in buf, or nil
+		inflight  *batch // callers waiting for the round a leader is writing, or nil
+		inflLast  uint64 // last seq of the round a leader is writing
+		writing   bool   // a leader is writing and syncing a round
+		nextSeq   uint64 // seq of the next record
+		takenSeq  uint64 // last seq handed to a leader
+		syncedSeq uint64 // every record up to it is durable
+		flushing  bool   // a leader exists (is writing, or holds the token)
+		failed    error  // sticky; wraps ErrFailed
+		closed    bool
+	}
+
+	// flushMu is held by the leader while it writes and syncs, and by Close
+	// and Crash while they close the active file. It guards active, file and
+	// segment.synced.
+	flushMu sync.Mutex
+	active  *segment
+	file    File // the active segment, opened for append; nil once closed
+
+	// segMu guards segs (appended to on rollover, trimmed by Compact).
+	segMu sync.Mutex
+	segs  []*segment
+
+	// compactMu keeps Compact from removing segments under a Replay.
+	compactMu sync.RWMutex
+}
+
+type counters struct {
+	appends, entries, batches, writes, bytes, syncs  atomic.Uint64
+	syncedEntries, groupSyncs, maxPerSync, rollovers atomic.Uint64
+}
+
+// Open opens the log in cfg.Dir, creating it if needed. It reads every
+// segment and checks every record; a torn tail of the last segment is cut
+// (made durable before Open returns) and appends continue after the last
+// whole record. Corruption fails Open with a *CorruptionError naming the
+// segment file and offset. Open makes everything it found durable (it syncs
+// the last segment and the directory), so records it lets Replay see
+// survive a power loss even if the process before never synced them.
+func Open(cfg Config) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	l := &Log{cfg: cfg, fs: cfg.FS, logger: cfg.Logger.With("wal", cfg.Dir)}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	fsys, dir := l.fs, l.cfg.Dir
+	listing, err := listDir(fsys, dir)
+	if err != nil && (l.cfg.ReadOnly || !isNotExist(err)) {
+		return err
+	}
+	if err != nil { // the directory does not exist: create it, durably
+		if err := fsys.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("wal: create %s: %w", dir, err)
+		}
+		if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return fmt.Errorf("wal: sync parent of %s: %w", dir, err)
+		}
+	}
+	if !l.cfg.ReadOnly && len(listing.tmps) > 0 {
+		// Leftovers of a segment creation that crashed before its rename:
+		// never part of the log.
+		for _, name := range listing.tmps {
+			if err := fsys.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("wal: remove leftover: %w", err)
+			}
+			l.logger.Info("wal: removed leftover temporary file", "file", name)
+		}
+		if err := fsys.SyncDir(dir); err != nil {
+			return fmt.Errorf("wal: sync dir: %w", err)
+		}
+	}
+	res, err := walk(fsys, dir, listing.firsts, l.cfg.MaxRecordSize, nil)
+	if err != nil {
+		return err
+	}
+	l.torn = res.torn
+	l.logger.Info("wal: opened", "segments", len(res.segs), "next_seq", res.next, "read_only", l.cfg.ReadOnly)
+	l.mu.nextSeq = res.next
+	l.mu.takenSeq = res.next - 1
+	l.mu.syncedSeq = res.next - 1
+	l.segs = res.segs
+	if l.cfg.ReadOnly {
+		if t := res.torn; t != nil {
+			l.logger.Warn("wal: torn tail (read-only: not repaired)", "segment", t.Segment,
+				"offset", t.Offset, "size", t.Size, "reason", t.Reason)
+		}
+		if len(l.segs) > 0 {
+			l.active = l.segs[len(l.segs)-1]
+		}
+		return nil
+	}
+	if len(l.segs) == 0 {
+		seg, f, err := l.createSegment(res.next)
+		if err != nil {
+			return err
+		}
+		l.segs = []*segment{seg}
+		l.active, l.file = seg, f
+		return nil
+	}
+	l.active = l.segs[len(l.segs)-1]
+	f, err := fsys.OpenFile(l.active.path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("wal: open active segment: %w", err)
+	}
+	if t := res.torn; t != nil {
+		if err := f.Truncate(t.Offset); err != nil {
+			f.Close()
+			return fmt.Errorf("wal: cut torn tail: %w", err)
+		}
+		l.logger.Warn("wal: cut torn tail", "segment", t.Segment, "offset", t.Offset,
+			"bytes", t.Size-t.Offset, "seq", t.Seq, "reason", t.Reason)
+	}
+	// What the previous process wrote may still be only in the page cache:
+	// make it durable before anyone acts on it, with the directory entries.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("wal: sync active segment: %w", err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		f.Close()
+		return fmt.Errorf("wal: sync dir: %w", err)
+	}
+	l.file = f
+	return nil
+}
+
+// createSegment creates the segment whose first record will have seq first,
+// crash-safely: the header is written and synced under a temporary name,
+// renamed, and the directory synced. A crash leaves either no segment or a
+// whole, durable, empty one (and maybe a temporary file, removed by Open).
+func (l *Log) createSegment(first uint64) (*segment, File, error) {
+	path := filepath.Join(l.cfg.Dir, SegmentName(first))
+	tmp := path + tmpSuffix
+	f, err := l.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create segment: %w", err)
+	}
+	fail := func(op string, err error) (*segment, File, error) {
+		f.Close()
+		return nil, nil, fmt.Errorf("create segment %s: %s: %w", path, op, err)
+	}
+	h := encodeSegmentHeader(first)
+	if n, err := f.Write(h[:]); err != nil || n != len(h) {
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		return fail("write header", err)
+	}
+	l.st.syncs.Add(1)
+	if err := f.Sync(); err != nil {
+		return fail("sync", err)
+	}
+	if err := l.fs.Rename(tmp, path); err != nil {
+		return fail("rename", err)
+	}
+	if err := l.fs.SyncDir(l.cfg.Dir); err != nil {
+		return fail("sync dir", err)
+	}
+	seg := &segment{first: first, path: path, synced: SegmentHeaderSize}
+	seg.size.Store(SegmentHeaderSize)
+	return seg, f, nil
+}
+
+// Append appends entries as consecutive records and returns when they are
+// durable (written and fdatasync'ed), with the seq of the last one.
+// Concurrent calls share one write and one fdatasync (group commit). The
+// entries of one call are contiguous. An invalid entry (type 0, data over
+// MaxRecordSize) fails the call with ErrInvalidEntry and appends nothing.
+// Append with no entries is Sync. An error wrapping ErrFailed means the log
+// is dead (see ErrFailed); the records of the failed call may or may not be
+// in the log after a restart.
+func (l *Log) Append(entries ...Entry) (lastSeq uint64, err error) {
+	return l.append(entries, true)
+}
+
+// AppendNoSync appends entries like Append but returns once they are in
+// the log's buffer: they become durable with a later Append or Sync (of any
+// caller), or are lost in a crash before that. Appending past
+// Config.BufferSize of buffered data blocks until the buffer is written and
+// synced.
+func (l *Log) AppendNoSync(entries ...Entry) (lastSeq uint64, err error) {
+	return l.append(entries, false)
+}
+
+func (l *Log) append(entries []Entry, force bool) (uint64, error) {
+	if len(entries) == 0 {
+		if !force {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.mu.nextSeq - 1, l.checkLocked()
+		}
+		return l.sync()
+	}
+	for i, e := range entries {
+		if e.Type == 0 {
+			return 0, fmt.Errorf("%w: entry %d has type 0", ErrInvalidEntry, i)
+		}
+		if len(e.Data) > l.cfg.MaxRecordSize {
+			return 0, fmt.Errorf("%w: entry %d has %d bytes of data, MaxRecordSize is %d",
+				ErrInvalidEntry, i, len(e.Data), l.cfg.MaxRecordSize)
+		}
+	}
+	l.mu.Lock()
+	if err := l.checkLocked(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	buf, seq := l.mu.buf, l.mu.nextSeq
+	for _, e := range entries {
+		buf = appendRecord(buf, seq, e.Type, e.Data)
+		seq++
+	}
+	l.mu.buf, l.mu.nextSeq = buf, seq
+	last := seq - 1
+	l.st.appends.Add(1)
+	l.st.entries.Add(uint64(len(entries)))
+	if !force && len(buf) < l.cfg.BufferSize {
+		l.mu.Unlock()
+		return last, nil
+	}
+	if err := l.commitLocked(); err != nil {
+		return 0, err
+	}
+	return last, nil
+}
+
+// Sync makes every record appended so far durable.
+func (l *Log) Sync() error {
+	_, err := l.sync()
+	return err
+}
+
+func (l *Log) sync() (uint64, error) {
+	l.mu.Lock()
+	if err := l.checkLocked(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	target := l.mu.nextSeq - 1
+	return target, l.syncLocked()
+}
+
+// syncLocked makes every record appended so far durable. l.mu is held on
+// entry and released on return.
+func (l *Log) syncLocked() error {
+	target := l.mu.nextSeq - 1
+	if l.mu.syncedSeq >= target {
+		l.mu.Unlock()
+		return nil
+	}
+	if l.mu.writing && l.mu.inflLast >= target {
+		// The round being written covers everything: wait for it.
+		b := l.mu.inflight
+		if b == nil {
+			b = newBatch()
+			l.mu.inflight = b
+		}
+		l.mu.Unlock()
+		<-b.done
+		return b.err
+	}
+	return l.commitLocked()
+}
+
+// checkLocked returns why nothing may be appended, if so.
+func (l *Log) checkLocked() error {
+	switch {
+	case l.mu.closed:
+		return ErrClosed
+	case l.cfg.ReadOnly:
+		return ErrReadOnly
+	case l.mu.failed != nil:
+		return l.mu.failed
+	}
+	return nil
+}
+
+// commitLocked waits until every record appended so far is durable: it
+// leads the next round itself if no leader exists, or waits for the current
+// leader to hand it the token or for another caller to lead the round.
+// l.mu is held on entry and released on return.
+func (l *Log) commitLocked() error {
+	b := l.mu.cur
+	if !l.mu.flushing {
+		l.mu.flushing = true
+		return l.leadLocked(b)
+	}
+	if b == nil {
+		b = newBatch()
+		l.mu.cur = b
+	}
+	l.mu.Unlock()
+	select {
+	case <-b.done:
+		return b.err
+	case <-b.lead:
+		l.mu.Lock()
+		return l.leadLocked(b)
+	}
+}
+
+// maxSpareBuffer is the largest batch buffer kept for reuse.
+const maxSpareBuffer = 8 << 20
+
+// leadLocked writes and syncs the records appended so far (the round whose
+// waiters are b, which may be nil), then wakes b's callers and hands the
+// leader token to the next round if anyone waits for it. The caller owns
+// the leader role; l.mu is held on entry and released on return.
+func (l *Log) leadLocked(b *batch) error {
+	if b != nil && b.finished { // ended by Crash while the token was on its way
+		l.mu.flushing = false
+		l.mu.Unlock()
+		return b.err
+	}
+	if b != l.mu.cur {
+		panic("wal: leader of a round that is not the current one")
+	}
+	data := l.mu.buf
+	l.mu.buf, l.mu.spare = l.mu.spare[:0], nil
+	last := l.mu.nextSeq - 1
+	l.mu.takenSeq = last
+	l.mu.cur = nil
+	l.mu.inflight, l.mu.inflLast, l.mu.writing = b, last, true
+	l.mu.Unlock()
+
+	err := l.flush(data)
+
+	l.mu.Lock()
+	l.st.batches.Add(1)
+	b = l.mu.inflight // Sync may have attached itself
+	l.mu.inflight, l.mu.writing = nil, false
+	if cap(data) <= maxSpareBuffer {
+		l.mu.spare = data[:0]
+	}
+	if err == nil && last > l.mu.syncedSeq {
+		n := last - l.mu.syncedSeq
+		l.mu.syncedSeq = last
+		l.st.syncedEntries.Add(n)
+		l.st.groupSyncs.Add(1)
+		if n > l.st.maxPerSync.Load() {
+			l.st.maxPerSync.Store(n)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrFailed) && l.mu.failed == nil {
+			l.mu.failed = err
+			l.logger.Error("wal: log failed; no more appends", "err", err)
+		}
+		if b != nil {
+			b.finishLocked(err)
+		}
+		// Nothing after a failed write or sync is durable: fail the callers
+		// of the next round too, and drop its records.
+		if next := l.mu.cur; next != nil {
+			next.finishLocked(err)
+			l.mu.cur = nil
+		}
+		l.mu.buf = l.mu.buf[:0]
+		l.mu.flushing = false
+		l.mu.Unlock()
+		return err
+	}
+	if b != nil {
+		b.finishLocked(nil)
+	}
+	if next := l.mu.cur; next != nil {
+		next.leadSent = true
+		next.lead <- struct{}{}
+	} else {
+		l.mu.flushing = false
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// flush writes the frames in data to the active segment, rolling over to
+// new segments at record boundaries as needed, and syncs. Errors of writes
+// and syncs wrap ErrFailed.
+func (l *Log) flush(data []byte) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if l.file == nil {
+		return ErrClosed
+	}
+	for len(data) > 0 {
+		size := l.active.size.Load()
+		n := len(data)
+		if room := l.cfg.SegmentSize - size; int64(n) > room {
+			n = fitFrames(data, room)
+			if n == 0 && size == SegmentHeaderSize {
+				n = frameSize(data) // a record larger than a segment: alone in one
+			}
+			if n == 0 {
+				if err := l.rollLocked(frameSeq(data)); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if err := l.writeLocked(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+		if len(data) > 0 {
+			if err := l.rollLocked(frameSeq(data)); err != nil {
+				return err
+			}
+		}
+	}
+	if l.active.synced < l.active.size.Load() {
+		return l.syncFileLocked()
+	}
+	return nil
+}
+
+// frameSize returns the size of the frame at the start of data.
+func frameSize(data []byte) int {
+	length, _ := frameLength(data)
+	return RecordHeaderSize + int(length)
+}
+
+// fitFrames returns the size of the longest run of whole frames at the
+// start of data that fits in room bytes.
+func fitFrames(data []byte, room int64) int {
+	n := 0
+	for n < len(data) {
+		s := frameSize(data[n:])
+		if int64(n+s) > room {
+			break
+		}
+		n += s
+	}
+	return n
+}
+
+func (l *Log) writeLocked(p []byte) error {
+	n, err := l.file.Write(p)
+	l.active.size.Add(int64(n))
+	l.st.writes.Add(1)
+	l.st.bytes.Add(uint64(n))
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return failedError("write "+l.active.path, err)
+	}
+	return nil
+}
+
+func (l *Log) syncFileLocked() error {
+	size := l.active.size.Load()
+	l.st.syncs.Add(1)
+	if err := l.file.Sync(); err != nil {
+		return failedError("sync "+l.active.path, err)
+	}
+	l.active.synced = size
+	return nil
+}
+
+// rollLocked seals the active segment (syncing it first, so a segment that
+// is not the last is always whole) and starts a new one for seq first.
+func (l *Log) rollLocked(first uint64) error {
+	if l.active.synced < l.active.size.Load() {
+		if err := l.syncFileLocked(); err != nil {
+			return err
+		}
+	}
+	f := l.file
+	l.file = nil
+	if err := f.Close(); err != nil {
+		return failedError("close "+l.active.path, err)
+	}
+	seg, nf, err := l.createSegment(first)
+	if err != nil {
+		return failedError("roll over", err)
+	}
+	l.active, l.file = seg, nf
+	l.segMu.Lock()
+	l.segs = append(l.segs, seg)
+	l.segMu.Unlock()
+	l.st.rollovers.Add(1)
+	return nil
+}
+
+// LastSeq returns the seq of the last record appended (durable or not), or
+// the one before the first seq of an empty log.
+func (l *Log) LastSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.nextSeq - 1
+}
+
+// DurableSeq returns the seq up to which every record is known durable.
+func (l *Log) DurableSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.syncedSeq
+}
+
+// FirstSeq returns the seq of the first record of the oldest kept segment.
+func (l *Log) FirstSeq() uint64 {
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
+	if len(l.segs) == 0 {
+		return 1
+	}
+	return l.segs[0].first
+}
+
+// TornTail returns the torn tail Open found (and, unless ReadOnly, cut).
+func (l *Log) TornTail() (TornTail, bool) {
+	if l.torn == nil {
+		return TornTail{}, false
+	}
+	return *l.torn, true
+}
+
+// Stats returns the counters of the log. It only loads atomics.
+func (l *Log) Stats() Stats {
+	return Stats{
+		Appends:           l.st.appends.Load(),
+		Entries:           l.st.entries.Load(),
+		Batches:           l.st.batches.Load(),
+		Writes:            l.st.writes.Load(),
+		BytesWritten:      l.st.bytes.Load(),
+		Syncs:             l.st.syncs.Load(),
+		SyncedEntries:     l.st.syncedEntries.Load(),
+		GroupSyncs:        l.st.groupSyncs.Load(),
+		MaxEntriesPerSync: l.st.maxPerSync.Load(),
+		Rollovers:         l.st.rollovers.Load(),
+	}
+}
+
+// Close makes every appended record durable and closes the log. After a
+// failure it closes the files and returns the failure.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	var err error
+	switch {
+	case l.cfg.ReadOnly:
+		l.mu.closed = true
+		l.mu.Unlock()
+	case l.mu.failed != nil:
+		l.mu.closed = true
+		err = l.mu.failed
+		l.mu.Unlock()
+	default:
+		l.mu.closed = true
+		err = l.syncLocked()
+	}
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if l.file != nil {
+		if cerr := l.file.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("wal: close: %w", cerr)
+		}
+		l.file = nil
+	}
+	return err
+}
+
+// Crash stops the log as a process crash would, for simulations on a real
+// disk: records not yet written are dropped, callers waiting for them get
+// ErrClosed, and the active segment is truncated to its durable length, so
+// the directory holds only what a power loss could not have taken. A new
+// Open of the directory then recovers the log. (A write or sync in progress
+// finishes first; its callers learn its outcome.)
+func (l *Log) Crash() error {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.mu.closed = true
+	l.mu.buf = l.mu.buf[:0]
+	if b := l.mu.cur; b != nil {
+		if b.leadSent {
+			l.mu.flushing = false
+		}
+		b.finishLocked(ErrClosed)
+		l.mu.cur = nil
+	}
+	l.mu.Unlock()
+
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if l.file == nil {
+		return nil
+	}
+	var err error
+	if l.active.synced < l.active.size.Load() {
+		if err = l.file.Truncate(l.active.synced); err != nil {
+			err = fmt.Errorf("wal: crash: truncate: %w", err)
+		}
+		l.active.size.Store(l.active.synced)
+	}
+	l.file.Close()
+	l.file = nil
+	return err
+}

@@ -1,0 +1,145 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// TornTail describes an incomplete tail that Open found at the end of the
+// last segment: bytes after the last whole record that no valid record
+// follows. Open cuts it (ReadOnly: skips it).
+type TornTail struct {
+	Segment string // path of the last segment file
+	Offset  int64  // end of the last whole record: where the file is cut
+	Size    int64  // size of the file as found
+	Seq     uint64 // seq the first lost record would have had
+	Reason  string // what was found at Offset
+}
+
+// dirListing is what a directory holds for the log.
+type dirListing struct {
+	firsts []uint64 // first seqs of the segment files, ascending
+	tmps   []string // names of leftover temporary files
+}
+
+func listDir(fsys FS, dir string) (dirListing, error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return dirListing{}, fmt.Errorf("wal: list %s: %w", dir, err)
+	}
+	var d dirListing
+	for _, name := range names {
+		if base, ok := strings.CutSuffix(name, tmpSuffix); ok {
+			if _, ok := parseSegmentName(base); ok {
+				d.tmps = append(d.tmps, name)
+			}
+			continue
+		}
+		if first, ok := parseSegmentName(name); ok {
+			d.firsts = append(d.firsts, first)
+		}
+	}
+	slices.Sort(d.firsts)
+	return d, nil
+}
+
+// walkResult is the state of the log found by walk.
+type walkResult struct {
+	segs []*segment // valid ends in size; the last one is the active segment
+	next uint64     // seq of the next record
+	torn *TornTail  // set if the last segment has a torn tail
+}
+
+// walk reads every segment in order, checks every record, and tells a torn
+// tail of the last segment from corruption. It changes nothing on disk.
+// visit, if not nil, sees every valid record in order (fr.data only during
+// the call); it may have seen records before walk reports corruption.
+func walk(fsys FS, dir string, firsts []uint64, maxRec int,
+	visit func(path string, off int64, fr recordFrame) error) (walkResult, error) {
+	res := walkResult{next: 1}
+	if len(firsts) == 0 {
+		return res, nil
+	}
+	res.next = firsts[0]
+	var buf []byte
+	for i, first := range firsts {
+		path := filepath.Join(dir, SegmentName(first))
+		last := i == len(firsts)-1
+		seg, torn, next, b, err := walkSegment(fsys, path, first, res.next, last, maxRec, buf, visit)
+		if err != nil {
+			return walkResult{}, err
+		}
+		buf = b
+		res.segs = append(res.segs, seg)
+		res.torn = torn
+		res.next = next
+	}
+	return res, nil
+}
+
+func walkSegment(fsys FS, path string, first, expected uint64, last bool, maxRec int, buf []byte,
+	visit func(path string, off int64, fr recordFrame) error) (*segment, *TornTail, uint64, []byte, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, 0, buf, fmt.Errorf("wal: open segment: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, 0, buf, fmt.Errorf("wal: stat segment: %w", err)
+	}
+	size := fi.Size()
+	r := newSegReader(f, path, size, maxRec, buf)
+	corrupt := func(off int64, seq uint64, format string, args ...any) error {
+		return &CorruptionError{Segment: path, Offset: off, Seq: seq, Reason: fmt.Sprintf(format, args...)}
+	}
+	hdrFirst, reason, err := r.header()
+	switch {
+	case err != nil:
+		return nil, nil, 0, r.buf, err
+	case reason != "":
+		return nil, nil, 0, r.buf, corrupt(0, expected, "%s", reason)
+	case hdrFirst != first:
+		return nil, nil, 0, r.buf, corrupt(0, expected, "segment header names first seq %d, file name %d", hdrFirst, first)
+	case first != expected:
+		return nil, nil, 0, r.buf, corrupt(0, expected, "sequence gap: segment starts at seq %d, want %d", first, expected)
+	}
+	var v func(off int64, fr recordFrame) error
+	if visit != nil {
+		v = func(off int64, fr recordFrame) error { return visit(path, off, fr) }
+	}
+	sc, err := r.scan(first, v)
+	if err != nil {
+		return nil, nil, 0, r.buf, err
+	}
+	var torn *TornTail
+	if bad := sc.bad; bad != nil {
+		if !last {
+			return nil, nil, 0, r.buf, corrupt(bad.off, bad.seq, "%s (in a segment that is not the last)", bad.reason)
+		}
+		if bad.definite {
+			return nil, nil, 0, r.buf, corrupt(bad.off, bad.seq, "%s", bad.reason)
+		}
+		off, seq, found, err := r.scanAhead(bad.off+1, bad.seq)
+		if err != nil {
+			return nil, nil, 0, r.buf, err
+		}
+		if found {
+			return nil, nil, 0, r.buf, corrupt(bad.off, bad.seq,
+				"%s, and a valid record (seq %d) follows at offset %d", bad.reason, seq, off)
+		}
+		torn = &TornTail{Segment: path, Offset: sc.end, Size: size, Seq: sc.next, Reason: bad.reason}
+	}
+	seg := &segment{first: first, path: path}
+	seg.size.Store(sc.end)
+	seg.synced = sc.end
+	return seg, torn, sc.next, r.buf, nil
+}
+
+// isNotExist reports whether err says a file or directory does not exist.
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
