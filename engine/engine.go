@@ -591,6 +591,19 @@ func (e *Engine) DeadlockStats(ctx context.Context) (twopc.DeadlockStats, error)
 	return e.coord.DeadlockStats(ctx)
 }
 
+// Syncs returns the number of fdatasync calls made by every log so far
+// (a crashed service's count restarts from zero).
+func (e *Engine) Syncs() uint64 {
+	n := e.coord.Log().Stats().Syncs
+	for _, s := range e.services {
+		n += s.LogStats().Syncs
+	}
+	return n
+}
+
+// NetStats returns the in-process network's counters.
+func (e *Engine) NetStats() transport.NetStats { return e.net.Stats() }
+
 // Crashes returns how many simulated service crashes happened.
 func (e *Engine) Crashes() uint64 {
 	var n uint64

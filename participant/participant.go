@@ -259,6 +259,10 @@ func (s *Service) InspectStopped(f func(m *twopc.Participant, r Resource)) {
 	f(inc.m, inc.res)
 }
 
+// LogStats returns the current incarnation's log counters (they restart
+// from zero after a crash).
+func (s *Service) LogStats() wal.Stats { return s.inc.Load().log.Stats() }
+
 // Stats returns crash and restart counts.
 func (s *Service) Stats() Stats {
 	return Stats{Crashes: s.stats.crashes.Load(), Restarts: s.stats.restarts.Load()}

@@ -305,6 +305,12 @@ func (c *Coordinator) Start() {
 		case CoordCollecting:
 			c.abort(t, "coordinator restarted before deciding", true)
 		case CoordCommitting:
+			if !slices.Contains(t.acked, false) {
+				// Every ACK is logged but END was lost (a torn tail): no
+				// COMMIT is owed and no ACK will come, so finish it now.
+				c.end(t)
+				continue
+			}
 			c.sendCommits(t)
 			c.armRetry(t)
 		}
@@ -401,7 +407,7 @@ func (c *Coordinator) stepVote(m Message) {
 			if f, ok := c.done[m.Tx]; ok && f.committed {
 				c.send(MsgCommit, m.From, m.Tx, nil, "")
 			} else {
-				c.send(MsgAbort, m.From, m.Tx, nil, "presumed abort")
+				c.presumeAbort(m.Tx, m.From)
 			}
 		}
 		return
@@ -473,7 +479,22 @@ func (c *Coordinator) stepInquire(m Message) {
 		c.send(MsgCommit, m.From, m.Tx, nil, "")
 		return
 	}
-	c.send(MsgAbort, m.From, m.Tx, nil, "presumed abort")
+	c.presumeAbort(m.Tx, m.From)
+}
+
+// presumeAbort answers ABORT for a transaction that is not in flight. An
+// ABORT for one never heard of (its BEGIN lost in a crash) is a decision
+// all the same: it is logged, forced before the answer leaves, so that a
+// resubmission of the id after another restart cannot run it afresh and
+// commit it while this ABORT may still be on its way to a branch that
+// prepared for the new run. (Found by sim: TestRegressPresumedAbortForgotten.)
+func (c *Coordinator) presumeAbort(tx, node string) {
+	const reason = "presumed abort"
+	if _, ok := c.done[tx]; !ok {
+		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true})
+		c.done[tx] = finished{reason: reason}
+	}
+	c.send(MsgAbort, node, tx, nil, reason)
 }
 
 // detect merges the participants' fresh wait-for reports into one graph and

@@ -390,6 +390,26 @@ func (p *Participant) breakLocal(cycle []string) {
 	p.releaseWaiting(victim)
 }
 
+// chainEdges returns the holder edges plus, in every queue, an edge from
+// each waiter to the one just ahead of it: linear in the waiters, and with
+// the same reachability as every queue-ahead edge, which a global cycle
+// may need (a waiter waits for those ahead of it too).
+func (p *Participant) chainEdges(holder []lockmgr.Edge) []lockmgr.Edge {
+	out := slices.Clone(holder)
+	seen := map[string]bool{}
+	for _, e := range holder {
+		if seen[e.Key] {
+			continue
+		}
+		seen[e.Key] = true
+		q := p.locks.Queue(e.Key)
+		for i := 1; i < len(q); i++ {
+			out = append(out, lockmgr.Edge{Waiter: q[i], Holder: q[i-1], Key: e.Key, Ahead: true})
+		}
+	}
+	return out
+}
+
 func (p *Participant) waitingAll(txs []string) bool {
 	for _, tx := range txs {
 		if b := p.branches[tx]; b == nil || b.state != BranchWaiting {
@@ -402,8 +422,12 @@ func (p *Participant) waitingAll(txs []string) bool {
 // woundYounger asks the coordinator to abort every transaction that an
 // older one waits for (wound-wait). Only the coordinator may abort it: it
 // may have voted YES here or elsewhere.
+//
+// Holder edges suffice: on any cycle, the oldest member waits (as every
+// waiter does) for the holder of its key, which is on the cycle too (a run
+// of queue-ahead edges ends at that holder) and younger, so it is wounded.
 func (p *Participant) woundYounger() {
-	for _, e := range p.locks.Edges() {
+	for _, e := range p.locks.AppendEdges(nil, false) {
 		w, h := p.branches[e.Waiter], p.branches[e.Holder]
 		if w == nil || h == nil || h.wounded || w.ts == 0 || h.ts <= w.ts {
 			continue
@@ -429,7 +453,8 @@ func (p *Participant) detect() {
 	case DeadlockWoundWait:
 		p.woundYounger()
 	case DeadlockDetect:
-		edges := p.locks.Edges()
+		// Locally, holder edges find every cycle (lockmgr.FindCycle).
+		edges := p.locks.AppendEdges(nil, false)
 		for round := 0; round < 64; round++ {
 			cycles := lockmgr.FindCycles(edges)
 			if len(cycles) == 0 {
@@ -440,8 +465,9 @@ func (p *Participant) detect() {
 					p.breakLocal(c)
 				}
 			}
-			edges = p.locks.Edges()
+			edges = p.locks.AppendEdges(edges[:0], false)
 		}
+		edges = p.chainEdges(edges)
 		var waits []Wait
 		old := false
 		for _, e := range edges {

@@ -1,0 +1,232 @@
+// Package bench drives purchases through an embedded dtx deployment with
+// every record durable (fsync on, as in production) and measures it:
+// throughput, aborts by reason, latency percentiles from an HdrHistogram,
+// CPU time, allocations, fsyncs and messages per transaction. It also
+// measures the machine's floor (one small write+fdatasync, one loopback
+// TCP round trip) so results from noisy machines can be compared.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/money"
+	"github.com/dtx-dev/dtx/participant"
+	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/transport"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// Config is one benchmark point.
+type Config struct {
+	// Dir is where the data directory is made (a fresh one per run).
+	Dir string
+	// Concurrency is the number of clients, each with one transaction in
+	// flight.
+	Concurrency int
+	// Duration of the measured run.
+	Duration time.Duration
+	// HotKeys is the number of items and of buyers; purchases pick them
+	// uniformly, so few hot keys mean heavy contention.
+	HotKeys int
+	// Deadlock is the deadlock policy.
+	Deadlock twopc.DeadlockPolicy
+	// NetJitter delays half of the in-process messages by up to this much,
+	// which reorders them as a real network does (and lets PREPAREs reach
+	// services in different orders: cross-service deadlocks).
+	NetJitter time.Duration
+	// LockTimeout and PrepareTimeout (0: the engine's defaults).
+	LockTimeout, PrepareTimeout time.Duration
+	Seed                        uint64
+}
+
+// Result is what one run measured.
+type Result struct {
+	Policy      string           `json:"policy"`
+	Concurrency int              `json:"concurrency"`
+	HotKeys     int              `json:"hot_keys"`
+	Committed   int64            `json:"committed"`
+	Aborted     int64            `json:"aborted"`
+	Aborts      map[string]int64 `json:"aborts_by_reason"`
+	Elapsed     time.Duration    `json:"elapsed_ns"`
+	TxPerSec    float64          `json:"committed_per_sec"`
+	AbortRate   float64          `json:"abort_rate"`
+	P50         time.Duration    `json:"p50_ns"`
+	P90         time.Duration    `json:"p90_ns"`
+	P99         time.Duration    `json:"p99_ns"`
+	P999        time.Duration    `json:"p999_ns"`
+	CPUPerTx    time.Duration    `json:"cpu_per_tx_ns"`
+	AllocsPerTx float64          `json:"allocs_per_tx"`
+	FsyncsPerTx float64          `json:"fsyncs_per_tx"`
+	MsgsPerTx   float64          `json:"messages_per_tx"`
+	// Deadlocks broken by the coordinator (global cycles) and wounds.
+	Cycles uint64 `json:"global_cycles"`
+	Wounds uint64 `json:"wounds"`
+	// DetectP50 is the median time from a global cycle formed to its victim
+	// aborted (detect policy; 0 if no cycle).
+	DetectP50 time.Duration `json:"detect_p50_ns"`
+}
+
+// AbortClass names the kind of a rollback reason.
+func AbortClass(reason string) string {
+	switch {
+	case strings.Contains(reason, "deadlock: wounded"):
+		return "wounded"
+	case strings.Contains(reason, "deadlock: local cycle"):
+		return "deadlock-local"
+	case strings.Contains(reason, "deadlock"):
+		return "deadlock-global"
+	case strings.Contains(reason, "lock timeout"):
+		return "lock-timeout"
+	case strings.HasPrefix(reason, "prepare timeout"):
+		return "prepare-timeout"
+	}
+	return "other"
+}
+
+const tick = time.Millisecond
+
+// Run runs one benchmark point on a fresh data directory.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Concurrency < 1 || cfg.HotKeys < 1 || cfg.Duration <= 0 {
+		return Result{}, errors.New("bench: need concurrency >= 1, hot keys >= 1, duration > 0")
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "dtx-bench-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(dir)
+	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
+	for i := range cfg.HotKeys {
+		w.Items[fmt.Sprintf("i%d", i)] = purchase.Item{Stock: purchase.MaxStock}
+		w.Accounts[fmt.Sprintf("u%d", i)] = purchase.Account{Balance: purchase.MaxBalance}
+	}
+	ec := engine.DefaultConfig(filepath.Join(dir, "data"))
+	ec.World = &w
+	ec.Tick = tick
+	ec.Deadlock = cfg.Deadlock
+	if cfg.LockTimeout > 0 {
+		ec.LockTimeout = cfg.LockTimeout
+	}
+	if cfg.PrepareTimeout > 0 {
+		ec.PrepareTimeout = cfg.PrepareTimeout
+	}
+	ec.Faults = participant.Faults{Seed: cfg.Seed}
+	if cfg.NetJitter > 0 {
+		ec.NetFaults = transport.Faults{Delay: 0.5, MaxDelay: cfg.NetJitter}
+	}
+	eng, err := engine.Open(ec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer eng.Close()
+
+	type worker struct {
+		hist      *hdrhistogram.Histogram
+		committed int64
+		aborts    map[string]int64
+		err       error
+	}
+	workers := make([]*worker, cfg.Concurrency)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuTime()
+	syncs0 := eng.Syncs()
+	msgs0 := eng.NetStats().Sent
+	start := time.Now()
+	deadline := start.Add(cfg.Duration)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wk := &worker{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3), aborts: map[string]int64{}}
+		workers[i] = wk
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
+			card := purchase.Card{Last4: "4242", ExpMonth: 12, ExpYear: 2099}
+			for n := 0; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
+				req := purchase.Request{
+					TxID:     fmt.Sprintf("b%d-%d", i, n),
+					UserID:   fmt.Sprintf("u%d", rng.IntN(cfg.HotKeys)),
+					ItemID:   fmt.Sprintf("i%d", rng.IntN(cfg.HotKeys)),
+					Quantity: 1, Price: money.Cents(100), Amount: money.Cents(100), Card: card,
+				}
+				t0 := time.Now()
+				o, err := eng.Submit(ctx, &req)
+				if err != nil {
+					wk.err = err
+					return
+				}
+				wk.hist.RecordValue(max(1, int64(time.Since(t0)/time.Microsecond)))
+				if o.Committed {
+					wk.committed++
+				} else {
+					wk.aborts[AbortClass(o.Reason)]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
+	runtime.ReadMemStats(&ms1)
+	res := Result{
+		Policy: cfg.Deadlock.String(), Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
+		Aborts: map[string]int64{}, Elapsed: elapsed,
+	}
+	hist := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	for _, wk := range workers {
+		if wk.err != nil {
+			return res, wk.err
+		}
+		hist.Merge(wk.hist)
+		res.Committed += wk.committed
+		for k, v := range wk.aborts {
+			res.Aborts[k] += v
+			res.Aborted += v
+		}
+	}
+	total := res.Committed + res.Aborted
+	res.TxPerSec = float64(res.Committed) / elapsed.Seconds()
+	if total > 0 {
+		res.AbortRate = float64(res.Aborted) / float64(total)
+		res.CPUPerTx = cpu / time.Duration(total)
+		res.AllocsPerTx = float64(ms1.Mallocs-ms0.Mallocs) / float64(total)
+		res.FsyncsPerTx = float64(eng.Syncs()-syncs0) / float64(total)
+		res.MsgsPerTx = float64(eng.NetStats().Sent-msgs0) / float64(total)
+	}
+	us := func(q float64) time.Duration { return time.Duration(hist.ValueAtQuantile(q)) * time.Microsecond }
+	res.P50, res.P90, res.P99, res.P999 = us(50), us(90), us(99), us(99.9)
+	ds, err := eng.DeadlockStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Cycles, res.Wounds = ds.Cycles, ds.Wounds
+	if len(ds.DetectTicks) > 0 {
+		t := slices.Clone(ds.DetectTicks)
+		slices.Sort(t)
+		res.DetectP50 = time.Duration(t[len(t)/2]) * tick
+	}
+	return res, nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

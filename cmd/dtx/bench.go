@@ -1,0 +1,171 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/dtx-dev/dtx/bench"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+func benchCmd() *cobra.Command {
+	var (
+		conc         []int
+		duration     time.Duration
+		hotKeys      int
+		policy       string
+		jitter       time.Duration
+		lockTimeout  time.Duration
+		participants int
+		transportArg string
+		jsonOut      bool
+		plot         string
+		dir          string
+		seed         uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "Benchmark durable purchases (fsync on) at several concurrency levels",
+		Long: `Bench runs purchases through the embedded deployment (coordinator and three
+services, every record durable) for --duration at each --concurrency level
+and prints committed tx/s, abort rate by reason, latency percentiles, CPU
+time, allocations, fsyncs and messages per transaction, and the same run's
+machine floor (one write+fdatasync, one loopback round trip).
+
+Few --hot-keys (items and buyers) make contention and deadlocks; --net-jitter
+reorders messages as a real network does (cross-service deadlocks need it:
+the in-process network otherwise delivers PREPAREs to every service in the
+same order). --deadlock all compares the three policies.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if participants != 3 {
+				return usagef("--participants %d: only 3 (inventory, payment, order) for now", participants)
+			}
+			if transportArg != "mem" {
+				return usagef("--transport %q: only mem is built in so far", transportArg)
+			}
+			if hotKeys < 1 || duration <= 0 || len(conc) == 0 {
+				return usagef("need --hot-keys >= 1, --duration > 0 and at least one --concurrency")
+			}
+			for _, c := range conc {
+				if c < 1 || c > 4096 {
+					return usagef("--concurrency %d: must be between 1 and 4096", c)
+				}
+			}
+			var policies []twopc.DeadlockPolicy
+			if policy == "all" {
+				policies = []twopc.DeadlockPolicy{twopc.DeadlockDetect, twopc.DeadlockWoundWait, twopc.DeadlockTimeout}
+			} else {
+				p, err := twopc.ParseDeadlockPolicy(policy)
+				if err != nil {
+					return usagef("--deadlock: %v (or all)", err)
+				}
+				policies = []twopc.DeadlockPolicy{p}
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			tty := term.IsTerminal(int(os.Stderr.Fd()))
+			floor, err := bench.MeasureFloor(dir)
+			if err != nil {
+				return fmt.Errorf("measuring the machine floor: %w", err)
+			}
+			var results []bench.Result
+			for _, p := range policies {
+				for _, c := range conc {
+					if tty {
+						fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d for %v...   ", p, c, duration)
+					}
+					r, err := bench.Run(ctx, bench.Config{
+						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
+						NetJitter: jitter, LockTimeout: lockTimeout, Seed: seed,
+					})
+					if err != nil {
+						return err
+					}
+					results = append(results, r)
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+				}
+			}
+			if tty {
+				fmt.Fprint(os.Stderr, "\r\033[K")
+			}
+			if jsonOut {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
+					Floor   bench.Floor    `json:"floor"`
+					Results []bench.Result `json:"results"`
+				}{floor, results}); err != nil {
+					return err
+				}
+			} else {
+				printBench(os.Stdout, floor, results)
+			}
+			if plot != "" {
+				if err := os.WriteFile(plot, []byte(bench.PlotSVG(results)), 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "bench: wrote %s\n", plot)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntSliceVar(&conc, "concurrency", []int{1, 16, 64, 256}, "concurrency levels (clients with one transaction in flight each)")
+	fl.DurationVar(&duration, "duration", 5*time.Second, "measured time per level")
+	fl.IntVar(&hotKeys, "hot-keys", 10000, "number of items and of buyers (few = contention)")
+	fl.StringVar(&policy, "deadlock", "detect", "deadlock policy: detect, wound-wait, timeout, or all")
+	fl.DurationVar(&jitter, "net-jitter", 0, "delay half the messages by up to this much (reorders them)")
+	fl.DurationVar(&lockTimeout, "lock-timeout", 0, "lock-wait timeout (0: engine default 500ms)")
+	fl.IntVar(&participants, "participants", 3, "participants per transaction (3)")
+	fl.StringVar(&transportArg, "transport", "mem", "transport: mem")
+	fl.BoolVar(&jsonOut, "json", false, "print JSON")
+	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
+	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
+	fl.Uint64Var(&seed, "seed", 1, "seed of the workload")
+	return cmd
+}
+
+func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
+	fmt.Fprintf(w, "machine floor: %.0f fdatasync/s (one 64-byte write+fdatasync at a time), loopback round trip %v\n\n",
+		floor.FsyncPerSec, floor.LoopbackRTT.Round(time.Microsecond))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tconc\ttx/s\tx floor\tabort%\tp50\tp90\tp99\tp99.9\tcpu/tx\tallocs/tx\tfsync/tx\tmsgs/tx\tdetect p50\taborts by reason\t")
+	for _, r := range rs {
+		var reasons []string
+		for k, v := range r.Aborts {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", k, v))
+		}
+		sort.Strings(reasons)
+		det := "-"
+		if r.Cycles > 0 {
+			det = r.DetectP50.String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%v\t%v\t%v\t%v\t%v\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
+			r.Policy, r.Concurrency, r.TxPerSec, r.TxPerSec/floor.FsyncPerSec, 100*r.AbortRate,
+			ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), r.CPUPerTx.Round(time.Microsecond), r.AllocsPerTx,
+			r.FsyncsPerTx, r.MsgsPerTx, det, strings.Join(reasons, " "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nx floor: committed tx/s divided by the machine's one-at-a-time fdatasync rate.")
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+}
