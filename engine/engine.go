@@ -493,8 +493,19 @@ func CheckAtomic(st *State) []error {
 	return errs
 }
 
-// Close stops every component and closes every log (syncing them).
+// DrainTimeout bounds how long Close waits for unfinished transactions.
+const DrainTimeout = 3 * time.Second
+
+// Close lets unfinished transactions finish (at most DrainTimeout: decisions
+// reach every service, so a clean stop leaves nothing in doubt), then stops
+// every component and closes every log (syncing them). Whatever is still
+// unfinished is finished by the next Open.
 func (e *Engine) Close() error {
+	if e.Err() == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+		e.WaitQuiet(ctx)
+		cancel()
+	}
 	e.closeAll()
 	e.wg.Wait()
 	return e.lock.Close()
