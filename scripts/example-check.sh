@@ -42,8 +42,8 @@ check_state() { # dir out
 check_state "$tmp/d1" "$tmp/out1"
 
 echo "-- run with the default failure rates, 2000 generated requests"
-"$tmp/dtx" gen --count 2000 --seed 7 >"$tmp/gen.jsonl"
-"$tmp/dtx" run --input "$tmp/gen.jsonl" --data-dir "$tmp/d2" --concurrency 32 --seed 7 \
+"$tmp/dtx" gen --count 2000 --seed 7 --make-world "$tmp/world.json" --items 20 --buyers 50 --skew 1.2 >"$tmp/gen.jsonl"
+"$tmp/dtx" run --input "$tmp/gen.jsonl" --world "$tmp/world.json" --data-dir "$tmp/d2" --concurrency 32 --seed 7 \
   --fail-rate 0.05 --slow-rate 0.01 --crash-rate 0.01 --prepare-timeout 200ms >"$tmp/out2" 2>"$tmp/err2"
 cat "$tmp/err2"
 lines=$(wc -l <"$tmp/out2")
