@@ -484,10 +484,11 @@ func (c *Coordinator) stepInquire(m Message) {
 
 // presumeAbort answers ABORT for a transaction that is not in flight. An
 // ABORT for one never heard of (its BEGIN lost in a crash) is a decision
-// all the same: it is logged, forced before the answer leaves, so that a
-// resubmission of the id after another restart cannot run it afresh and
-// commit it while this ABORT may still be on its way to a branch that
-// prepared for the new run. (Found by sim: TestRegressPresumedAbortForgotten.)
+// all the same: it is remembered, and logged, forced before the answer
+// leaves, so that a resubmission of the id (now or after a restart) gets
+// this outcome instead of running afresh and committing while the ABORT
+// may still be on its way to a branch that prepared for the new run.
+// (Found by sim: TestRegressPresumedAbortForgotten.)
 func (c *Coordinator) presumeAbort(tx, node string) {
 	const reason = "presumed abort"
 	if _, ok := c.done[tx]; !ok {

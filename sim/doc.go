@@ -1,0 +1,85 @@
+// Package sim is dtx's deterministic fault simulation: it runs the
+// coordinator and the three example services (inventory, payment, order)
+// as the pure twopc machines, single-threaded, on one simulated clock, and
+// tries to break atomicity.
+//
+// # One seed drives everything
+//
+// A run is a queue of events ordered by (simulated time, sequence number)
+// and one seeded PCG. The seed picks the world (a few hot items and
+// buyers), the workload (purchases of one or two items, resubmissions of
+// the same transaction_id, business NO votes: unknown item or buyer,
+// expired card, stock and money running out), the network (latency, drop,
+// duplicate, delay that reorders, a partition of one component from the
+// rest that heals), the disks (each component's log is the real wal on its
+// own wal.MemFS: fsync and write errors, loss of the unsynced tail, torn
+// last records on power loss, small segments for rollovers) and the
+// crashes. Each run also draws which of the configured fault kinds it
+// enables and at what rates (swarm testing), from gentle to brutal, and a
+// deadlock policy. The same seed and build replay the same run, event for
+// event (Result.Hash is a hash of the trace).
+//
+// # The driver
+//
+// The simulator carries out each Ready itself, under the twopc ordering
+// contract: append Ready.Records to the component's log, sync if
+// Ready.MustSync, and only then send Ready.Messages and report
+// Ready.Outcomes. Crash points cut that sequence: before the log, between
+// the write and the fsync (the machine loses power: a torn tail), after the
+// sync and before any message, after some but not all messages. They are
+// named after what they cut (Fault): the coordinator before and after its
+// COMMIT is durable, in the middle of sending COMMIT (or ABORT), after all
+// ACKs and before END; a participant before and after PREPARED or
+// COMMITTED is durable. A failed fsync or write crashes the component
+// (never a retry). Components also crash between steps, several at once
+// (storms), and during recovery itself: the disk halts at a random call
+// while the log is opened and replayed, or the first Ready after Start is
+// cut. A crash is a process crash (the page cache survives) or a power
+// loss (only synced data survives, or a torn part of the rest).
+//
+// Recovery is the production recipe: wal.Open on the crashed disk (which
+// cuts a torn tail), a fresh Resource from the service's New, the log
+// replayed into a fresh machine with Restore, then Start.
+//
+// Clients submit each transaction, time out and resubmit the same id
+// while the coordinator is down or silent, and sometimes resubmit after an
+// answer.
+//
+// # Checkers
+//
+// Faults stop at Config.FaultTicks; everything heals and restarts. Then,
+// on every run:
+//
+//   - liveness: within Config.LivenessTicks every client has an answer, the
+//     coordinator has nothing in flight and no participant has a branch in
+//     doubt (and no tentative change is left);
+//   - atomicity: every transaction is committed at all three services or
+//     at none, the coordinator agrees, and what was applied is what the
+//     client asked;
+//   - no lost acknowledgement: every transaction a client heard COMMITTED
+//     is in the final state, every ROLLED_BACK one is not, and a client
+//     never hears two different outcomes for one id;
+//   - no duplicate effect: a transaction id never runs twice (a second
+//     answer is marked duplicate), a branch commits at most once per
+//     incarnation and is never committed unprepared;
+//   - conservation: each service's Check (stock and money add up, nothing
+//     negative), after every recovery and at the end, and across services
+//     (sold and captured equal what the committed orders say);
+//   - replay: each component's log, made durable, replays twice into fresh
+//     machines to the same state, equal to the live one.
+//
+// A panic of the code under test is a violation too. Every violation
+// carries the seed that reproduces it: `dtx chaos --seed S --runs 1`
+// (with --trace for the event log), or `go test ./sim -run TestCampaign
+// -seed S`.
+//
+// # Mutants
+//
+// Config.Mutant plants a bug in the simulator's driver (never in
+// production code) to show that the campaign catches it: COMMIT sent
+// before it is logged, YES sent before PREPARED is durable, the Force flag
+// ignored, client answers not synced, COMMIT records skipped on recovery.
+// An ACK sent before COMMITTED is durable is harmless by design (the
+// coordinator remembers every outcome and an in-doubt branch asks again),
+// and the tests check that it is not flagged.
+package sim

@@ -1,0 +1,930 @@
+package sim
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/dtx-dev/dtx/services/inventory"
+	"github.com/dtx-dev/dtx/services/order"
+	"github.com/dtx-dev/dtx/services/payment"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// Protocol timing of the simulated deployment, in ticks. A message takes 1
+// to 3 ticks; timeouts are a few round trips.
+const (
+	prepareTimeout = 40
+	retryBase      = 4
+	retryMax       = 64
+	lockTimeout    = 20
+	inquireAfter   = 30
+	inquireMax     = 120
+	clientTimeout  = 150
+	maxInflight    = 64
+)
+
+// Violation is a broken invariant found by a checker.
+type Violation struct {
+	Seed   uint64
+	Check  string // atomicity, lost-commit, outcome, duplicate, conservation, liveness, replay, recovery, panic
+	Detail string
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("seed %d: %s: %s", v.Seed, v.Check, v.Detail)
+}
+
+// Result is what one run did and found.
+type Result struct {
+	Seed       uint64
+	Enabled    FaultSet // the fault kinds this run drew (swarm)
+	Injected   [numFaults]int
+	Violations []Violation
+	Committed  int // transactions committed at the end
+	Aborted    int
+	Events     int
+	Messages   int
+	Crashes    int    // component crashes of every kind
+	Restarts   int    // successful recoveries
+	MultiDown  int    // crashes that left two or more components down at once
+	MaxDown    int    // most components down at the same moment
+	HealTick   uint64 // when faults stopped
+	QuietTick  uint64 // when everything was resolved (0: never)
+	Hash       uint64 // hash of the event trace: same seed and build, same hash
+}
+
+// Count returns how many faults of kind f were injected.
+func (r *Result) Count(f Fault) int { return r.Injected[f] }
+
+type role uint8
+
+const (
+	roleCoord role = 1 + iota
+	rolePart
+)
+
+type machine interface {
+	Step(twopc.Message)
+	Tick()
+	HasReady() bool
+	Ready() twopc.Ready
+	Advance()
+}
+
+// comp is one simulated component: a machine, its log and its disk.
+type comp struct {
+	idx   int
+	id    string
+	role  role
+	fs    *wal.MemFS
+	log   *wal.Log
+	coord *twopc.Coordinator
+	part  *twopc.Participant
+	res   *countingResource
+	m     machine
+	up    bool
+	inc   uint64 // incarnation: bumped by every crash
+	// recovering is set while the first Ready after Start is carried out.
+	recovering bool
+}
+
+type evKind uint8
+
+const (
+	evTick evKind = 1 + iota
+	evDeliver
+	evSubmit
+	evClientTimeout
+	evRestart
+)
+
+type event struct {
+	at, seq uint64
+	kind    evKind
+	comp    int
+	msg     twopc.Message
+	client  int
+	gen     uint64
+}
+
+type eventQueue []*event
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return e
+}
+
+// params are the fault rates of one run, drawn from its seed.
+type params struct {
+	on          FaultSet
+	drop        float64 // per message
+	dup         float64 // per message
+	delay       float64 // per message
+	partition   float64 // per tick, when none is active
+	crashPoint  float64 // per Ready that reaches a crash point
+	crashRandom float64 // per component per tick
+	storm       float64 // per tick
+	disk        float64 // per synced append
+	recovery    float64 // per restart
+	power       float64 // share of crashes that are power losses
+	maxDown     uint64
+	segSize     int64
+	deadlock    twopc.DeadlockPolicy
+}
+
+// Sim is one simulated run. It is single-threaded and deterministic.
+type Sim struct {
+	cfg     Config
+	rng     *rand.Rand
+	p       params
+	now     uint64
+	seq     uint64
+	q       eventQueue
+	comps   []*comp
+	byID    map[string]*comp
+	clients []*client
+	byTx    map[string]*client
+	world   worldSpec
+	healed  bool
+	done    bool
+	// partitioned is the index of the component cut off, or -1.
+	partitioned int
+	partEnd     uint64
+	hash        hashState
+	res         Result
+	stopErr     error // a violation that makes going on pointless
+}
+
+type hashState struct{ h uint64 }
+
+func (h *hashState) add(vals ...uint64) {
+	for _, v := range vals {
+		for i := 0; i < 8; i++ {
+			h.h ^= v & 0xff
+			h.h *= 1099511628211
+			v >>= 8
+		}
+	}
+}
+
+func (h *hashState) addString(s string) {
+	for i := 0; i < len(s); i++ {
+		h.h ^= uint64(s[i])
+		h.h *= 1099511628211
+	}
+	h.add(uint64(len(s)))
+}
+
+// Run runs one simulation with cfg and returns what it found. It never
+// panics: a panic of the code under test is reported as a violation.
+func Run(cfg Config) (res Result) {
+	s, err := newSim(cfg)
+	if err != nil {
+		return Result{Seed: cfg.Seed, Violations: []Violation{{Seed: cfg.Seed, Check: "config", Detail: err.Error()}}}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.violate("panic", "%v at tick %d\n%s", r, s.now, firstLines(string(debug.Stack()), 30))
+			res = s.finishResult()
+		}
+	}()
+	s.run()
+	return s.finishResult()
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func newSim(cfg Config) (*Sim, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Sim{
+		cfg:         cfg,
+		rng:         rand.New(rand.NewPCG(cfg.Seed, 0x64747863686173)), // "dtxchas"
+		byID:        map[string]*comp{},
+		byTx:        map[string]*client{},
+		partitioned: -1,
+	}
+	s.hash.h = 14695981039346656037
+	s.res.Seed = cfg.Seed
+	s.drawParams()
+	s.res.Enabled = s.p.on
+	s.world = newWorld(s.rng)
+	for i, id := range []string{twopc.CoordinatorID, inventory.ID, payment.ID, order.ID} {
+		c := &comp{idx: i, id: id, role: rolePart, fs: wal.NewMemFS(cfg.Seed*4 + uint64(i) + 1)}
+		if i == 0 {
+			c.role = roleCoord
+		}
+		s.comps = append(s.comps, c)
+		s.byID[id] = c
+	}
+	s.makeClients()
+	return s, nil
+}
+
+// drawParams picks this run's faults and rates (swarm testing: each run
+// enables a random subset of the configured kinds, so one kind is also
+// exercised without the others masking it).
+func (s *Sim) drawParams() {
+	r := s.rng
+	var on FaultSet
+	for _, f := range Faults() {
+		if s.cfg.Faults.Has(f) && r.IntN(4) != 0 {
+			on = on.With(f)
+		}
+	}
+	if on == 0 && s.cfg.Faults != 0 {
+		all := Faults()
+		for {
+			if f := all[r.IntN(len(all))]; s.cfg.Faults.Has(f) {
+				on = on.With(f)
+				break
+			}
+		}
+	}
+	// Intensity scales every rate, log-uniformly from gentle to brutal, so
+	// that some runs get far into the commit phase and others crash at
+	// every turn.
+	k := math.Pow(2, -5*r.Float64())
+	s.p = params{
+		on:          on,
+		drop:        k * (0.01 + 0.15*r.Float64()),
+		dup:         k * (0.01 + 0.1*r.Float64()),
+		delay:       k * (0.02 + 0.3*r.Float64()),
+		partition:   k * (0.001 + 0.006*r.Float64()),
+		crashPoint:  k * (0.01 + 0.15*r.Float64()),
+		crashRandom: k * (0.0002 + 0.002*r.Float64()),
+		storm:       k * (0.0002 + 0.002*r.Float64()),
+		disk:        k * (0.005 + 0.04*r.Float64()),
+		recovery:    0.1 + 0.5*r.Float64(),
+		power:       0.2 + 0.6*r.Float64(),
+		maxDown:     uint64(5 + r.IntN(150)),
+		segSize:     wal.DefaultSegmentSize,
+	}
+	s.p.deadlock = twopc.DeadlockPolicy(1 + r.IntN(3))
+	if r.IntN(3) == 0 {
+		s.p.segSize = 2048 + int64(r.IntN(4096)) // many rollovers
+	}
+}
+
+func (s *Sim) on(f Fault) bool { return !s.healed && s.p.on.Has(f) }
+
+func (s *Sim) count(f Fault) { s.res.Injected[f]++ }
+
+func (s *Sim) roll(p float64) bool { return s.rng.Float64() < p }
+
+func (s *Sim) violate(check, format string, args ...any) {
+	v := Violation{Seed: s.cfg.Seed, Check: check, Detail: fmt.Sprintf(format, args...)}
+	s.res.Violations = append(s.res.Violations, v)
+	s.tracef("VIOLATION %s", v)
+}
+
+func (s *Sim) tracef(format string, args ...any) {
+	if s.cfg.Trace != nil {
+		s.cfg.Trace(fmt.Sprintf("%6d ", s.now) + fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *Sim) schedule(e *event) {
+	s.seq++
+	e.seq = s.seq
+	heap.Push(&s.q, e)
+}
+
+func (s *Sim) run() {
+	for _, c := range s.comps {
+		s.restart(c)
+	}
+	s.scheduleSubmissions()
+	s.schedule(&event{at: 1, kind: evTick})
+	deadline := s.cfg.FaultTicks + s.cfg.LivenessTicks
+	for !s.done && s.q.Len() > 0 && s.stopErr == nil {
+		e := heap.Pop(&s.q).(*event)
+		s.now = e.at
+		s.res.Events++
+		if s.res.Events > s.cfg.MaxEvents {
+			s.violate("liveness", "more than %d events by tick %d", s.cfg.MaxEvents, s.now)
+			break
+		}
+		if s.now > deadline {
+			s.violate("liveness", "not resolved %d ticks after healing: %s", s.cfg.LivenessTicks, s.unresolved())
+			break
+		}
+		s.hash.add(e.at, uint64(e.kind), uint64(e.comp), uint64(e.client))
+		switch e.kind {
+		case evTick:
+			s.tick()
+			if !s.done {
+				s.schedule(&event{at: s.now + 1, kind: evTick})
+			}
+		case evDeliver:
+			s.deliver(e.msg)
+		case evSubmit:
+			s.submit(s.clients[e.client])
+		case evClientTimeout:
+			cl := s.clients[e.client]
+			if cl.waiting && cl.gen == e.gen {
+				s.tracef("client %s: no answer, resubmits", cl.req.TxID)
+				s.submit(cl)
+			}
+		case evRestart:
+			c := s.comps[e.comp]
+			if !c.up && c.inc == e.gen {
+				s.restart(c)
+			}
+		}
+	}
+	if s.done {
+		s.checkFinal()
+	}
+}
+
+func (s *Sim) tick() {
+	if !s.healed && s.now >= s.cfg.FaultTicks {
+		s.heal()
+	}
+	if !s.healed {
+		s.injectTickFaults()
+	}
+	for _, c := range s.comps {
+		if c.up {
+			c.m.Tick()
+			s.flush(c)
+		}
+	}
+	if s.healed && s.quiet() {
+		s.res.QuietTick = s.now
+		s.done = true
+	}
+}
+
+func (s *Sim) injectTickFaults() {
+	if s.partitioned >= 0 && s.now >= s.partEnd {
+		s.tracef("partition of %s heals", s.comps[s.partitioned].id)
+		s.partitioned = -1
+	}
+	if s.partitioned < 0 && s.on(FaultPartition) && s.roll(s.p.partition) {
+		s.partitioned = s.rng.IntN(len(s.comps))
+		s.partEnd = s.now + 20 + uint64(s.rng.IntN(230))
+		s.count(FaultPartition)
+		s.tracef("partition: %s cut off until %d", s.comps[s.partitioned].id, s.partEnd)
+	}
+	if s.on(FaultCrashStorm) && s.roll(s.p.storm) {
+		n := 2 + s.rng.IntN(len(s.comps)-1)
+		idx := s.rng.Perm(len(s.comps))[:n]
+		crashed := 0
+		for _, i := range idx {
+			if c := s.comps[i]; c.up {
+				s.crash(c, FaultCrashStorm, false)
+				crashed++
+			}
+		}
+		if crashed > 0 {
+			s.res.Injected[FaultCrashStorm] -= crashed - 1 // one storm, however many fell
+		}
+	}
+	for _, c := range s.comps {
+		if c.up && s.on(FaultCrashRandom) && s.roll(s.p.crashRandom) {
+			s.crash(c, FaultCrashRandom, false)
+		}
+	}
+}
+
+// heal stops every fault: links heal, every component comes back.
+func (s *Sim) heal() {
+	s.healed = true
+	s.res.HealTick = s.now
+	s.partitioned = -1
+	s.tracef("heal")
+	for _, c := range s.comps {
+		if !c.up {
+			s.restart(c)
+		}
+	}
+}
+
+// quiet reports whether every transaction is resolved: everyone is up, the
+// coordinator has nothing in flight, no branch is in doubt, and every
+// client heard an outcome.
+func (s *Sim) quiet() bool {
+	for _, c := range s.comps {
+		if !c.up {
+			return false
+		}
+	}
+	if s.comps[0].coord.Inflight() > 0 {
+		return false
+	}
+	for _, c := range s.comps[1:] {
+		if c.part.InDoubt() > 0 {
+			return false
+		}
+	}
+	for _, cl := range s.clients {
+		if cl.first == nil || cl.waiting {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Sim) unresolved() string {
+	var parts []string
+	for _, c := range s.comps {
+		if !c.up {
+			parts = append(parts, c.id+" down")
+		}
+	}
+	if c := s.comps[0]; c.up && c.coord.Inflight() > 0 {
+		var txs []string
+		for _, cl := range s.clients {
+			if st, ok := c.coord.State(cl.req.TxID); ok && (st == twopc.CoordCollecting || st == twopc.CoordCommitting) {
+				txs = append(txs, cl.req.TxID+" "+st.String())
+			}
+		}
+		parts = append(parts, fmt.Sprintf("coordinator has %d in flight: %v", c.coord.Inflight(), txs))
+	}
+	for _, c := range s.comps[1:] {
+		if c.up && c.part.InDoubt() > 0 {
+			parts = append(parts, fmt.Sprintf("%s in doubt: %v", c.id, c.part.InDoubtTxs()))
+		}
+	}
+	var unanswered []string
+	for _, cl := range s.clients {
+		if cl.first == nil || cl.waiting {
+			unanswered = append(unanswered, cl.req.TxID)
+		}
+	}
+	if len(unanswered) > 0 {
+		parts = append(parts, fmt.Sprintf("clients without an answer: %v", unanswered))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ---- the driver ----
+
+type stage uint8
+
+const (
+	stageNone      stage = iota
+	stageBeforeLog       // nothing of the Ready is written
+	stageTorn            // written, the machine loses power before the fsync returns
+	stageAfterSync       // durable, nothing sent
+	stageMidSend         // some but not all messages sent
+)
+
+// flush carries out the component's Ready, if any.
+func (s *Sim) flush(c *comp) {
+	for c.up && c.m.HasReady() {
+		rd := c.m.Ready()
+		if !s.carryOut(c, &rd) {
+			return // crashed
+		}
+		c.m.Advance()
+	}
+}
+
+func hasRecord(rd *twopc.Ready, t twopc.RecType) bool {
+	return slices.ContainsFunc(rd.Records, func(r twopc.Record) bool { return r.Type == t })
+}
+
+func countMsgs(rd *twopc.Ready, t twopc.MsgType) int {
+	n := 0
+	for i := range rd.Messages {
+		if rd.Messages[i].Type == t {
+			n++
+		}
+	}
+	return n
+}
+
+// crashPoint picks the crash point (if any) at which this Ready is cut.
+func (s *Sim) crashPoint(c *comp, rd *twopc.Ready) (Fault, stage) {
+	if s.healed {
+		return 0, stageNone
+	}
+	type cand struct {
+		f  Fault
+		st stage
+	}
+	var cands []cand
+	durable := func(f Fault) stage {
+		if s.on(FaultTornTail) && s.rng.IntN(2) == 0 {
+			return stageTorn
+		}
+		return stageBeforeLog
+	}
+	if c.recovering && s.on(CrashRecoveryStart) {
+		st := []stage{stageBeforeLog, stageAfterSync, stageMidSend}[s.rng.IntN(3)]
+		cands = append(cands, cand{CrashRecoveryStart, st})
+	}
+	if c.role == roleCoord {
+		if hasRecord(rd, twopc.RecCommit) {
+			cands = append(cands,
+				cand{CrashCoordBeforeCommitDurable, durable(CrashCoordBeforeCommitDurable)},
+				cand{CrashCoordAfterCommitDurable, stageAfterSync})
+			if countMsgs(rd, twopc.MsgCommit) >= 2 {
+				cands = append(cands, cand{CrashCoordMidCommitSend, stageMidSend})
+			}
+		}
+		if hasRecord(rd, twopc.RecEnd) {
+			cands = append(cands, cand{CrashCoordAfterAcksBeforeEnd, stageBeforeLog})
+		}
+		if hasRecord(rd, twopc.RecAbort) && countMsgs(rd, twopc.MsgAbort) >= 2 {
+			cands = append(cands, cand{CrashCoordMidAbortSend, stageMidSend})
+		}
+	} else {
+		if hasRecord(rd, twopc.RecPrepared) {
+			cands = append(cands,
+				cand{CrashPartBeforePreparedDurable, durable(CrashPartBeforePreparedDurable)},
+				cand{CrashPartAfterPreparedDurable, stageAfterSync})
+		}
+		if hasRecord(rd, twopc.RecCommitted) {
+			cands = append(cands,
+				cand{CrashPartBeforeCommittedDurable, durable(CrashPartBeforeCommittedDurable)},
+				cand{CrashPartAfterCommittedDurable, stageAfterSync})
+		}
+	}
+	for _, cd := range cands {
+		if s.on(cd.f) && s.roll(s.p.crashPoint) {
+			st := cd.st
+			if st == stageMidSend && len(rd.Messages) < 2 {
+				st = stageAfterSync
+			}
+			if st == stageTorn && (len(rd.Records) == 0 || !s.mustSync(c, rd)) {
+				st = stageBeforeLog
+			}
+			return cd.f, st
+		}
+	}
+	return 0, stageNone
+}
+
+// mustSync is Ready.MustSync as the (possibly mutant) driver reads it.
+func (s *Sim) mustSync(c *comp, rd *twopc.Ready) bool {
+	switch {
+	case s.cfg.Mutant == MutantNoForce:
+		return len(rd.Outcomes) > 0
+	case s.cfg.Mutant == MutantReplyUnforced && c.role == roleCoord:
+		return slices.ContainsFunc(rd.Records, func(r twopc.Record) bool { return r.Force })
+	}
+	return rd.MustSync()
+}
+
+// speaksEarly returns the messages the mutant driver sends before this
+// Ready's records are durable (only the kind its bug is about), the rest,
+// and whether the outcomes go early too.
+func (s *Sim) speaksEarly(c *comp, rd *twopc.Ready) (early, rest []twopc.Message, outcomes bool) {
+	var typ twopc.MsgType
+	switch {
+	case s.cfg.Mutant == MutantCommitBeforeLog && c.role == roleCoord && hasRecord(rd, twopc.RecCommit):
+		typ, outcomes = twopc.MsgCommit, true
+	case s.cfg.Mutant == MutantVoteBeforePrepared && c.role == rolePart && hasRecord(rd, twopc.RecPrepared):
+		typ = twopc.MsgVote
+	case s.cfg.Mutant == MutantAckBeforeCommitted && c.role == rolePart && hasRecord(rd, twopc.RecCommitted):
+		typ = twopc.MsgAck
+	default:
+		return nil, rd.Messages, false
+	}
+	for _, m := range rd.Messages {
+		if m.Type == typ {
+			early = append(early, m)
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	return early, rest, outcomes
+}
+
+// carryOut carries out one Ready under the ordering contract (records, then
+// a sync if MustSync, then messages and outcomes), crashing the component
+// where a crash point or a disk fault says so. It reports false if the
+// component crashed.
+func (s *Sim) carryOut(c *comp, rd *twopc.Ready) bool {
+	s.hash.add(uint64(c.idx), uint64(len(rd.Records)), uint64(len(rd.Messages)), uint64(len(rd.Outcomes)))
+	for i := range rd.Records {
+		s.hash.add(uint64(rd.Records[i].Type))
+		s.hash.addString(rd.Records[i].Tx)
+	}
+	pt, st := s.crashPoint(c, rd)
+	early, msgs, earlyOutcomes := s.speaksEarly(c, rd)
+	s.send(early)
+	if earlyOutcomes {
+		s.report(rd.Outcomes)
+	}
+	if st == stageBeforeLog {
+		s.tracef("%s crashes at %s (before the log)", c.id, pt)
+		s.crash(c, pt, false)
+		return false
+	}
+	if len(rd.Records) > 0 {
+		entries := make([]wal.Entry, len(rd.Records))
+		for i := range rd.Records {
+			entries[i] = wal.Entry{Type: uint8(rd.Records[i].Type), Data: twopc.AppendRecord(nil, &rd.Records[i])}
+		}
+		sync := s.mustSync(c, rd)
+		diskFault := Fault(0)
+		switch {
+		case st == stageTorn:
+			c.fs.HaltAfter(1) // the write goes through, the fsync never returns
+		case sync && s.on(FaultFsyncError) && s.roll(s.p.disk):
+			c.fs.FailNth(wal.OpSync, 1, syscall.EIO)
+			diskFault = FaultFsyncError
+		case sync && s.on(FaultWriteError) && s.roll(s.p.disk):
+			c.fs.FailNth(wal.OpWrite, 1, syscall.EIO)
+			diskFault = FaultWriteError
+		case sync && s.on(FaultTornTail) && s.roll(s.p.disk/2):
+			c.fs.HaltAfter(1)
+			diskFault = FaultTornTail
+		}
+		var err error
+		if sync {
+			_, err = c.log.Append(entries...)
+		} else {
+			_, err = c.log.AppendNoSync(entries...)
+		}
+		if err != nil {
+			if !errors.Is(err, wal.ErrFailed) && !errors.Is(err, wal.ErrCrashed) {
+				s.violate("disk", "%s: unexpected log error: %v", c.id, err)
+			}
+			why := diskFault
+			if st == stageTorn {
+				why = pt
+				s.count(FaultTornTail)
+			}
+			if why == 0 {
+				s.violate("disk", "%s: log failed with no fault injected: %v", c.id, err)
+				why = FaultCrashRandom
+			}
+			s.tracef("%s crashes: log append failed (%s): %v", c.id, why, err)
+			// A failed fsync is fatal: crash, never retry. What the disk
+			// kept of the round is unknown: lose power, keeping a torn part.
+			s.crash(c, why, true)
+			return false
+		}
+		if diskFault != 0 || st == stageTorn {
+			s.violate("disk", "%s: log append succeeded despite an injected fault", c.id)
+		}
+	}
+	if st == stageAfterSync {
+		s.tracef("%s crashes at %s (after the log)", c.id, pt)
+		s.crash(c, pt, false)
+		return false
+	}
+	if st == stageMidSend && len(msgs) >= 2 {
+		k := 1 + s.rng.IntN(len(msgs)-1)
+		s.send(msgs[:k])
+		s.tracef("%s crashes at %s (%d of %d messages sent)", c.id, pt, k, len(msgs))
+		s.crash(c, pt, false)
+		return false
+	}
+	s.send(msgs)
+	if !earlyOutcomes {
+		s.report(rd.Outcomes)
+	}
+	return true
+}
+
+// crash stops c as a crash would: its memory is gone; its disk keeps what
+// was durable (a process crash keeps the page cache too; a power loss
+// keeps only synced data, or with torn tails a part of the rest).
+func (s *Sim) crash(c *comp, why Fault, powerLoss bool) {
+	if !c.up {
+		return
+	}
+	s.count(why)
+	s.res.Crashes++
+	if c.log != nil && c.log.LastSeq() > c.log.DurableSeq() {
+		s.count(FaultLoseUnsynced)
+	}
+	if powerLoss || s.on(FaultPowerLoss) && s.roll(s.p.power) {
+		mode := wal.CrashSyncedOnly
+		if s.p.on.Has(FaultTornTail) {
+			mode = []wal.CrashMode{wal.CrashSyncedOnly, wal.CrashTornPrefix, wal.CrashTornZeros, wal.CrashTornGarbage}[s.rng.IntN(4)]
+		}
+		c.fs.Crash(mode)
+		s.count(FaultPowerLoss)
+	} else {
+		c.fs.Restart()
+	}
+	c.up = false
+	c.inc++
+	c.log, c.coord, c.part, c.res, c.m = nil, nil, nil, nil, nil
+	down := 0
+	for _, x := range s.comps {
+		if !x.up {
+			down++
+		}
+	}
+	if down >= 2 {
+		s.res.MultiDown++
+	}
+	s.res.MaxDown = max(s.res.MaxDown, down)
+	s.tracef("%s down (%s); %d down", c.id, why, down)
+	at := s.now + 1 + uint64(s.rng.IntN(int(s.p.maxDown)))
+	if !s.healed && at > s.cfg.FaultTicks {
+		at = s.cfg.FaultTicks // heal brings it back anyway
+	}
+	s.schedule(&event{at: at, kind: evRestart, comp: c.idx, gen: c.inc})
+}
+
+func (s *Sim) logConfig(c *comp, fsys wal.FS) wal.Config {
+	return wal.Config{Dir: "/" + c.id, FS: fsys, SegmentSize: s.p.segSize}
+}
+
+// openCalls returns how many disk calls opening and replaying c's log
+// takes (on a copy of its disk).
+func (s *Sim) openCalls(c *comp) int {
+	clone := c.fs.Clone()
+	before := clone.Calls()
+	l, err := wal.Open(s.logConfig(c, clone))
+	if err == nil {
+		_ = l.Replay(func(wal.Record) error { return nil })
+	}
+	return clone.Calls() - before
+}
+
+// restart recovers c from its disk: open the log (cutting a torn tail),
+// replay it into a fresh machine over a fresh Resource, Start. A crash may
+// hit during this, too.
+func (s *Sim) restart(c *comp) {
+	if c.up {
+		return
+	}
+	halt := false
+	if s.on(CrashRecoveryOpen) && s.roll(s.p.recovery) {
+		if n := s.openCalls(c); n > 0 {
+			c.fs.HaltAfter(s.rng.IntN(n))
+			halt = true
+		}
+	}
+	recoveryCrash := func(what string, err error) {
+		s.tracef("%s crashes during recovery (%s): %v", c.id, what, err)
+		c.up = true // so that crash counts and schedules it
+		c.log = nil
+		s.crash(c, CrashRecoveryOpen, s.rng.IntN(2) == 0)
+	}
+	log, err := wal.Open(s.logConfig(c, c.fs))
+	if err != nil {
+		if halt && c.fs.Halted() {
+			recoveryCrash("open", err)
+			return
+		}
+		s.violate("recovery", "%s: cannot open its log: %v", c.id, err)
+		s.stopErr = err
+		return
+	}
+	if err := s.newMachine(c); err != nil {
+		s.violate("recovery", "%s: %v", c.id, err)
+		s.stopErr = err
+		return
+	}
+	err = log.Replay(func(r wal.Record) error {
+		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", r.Seq, err)
+		}
+		if s.cfg.Mutant == MutantReplaySkipsCommit && rec.Type == twopc.RecCommit {
+			return nil
+		}
+		if c.role == roleCoord {
+			return c.coord.Restore(rec)
+		}
+		return c.part.Restore(rec)
+	})
+	if err != nil {
+		if halt && c.fs.Halted() {
+			recoveryCrash("replay", err)
+			return
+		}
+		s.violate("recovery", "%s: replay: %v", c.id, err)
+		s.stopErr = err
+		return
+	}
+	if halt && c.fs.Halted() {
+		recoveryCrash("open", errors.New("disk halted"))
+		return
+	}
+	c.log = log
+	c.up = true
+	s.res.Restarts++
+	s.tracef("%s up (incarnation %d)", c.id, c.inc)
+	if c.res != nil {
+		if err := c.res.check(); err != nil {
+			s.violate("conservation", "%s after recovery: %v", c.id, err)
+		}
+	}
+	c.recovering = true
+	if c.role == roleCoord {
+		c.coord.Start()
+	} else {
+		c.part.Start()
+	}
+	s.flush(c)
+	c.recovering = false
+}
+
+func (s *Sim) newMachine(c *comp) error {
+	if c.role == roleCoord {
+		cfg := twopc.CoordinatorConfig{
+			ID: twopc.CoordinatorID, PrepareTimeout: prepareTimeout, RetryBase: retryBase, RetryMax: retryMax,
+			MaxInflight: maxInflight, Rand: s.rng.Uint64,
+		}
+		m, err := twopc.NewCoordinator(cfg)
+		if err != nil {
+			return err
+		}
+		c.coord, c.m = m, m
+		return nil
+	}
+	c.res = s.newResource(c.id)
+	cfg := twopc.ParticipantConfig{
+		ID: c.id, Coordinator: twopc.CoordinatorID, LockTimeout: lockTimeout,
+		InquireAfter: inquireAfter, InquireMax: inquireMax, Rand: s.rng.Uint64, Deadlock: s.p.deadlock,
+	}
+	m, err := twopc.NewParticipant(cfg, c.res)
+	if err != nil {
+		return err
+	}
+	c.part, c.m = m, m
+	return nil
+}
+
+// ---- the network ----
+
+func (s *Sim) cut(a, b string) bool {
+	if s.partitioned < 0 {
+		return false
+	}
+	p := s.comps[s.partitioned].id
+	return a == p || b == p
+}
+
+func (s *Sim) send(msgs []twopc.Message) {
+	for _, m := range msgs {
+		s.res.Messages++
+		if !s.healed {
+			if s.cut(m.From, m.To) {
+				continue
+			}
+			if s.on(FaultDrop) && s.roll(s.p.drop) {
+				s.count(FaultDrop)
+				s.tracef("drop %s", m)
+				continue
+			}
+		}
+		s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m})
+		if s.on(FaultDuplicate) && s.roll(s.p.dup) {
+			s.count(FaultDuplicate)
+			s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m})
+		}
+	}
+}
+
+func (s *Sim) latency() uint64 {
+	d := 1 + uint64(s.rng.IntN(3))
+	if s.on(FaultDelay) && s.roll(s.p.delay) {
+		s.count(FaultDelay)
+		d += uint64(s.rng.IntN(60))
+	}
+	return d
+}
+
+func (s *Sim) deliver(m twopc.Message) {
+	c := s.byID[m.To]
+	s.hash.add(uint64(m.Type), m.Epoch, uint64(m.Vote))
+	s.hash.addString(m.Tx)
+	s.hash.addString(m.From)
+	if c == nil || !c.up || s.cut(m.From, m.To) {
+		return
+	}
+	s.tracef("deliver %s", m)
+	c.m.Step(m)
+	s.flush(c)
+}
