@@ -12,23 +12,33 @@ import (
 // Binary form of a Request, the business operation that travels inside a
 // 2PC PREPARE and is logged with a participant's PREPARED record:
 //
-//	version   1 byte    binaryVersion (1)
+//	version   1 byte    binaryVersion (2)
 //	tx_id     uvarint length, then the bytes
 //	user_id   uvarint length, then the bytes
-//	item_id   uvarint length, then the bytes
-//	quantity  uvarint
-//	price     uvarint   cents
+//	items     uvarint   the number of lines, 1..MaxItems; then per line:
+//	  item_id   uvarint length, then the bytes
+//	  quantity  uvarint
+//	  price     uvarint   cents
 //	last4     4 bytes   ASCII digits
 //	exp_month 1 byte    1..12
 //	exp_year  uvarint   2000..2099
 //
-// Amount is not stored: it is Quantity*Price, computed again on decoding. A
-// uvarint must use its shortest form, and nothing may follow exp_year, so
-// that every request has exactly one encoding. There is no card number and
-// no CVV: a Request holds neither. Framing and checksums belong to the
-// carrier (the log record or the message).
+// Amount is not stored: it is the sum of quantity*price, computed again on
+// decoding. A uvarint must use its shortest form, and nothing may follow
+// exp_year, so that every request has exactly one encoding. There is no
+// card number and no CVV: a Request holds neither. Framing and checksums
+// belong to the carrier (the log record or the message).
+//
+// Version 1, the form before multi-item orders, is still decoded, so that
+// logs written by earlier releases replay; it is never written. It is
+// version 2 with exactly one line and no count:
+//
+//	version 1, tx_id, user_id, item_id, quantity, price, last4, exp_month, exp_year
 
-const binaryVersion = 1
+const (
+	binaryVersion   = 2
+	binaryVersionV1 = 1 // one item; read, never written
+)
 
 // ErrBadBinary is wrapped by every error of UnmarshalBinary.
 var ErrBadBinary = errors.New("purchase: malformed binary request")
@@ -43,13 +53,25 @@ func (r *Request) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, binaryVersion)
 	b = appendString(b, r.TxID)
 	b = appendString(b, r.UserID)
-	b = appendString(b, r.ItemID)
-	b = binary.AppendUvarint(b, uint64(r.Quantity))
-	b = binary.AppendUvarint(b, uint64(r.Price))
+	if len(r.Items) == 0 { // the single-item form
+		b = binary.AppendUvarint(b, 1)
+		b = appendLine(b, r.ItemID, r.Quantity, r.Price)
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(r.Items)))
+		for _, it := range r.Items {
+			b = appendLine(b, it.ItemID, it.Quantity, it.Price)
+		}
+	}
 	b = append(b, r.Card.Last4...)
 	b = append(b, byte(r.Card.ExpMonth))
 	b = binary.AppendUvarint(b, uint64(r.Card.ExpYear))
 	return b, nil
+}
+
+func appendLine(b []byte, item string, quantity int64, price money.Cents) []byte {
+	b = appendString(b, item)
+	b = binary.AppendUvarint(b, uint64(quantity))
+	return binary.AppendUvarint(b, uint64(price))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -62,21 +84,45 @@ func (r *Request) MarshalBinary() ([]byte, error) {
 	return r.AppendBinary(make([]byte, 0, 64))
 }
 
-// UnmarshalBinary decodes the binary form of a request into r. It rejects
-// any other input with an error wrapping ErrBadBinary (and the *FieldError of
-// a rule the decoded request breaks), and leaves r unchanged then. It never
-// allocates more than len(data) bytes for the request's strings.
+// binLine is a line as read from the binary form, its id in the input.
+type binLine struct {
+	id              span
+	quantity, price uint64
+}
+
+// UnmarshalBinary decodes the binary form of a request (version 2, or 1)
+// into r, normalized as DecodeLine's requests are. It rejects any other
+// input with an error wrapping ErrBadBinary (and the *FieldError of a rule
+// the decoded request breaks), and leaves r unchanged then. It allocates
+// twice: the request's strings, in one allocation no larger than
+// len(data), and Items.
 func (r *Request) UnmarshalBinary(data []byte) error {
 	d := binReader{data: data}
-	if v := d.u8("version"); d.err == nil && v != binaryVersion {
+	v := d.u8("version")
+	if d.err == nil && v != binaryVersion && v != binaryVersionV1 {
 		return fmt.Errorf("%w: unknown version %d", ErrBadBinary, v)
 	}
-	var spans [3]span
-	for i, name := range [3]string{"transaction_id", "user_id", "item_id"} {
-		spans[i] = d.bytes(name, MaxIDBytes)
+	tx := d.bytes("transaction_id", MaxIDBytes)
+	user := d.bytes("user_id", MaxIDBytes)
+	n := uint64(1)
+	if v == binaryVersion {
+		at := d.pos
+		n = d.uvarint("items")
+		if d.err == nil && (n < 1 || n > MaxItems) {
+			d.pos = at
+			d.fail("items", "count "+strconv.FormatUint(n, 10)+" not in 1.."+strconv.Itoa(MaxItems))
+		}
 	}
-	quantity := d.uvarint("quantity")
-	price := d.uvarint("price")
+	var lines [MaxItems]binLine
+	for i := range n {
+		if d.err != nil {
+			break
+		}
+		l := &lines[i]
+		l.id = d.bytes("item_id", MaxIDBytes)
+		l.quantity = d.uvarint("quantity")
+		l.price = d.uvarint("price")
+	}
 	last4 := d.fixed("last4", 4)
 	month := d.u8("exp_month")
 	year := d.uvarint("exp_year")
@@ -86,22 +132,35 @@ func (r *Request) UnmarshalBinary(data []byte) error {
 	if d.pos != len(data) {
 		return fmt.Errorf("%w: %d bytes after the end", ErrBadBinary, len(data)-d.pos)
 	}
-	if quantity > MaxQuantity || price > uint64(MaxPrice) || year > 9999 {
+	for _, l := range lines[:n] {
+		if l.quantity > MaxQuantity || l.price > uint64(MaxPrice) {
+			return fmt.Errorf("%w: quantity, price or exp_year out of range", ErrBadBinary)
+		}
+	}
+	if year > 9999 {
 		return fmt.Errorf("%w: quantity, price or exp_year out of range", ErrBadBinary)
 	}
 	// The strings share one allocation, no larger than data.
-	all := string(data[spans[0].start:last4.end])
-	base := spans[0].start
+	all := string(data[tx.start:last4.end])
+	base := tx.start
 	sub := func(sp span) string { return all[sp.start-base : sp.end-base] }
-	amount, _ := money.Mul(money.Cents(price), int64(quantity)) // within the limits just checked
+	items := make([]LineItem, n)
+	for i, l := range lines[:n] {
+		items[i] = LineItem{ItemID: sub(l.id), Quantity: int64(l.quantity), Price: money.Cents(l.price)}
+	}
+	amount, err := total(items) // each line is within the limits just checked
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadBinary, err)
+	}
 	req := Request{
-		TxID:     sub(spans[0]),
-		UserID:   sub(spans[1]),
-		ItemID:   sub(spans[2]),
-		Quantity: int64(quantity),
-		Price:    money.Cents(price),
-		Amount:   amount,
-		Card:     Card{Last4: sub(last4), ExpMonth: int(month), ExpYear: int(year)},
+		TxID:   sub(tx),
+		UserID: sub(user),
+		Items:  items,
+		Amount: amount,
+		Card:   Card{Last4: sub(last4), ExpMonth: int(month), ExpYear: int(year)},
+	}
+	if n == 1 {
+		req.ItemID, req.Quantity, req.Price = items[0].ItemID, items[0].Quantity, items[0].Price
 	}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadBinary, err)

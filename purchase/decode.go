@@ -1,6 +1,7 @@
 package purchase
 
 import (
+	"bytes"
 	"errors"
 
 	"github.com/dtx-dev/dtx/money"
@@ -14,12 +15,26 @@ const (
 	fieldQuantity
 	fieldPrice
 	fieldPayment
+	fieldItems // never missing: item_id, quantity and price are
 	numFields
 )
 
 var fieldNames = [numFields]string{
-	"transaction_id", "user_id", "item_id", "quantity", "price", "payment_details",
+	"transaction_id", "user_id", "item_id", "quantity", "price", "payment_details", "items",
 }
+
+// isSingle tells the fields of the single-item form, which items replaces.
+func isSingle(f int) bool { return f == fieldItem || f == fieldQuantity || f == fieldPrice }
+
+// Fields of an entry of items.
+const (
+	lineItem = iota
+	lineQuantity
+	linePrice
+	numLineFields
+)
+
+var lineKeys = [numLineFields]string{"item_id", "quantity", "price"}
 
 // Fields of payment_details.
 const (
@@ -38,12 +53,23 @@ var payNames = [numPayFields]string{
 // span is where a decoded string sits in the buffer of DecodeLine.
 type span struct{ start, end int }
 
+// lineSpan is a decoded entry of items, its id in the buffer of DecodeLine.
+type lineSpan struct {
+	id       span
+	quantity int64
+	price    money.Cents
+}
+
 // decoder decodes one request line. It keeps the first field error and goes
 // on to the end of the line, so that a syntax error anywhere wins over a
 // field error, and so that the transaction id is found wherever it is.
 type decoder struct {
 	s   scanner
 	err *FieldError
+	// line is the index of the entry of items being read, or -1 outside
+	// items. Inside, field names are relative to the entry ("price" stands
+	// for "items[2].price", "" for "items[2]").
+	line int
 
 	// The decoded ids and the card's last four digits go to one buffer, so
 	// that the Request's strings cost one allocation. The buffer lives on
@@ -56,10 +82,17 @@ type decoder struct {
 	quantity int64
 	price    money.Cents
 	card     Card
+
+	// itemsForm tells that the line has items. Its entries go to a slice
+	// that is passed along, like the buffer.
+	itemsForm bool
 }
 
 func (d *decoder) fail(field, reason string) {
 	if d.err == nil {
+		if d.line >= 0 {
+			field = itemField(d.line, field)
+		}
 		d.err = &FieldError{Field: field, Reason: reason}
 	}
 }
@@ -73,10 +106,18 @@ func (d *decoder) fail(field, reason string) {
 // is valid, so that the caller can report the failure under that id.
 func DecodeLine(line []byte) (Request, error) {
 	var arr [3*MaxIDBytes + 4]byte
-	d := decoder{s: scanner{data: line}}
-	buf, err := d.decodeLine(arr[:0])
+	var lineArr [8]lineSpan // room for the entries of items of most orders
+	d := decoder{s: scanner{data: line}, line: -1}
+	buf, lines, err := d.decodeLine(arr[:0], lineArr[:0])
 	if err != nil {
 		return Request{}, err
+	}
+	if !d.itemsForm {
+		lines = append(lines[:0], lineSpan{id: d.spans[fieldItem], quantity: d.quantity, price: d.price})
+	}
+	var amount money.Cents
+	if d.err == nil {
+		amount, d.err = lineTotal(lines)
 	}
 	if d.err != nil {
 		var req Request
@@ -86,48 +127,63 @@ func DecodeLine(line []byte) (Request, error) {
 		}
 		return req, d.err
 	}
-	amount, err := money.Mul(d.price, d.quantity)
-	if err != nil { // cannot happen within MaxQuantity and MaxPrice
-		return Request{}, &FieldError{Field: "amount", Reason: "quantity × price is out of range"}
-	}
 	all := string(buf)
 	sub := func(sp span) string { return all[sp.start:sp.end] }
 	d.card.Last4 = sub(d.last4)
-	return Request{
-		TxID:     sub(d.spans[fieldTxID]),
-		UserID:   sub(d.spans[fieldUser]),
-		ItemID:   sub(d.spans[fieldItem]),
-		Quantity: d.quantity,
-		Price:    d.price,
-		Amount:   amount,
-		Card:     d.card,
-	}, nil
+	items := make([]LineItem, len(lines))
+	for i, l := range lines {
+		items[i] = LineItem{ItemID: sub(l.id), Quantity: l.quantity, Price: l.price}
+	}
+	req := Request{
+		TxID:   sub(d.spans[fieldTxID]),
+		UserID: sub(d.spans[fieldUser]),
+		Items:  items,
+		Amount: amount,
+		Card:   d.card,
+	}
+	if len(items) == 1 {
+		req.ItemID, req.Quantity, req.Price = items[0].ItemID, items[0].Quantity, items[0].Price
+	}
+	return req, nil
 }
 
-// decodeLine appends the decoded strings to buf. It returns syntax errors;
-// field errors go to d.err.
-func (d *decoder) decodeLine(buf []byte) ([]byte, error) {
+// lineTotal is total for decoded lines.
+func lineTotal(lines []lineSpan) (money.Cents, *FieldError) {
+	var sum money.Cents
+	for _, l := range lines {
+		amount, _ := money.Mul(l.price, l.quantity) // within MaxQuantity and MaxPrice
+		var err error
+		if sum, err = money.Add(sum, amount); err != nil {
+			return 0, &FieldError{Field: "items", Reason: reasonTotalMax}
+		}
+	}
+	return sum, nil
+}
+
+// decodeLine appends the decoded strings to buf and the entries of items to
+// lines. It returns syntax errors; field errors go to d.err.
+func (d *decoder) decodeLine(buf []byte, lines []lineSpan) ([]byte, []lineSpan, error) {
 	s := &d.s
 	k := s.peek()
 	if k == kindNone {
-		return buf, s.unexpected("a JSON object")
+		return buf, lines, s.unexpected("a JSON object")
 	}
 	if k != kindObject {
 		if err := s.skipValue(); err != nil {
-			return buf, err
+			return buf, lines, err
 		}
 		if err := s.end(); err != nil {
-			return buf, err
+			return buf, lines, err
 		}
 		d.fail("", "expected a JSON object, got "+k.String())
-		return buf, nil
+		return buf, lines, nil
 	}
 	_ = s.enter() // depth 0: cannot fail
 	var seen [numFields]bool
 	for first := true; ; first = false {
 		key, escaped, more, err := s.member(first)
 		if err != nil {
-			return buf, err
+			return buf, lines, err
 		}
 		if !more {
 			break
@@ -135,41 +191,179 @@ func (d *decoder) decodeLine(buf []byte) ([]byte, error) {
 		f := lookup(key, escaped, fieldNames[:])
 		if f < 0 {
 			if err := s.skipValue(); err != nil {
-				return buf, err
+				return buf, lines, err
 			}
 			continue
 		}
 		if seen[f] {
 			d.fail(fieldNames[f], reasonDuplicate)
 			if err := s.skipValue(); err != nil {
-				return buf, err
+				return buf, lines, err
+			}
+			continue
+		}
+		seen[f] = true
+		if d.bothForms(f, &seen) {
+			if err := s.skipValue(); err != nil {
+				return buf, lines, err
+			}
+			continue
+		}
+		switch f {
+		case fieldTxID, fieldUser, fieldItem:
+			var sp span
+			var ok bool
+			if buf, sp, ok, err = d.id(fieldNames[f], buf); ok {
+				d.spans[f] = sp
+				d.txOK = d.txOK || f == fieldTxID
+			}
+		case fieldQuantity:
+			d.quantity, err = d.decodeQuantity(fieldNames[f])
+		case fieldPrice:
+			d.price, err = d.decodePrice(fieldNames[f])
+		case fieldPayment:
+			buf, err = d.payment(buf)
+		case fieldItems:
+			buf, lines, err = d.items(buf, lines)
+		}
+		if err != nil {
+			return buf, lines, err
+		}
+	}
+	if err := s.end(); err != nil {
+		return buf, lines, err
+	}
+	for f, ok := range seen {
+		if !ok && f != fieldItems && !(isSingle(f) && seen[fieldItems]) {
+			d.fail(fieldNames[f], reasonMissing)
+		}
+	}
+	return buf, lines, nil
+}
+
+// bothForms reports, as a field error of f, a line that has both items
+// and a field of the single-item form.
+func (d *decoder) bothForms(f int, seen *[numFields]bool) bool {
+	switch {
+	case f == fieldItems:
+		for _, g := range [...]int{fieldItem, fieldQuantity, fieldPrice} {
+			if seen[g] {
+				d.fail(fieldNames[f], "cannot be given with "+fieldNames[g])
+				return true
+			}
+		}
+	case isSingle(f) && seen[fieldItems]:
+		d.fail(fieldNames[f], "cannot be given with items")
+		return true
+	}
+	return false
+}
+
+// items reads the array of line items and appends its entries to lines.
+func (d *decoder) items(buf []byte, lines []lineSpan) ([]byte, []lineSpan, error) {
+	s := &d.s
+	if k := s.peek(); k != kindArray {
+		d.fail("items", mustBe("an array", k))
+		return buf, lines, s.skipValue()
+	}
+	if err := s.enter(); err != nil {
+		return buf, lines, err
+	}
+	d.itemsForm = true
+	n := 0
+	for first := true; ; first = false {
+		more, err := s.element(first)
+		if err != nil {
+			return buf, lines, err
+		}
+		if !more {
+			break
+		}
+		if n == MaxItems {
+			d.fail("items", reasonTooManyItems)
+			if err := s.skipValue(); err != nil {
+				return buf, lines, err
+			}
+			continue
+		}
+		d.line = n
+		buf, lines, err = d.lineItem(buf, lines)
+		d.line = -1
+		if err != nil {
+			return buf, lines, err
+		}
+		n++
+	}
+	s.depth--
+	if n == 0 {
+		d.fail("items", reasonEmpty)
+	}
+	return buf, lines, nil
+}
+
+// lineItem reads entry d.line of items and appends it to lines.
+func (d *decoder) lineItem(buf []byte, lines []lineSpan) ([]byte, []lineSpan, error) {
+	s := &d.s
+	var l lineSpan
+	if k := s.peek(); k != kindObject {
+		d.fail("", mustBe("an object", k))
+		return buf, append(lines, l), s.skipValue()
+	}
+	if err := s.enter(); err != nil {
+		return buf, lines, err
+	}
+	var seen [numLineFields]bool
+	for first := true; ; first = false {
+		key, escaped, more, err := s.member(first)
+		if err != nil {
+			return buf, lines, err
+		}
+		if !more {
+			break
+		}
+		f := lookup(key, escaped, lineKeys[:])
+		if f < 0 {
+			if err := s.skipValue(); err != nil {
+				return buf, lines, err
+			}
+			continue
+		}
+		if seen[f] {
+			d.fail(lineKeys[f], reasonDuplicate)
+			if err := s.skipValue(); err != nil {
+				return buf, lines, err
 			}
 			continue
 		}
 		seen[f] = true
 		switch f {
-		case fieldTxID, fieldUser, fieldItem:
-			buf, err = d.id(f, buf)
-		case fieldQuantity:
-			err = d.decodeQuantity()
-		case fieldPrice:
-			err = d.decodePrice()
-		case fieldPayment:
-			buf, err = d.payment(buf)
+		case lineItem:
+			var ok bool
+			if buf, l.id, ok, err = d.id(lineKeys[f], buf); ok {
+				id := buf[l.id.start:l.id.end]
+				for j, prev := range lines {
+					if bytes.Equal(buf[prev.id.start:prev.id.end], id) {
+						d.fail(lineKeys[f], reasonSameItem(j))
+						break
+					}
+				}
+			}
+		case lineQuantity:
+			l.quantity, err = d.decodeQuantity(lineKeys[f])
+		case linePrice:
+			l.price, err = d.decodePrice(lineKeys[f])
 		}
 		if err != nil {
-			return buf, err
+			return buf, lines, err
 		}
 	}
-	if err := s.end(); err != nil {
-		return buf, err
-	}
+	s.depth--
 	for f, ok := range seen {
 		if !ok {
-			d.fail(fieldNames[f], reasonMissing)
+			d.fail(lineKeys[f], reasonMissing)
 		}
 	}
-	return buf, nil
+	return buf, append(lines, l), nil
 }
 
 // lookup returns the index of key in names, or -1.
@@ -209,10 +403,12 @@ func text(raw []byte, escaped bool, tmp []byte) []byte {
 	return unescape(tmp[:0], raw)
 }
 
-func (d *decoder) id(f int, buf []byte) ([]byte, error) {
-	raw, escaped, ok, err := d.str(fieldNames[f])
+// id reads an id and appends it to buf. When it is a valid id, ok is true
+// and sp is where it is in buf.
+func (d *decoder) id(field string, buf []byte) (_ []byte, sp span, ok bool, err error) {
+	raw, escaped, ok, err := d.str(field)
 	if !ok {
-		return buf, err
+		return buf, span{}, false, err
 	}
 	start := len(buf)
 	if escaped {
@@ -221,33 +417,27 @@ func (d *decoder) id(f int, buf []byte) ([]byte, error) {
 		buf = append(buf, raw...)
 	}
 	if reason := checkIDBytes(buf[start:]); reason != "" {
-		d.fail(fieldNames[f], reason)
-		return buf[:start], nil
+		d.fail(field, reason)
+		return buf[:start], span{}, false, nil
 	}
-	d.spans[f] = span{start, len(buf)}
-	if f == fieldTxID {
-		d.txOK = true
-	}
-	return buf, nil
+	return buf, span{start, len(buf)}, true, nil
 }
 
-func (d *decoder) decodeQuantity() error {
-	const field = "quantity"
+func (d *decoder) decodeQuantity(field string) (int64, error) {
 	k := d.s.peek()
 	if k != kindNumber {
 		d.fail(field, mustBe("an integer", k))
-		return d.s.skipValue()
+		return 0, d.s.skipValue()
 	}
 	lit, err := d.s.readNumber()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	q, reason := parseQuantity(lit)
 	if reason != "" {
 		d.fail(field, reason)
 	}
-	d.quantity = q
-	return nil
+	return q, nil
 }
 
 // parseQuantity parses a JSON number literal as a quantity. Only an integer
@@ -271,33 +461,31 @@ func parseQuantity(lit []byte) (int64, string) {
 	return q, ""
 }
 
-func (d *decoder) decodePrice() error {
-	const field = "price"
+func (d *decoder) decodePrice(field string) (money.Cents, error) {
 	var tmp [32]byte
 	var txt []byte
 	switch k := d.s.peek(); k {
 	case kindNumber:
 		lit, err := d.s.readNumber()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		txt = lit
 	case kindString:
 		raw, escaped, err := d.s.readString()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		txt = text(raw, escaped, tmp[:])
 	default:
 		d.fail(field, mustBe("a number or a string", k))
-		return d.s.skipValue()
+		return 0, d.s.skipValue()
 	}
 	p, reason := parsePrice(txt)
 	if reason != "" {
 		d.fail(field, reason)
 	}
-	d.price = p
-	return nil
+	return p, nil
 }
 
 // parsePrice parses the text of a price (a number literal or the content of

@@ -2,6 +2,8 @@ package purchase
 
 import (
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -11,8 +13,72 @@ const goodLine = `{"transaction_id":"t1","user_id":"u1","item_id":"i1","quantity
 	`"payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/29","cvv":"123"}}`
 
 var goodRequest = Request{
-	TxID: "t1", UserID: "u1", ItemID: "i1", Quantity: 2, Price: 999, Amount: 1998,
+	TxID: "t1", UserID: "u1", Items: []LineItem{{ItemID: "i1", Quantity: 2, Price: 999}},
+	ItemID: "i1", Quantity: 2, Price: 999, Amount: 1998,
 	Card: Card{Last4: "1111", ExpMonth: 12, ExpYear: 2029},
+}
+
+// goodMultiLine is goodLine with three items instead of one.
+const goodMultiLine = `{"transaction_id":"t1","user_id":"u1","items":[` +
+	`{"item_id":"i1","quantity":2,"price":"9.99"},{"item_id":"i2","quantity":1,"price":0.5},` +
+	`{"item_id":"i0","quantity":3,"price":"100"}],` +
+	`"payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/29","cvv":"123"}}`
+
+var goodMultiRequest = Request{
+	TxID: "t1", UserID: "u1",
+	Items:  []LineItem{{ItemID: "i1", Quantity: 2, Price: 999}, {ItemID: "i2", Quantity: 1, Price: 50}, {ItemID: "i0", Quantity: 3, Price: 10000}},
+	Amount: 1998 + 50 + 30000,
+	Card:   Card{Last4: "1111", ExpMonth: 12, ExpYear: 2029},
+}
+
+// withItems returns goodLine with items (raw JSON) in place of item_id,
+// quantity and price.
+func withItems(items string) string {
+	return line("item_id", "-", "quantity", "-", "price", "-", "items", items)
+}
+
+// entry renders one entry of items with some fields changed, like line.
+func entry(kv ...string) string {
+	fields := []string{"item_id", `"i1"`, "quantity", `2`, "price", `"9.99"`}
+	for i := 0; i < len(kv); i += 2 {
+		found := false
+		for j := 0; j < len(fields); j += 2 {
+			if fields[j] == kv[i] {
+				fields[j+1], found = kv[i+1], true
+			}
+		}
+		if !found {
+			fields = append(fields, kv[i], kv[i+1])
+		}
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i < len(fields); i += 2 {
+		if fields[i+1] == "-" {
+			continue
+		}
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"` + fields[i] + `":` + fields[i+1])
+	}
+	return b.String() + "}"
+}
+
+// entries renders n good entries of items, i0..i<n-1>, then extra ones.
+func entries(n int, extra ...string) string {
+	var parts []string
+	for i := range n {
+		parts = append(parts, entry("item_id", `"i`+strconv.Itoa(i)+`"`))
+	}
+	return "[" + strings.Join(append(parts, extra...), ",") + "]"
+}
+
+// single returns r in the normalized single-item form: Items is the one
+// line of ItemID, Quantity and Price.
+func single(r Request) Request {
+	r.Items = []LineItem{{ItemID: r.ItemID, Quantity: r.Quantity, Price: r.Price}}
+	return r
 }
 
 // line renders goodLine with some fields changed: kv holds pairs of a key
@@ -66,13 +132,18 @@ func TestLineHelper(t *testing.T) {
 	if got := line(); got != goodLine {
 		t.Fatalf("line() = %s\nwant      %s", got, goodLine)
 	}
+	const want = `{"transaction_id":"t1","user_id":"u1","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/29","cvv":"123"},` +
+		`"items":[{"item_id":"i1","quantity":2,"price":"9.99"},{"item_id":"i1","price":"1.00","note":1}]}`
+	if got := withItems("[" + entry() + "," + entry("quantity", "-", "price", `"1.00"`, "note", "1") + "]"); got != want {
+		t.Fatalf("withItems = %s\nwant        %s", got, want)
+	}
 }
 
 func TestDecodeLineGood(t *testing.T) {
 	with := func(f func(r *Request)) Request {
 		r := goodRequest
 		f(&r)
-		return r
+		return single(r)
 	}
 	long := strings.Repeat("x", MaxIDBytes)
 	tests := []struct {
@@ -113,6 +184,37 @@ func TestDecodeLineGood(t *testing.T) {
 			`"price":"9.99","quantity":2,"item_id":"i1","user_id":"u1","transaction_id":"t1"}`, goodRequest},
 		{"whitespace", " \t{ \"transaction_id\" : \"t1\" ,\n\"user_id\":\"u1\",\"item_id\":\"i1\",\"quantity\":2,\"price\":\"9.99\"," +
 			"\"payment_details\":{\"card_number\":\"4111 1111 1111 1111\",\"expiry\":\"12/29\",\"cvv\":\"123\"} }\r\n", goodRequest},
+
+		// The items form.
+		{"items", goodMultiLine, goodMultiRequest},
+		{"items of one entry is the single form", withItems("[" + entry() + "]"), goodRequest},
+		{"items first", `{"items":[{"price":"9.99","quantity":2,"item_id":"i1"}],"transaction_id":"t1","user_id":"u1",` +
+			`"payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/29","cvv":"123"}}`, goodRequest},
+		{"items with whitespace and unknown keys", withItems(" [ " + entry("note", `[{"item_id":"x"}]`) + " , " +
+			entry("item_id", `"i2"`, "price", "1", "item", `"i1"`) + " ] "),
+			Request{TxID: "t1", UserID: "u1", Items: []LineItem{{"i1", 2, 999}, {"i2", 2, 100}}, Amount: 2198, Card: goodRequest.Card}},
+		{"items with ids that differ in case", withItems("[" + entry() + "," + entry("item_id", `"I1"`) + "]"),
+			Request{TxID: "t1", UserID: "u1", Items: []LineItem{{"i1", 2, 999}, {"I1", 2, 999}}, Amount: 3996, Card: goodRequest.Card}},
+		{"100 items", withItems(entries(MaxItems)), func() Request {
+			r := Request{TxID: "t1", UserID: "u1", Amount: MaxItems * 1998, Card: goodRequest.Card}
+			for i := range MaxItems {
+				r.Items = append(r.Items, LineItem{"i" + strconv.Itoa(i), 2, 999})
+			}
+			return r
+		}()},
+		{"largest total", withItems(func() string {
+			var parts []string
+			for i := range 92 {
+				parts = append(parts, entry("item_id", `"i`+strconv.Itoa(i)+`"`, "quantity", "1000000", "price", `"1000000000.00"`))
+			}
+			return "[" + strings.Join(parts, ",") + "]"
+		}()), func() Request {
+			r := Request{TxID: "t1", UserID: "u1", Amount: 92 * MaxQuantity * MaxPrice, Card: goodRequest.Card}
+			for i := range 92 {
+				r.Items = append(r.Items, LineItem{"i" + strconv.Itoa(i), MaxQuantity, MaxPrice})
+			}
+			return r
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +222,7 @@ func TestDecodeLineGood(t *testing.T) {
 			if err != nil {
 				t.Fatalf("DecodeLine(%s): %v", tt.line, err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("DecodeLine(%s)\n got %+v\nwant %+v", tt.line, got, tt.want)
 			}
 			if err := got.Validate(); err != nil {
@@ -297,6 +399,57 @@ var decodeErrorTests = []struct {
 	{"first error wins", line("quantity", `0`, "price", `"x"`), "quantity: must be between 1 and 1000000"},
 	{"type error before missing", line("user_id", "-", "item_id", `1`), "item_id: must be a string, got number"},
 	{"payment error before a later top error", `{"payment_details":{"cvv":"1"},"quantity":0}`, "payment_details.cvv: must be 3 or 4 digits"},
+
+	// items.
+	{"items and item_id", line("items", "["+entry()+"]"), "items: cannot be given with item_id"},
+	{"items and price", line("item_id", "-", "quantity", "-", "items", "["+entry()+"]"), "items: cannot be given with price"},
+	{"quantity after items", `{"transaction_id":"t1","items":[` + entry() + `],"quantity":2}`, "quantity: cannot be given with items"},
+	{"items bad, then item_id", `{"items":[],"item_id":"i1"}`, "items: must not be empty"},
+	{"item_id bad, then items", `{"item_id":"","items":[]}`, "item_id: must not be empty"},
+	{"items not an array", withItems(entry()), "items: must be an array, got object"},
+	{"items null", withItems("null"), "items: must be an array, got null"},
+	{"items empty", withItems("[]"), "items: must not be empty"},
+	{"items duplicate key", withItems("[" + entry() + `],"items":[` + entry() + "]"), "items: duplicate key"},
+	{"items too many", withItems(entries(MaxItems + 1)), "items: more than 100 entries"},
+	{"items too many, syntax checked", withItems(entries(MaxItems, `[1,]`)), "invalid JSON: expected a value, found ']' at offset 4725"},
+	{"items error within the first 100 wins", withItems(entries(MaxItems-1, entry("item_id", `"x"`, "quantity", "0"), entry("item_id", `"y"`, "price", "0"))), "items[99].quantity: must be between 1 and 1000000"},
+	{"items cut", withItems("[" + entry())[:len(withItems("["+entry()))-2], "invalid JSON: unexpected end of input at offset 175"},
+	{"items missing comma", withItems("[" + entry() + " " + entry() + "]"), "invalid JSON: expected ',' or ']' after array element, found '{' at offset 177"},
+	{"entry not an object", withItems("[" + entry() + `,"i2"]`), "items[1]: must be an object, got string"},
+	{"entry null", withItems("[null]"), "items[0]: must be an object, got null"},
+	{"entry empty", withItems("[{}]"), "items[0].item_id: missing"},
+	{"entry missing item_id", withItems("[" + entry("item_id", "-") + "]"), "items[0].item_id: missing"},
+	{"entry missing quantity", withItems(entries(2, entry("item_id", `"i9"`, "quantity", "-"))), "items[2].quantity: missing"},
+	{"entry missing price", withItems(entries(1, entry("item_id", `"i9"`, "price", "-"))), "items[1].price: missing"},
+	{"entry duplicate key", withItems("[" + entry("price", `"1.00","price":"2.00"`) + "]"), "items[0].price: duplicate key"},
+	{"entry duplicate escaped key", withItems("[" + entry(`item_\u0069d`, `"i2"`) + "]"), "items[0].item_id: duplicate key"},
+	{"entry item_id number", withItems("[" + entry("item_id", "1") + "]"), "items[0].item_id: must be a string, got number"},
+	{"entry item_id empty", withItems(entries(1, entry("item_id", `""`))), "items[1].item_id: must not be empty"},
+	{"entry item_id space", withItems(entries(3, entry("item_id", `"i 1"`))), "items[3].item_id: contains whitespace or control characters"},
+	{"entry item_id too long", withItems("[" + entry("item_id", `"`+strings.Repeat("x", 129)+`"`) + "]"), "items[0].item_id: longer than 128 bytes"},
+	{"entry quantity string", withItems("[" + entry("quantity", `"2"`) + "]"), "items[0].quantity: must be an integer, got string"},
+	{"entry quantity 2.0", withItems("[" + entry("quantity", `2.0`) + "]"), "items[0].quantity: must be an integer"},
+	{"entry quantity 0", withItems("[" + entry("quantity", `0`) + "]"), "items[0].quantity: must be between 1 and 1000000"},
+	{"entry price three decimals", withItems(entries(2, entry("item_id", `"x"`, "price", `"9.999"`))), "items[2].price: more than two decimal places"},
+	{"entry price exponent", withItems("[" + entry("price", `1e3`) + "]"), "items[0].price: exponent notation not allowed"},
+	{"entry price zero", withItems("[" + entry("price", `0`) + "]"), "items[0].price: must be greater than 0"},
+	{"entry price too large", withItems("[" + entry("price", `"1000000000.01"`) + "]"), "items[0].price: must be at most 1000000000.00"},
+	{"entry price null", withItems("[" + entry("price", `null`) + "]"), "items[0].price: must be a number or a string, got null"},
+	{"entry price empty", withItems("[" + entry("price", `""`) + "]"), "items[0].price: empty"},
+	{"same item twice", withItems(entries(3, entry("item_id", `"i1"`))), "items[3].item_id: same as items[1].item_id"},
+	{"same item twice, escaped", withItems("[" + entry() + "," + entry("item_id", `"i1"`) + "]"), "items[1].item_id: same as items[0].item_id"},
+	{"first error in items wins", withItems("[" + entry("price", "0") + "," + entry("quantity", "0") + "]"), "items[0].price: must be greater than 0"},
+	{"error in items before a later one", `{"items":[` + entry("quantity", "0") + `],"user_id":""}`, "items[0].quantity: must be between 1 and 1000000"},
+	{"error before items wins", `{"user_id":"","items":[` + entry("quantity", "0") + `]}`, "user_id: must not be empty"},
+	{"items does not excuse payment_details", line("item_id", "-", "quantity", "-", "price", "-", "payment_details", "-", "items", "["+entry()+"]"),
+		"payment_details: missing"},
+	{"total too large", withItems(func() string {
+		var parts []string
+		for i := range 93 {
+			parts = append(parts, entry("item_id", `"i`+strconv.Itoa(i)+`"`, "quantity", "1000000", "price", `"1000000000.00"`))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}()), "items: total amount is more than 92233720368547758.07"},
 }
 
 func init() {
@@ -333,7 +486,7 @@ func TestDecodeLineErrors(t *testing.T) {
 				t.Errorf("error %T is neither a *SyntaxError nor a *FieldError", err)
 			}
 			if got.UserID != "" || got.ItemID != "" || got.Quantity != 0 || got.Price != 0 ||
-				got.Amount != 0 || got.Card != (Card{}) {
+				got.Amount != 0 || got.Card != (Card{}) || got.Items != nil {
 				t.Errorf("on error, the request should be zero but for TxID: %+v", got)
 			}
 		})
@@ -363,9 +516,14 @@ func TestDecodeLineTxIDOnError(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	if err := goodRequest.Validate(); err != nil {
-		t.Fatalf("Validate(good): %v", err)
+	for _, r := range []Request{goodRequest, goodMultiRequest} {
+		if err := r.Validate(); err != nil {
+			t.Fatalf("Validate(%+v): %v", r, err)
+		}
 	}
+	// The single-item form: Items empty.
+	singleForm := goodRequest
+	singleForm.Items = nil
 	tests := []struct {
 		name   string
 		change func(r *Request)
@@ -385,12 +543,63 @@ func TestValidate(t *testing.T) {
 		{"year 29", func(r *Request) { r.Card.ExpYear = 29 }, "card.exp_year: must be between 2000 and 2099"},
 	}
 	for _, tt := range tests {
-		r := goodRequest
+		r := singleForm
 		tt.change(&r)
 		err := r.Validate()
 		if err == nil || err.Error() != tt.err {
 			t.Errorf("%s: Validate() = %v, want %q", tt.name, err, tt.err)
 		}
+	}
+
+	// The items form; the lines are changed in a copy of Items.
+	items := []struct {
+		name   string
+		change func(r *Request)
+		err    string
+	}{
+		{"no items", func(r *Request) { r.Items = r.Items[:0] }, "item_id: must not be empty"},
+		{"too many", func(r *Request) {
+			r.Items = nil
+			for i := range MaxItems + 1 {
+				r.Items = append(r.Items, LineItem{"i" + strconv.Itoa(i), 1, 1})
+			}
+			r.Amount = MaxItems + 1
+		}, "items: more than 100 entries"},
+		{"empty item_id", func(r *Request) { r.Items[1].ItemID = "" }, "items[1].item_id: must not be empty"},
+		{"item_id with space", func(r *Request) { r.Items[2].ItemID = "i 2" }, "items[2].item_id: contains whitespace or control characters"},
+		{"quantity 0", func(r *Request) { r.Items[0].Quantity = 0 }, "items[0].quantity: must be between 1 and 1000000"},
+		{"quantity too large", func(r *Request) { r.Items[2].Quantity = MaxQuantity + 1 }, "items[2].quantity: must be between 1 and 1000000"},
+		{"price negative", func(r *Request) { r.Items[1].Price = -1 }, "items[1].price: must be greater than 0"},
+		{"price too large", func(r *Request) { r.Items[1].Price = MaxPrice + 1 }, "items[1].price: must be at most 1000000000.00"},
+		{"same item twice", func(r *Request) { r.Items[2].ItemID = "i2" }, "items[2].item_id: same as items[1].item_id"},
+		{"wrong amount", func(r *Request) { r.Amount-- }, "amount: must equal the sum of quantity × price over items"},
+		{"total too large", func(r *Request) {
+			r.Items = nil
+			for i := range 93 {
+				r.Items = append(r.Items, LineItem{"i" + strconv.Itoa(i), MaxQuantity, MaxPrice})
+			}
+		}, "items: total amount is more than 92233720368547758.07"},
+		{"item_id with several items", func(r *Request) { r.ItemID = "i1" },
+			"items: disagrees with item_id, quantity and price, which must be zero or repeat its one entry"},
+		{"single fields that differ from the one entry", func(r *Request) {
+			r.Items, r.Amount = r.Items[:1], 1998
+			r.ItemID, r.Quantity, r.Price = "i1", 2, 998
+		}, "items: disagrees with item_id, quantity and price, which must be zero or repeat its one entry"},
+	}
+	for _, tt := range items {
+		r := goodMultiRequest
+		r.Items = append([]LineItem(nil), r.Items...)
+		tt.change(&r)
+		err := r.Validate()
+		if err == nil || err.Error() != tt.err {
+			t.Errorf("%s: Validate() = %v, want %q", tt.name, err, tt.err)
+		}
+	}
+	// One entry, with or without the single-item fields repeating it.
+	r := goodRequest
+	r.ItemID, r.Quantity, r.Price = "", 0, 0
+	if err := r.Validate(); err != nil {
+		t.Errorf("one entry, no single-item fields: %v", err)
 	}
 }
 
@@ -418,13 +627,28 @@ func TestDecodeLineAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if n > 1 {
-		t.Errorf("DecodeLine allocates %v times per line, want at most 1", n)
+	if n > 2 {
+		t.Errorf("DecodeLine allocates %v times per line, want at most 2 (the strings, Items)", n)
+	}
+	data = []byte(goodMultiLine)
+	if n := testing.AllocsPerRun(200, func() { _, _ = DecodeLine(data) }); n > 3 {
+		t.Errorf("DecodeLine of three items allocates %v times per line, want at most 3", n)
 	}
 }
 
 func BenchmarkDecodeLine(b *testing.B) {
 	data := []byte(goodLine)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeLine(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeLineItems(b *testing.B) {
+	data := []byte(goodMultiLine)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -10,6 +10,12 @@
 //	{"transaction_id":"t1","user_id":"u1","item_id":"i1","quantity":2,"price":"9.99",
 //	 "payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/29","cvv":"123"}}
 //
+// or, for an order of several items, bought all together or not at all,
+// items in place of item_id, quantity and price:
+//
+//	{"transaction_id":"t2","user_id":"u1","items":[{"item_id":"i1","quantity":2,"price":"9.99"},
+//	 {"item_id":"i2","quantity":1,"price":"0.50"}],"payment_details":{...}}
+//
 // The rules, each checked by DecodeLine with the reason it reports:
 //
 //   - The line is one JSON object (RFC 8259), and nothing else but
@@ -36,6 +42,23 @@
 //     notation not allowed"), greater than 0 ("must be greater than 0"), at
 //     most 1000000000.00 ("must be at most 1000000000.00"). Within these
 //     limits quantity × price cannot overflow.
+//   - items: instead of item_id, quantity and price, a JSON array ("must be
+//     an array, got object") of 1 to 100 entries ("must not be empty",
+//     "more than 100 entries"). Each entry is an object ("items[1]: must be
+//     an object, got string") with item_id, quantity and price, under the
+//     rules above and named by their place: "items[2].price: more than two
+//     decimal places", "items[0].quantity: missing". Unknown keys in an
+//     entry are ignored. An item may appear once per order
+//     ("items[3].item_id: same as items[1].item_id"): a repeated item is
+//     refused rather than merged, since its lines could disagree on the
+//     price. A line with both forms is refused at the second one, e.g.
+//     "items: cannot be given with item_id" or "price: cannot be given with
+//     items"; a line with neither gets the "missing" errors of item_id,
+//     quantity and price. The total, the sum of quantity × price, must not
+//     overflow ("items: total amount is more than 92233720368547758.07");
+//     only orders of more than 92 lines at the limits come near.
+//     The entries keep their order: it is the order in which the inventory
+//     locks the items.
 //   - payment_details: an object ("must be an object, got string") with
 //     card_number (a string of 12 to 19 digits, with spaces or dashes
 //     anywhere as separators, passing the Luhn check: "fails the Luhn
@@ -51,6 +74,10 @@
 // "payment_details.card_number: fails the Luhn check". A syntax error
 // anywhere in the line wins over a field error; among field errors, the
 // first in the line wins; missing fields come last, in the order above.
+//
+// A decoded Request is normalized: Items holds the lines, whichever form
+// the line used, and ItemID, Quantity and Price repeat the line when there
+// is exactly one (see Request).
 //
 // Of the payment details, dtx keeps the card's last four digits and expiry
 // (Card). The full card number and the CVV are checked, then dropped: they

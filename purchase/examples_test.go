@@ -44,19 +44,27 @@ func (m *model) apply(r Request) outcome {
 		return o
 	}
 	o := committed
-	st, itemOK := m.stock[r.ItemID]
-	bal, userOK := m.balance[r.UserID]
-	switch {
-	case !itemOK:
-		o = unknownItem
-	case !userOK:
+	_, userOK := m.balance[r.UserID]
+	for _, it := range r.Items {
+		if _, ok := m.stock[it.ItemID]; !ok {
+			o = unknownItem
+		}
+	}
+	if o == committed && !userOK {
 		o = unknownUser
-	case st < r.Quantity:
-		o = outOfStock
-	case bal < r.Amount:
+	}
+	for _, it := range r.Items {
+		if o == committed && m.stock[it.ItemID] < it.Quantity {
+			o = outOfStock
+		}
+	}
+	if o == committed && m.balance[r.UserID] < r.Amount {
 		o = insufficient
-	default:
-		m.stock[r.ItemID] -= r.Quantity
+	}
+	if o == committed { // all or nothing
+		for _, it := range r.Items {
+			m.stock[it.ItemID] -= it.Quantity
+		}
 		m.balance[r.UserID] -= r.Amount
 	}
 	m.seen[r.TxID] = o
@@ -91,6 +99,9 @@ func TestExampleRequests(t *testing.T) {
 		{"t18", "price: more than two decimal places", ""},
 		{"t19", "payment_details.card_number: fails the Luhn check", ""},
 		{"t20", "", committed},
+		{"t21", "", committed},  // two items
+		{"t22", "", outOfStock}, // two items, one out of stock: neither is bought
+		{"t23", "items[1].item_id: same as items[0].item_id", ""},
 	}
 	f, err := os.Open(filepath.Join("..", "examples", "requests.jsonl"))
 	if err != nil {

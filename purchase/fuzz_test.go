@@ -22,6 +22,7 @@ import (
 // rule and agrees with what encoding/json reads from the same line.
 func FuzzDecodeLine(f *testing.F) {
 	f.Add([]byte(goodLine))
+	f.Add([]byte(goodMultiLine))
 	for _, tt := range decodeErrorTests[:20] {
 		f.Add([]byte(tt.line))
 	}
@@ -57,7 +58,7 @@ func checkDecodeError(t *testing.T, line []byte, valid bool, req Request, err er
 				t.Fatalf("%q: encoding/json accepts it, but DecodeLine says %v", line, err)
 			}
 		}
-		if req != (Request{}) {
+		if !reflect.DeepEqual(req, Request{}) {
 			t.Fatalf("%q: syntax error %v with a request %+v", line, err, req)
 		}
 	case errors.As(err, &fe):
@@ -70,7 +71,7 @@ func checkDecodeError(t *testing.T, line []byte, valid bool, req Request, err er
 		if req.TxID != "" && checkID(req.TxID) != "" {
 			t.Fatalf("%q: error %v with an invalid TxID %q", line, err, req.TxID)
 		}
-		if req.UserID != "" || req.ItemID != "" || req.Quantity != 0 || req.Price != 0 || req.Amount != 0 || req.Card != (Card{}) {
+		if req.UserID != "" || req.ItemID != "" || req.Quantity != 0 || req.Price != 0 || req.Amount != 0 || req.Card != (Card{}) || req.Items != nil {
 			t.Fatalf("%q: error %v with a request %+v", line, err, req)
 		}
 	default:
@@ -95,27 +96,70 @@ func checkAgainstEncodingJSON(t *testing.T, line []byte, req Request) {
 		return s
 	}
 	if str(m["transaction_id"], "transaction_id") != req.TxID ||
-		str(m["user_id"], "user_id") != req.UserID ||
-		str(m["item_id"], "item_id") != req.ItemID {
+		str(m["user_id"], "user_id") != req.UserID {
 		t.Fatalf("%q: ids differ from encoding/json: %+v", line, req)
 	}
-	if q, ok := m["quantity"].(json.Number); !ok || string(q) != strconv.FormatInt(req.Quantity, 10) {
-		t.Fatalf("%q: quantity %v for encoding/json, %d for DecodeLine", line, m["quantity"], req.Quantity)
+	// The lines: items, or the single-item fields.
+	lines := []map[string]any{m}
+	if v, ok := m["items"]; ok {
+		for _, k := range []string{"item_id", "quantity", "price"} {
+			if _, ok := m[k]; ok {
+				t.Fatalf("%q: accepted with both items and %s", line, k)
+			}
+		}
+		arr, ok := v.([]any)
+		if !ok {
+			t.Fatalf("%q: items is %T", line, v)
+		}
+		lines = nil
+		for _, e := range arr {
+			obj, ok := e.(map[string]any)
+			if !ok {
+				t.Fatalf("%q: an entry of items is %T", line, e)
+			}
+			lines = append(lines, obj)
+		}
 	}
-	var priceText string
-	switch v := m["price"].(type) {
-	case string:
-		priceText = v
-	case json.Number:
-		priceText = string(v)
-	default:
-		t.Fatalf("%q: price is %T", line, v)
+	if len(lines) != len(req.Items) || len(lines) > MaxItems {
+		t.Fatalf("%q: %d lines for encoding/json, %d for DecodeLine", line, len(lines), len(req.Items))
 	}
-	if p, err := money.ParseSigned(priceText); err != nil || p != req.Price {
-		t.Fatalf("%q: price %q, DecodeLine says %v", line, priceText, req.Price)
+	var sum money.Cents
+	ids := map[string]bool{}
+	for i, l := range lines {
+		it := req.Items[i]
+		if str(l["item_id"], "item_id") != it.ItemID || ids[it.ItemID] {
+			t.Fatalf("%q: item %d: id differs from encoding/json, or repeats: %+v", line, i, it)
+		}
+		ids[it.ItemID] = true
+		if q, ok := l["quantity"].(json.Number); !ok || string(q) != strconv.FormatInt(it.Quantity, 10) {
+			t.Fatalf("%q: item %d: quantity %v for encoding/json, %d for DecodeLine", line, i, l["quantity"], it.Quantity)
+		}
+		var priceText string
+		switch v := l["price"].(type) {
+		case string:
+			priceText = v
+		case json.Number:
+			priceText = string(v)
+		default:
+			t.Fatalf("%q: item %d: price is %T", line, i, v)
+		}
+		if p, err := money.ParseSigned(priceText); err != nil || p != it.Price {
+			t.Fatalf("%q: item %d: price %q, DecodeLine says %v", line, i, priceText, it.Price)
+		}
+		amount, err := money.Mul(it.Price, it.Quantity)
+		if err == nil {
+			sum, err = money.Add(sum, amount)
+		}
+		if err != nil {
+			t.Fatalf("%q: amount overflows", line)
+		}
 	}
-	if amount, err := money.Mul(req.Price, req.Quantity); err != nil || amount != req.Amount {
-		t.Fatalf("%q: amount %v", line, req.Amount)
+	if sum != req.Amount {
+		t.Fatalf("%q: amount %v, want %v", line, req.Amount, sum)
+	}
+	if one := len(req.Items) == 1; one && (req.ItemID != req.Items[0].ItemID || req.Quantity != req.Items[0].Quantity || req.Price != req.Items[0].Price) ||
+		!one && (req.ItemID != "" || req.Quantity != 0 || req.Price != 0) {
+		t.Fatalf("%q: not normalized: %+v", line, req)
 	}
 	pd, ok := m["payment_details"].(map[string]any)
 	if !ok {
@@ -177,11 +221,14 @@ func TestLuhnHelper(t *testing.T) {
 }
 
 // FuzzBinary checks that UnmarshalBinary never panics, and that whatever it
-// accepts is a valid request whose encoding is exactly the input (one
-// encoding per request).
+// accepts is a valid, normalized request whose encoding is exactly the
+// input (one encoding per request and version; version 1 is re-encoded
+// with the encoder of version 1 that it had).
 func FuzzBinary(f *testing.F) {
-	good, _ := hex.DecodeString(goodBinary)
-	f.Add(good)
+	for _, s := range []string{goodBinary, goodBinaryV1, goodMultiBinary} {
+		good, _ := hex.DecodeString(s)
+		f.Add(good)
+	}
 	f.Add([]byte{})
 	f.Add([]byte{1})
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
@@ -191,7 +238,7 @@ func FuzzBinary(f *testing.F) {
 			if !errors.Is(err, ErrBadBinary) {
 				t.Fatalf("%x: error %v does not wrap ErrBadBinary", data, err)
 			}
-			if r != (Request{}) {
+			if !reflect.DeepEqual(r, Request{}) {
 				t.Fatalf("%x: error %v, and the request changed", data, err)
 			}
 			return
@@ -199,7 +246,19 @@ func FuzzBinary(f *testing.F) {
 		if err := r.Validate(); err != nil {
 			t.Fatalf("%x: accepted, but %v", data, err)
 		}
-		back, err := r.MarshalBinary()
+		if len(r.Items) == 0 || len(r.Items) == 1 && r.ItemID == "" || len(r.Items) > 1 && r.ItemID != "" {
+			t.Fatalf("%x: not normalized: %+v", data, r)
+		}
+		var back []byte
+		var err error
+		if data[0] == 1 {
+			if len(r.Items) != 1 {
+				t.Fatalf("%x: version 1 with %d items", data, len(r.Items))
+			}
+			back = appendBinaryV1(nil, &r)
+		} else {
+			back, err = r.MarshalBinary()
+		}
 		if err != nil || !bytes.Equal(back, data) {
 			t.Fatalf("%x: decodes to %+v, which encodes to %x, %v", data, r, back, err)
 		}
@@ -207,15 +266,36 @@ func FuzzBinary(f *testing.F) {
 }
 
 // FuzzBinaryRoundTrip checks that every valid request encodes, and decodes
-// back to itself, and that an invalid one does not encode.
+// back to itself (normalized), and that an invalid one does not encode.
+// The request has one line (item, qty, price) in the single-item form when
+// n is 0; otherwise Items has n lines (at most MaxItems+1), the first being
+// (item, qty, price) and the others (item2+index, qty2, price2), with the
+// line at index dup, if any, a copy of the first.
 func FuzzBinaryRoundTrip(f *testing.F) {
-	f.Add("t1", "u1", "i1", int64(2), int64(999), "1111", 12, 2029)
-	f.Add("é", "😀", "x", int64(MaxQuantity), int64(MaxPrice), "0000", 1, 2000)
-	f.Add("", "u", "i", int64(0), int64(-1), "12", 13, 29)
-	f.Fuzz(func(t *testing.T, tx, user, item string, qty, price int64, last4 string, month, year int) {
-		r := Request{TxID: tx, UserID: user, ItemID: item, Quantity: qty, Price: money.Cents(price),
-			Card: Card{Last4: last4, ExpMonth: month, ExpYear: year}}
-		r.Amount, _ = money.Mul(r.Price, r.Quantity)
+	f.Add("t1", "u1", "i1", int64(2), int64(999), "1111", 12, 2029, uint8(0), "", int64(0), int64(0), uint8(0))
+	f.Add("é", "😀", "x", int64(MaxQuantity), int64(MaxPrice), "0000", 1, 2000, uint8(0), "", int64(0), int64(0), uint8(0))
+	f.Add("", "u", "i", int64(0), int64(-1), "12", 13, 29, uint8(0), "", int64(0), int64(0), uint8(0))
+	f.Add("t1", "u1", "i1", int64(2), int64(999), "1111", 12, 2029, uint8(3), "j", int64(1), int64(50), uint8(0))
+	f.Add("t1", "u1", "i1", int64(2), int64(999), "1111", 12, 2029, uint8(100), "j", int64(MaxQuantity), int64(MaxPrice), uint8(0))
+	f.Add("t1", "u1", "i1", int64(2), int64(999), "1111", 12, 2029, uint8(3), "j", int64(1), int64(50), uint8(2))
+	f.Fuzz(func(t *testing.T, tx, user, item string, qty, price int64, last4 string, month, year int,
+		n uint8, item2 string, qty2, price2 int64, dup uint8) {
+		r := Request{TxID: tx, UserID: user, Card: Card{Last4: last4, ExpMonth: month, ExpYear: year}}
+		if n == 0 {
+			r.ItemID, r.Quantity, r.Price = item, qty, money.Cents(price)
+		} else {
+			r.Items = []LineItem{{ItemID: item, Quantity: qty, Price: money.Cents(price)}}
+			for i := 1; i < min(int(n), MaxItems+1); i++ {
+				r.Items = append(r.Items, LineItem{ItemID: item2 + strconv.Itoa(i), Quantity: qty2, Price: money.Cents(price2)})
+			}
+			if int(dup) > 0 && int(dup) < len(r.Items) {
+				r.Items[dup] = r.Items[0]
+			}
+		}
+		for _, it := range r.Lines() { // an overflow makes an invalid request
+			amount, _ := money.Mul(it.Price, it.Quantity)
+			r.Amount, _ = money.Add(r.Amount, amount)
+		}
 		data, err := r.MarshalBinary()
 		if r.Validate() != nil {
 			if err == nil {
@@ -226,8 +306,14 @@ func FuzzBinaryRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%+v: %v", r, err)
 		}
+		want := r
+		if n == 0 {
+			want.Items = r.Lines()
+		} else if len(r.Items) == 1 {
+			want.ItemID, want.Quantity, want.Price = item, qty, money.Cents(price)
+		}
 		var back Request
-		if err := back.UnmarshalBinary(data); err != nil || back != r {
+		if err := back.UnmarshalBinary(data); err != nil || !reflect.DeepEqual(back, want) {
 			t.Fatalf("%+v: round trip gives %+v, %v", r, back, err)
 		}
 	})

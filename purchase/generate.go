@@ -41,6 +41,17 @@ type GenOptions struct {
 	// transaction_id and all.
 	Duplicate float64
 
+	// MultiItem is the share, in [0, 1], of the clean purchases that use
+	// the items form and list 2 to MaxItems distinct items, in the order
+	// they were picked: two such purchases may list the same items in
+	// opposite orders, and so deadlock inside the inventory. When fewer
+	// than two items with stock left are found, or no buyer can pay, the
+	// purchase is a single-item one.
+	MultiItem float64
+	// MaxItems bounds the items of a multi-item purchase: 0 (for 3), or 2
+	// to the package's MaxItems.
+	MaxItems int
+
 	// Skew is the exponent of a Zipf distribution (> 1) used to pick items
 	// and buyers, so that a few are hot; 0 picks them uniformly.
 	Skew float64
@@ -64,7 +75,7 @@ func (o GenOptions) shares() [6]float64 {
 
 var shareNames = [6]string{"UnknownItem", "OutOfStock", "Insufficient", "BadCard", "Malformed", "Duplicate"}
 
-// Validate checks the shares, Skew and TxPrefix.
+// Validate checks the shares, MultiItem, MaxItems, Skew and TxPrefix.
 func (o GenOptions) Validate() error {
 	sum := 0.0
 	for i, v := range o.shares() {
@@ -75,6 +86,12 @@ func (o GenOptions) Validate() error {
 	}
 	if sum > 1+1e-9 {
 		return fmt.Errorf("purchase: GenOptions: the shares add up to %v, more than 1", sum)
+	}
+	if !(o.MultiItem >= 0 && o.MultiItem <= 1) {
+		return fmt.Errorf("purchase: GenOptions.MultiItem = %v: must be in [0, 1]", o.MultiItem)
+	}
+	if o.MaxItems != 0 && (o.MaxItems < 2 || o.MaxItems > MaxItems) {
+		return fmt.Errorf("purchase: GenOptions.MaxItems = %d: must be 0 or between 2 and %d", o.MaxItems, MaxItems)
 	}
 	if o.Skew != 0 && !(o.Skew > 1) {
 		return fmt.Errorf("purchase: GenOptions.Skew = %v: must be 0 or greater than 1", o.Skew)
@@ -107,6 +124,9 @@ func GenerateRequests(w io.Writer, n int, seed int64, world World, opts GenOptio
 	}
 	if opts.TxPrefix == "" {
 		opts.TxPrefix = "t"
+	}
+	if opts.MaxItems == 0 {
+		opts.MaxItems = 3
 	}
 	g := newGenerator(seed, world, opts)
 	bw := bufio.NewWriter(w)
@@ -201,10 +221,14 @@ type spec struct {
 	tx, user, item string
 	quantity       string
 	price          string
+	lines          []specLine // the items form, instead of item, quantity and price
 	badCard        bool
 	omitUser       bool
 	cut            bool // cut the line in the middle
 }
+
+// specLine is one entry of items; quantity and price hold JSON text.
+type specLine struct{ item, quantity, price string }
 
 func (g *generator) line(b []byte, no int) []byte {
 	u := g.rng.Float64()
@@ -301,11 +325,65 @@ func (g *generator) unknownItem(sp *spec) {
 func (g *generator) set(sp *spec, item, user int, q int64, price money.Cents) {
 	sp.item, sp.user = g.items[item], g.users[user]
 	sp.quantity = strconv.FormatInt(q, 10)
+	sp.price = g.priceText(price)
+}
+
+// priceText returns price as a JSON number literal or, more often, string.
+func (g *generator) priceText(price money.Cents) string {
 	if g.rng.IntN(4) == 0 {
-		sp.price = price.String() // a JSON number literal
-	} else {
-		sp.price = `"` + price.String() + `"`
+		return price.String()
 	}
+	return `"` + price.String() + `"`
+}
+
+// cleanMulti picks a multi-item purchase that the stock and money left can
+// pay for, and sets that stock and money aside. It returns false, having
+// set nothing aside, when it finds fewer than two items with stock or no
+// buyer who can pay.
+func (g *generator) cleanMulti(sp *spec) bool {
+	if len(g.items) < 2 {
+		return false
+	}
+	k := 2 + g.rng.IntN(min(g.opts.MaxItems, len(g.items))-1)
+	picked := make([]int, 0, k)
+	qs := make([]int64, 0, k)
+	var amount money.Cents
+	for try := 0; try < 4*k && len(picked) < k; try++ {
+		i := g.pickItem()
+		if g.stock[i] == 0 || slices.Contains(picked, i) {
+			continue
+		}
+		q := int64(1)
+		if g.rng.IntN(4) == 0 {
+			q = 2 + g.rng.Int64N(2)
+		}
+		q = min(q, g.stock[i])
+		picked = append(picked, i)
+		qs = append(qs, q)
+		amount += g.price[i] * money.Cents(q) // at most 100 × 3 × 249.99
+	}
+	if len(picked) < 2 {
+		return false
+	}
+	const tries = 8
+	u := g.pickUser()
+	for try := 0; try < tries && g.bal[u] < amount; try++ {
+		u = g.pickUser()
+	}
+	if g.bal[u] < amount {
+		if u = scan(g.rng, len(g.bal), func(j int) bool { return g.bal[j] >= amount }); u < 0 {
+			return false
+		}
+	}
+	g.bal[u] -= amount
+	sp.user = g.users[u]
+	for j, i := range picked {
+		g.stock[i] -= qs[j]
+		sp.lines = append(sp.lines, specLine{
+			item: g.items[i], quantity: strconv.FormatInt(qs[j], 10), price: g.priceText(g.price[i]),
+		})
+	}
+	return true
 }
 
 // clean picks a purchase that the stock and money left can pay for, and
@@ -314,6 +392,9 @@ func (g *generator) set(sp *spec, item, user int, q int64, price money.Cents) {
 // than the whole stock or the whole balance), never one that might take
 // what an earlier clean purchase set aside.
 func (g *generator) clean(sp *spec) {
+	if g.opts.MultiItem > 0 && g.rng.Float64() < g.opts.MultiItem && g.cleanMulti(sp) {
+		return
+	}
 	const tries = 8
 	i := g.pickItem()
 	for try := 0; try < tries && g.stock[i] == 0; try++ {
@@ -369,12 +450,29 @@ func (g *generator) render(b []byte, sp *spec) []byte {
 		b = append(b, `,"user_id":`...)
 		b = appendJSONString(b, sp.user)
 	}
-	b = append(b, `,"item_id":`...)
-	b = appendJSONString(b, sp.item)
-	b = append(b, `,"quantity":`...)
-	b = append(b, sp.quantity...)
-	b = append(b, `,"price":`...)
-	b = append(b, sp.price...)
+	if len(sp.lines) > 0 {
+		b = append(b, `,"items":[`...)
+		for i, l := range sp.lines {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"item_id":`...)
+			b = appendJSONString(b, l.item)
+			b = append(b, `,"quantity":`...)
+			b = append(b, l.quantity...)
+			b = append(b, `,"price":`...)
+			b = append(b, l.price...)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	} else {
+		b = append(b, `,"item_id":`...)
+		b = appendJSONString(b, sp.item)
+		b = append(b, `,"quantity":`...)
+		b = append(b, sp.quantity...)
+		b = append(b, `,"price":`...)
+		b = append(b, sp.price...)
+	}
 	b = append(b, `,"payment_details":{"card_number":"`...)
 	b = g.appendCard(b, sp.badCard)
 	b = append(b, `","expiry":"`...)

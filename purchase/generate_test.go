@@ -267,6 +267,10 @@ func TestGenerateErrors(t *testing.T) {
 		{1, w, GenOptions{Malformed: math.NaN()}, "purchase: GenOptions.Malformed = NaN: must be in [0, 1]"},
 		{1, w, GenOptions{UnknownItem: 0.6, Duplicate: 0.6}, "purchase: GenOptions: the shares add up to 1.2, more than 1"},
 		{1, w, GenOptions{Skew: 0.5}, "purchase: GenOptions.Skew = 0.5: must be 0 or greater than 1"},
+		{1, w, GenOptions{MultiItem: 1.5}, "purchase: GenOptions.MultiItem = 1.5: must be in [0, 1]"},
+		{1, w, GenOptions{MultiItem: math.NaN()}, "purchase: GenOptions.MultiItem = NaN: must be in [0, 1]"},
+		{1, w, GenOptions{MaxItems: 1}, "purchase: GenOptions.MaxItems = 1: must be 0 or between 2 and 100"},
+		{1, w, GenOptions{MaxItems: 101}, "purchase: GenOptions.MaxItems = 101: must be 0 or between 2 and 100"},
 		{1, w, GenOptions{TxPrefix: "a b"}, "purchase: GenOptions.TxPrefix: contains whitespace or control characters"},
 	}
 	for _, tt := range tests {
@@ -280,6 +284,105 @@ func TestGenerateErrors(t *testing.T) {
 	}
 	if err := MixedGenOptions().Validate(); err != nil {
 		t.Errorf("MixedGenOptions: %v", err)
+	}
+}
+
+// TestGenerateMultiItem checks the share and shape of multi-item purchases,
+// that every clean one commits in any order, and that some list the same
+// items in opposite orders (so that they can deadlock in the inventory).
+func TestGenerateMultiItem(t *testing.T) {
+	w := bigWorld(8, 50)
+	for id := range w.Items {
+		w.Items[id] = Item{Stock: 100000}
+	}
+	const n = 4000
+	opts := GenOptions{MultiItem: 0.4, MaxItems: 5, Skew: 1.5}
+	lines := generate(t, n, 11, w, opts)
+	reqs := make([]Request, len(lines))
+	multi := 0
+	type pair struct{ a, b string }
+	orders := map[pair]bool{}
+	for i, l := range lines {
+		r, err := DecodeLine([]byte(l))
+		if err != nil {
+			t.Fatalf("line %d: %v\n%s", i+1, err, l)
+		}
+		reqs[i] = r
+		if k := len(r.Items); k > 1 {
+			multi++
+			if k > opts.MaxItems || !strings.Contains(l, `"items":[`) {
+				t.Fatalf("line %d: %d items: %s", i+1, k, l)
+			}
+			for x := range k {
+				for y := x + 1; y < k; y++ {
+					orders[pair{r.Items[x].ItemID, r.Items[y].ItemID}] = true
+				}
+			}
+		} else if strings.Contains(l, `"items"`) {
+			t.Fatalf("line %d: one item in the items form: %s", i+1, l)
+		}
+	}
+	if share := float64(multi) / n; math.Abs(share-opts.MultiItem) > 0.03 {
+		t.Errorf("share of multi-item purchases %.3f, want about %.2f", share, opts.MultiItem)
+	}
+	opposite := 0
+	for p := range orders {
+		if orders[pair{p.b, p.a}] {
+			opposite++
+		}
+	}
+	if opposite == 0 {
+		t.Errorf("no two purchases list two items in opposite orders")
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	for range 3 {
+		m := newModel(w)
+		for _, i := range rng.Perm(len(reqs)) {
+			if o := m.apply(reqs[i]); o != committed {
+				t.Fatalf("%s: %s, want it committed", reqs[i].TxID, o)
+			}
+		}
+	}
+
+	// With MultiItem 0, MaxItems changes nothing.
+	a := generate(t, 300, 5, w, GenOptions{Skew: 1.5})
+	b := generate(t, 300, 5, w, GenOptions{Skew: 1.5, MaxItems: 7})
+	if !slices.Equal(a, b) {
+		t.Errorf("MaxItems changes the output without MultiItem")
+	}
+}
+
+// TestGenerateMultiItemDryWorld checks that multi-item purchases keep the
+// promise of clean purchases when the world runs dry: those that commit do
+// so whatever the order.
+func TestGenerateMultiItemDryWorld(t *testing.T) {
+	w := World{
+		Items:    map[string]Item{"a": {Stock: 7}, "b": {Stock: 3}, "c": {Stock: 0}, "d": {Stock: 5}},
+		Accounts: map[string]Account{"u": {Balance: 2000_00}, "v": {Balance: 10}},
+	}
+	var reqs []Request
+	for i, l := range generate(t, 100, 3, w, GenOptions{MultiItem: 1, MaxItems: 4}) {
+		r, err := DecodeLine([]byte(l))
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		reqs = append(reqs, r)
+	}
+	var first map[string]outcome
+	for run := range 20 {
+		m := newModel(w)
+		for _, i := range rand.New(rand.NewPCG(uint64(run), 1)).Perm(len(reqs)) {
+			m.apply(reqs[i])
+		}
+		if first == nil {
+			first = m.seen
+			continue
+		}
+		for id, o := range m.seen {
+			if (first[id] == committed) != (o == committed) {
+				t.Fatalf("%s: %s in one order, %s in another", id, first[id], o)
+			}
+		}
 	}
 }
 

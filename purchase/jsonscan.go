@@ -338,18 +338,12 @@ func (s *scanner) skipArray() error {
 		return err
 	}
 	for first := true; ; first = false {
-		s.ws()
-		if s.eof() {
-			return s.unexpected("")
+		more, err := s.element(first)
+		if err != nil {
+			return err
 		}
-		if c := s.data[s.pos]; c == ']' {
-			s.pos++
+		if !more {
 			break
-		} else if !first {
-			if c != ',' {
-				return s.unexpected("',' or ']' after array element")
-			}
-			s.pos++
 		}
 		if err := s.skipValue(); err != nil {
 			return err
@@ -357,6 +351,29 @@ func (s *scanner) skipArray() error {
 	}
 	s.depth--
 	return nil
+}
+
+// element moves to the next element of the array being read: past the ']'
+// that ends it (more = false), or past the ',' before an element that is
+// not the first. first tells whether this is the first call for the array
+// (after the '[').
+func (s *scanner) element(first bool) (more bool, err error) {
+	s.ws()
+	if s.eof() {
+		return false, s.unexpected("")
+	}
+	c := s.data[s.pos]
+	if c == ']' {
+		s.pos++
+		return false, nil
+	}
+	if !first {
+		if c != ',' {
+			return false, s.unexpected("',' or ']' after array element")
+		}
+		s.pos++
+	}
+	return true, nil
 }
 
 // enter moves past the '{' or '[' at s.pos, one level deeper.

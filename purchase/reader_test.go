@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -149,7 +150,7 @@ func TestReaderThousandLines(t *testing.T) {
 			t.Fatalf("line number %d, want %d", l.No, n)
 		}
 		req, err := DecodeLine([]byte(lines[n-1]))
-		if (err == nil) != (l.Err == nil) || req != l.Req {
+		if (err == nil) != (l.Err == nil) || !reflect.DeepEqual(req, l.Req) {
 			t.Fatalf("line %d: Reader gives %+v, %v; DecodeLine %+v, %v", n, l.Req, l.Err, req, err)
 		}
 		if l.Err != nil {

@@ -1,6 +1,14 @@
 // Package inventory is the example stock service: a branch reserves the
-// quantity of an item at PREPARE, sells it at COMMIT and puts it back at
-// ABORT. Per item, at all times: available + reserved + sold == stock.
+// quantity of every item of an order at PREPARE, sells them at COMMIT and
+// puts them back at ABORT, all items or none. Per item, at all times:
+// available + reserved + sold == stock.
+//
+// A branch locks one key per item, "item:<id>", in the order the request
+// lists its items, not sorted: two orders that list the same items in
+// opposite orders can deadlock inside this one service. That is on purpose
+// (the requests' order is the client's), and the participant's deadlock
+// handling (lock timeouts, the local wait-for graph, wound-wait) resolves
+// such cycles like any other.
 package inventory
 
 import (
@@ -23,10 +31,40 @@ type Item struct {
 	Sold      int64 `json:"sold"`      // taken by committed branches
 }
 
-// Reservation is one committed (or, when in doubt, prepared) branch.
+// Reservation is one committed (or, when in doubt, prepared) branch: the
+// items of one order, in the order of the request. Its JSON form is
+// {"items":[{"item_id":"i1","quantity":2}]}, for one item or many.
 type Reservation struct {
+	Items []ReservedItem `json:"items"`
+
+	// ItemID and Quantity repeat Items[0] when the order has exactly one
+	// item, and are empty otherwise (like purchase.Request's). They are
+	// not in the JSON form: they are kept for engine.CheckAtomic, which
+	// compares them with the order's, until it compares Items.
+	ItemID   string `json:"-"`
+	Quantity int64  `json:"-"`
+}
+
+// ReservedItem is one item of a reservation.
+type ReservedItem struct {
 	ItemID   string `json:"item_id"`
 	Quantity int64  `json:"quantity"`
+}
+
+func newReservation(lines []purchase.LineItem) Reservation {
+	r := Reservation{Items: make([]ReservedItem, len(lines))}
+	for i, l := range lines {
+		r.Items[i] = ReservedItem{ItemID: l.ItemID, Quantity: l.Quantity}
+	}
+	if len(lines) == 1 {
+		r.ItemID, r.Quantity = lines[0].ItemID, lines[0].Quantity
+	}
+	return r
+}
+
+func (r Reservation) clone() Reservation {
+	r.Items = slices.Clone(r.Items)
+	return r
 }
 
 // Store is the inventory's state. It implements twopc.Resource.
@@ -51,6 +89,8 @@ func New(w purchase.World) *Store {
 	return s
 }
 
+// decode decodes an operation. Its Items are 1 to purchase.MaxItems lines
+// with distinct item ids (UnmarshalBinary checks it).
 func decode(op []byte) (purchase.Request, error) {
 	var r purchase.Request
 	if err := r.UnmarshalBinary(op); err != nil {
@@ -59,56 +99,74 @@ func decode(op []byte) (purchase.Request, error) {
 	return r, nil
 }
 
-// Keys locks the item.
+// Keys locks every item of the order, in the order of the request.
 func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 	r, err := decode(op)
 	if err != nil {
 		return nil, err
 	}
-	return []string{"item:" + r.ItemID}, nil
+	keys := make([]string, len(r.Items))
+	for i, it := range r.Items {
+		keys[i] = "item:" + it.ItemID
+	}
+	return keys, nil
 }
 
-// Prepare reserves the quantity if it is available.
+// Prepare reserves the quantity of every item if every one is available,
+// and otherwise reserves nothing and names the first item, in the order of
+// the request, that is unknown or short.
 func (s *Store) Prepare(tx string, op []byte) error {
 	r, err := decode(op)
 	if err != nil {
 		return err
 	}
-	it := s.items[r.ItemID]
-	switch {
-	case it == nil:
-		return fmt.Errorf("unknown item %s", r.ItemID)
-	case it.Available < r.Quantity:
-		return fmt.Errorf("insufficient stock for %s: %d available, %d requested", r.ItemID, it.Available, r.Quantity)
+	if _, ok := s.prepared[tx]; ok { // twopc prepares a branch once
+		return fmt.Errorf("inventory: %s is already prepared", tx)
 	}
-	it.Available -= r.Quantity
-	it.Reserved += r.Quantity
-	s.prepared[tx] = Reservation{ItemID: r.ItemID, Quantity: r.Quantity}
+	for _, l := range r.Items {
+		it := s.items[l.ItemID]
+		switch {
+		case it == nil:
+			return fmt.Errorf("unknown item %s", l.ItemID)
+		case it.Available < l.Quantity:
+			return fmt.Errorf("insufficient stock for %s: %d available, %d requested", l.ItemID, it.Available, l.Quantity)
+		}
+	}
+	for _, l := range r.Items { // the ids are distinct: each check above still holds
+		it := s.items[l.ItemID]
+		it.Available -= l.Quantity
+		it.Reserved += l.Quantity
+	}
+	s.prepared[tx] = newReservation(r.Items)
 	return nil
 }
 
-// Commit sells the reservation.
+// Commit sells every item of the reservation.
 func (s *Store) Commit(tx string, _ []byte) {
 	res, ok := s.prepared[tx]
 	if !ok {
 		panic("inventory: commit of an unprepared branch " + tx) // twopc guarantees it
 	}
-	it := s.items[res.ItemID]
-	it.Reserved -= res.Quantity
-	it.Sold += res.Quantity
+	for _, l := range res.Items {
+		it := s.items[l.ItemID]
+		it.Reserved -= l.Quantity
+		it.Sold += l.Quantity
+	}
 	delete(s.prepared, tx)
 	s.sold[tx] = res
 }
 
-// Abort puts the reservation back.
+// Abort puts every item of the reservation back.
 func (s *Store) Abort(tx string, _ []byte) {
 	res, ok := s.prepared[tx]
 	if !ok {
 		return
 	}
-	it := s.items[res.ItemID]
-	it.Reserved -= res.Quantity
-	it.Available += res.Quantity
+	for _, l := range res.Items {
+		it := s.items[l.ItemID]
+		it.Reserved -= l.Quantity
+		it.Available += l.Quantity
+	}
 	delete(s.prepared, tx)
 }
 
@@ -119,29 +177,56 @@ type State struct {
 	Prepared     map[string]Reservation `json:"prepared,omitempty"`
 }
 
-// State returns a copy of the state.
+// State returns a copy of the state (sharing nothing with the store).
 func (s *Store) State() State {
 	st := State{
 		Items:        make(map[string]Item, len(s.items)),
-		Reservations: maps.Clone(s.sold),
-		Prepared:     maps.Clone(s.prepared),
+		Reservations: make(map[string]Reservation, len(s.sold)),
+		Prepared:     make(map[string]Reservation, len(s.prepared)),
 	}
 	for id, it := range s.items {
 		st.Items[id] = *it
 	}
+	for tx, r := range s.sold {
+		st.Reservations[tx] = r.clone()
+	}
+	for tx, r := range s.prepared {
+		st.Prepared[tx] = r.clone()
+	}
 	return st
 }
 
-// Check verifies available + reserved + sold == stock for every item and
-// that reservations add up. It returns the first violation.
+// Check verifies available + reserved + sold == stock for every item, with
+// nothing negative, and that the reservations add up: per item, reserved
+// is the sum over prepared branches and sold the sum over committed ones,
+// and every reservation names known items, each once, with a positive
+// quantity. It returns the first violation.
 func (s *Store) Check() error {
 	held := map[string]int64{}
 	sold := map[string]int64{}
-	for _, r := range s.prepared {
-		held[r.ItemID] += r.Quantity
-	}
-	for _, r := range s.sold {
-		sold[r.ItemID] += r.Quantity
+	for _, m := range []struct {
+		branches map[string]Reservation
+		sum      map[string]int64
+	}{{s.prepared, held}, {s.sold, sold}} {
+		for _, tx := range slices.Sorted(maps.Keys(m.branches)) {
+			r := m.branches[tx]
+			if len(r.Items) == 0 {
+				return fmt.Errorf("inventory: reservation of %s has no item", tx)
+			}
+			seen := make(map[string]bool, len(r.Items))
+			for _, l := range r.Items {
+				switch {
+				case s.items[l.ItemID] == nil:
+					return fmt.Errorf("inventory: reservation of %s names unknown item %s", tx, l.ItemID)
+				case seen[l.ItemID]:
+					return fmt.Errorf("inventory: reservation of %s names item %s twice", tx, l.ItemID)
+				case l.Quantity <= 0:
+					return fmt.Errorf("inventory: reservation of %s has quantity %d of item %s", tx, l.Quantity, l.ItemID)
+				}
+				seen[l.ItemID] = true
+				m.sum[l.ItemID] += l.Quantity
+			}
+		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.items)) {
 		it := s.items[id]

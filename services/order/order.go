@@ -1,10 +1,13 @@
 // Package order is the example order service: a branch claims the order id
-// (the transaction id) at PREPARE and records the order at COMMIT.
+// (the transaction id) at PREPARE and records the order, with all its line
+// items, at COMMIT.
 package order
 
 import (
+	"errors"
 	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
@@ -14,13 +17,26 @@ import (
 // ID is the service's node name.
 const ID = "order"
 
-// Order is one order record.
+// Order is one order record. Its JSON form is
+// {"user_id":"u1","items":[{"item_id":"i1","quantity":2,"price":"9.99"}],"amount":"19.98"},
+// for one item or many.
 type Order struct {
-	UserID   string      `json:"user_id"`
-	ItemID   string      `json:"item_id"`
-	Quantity int64       `json:"quantity"`
-	Price    money.Cents `json:"price"`
-	Amount   money.Cents `json:"amount"`
+	UserID string              `json:"user_id"`
+	Items  []purchase.LineItem `json:"items"`  // in the order of the request
+	Amount money.Cents         `json:"amount"` // the sum of quantity × price over Items
+
+	// ItemID and Quantity repeat Items[0] when the order has exactly one
+	// item, and are empty otherwise (like purchase.Request's). They are
+	// not in the JSON form: they are kept for engine.CheckAtomic, which
+	// compares them with the inventory's reservation, until it compares
+	// Items.
+	ItemID   string `json:"-"`
+	Quantity int64  `json:"-"`
+}
+
+func (o Order) clone() Order {
+	o.Items = slices.Clone(o.Items)
+	return o
 }
 
 // Store is the order service's state. It implements twopc.Resource.
@@ -64,7 +80,11 @@ func (s *Store) Prepare(tx string, op []byte) error {
 	if r.TxID != tx {
 		return fmt.Errorf("operation names transaction %s, not %s", r.TxID, tx)
 	}
-	s.pending[tx] = Order{UserID: r.UserID, ItemID: r.ItemID, Quantity: r.Quantity, Price: r.Price, Amount: r.Amount}
+	o := Order{UserID: r.UserID, Items: r.Items, Amount: r.Amount}
+	if len(r.Items) == 1 {
+		o.ItemID, o.Quantity = r.Items[0].ItemID, r.Items[0].Quantity
+	}
+	s.pending[tx] = o
 	return nil
 }
 
@@ -87,7 +107,54 @@ type State struct {
 	Pending map[string]Order `json:"pending,omitempty"`
 }
 
-// State returns a copy of the state.
+// State returns a copy of the state (sharing nothing with the store).
 func (s *Store) State() State {
-	return State{Orders: maps.Clone(s.orders), Pending: maps.Clone(s.pending)}
+	st := State{Orders: make(map[string]Order, len(s.orders)), Pending: make(map[string]Order, len(s.pending))}
+	for tx, o := range s.orders {
+		st.Orders[tx] = o.clone()
+	}
+	for tx, o := range s.pending {
+		st.Pending[tx] = o.clone()
+	}
+	return st
+}
+
+// Check verifies that every order, pending or committed, has at least one
+// item, each named once with a positive quantity and price, and that its
+// amount is the sum of quantity × price over them. It returns the first
+// violation.
+func (s *Store) Check() error {
+	for _, m := range []map[string]Order{s.pending, s.orders} {
+		for _, tx := range slices.Sorted(maps.Keys(m)) {
+			if err := m[tx].check(); err != nil {
+				return fmt.Errorf("order: %s: %w", tx, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (o Order) check() error {
+	if len(o.Items) == 0 {
+		return errors.New("no item")
+	}
+	var sum money.Cents
+	seen := make(map[string]bool, len(o.Items))
+	for _, it := range o.Items {
+		if seen[it.ItemID] || it.Quantity <= 0 || it.Price <= 0 {
+			return fmt.Errorf("bad or repeated item %+v", it)
+		}
+		seen[it.ItemID] = true
+		amount, err := money.Mul(it.Price, it.Quantity)
+		if err == nil {
+			sum, err = money.Add(sum, amount)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if sum != o.Amount {
+		return fmt.Errorf("amount %s, but the items add up to %s", o.Amount, sum)
+	}
+	return nil
 }

@@ -77,7 +77,8 @@ func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 	return []string{"account:" + r.UserID}, nil
 }
 
-// Prepare holds the amount if the card is valid and the balance covers it.
+// Prepare holds the amount, the order's total over all its items, if the
+// card is valid and the balance covers it.
 func (s *Store) Prepare(tx string, op []byte) error {
 	r, err := decode(op)
 	if err != nil {
