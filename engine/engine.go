@@ -278,13 +278,16 @@ func (e *Engine) open() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.start(ctx, func(ctx context.Context) error { return e.coord.Run(ctx) })
-	for _, id := range Services {
-		s := e.services[id]
-		e.start(ctx, func(ctx context.Context) error { return s.Run(ctx) })
-	}
+	// The coordinator answers only once its loop runs (and its inbox is on
+	// the network): wait for that before the services send their first
+	// in-doubt inquiries, so that none is lost.
 	st, err := e.coord.Status(context.Background())
 	if err != nil {
 		return err
+	}
+	for _, id := range Services {
+		s := e.services[id]
+		e.start(ctx, func(ctx context.Context) error { return s.Run(ctx) })
 	}
 	e.report.CoordEpoch = st.Epoch
 	e.report.Unfinished = st.Inflight

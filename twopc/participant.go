@@ -278,7 +278,9 @@ func (p *Participant) Start() {
 	for _, tx := range p.InDoubtTxs() {
 		b := p.branches[tx]
 		p.send(MsgInquire, tx, 0, "")
-		p.armInquire(tx, b)
+		// The coordinator may be restarting too: ask again soon, then back
+		// off as usual.
+		p.timers.add(p.now+max(1, p.cfg.InquireAfter/8), tx, timerInquire, b.gen)
 	}
 }
 
