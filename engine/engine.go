@@ -289,6 +289,14 @@ func (e *Engine) open() error {
 		s := e.services[id]
 		e.start(ctx, func(ctx context.Context) error { return s.Run(ctx) })
 	}
+	// Likewise, a service's inbox is on the network once its loop runs:
+	// wait for every one, so that no PREPARE of the first transactions is
+	// lost.
+	for _, id := range Services {
+		if err := e.services[id].Inspect(context.Background(), func(*twopc.Participant, participant.Resource) {}); err != nil {
+			return fmt.Errorf("engine: %s did not start: %w", id, err)
+		}
+	}
 	e.report.CoordEpoch = st.Epoch
 	e.report.Unfinished = st.Inflight
 	return nil
@@ -489,7 +497,7 @@ func CheckAtomic(st *State) []error {
 			errs = append(errs, fmt.Errorf("atomicity: %s committed partially (order %v, inventory %v, payment %v)", tx, inOrder, inInv, inPay))
 			continue
 		}
-		if r.ItemID != o.ItemID || r.Quantity != o.Quantity || c.UserID != o.UserID || c.Amount != o.Amount {
+		if !sameItems(r.Items, o.Items) || c.UserID != o.UserID || c.Amount != o.Amount {
 			errs = append(errs, fmt.Errorf("atomicity: %s records disagree: order %+v, reservation %+v, charge %+v", tx, o, r, c))
 		}
 	}
@@ -498,6 +506,18 @@ func CheckAtomic(st *State) []error {
 
 // DrainTimeout bounds how long Close waits for unfinished transactions.
 const DrainTimeout = 3 * time.Second
+
+func sameItems(r []inventory.ReservedItem, o []purchase.LineItem) bool {
+	if len(r) != len(o) {
+		return false
+	}
+	for i := range r {
+		if r[i].ItemID != o[i].ItemID || r[i].Quantity != o[i].Quantity {
+			return false
+		}
+	}
+	return true
+}
 
 // Close lets unfinished transactions finish (at most DrainTimeout: decisions
 // reach every service, so a clean stop leaves nothing in doubt), then stops

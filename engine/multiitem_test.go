@@ -96,6 +96,26 @@ func checkMultiItem(t *testing.T, st *State, outs []outcome, w purchase.World) {
 	}
 }
 
+// openReady opens an engine and waits until every service is serving.
+// Open starts the services' loops without waiting for them, and a PREPARE
+// sent to a service whose loop has not yet registered with the in-process
+// network is lost (the transaction then rolls back at its prepare
+// timeout); Quiet runs on every service's loop, so it waits for them.
+func openReady(t *testing.T, cfg Config) *Engine {
+	t.Helper()
+	e, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.WaitQuiet(ctx); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	return e
+}
+
 // reasonKind is the start of a rollback reason, up to the first detail
 // (a transaction id or a number), to count reasons by kind.
 func reasonKind(r string) string {
@@ -132,10 +152,7 @@ func TestEngineMultiItemDeadlocks(t *testing.T) {
 			cfg.PrepareTimeout = 2 * time.Second // rollbacks come from locks, not from slow votes
 			cfg.CommitRetry = 10 * time.Millisecond
 			cfg.Faults = participant.Faults{Seed: seed}
-			e, err := Open(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			e := openReady(t, cfg)
 			reqs := genMultiRequests(rng, n, items, buyers)
 			outs := submitAll(t, e, reqs, 16)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -232,10 +249,7 @@ func TestEngineMultiItemUnderFaults(t *testing.T) {
 	cfg.LockTimeout = 50 * time.Millisecond
 	cfg.CommitRetry = 10 * time.Millisecond
 	cfg.Faults = participant.Faults{FailRate: 0.03, SlowRate: 0.01, CrashRate: 0.01, Downtime: 5 * time.Millisecond, Seed: seed}
-	e, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openReady(t, cfg)
 	defer e.Close()
 	outs := submitAll(t, e, genMultiRequests(rng, n, items, buyers), 16)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -281,10 +295,7 @@ func TestEngineMultiItemAllOrNothing(t *testing.T) {
 	cfg.World = &w
 	cfg.PrepareTimeout = 20 * time.Second // exact reasons: no timeout, even on a loaded machine
 	cfg.LockTimeout = 10 * time.Second
-	e, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openReady(t, cfg)
 	defer e.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
