@@ -20,6 +20,8 @@ func genCmd() *cobra.Command {
 		items, buyers int
 		clean         bool
 		skew          float64
+		multiItem     float64
+		maxItems      int
 	)
 	cmd := &cobra.Command{
 		Use:   "gen --count N [--world FILE | --make-world FILE --items N --buyers N]",
@@ -65,6 +67,8 @@ money, bad cards, malformed lines, duplicates); --clean turns them off.`,
 			}
 			opts.TxPrefix = prefix
 			opts.Skew = skew
+			opts.MultiItem = multiItem
+			opts.MaxItems = maxItems
 			out := bufio.NewWriterSize(os.Stdout, 1<<16)
 			if err := purchase.GenerateRequests(out, count, seed, w, opts); err != nil {
 				return usagef("%v", err)
@@ -82,6 +86,8 @@ money, bad cards, malformed lines, duplicates); --clean turns them off.`,
 	fl.IntVar(&buyers, "buyers", 1000, "buyers in a --make-world world")
 	fl.BoolVar(&clean, "clean", false, "only clean purchases (no problem lines)")
 	fl.Float64Var(&skew, "skew", 0, "Zipf exponent (> 1) for hot items and buyers; 0 is uniform")
+	fl.Float64Var(&multiItem, "multi-item", 0, "share of clean purchases written as multi-item orders (items: [...])")
+	fl.IntVar(&maxItems, "max-items", 0, "most items in a multi-item order (0: 3)")
 	return cmd
 }
 
