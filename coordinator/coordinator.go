@@ -33,7 +33,10 @@ type Config struct {
 	// OnRecovered receives outcomes decided during recovery (no client
 	// waits for them). Optional; called on the loop goroutine.
 	OnRecovered func(twopc.Outcome)
-	Logger      *slog.Logger
+	// OnRecord, if set, sees every record after it was appended (metrics).
+	// Called on the loop goroutine; it must not block.
+	OnRecord func(*twopc.Record)
+	Logger   *slog.Logger
 }
 
 // Coordinator runs the coordinator machine.
@@ -45,6 +48,7 @@ type Coordinator struct {
 
 	done    chan struct{}                   // closed when Run returns
 	waiters map[string][]chan twopc.Outcome // loop goroutine only
+	lookups map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
 
 	stop context.Context // cancelled by Close
 	halt context.CancelFunc
@@ -92,6 +96,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		m:       m,
 		done:    make(chan struct{}),
 		waiters: make(map[string][]chan twopc.Outcome),
+		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
 	c.node, err = node.New(node.Config{
@@ -100,6 +105,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		Transport:  cfg.Network,
 		Tick:       cfg.Tick,
 		OnOutcomes: c.deliver,
+		OnRecord:   cfg.OnRecord,
 		Logger:     cfg.Logger,
 	}, m)
 	if err != nil {
@@ -136,6 +142,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // deliver hands each outcome to the oldest waiter for its transaction.
 func (c *Coordinator) deliver(outs []twopc.Outcome) {
 	for _, o := range outs {
+		c.answerLookups(o)
 		ws := c.waiters[o.Tx]
 		if len(ws) == 0 {
 			if o.Recovered && c.cfg.OnRecovered != nil {

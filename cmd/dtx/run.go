@@ -41,6 +41,7 @@ type runFlags struct {
 	json           bool
 	progress       bool
 	deadlock       string
+	remote         remoteFlags
 }
 
 func runCmd() *cobra.Command {
@@ -78,6 +79,7 @@ log; any command that opens it recovers first.`,
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
+	addRemoteFlags(fl, &f.remote)
 	return cmd
 }
 
@@ -159,13 +161,24 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.LockTimeout = f.lockTimeout
 	cfg.Deadlock = policy
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
-	eng, err := engine.Open(cfg)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-	if rep := eng.Report(); !rep.Fresh && (len(rep.InDoubt) > 0 || rep.Unfinished > 0) {
-		fmt.Fprintf(os.Stderr, "dtx: recovering %s: %d unfinished transactions at the coordinator, in doubt: %v\n", f.dataDir, rep.Unfinished, rep.InDoubt)
+	var eng submitter
+	if f.remote.coordinator != "" {
+		cl, err := f.remote.dial()
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		eng = cl
+	} else {
+		e, err := engine.Open(cfg)
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		if rep := e.Report(); !rep.Fresh && (len(rep.InDoubt) > 0 || rep.Unfinished > 0) {
+			fmt.Fprintf(os.Stderr, "dtx: recovering %s: %d unfinished transactions at the coordinator, in doubt: %v\n", f.dataDir, rep.Unfinished, rep.InDoubt)
+		}
+		eng = e
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -374,7 +387,7 @@ func reasonClass(reason string) string {
 	return svc + ": " + strings.Join(words, " ")
 }
 
-func (s *summary) print(w io.Writer, elapsed time.Duration, eng *engine.Engine) {
+func (s *summary) print(w io.Writer, elapsed time.Duration, eng submitter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	txs := s.committed + s.rolledBack

@@ -1,0 +1,199 @@
+// Package client is the Go client of a dtx coordinator process: submit a
+// purchase (or any transaction), ask for an outcome. It retries with
+// backoff across connection loss and coordinator restarts, always with the
+// same transaction id, and never guesses an outcome: a call that gives up
+// returns an error, meaning "not known", never "rolled back".
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Addr is the coordinator's gRPC address (host:port).
+	Addr string
+	// TLS, if set, is the client side of mutual TLS.
+	TLS *tls.Config
+	// CallTimeout bounds one attempt (default 30s).
+	CallTimeout time.Duration
+	// RetryFor bounds all the attempts of one call (default 2m).
+	RetryFor time.Duration
+	// BackoffBase and BackoffMax bound the pause between attempts
+	// (defaults 50ms and 2s; doubling, with jitter).
+	BackoffBase, BackoffMax time.Duration
+	// MaxMsgBytes bounds a call's size (default 4 MiB).
+	MaxMsgBytes int
+}
+
+// Client talks to one coordinator. It is safe for concurrent use.
+type Client struct {
+	cfg     Config
+	conn    *grpc.ClientConn
+	api     dtxv1.CoordinatorClient
+	retries atomic.Uint64
+}
+
+// Dial returns a client; the connection is made on first use.
+func Dial(cfg Config) (*Client, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("client: no coordinator address")
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = 2 * time.Minute
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = 50 * time.Millisecond
+	}
+	if cfg.BackoffMax < cfg.BackoffBase {
+		cfg.BackoffMax = max(2*time.Second, cfg.BackoffBase)
+	}
+	if cfg.MaxMsgBytes <= 0 {
+		cfg.MaxMsgBytes = 4 << 20
+	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	conn, err := grpc.NewClient(cfg.Addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes), grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes)))
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Retries returns how many attempts were repeated so far.
+func (c *Client) Retries() uint64 { return c.retries.Load() }
+
+// Crashes is there so that a Client can stand in for the embedded engine
+// in `dtx run`; a remote coordinator's services report their own.
+func (c *Client) Crashes() uint64 { return 0 }
+
+// ErrRejected wraps the coordinator's refusal of an invalid request (not
+// retried).
+var ErrRejected = errors.New("client: request rejected")
+
+// Submit runs a decoded purchase (sent in its binary form).
+func (c *Client) Submit(ctx context.Context, req *purchase.Request) (twopc.Outcome, error) {
+	op, err := req.MarshalBinary()
+	if err != nil {
+		return twopc.Outcome{}, err
+	}
+	return c.submit(ctx, &dtxv1.PurchaseRequest{Op: op})
+}
+
+// SubmitLine runs one JSON Lines request, validated by the coordinator.
+func (c *Client) SubmitLine(ctx context.Context, line string) (twopc.Outcome, error) {
+	return c.submit(ctx, &dtxv1.PurchaseRequest{JsonLine: line})
+}
+
+// SubmitTx runs a transaction with the given branches.
+func (c *Client) SubmitTx(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
+	r := &dtxv1.TxRequest{TransactionId: tx}
+	for _, b := range branches {
+		r.Branches = append(r.Branches, &dtxv1.Branch{Participant: b.Node, Op: b.Op})
+	}
+	return c.call(ctx, func(ctx context.Context) (*dtxv1.TxOutcome, error) { return c.api.SubmitTx(ctx, r) })
+}
+
+func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Outcome, error) {
+	return c.call(ctx, func(ctx context.Context) (*dtxv1.TxOutcome, error) { return c.api.Submit(ctx, r) })
+}
+
+// call retries f until it gets an outcome, a final error, or RetryFor (or
+// ctx) runs out. A retried submission of the same id may find the first
+// attempt's outcome, which the coordinator marks duplicate: after an
+// attempt that may have reached the coordinator, that mark is dropped (it
+// most likely is this client's own first attempt; a client cannot tell it
+// from someone else's earlier submission of the same id).
+func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
+	defer cancel()
+	ambiguous := false
+	for attempt := 0; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		out, err := f(actx)
+		acancel()
+		if err == nil {
+			o := twopc.Outcome{Tx: out.GetTransactionId(), Committed: out.GetStatus() == dtxv1.Status_STATUS_COMMITTED,
+				Reason: out.GetReason(), Duplicate: out.GetDuplicate() && !ambiguous}
+			if s := out.GetStatus(); s != dtxv1.Status_STATUS_COMMITTED && s != dtxv1.Status_STATUS_ROLLED_BACK {
+				return o, fmt.Errorf("client: unexpected status %v", s)
+			}
+			return o, nil
+		}
+		code := status.Code(err)
+		switch code {
+		case codes.InvalidArgument:
+			return twopc.Outcome{}, fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		case codes.ResourceExhausted: // refused before it started
+		default:
+			ambiguous = true
+		}
+		if ctx.Err() != nil {
+			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
+		}
+		c.retries.Add(1)
+		select {
+		case <-time.After(c.backoff(attempt)):
+		case <-ctx.Done():
+			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
+		}
+	}
+}
+
+func (c *Client) backoff(attempt int) time.Duration {
+	d := min(c.cfg.BackoffBase<<min(attempt, 20), c.cfg.BackoffMax)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// Status is what the coordinator knows about a transaction.
+type Status = dtxv1.Status
+
+// Outcome asks the coordinator what it durably knows about tx, retrying
+// across connection loss.
+func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		out, err := c.api.Outcome(actx, &dtxv1.OutcomeRequest{TransactionId: tx})
+		acancel()
+		if err == nil {
+			return out.GetStatus(), out.GetReason(), nil
+		}
+		if status.Code(err) == codes.InvalidArgument {
+			return 0, "", fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		}
+		c.retries.Add(1)
+		select {
+		case <-time.After(c.backoff(attempt)):
+		case <-ctx.Done():
+			return 0, "", fmt.Errorf("client: outcome of %s: %w", tx, err)
+		}
+	}
+}

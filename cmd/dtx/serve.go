@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// defaultPorts are the gRPC ports of `dtx cluster up` and of `dtx serve`
+// without --listen/--peer; each HTTP port is the gRPC port + 1000.
+var defaultPorts = map[string]int{twopc.CoordinatorID: 7100, "inventory": 7101, "payment": 7102, "order": 7103}
+
+func defaultAddr(name string, http bool) string {
+	p, ok := defaultPorts[name]
+	if !ok {
+		return ""
+	}
+	if http {
+		p += 1000
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}
+
+type serveFlags struct {
+	listen, http, dataDir, world, logLevel string
+	peers                                  []string
+	participants                           []string
+	tls                                    tlsFlags
+	prepareTimeout, commitRetry            time.Duration
+	lockTimeout, grace                     time.Duration
+	deadlock                               string
+	maxRequest                             int
+	callTimeout                            time.Duration
+	streams                                int
+}
+
+func serveCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve coordinator|inventory|payment|order [flags]",
+		Short: "Run one component as a networked server (gRPC between components, HTTP for health, metrics and the JSON API)",
+		Long: `Serve runs one dtx component as its own long-running process. Components talk
+gRPC (the dtx.v1.Transport protocol of api/dtxv1/dtx.proto), messages for many
+transactions to the same node sharing one call. Each process recovers from the
+log in --data-dir when it starts, and drains gracefully on SIGTERM or SIGINT:
+it stops taking new work, lets what is in flight finish (up to --grace), and
+closes its log; what is left is finished by recovery at the next start.
+
+The coordinator serves the client API: gRPC dtx.v1.Coordinator, and HTTP/JSON
+  POST /v1/purchases          body: one JSON Lines request
+  GET  /v1/transactions/{id}  the outcome of a transaction
+Every process serves GET /healthz, /readyz and /metrics (Prometheus); a service
+also GET /v1/state (its state and in-doubt branches, as JSON).
+
+Without --listen, --http and --peer, the addresses of 'dtx cluster up' are used:
+coordinator 127.0.0.1:7100, inventory :7101, payment :7102, order :7103, each
+with HTTP on the port + 1000.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{twopc.CoordinatorID, "inventory", "payment", "order"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serveMain(cmd.Context(), args[0], &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "", "gRPC address to listen on (default: the component's cluster address)")
+	fl.StringVar(&f.http, "http", "", "HTTP address for health, metrics and the JSON API (default: the gRPC port + 1000; \"off\" for none)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data directory of this component (required)")
+	fl.StringVar(&f.world, "world", "", "JSON file with the initial state of a new data directory (services; default: the built-in example world)")
+	fl.StringArrayVar(&f.peers, "peer", nil, "NAME=ADDR: gRPC address of another component (repeatable; a built-in component not named is at its cluster address)")
+	fl.StringSliceVar(&f.participants, "participants", nil, "coordinator: the participants of every purchase, in order (default inventory,payment,order); each needs an address")
+	f.tls.add(fl)
+	fl.DurationVar(&f.prepareTimeout, "prepare-timeout", time.Second, "time for all votes to arrive before a rollback (services: paces in-doubt inquiries)")
+	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "coordinator: first delay between resends of a decision (backs off)")
+	fl.DurationVar(&f.lockTimeout, "lock-timeout", 500*time.Millisecond, "services: longest wait for a lock before voting NO")
+	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect, wound-wait or timeout (the same on every component)")
+	fl.DurationVar(&f.grace, "grace", 10*time.Second, "longest graceful drain on SIGTERM")
+	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
+	fl.IntVar(&f.streams, "streams", 1, "calls in flight at once to each other component (1 keeps message order and batches most)")
+	fl.IntVar(&f.maxRequest, "max-request-bytes", 64<<10, "largest HTTP request body and client API call")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (structured JSON logs on stderr)")
+	return cmd
+}
+
+func serveMain(ctx context.Context, name string, f *serveFlags) error {
+	builtin := name == twopc.CoordinatorID || slices.Contains(engine.Services, name)
+	if !builtin {
+		return usagef("unknown component %q: want coordinator, inventory, payment or order (a service of your own runs as its own binary: see examples/shipping)", name)
+	}
+	if f.dataDir == "" {
+		return usagef("--data-dir is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	policy, err := twopc.ParseDeadlockPolicy(f.deadlock)
+	if err != nil {
+		return usagef("--deadlock: %v", err)
+	}
+	peers := map[string]string{} // the cluster addresses, unless --peer says otherwise
+	for n := range defaultPorts {
+		if n != name {
+			peers[n] = defaultAddr(n, false)
+		}
+	}
+	for _, p := range f.peers {
+		n, addr, ok := strings.Cut(p, "=")
+		if !ok || n == "" || addr == "" {
+			return usagef("--peer %q: want NAME=HOST:PORT", p)
+		}
+		peers[n] = addr
+	}
+	listen := f.listen
+	if listen == "" {
+		listen = defaultAddr(name, false)
+	}
+	httpAddr := f.http
+	switch httpAddr {
+	case "":
+		host, port, ok := strings.Cut(listen, ":")
+		var n int
+		if _, err := fmt.Sscan(port, &n); ok && err == nil && n > 0 {
+			httpAddr = fmt.Sprintf("%s:%d", host, n+1000)
+		}
+	case "off":
+		httpAddr = ""
+	}
+	tlsFiles, err := f.tls.files()
+	if err != nil {
+		return err
+	}
+	protocol := engine.DefaultConfig(f.dataDir)
+	protocol.PrepareTimeout = f.prepareTimeout
+	protocol.CommitRetry = f.commitRetry
+	protocol.LockTimeout = f.lockTimeout
+	protocol.Deadlock = policy
+	if err := protocol.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	common := server.Common{
+		ID: name, Listen: listen, HTTP: httpAddr, DataDir: f.dataDir, Peers: peers, TLS: tlsFiles,
+		MaxRequestBytes: f.maxRequest, Grace: f.grace, Logger: log,
+	}
+	common.Net.CallTimeout = f.callTimeout
+	common.Net.Streams = f.streams
+
+	type proc interface {
+		Addr() string
+		HTTPAddr() string
+		Shutdown(context.Context) error
+		Err() <-chan error
+	}
+	var p proc
+	if name == twopc.CoordinatorID {
+		c, err := server.StartCoordinator(server.CoordinatorConfig{Common: common, Participants: f.participants, Protocol: protocol})
+		if err != nil {
+			return err
+		}
+		p = c
+	} else {
+		var world *purchase.World
+		if f.world != "" {
+			data, err := os.ReadFile(f.world)
+			if err != nil {
+				return usagef("--world: %v", err)
+			}
+			w, err := purchase.ParseWorld(data)
+			if err != nil {
+				return usagef("--world %s: %v", f.world, err)
+			}
+			world = &w
+		}
+		open, err := server.Builtin(name, world, time.Time{})
+		if err != nil {
+			return err
+		}
+		s, err := server.StartParticipant(server.ParticipantConfig{Common: common, OpenService: open, Protocol: protocol})
+		if err != nil {
+			return err
+		}
+		p = s
+	}
+	log.Info("serving", "node", name, "grpc", p.Addr(), "http", p.HTTPAddr(), "data_dir", f.dataDir, "tls", tlsFiles != nil)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		log.Info("draining", "signal", s.String())
+	case err := <-p.Err():
+		log.Error("stopped on its own; exiting so that a restart recovers from the log", "err", err)
+		return fmt.Errorf("%s: %w", name, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), f.grace+5*time.Second)
+	defer cancel()
+	return p.Shutdown(sctx)
+}

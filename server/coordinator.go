@@ -1,0 +1,488 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// CoordinatorConfig configures a coordinator process.
+type CoordinatorConfig struct {
+	Common
+	// Participants are the nodes a purchase has a branch at, in PREPARE
+	// order (default inventory, payment, order). Every branch carries the
+	// purchase's binary form; a user's own participant (such as
+	// examples/shipping) joins purchases by being listed here.
+	Participants []string
+	// Protocol holds the protocol settings: Tick, PrepareTimeout,
+	// CommitRetry, MaxInflight, Deadlock, DetectEvery (the other fields of
+	// engine.Config are not used).
+	Protocol engine.Config
+	// SubmitWait bounds how long an HTTP submission waits for its outcome
+	// (default 30s); past it the reply is PENDING and the caller asks again.
+	SubmitWait time.Duration
+}
+
+// Coordinator is a running coordinator process.
+type Coordinator struct {
+	*base
+	cfg     CoordinatorConfig
+	coord   *coordinator.Coordinator
+	metrics *coordMetrics
+	runErr  chan error
+
+	mu       sync.Mutex
+	inflight int // client calls being served
+	idle     *sync.Cond
+}
+
+// StartCoordinator opens (recovering) the coordinator's log under
+// DataDir/coordinator and starts serving.
+func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
+	if len(cfg.Participants) == 0 {
+		cfg.Participants = slices.Clone(engine.Services)
+	}
+	if cfg.Common.ID == "" {
+		cfg.Common.ID = twopc.CoordinatorID
+	}
+	if cfg.SubmitWait <= 0 {
+		cfg.SubmitWait = 30 * time.Second
+	}
+	if cfg.Protocol.Tick == 0 {
+		p := engine.DefaultConfig(cfg.DataDir)
+		p.Deadlock = cfg.Protocol.Deadlock
+		cfg.Protocol = p
+	}
+	cfg.Protocol.DataDir = cfg.DataDir
+	if cfg.Protocol.Deadlock == 0 {
+		cfg.Protocol.Deadlock = twopc.DeadlockDetect
+	}
+	if err := cfg.Protocol.Validate(); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Participants {
+		if _, ok := cfg.Peers[p]; !ok {
+			return nil, fmt.Errorf("server: participant %s has no --peer address", p)
+		}
+	}
+	b, err := newBase(cfg.Common)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{base: b, cfg: cfg, runErr: make(chan error, 1)}
+	c.idle = sync.NewCond(&c.mu)
+	c.metrics = newCoordMetrics(b.reg, cfg.Participants)
+	mc := cfg.Protocol.CoordinatorMachine()
+	mc.ID = b.cfg.ID
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	mc.Rand = rng.Uint64
+	var wm *walMetrics
+	var log *wal.Log
+	wm = newWALMetrics(b.reg, func() wal.Stats {
+		if log == nil {
+			return wal.Stats{}
+		}
+		return log.Stats()
+	})
+	logCfg := wal.DefaultConfig("")
+	logCfg.FS = wm.fs()
+	c.coord, err = coordinator.Open(coordinator.Config{
+		Dir:      filepath.Join(cfg.DataDir, twopc.CoordinatorID),
+		Machine:  mc,
+		Tick:     cfg.Protocol.Tick,
+		Network:  b.net,
+		Log:      logCfg,
+		OnRecord: c.metrics.onRecord,
+		OnRecovered: func(o twopc.Outcome) {
+			b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
+		},
+		Logger: b.log,
+	})
+	if err != nil {
+		b.closeAll()
+		return nil, err
+	}
+	log = c.coord.Log()
+	b.reg.MustRegister(newGaugeFunc("dtx_inflight_transactions", "Transactions the coordinator has not finished (collecting votes or awaiting ACKs).", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.coord.Status(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(st.Inflight)
+	}))
+	go func() { c.runErr <- c.coord.Run(context.Background()) }()
+	st, err := c.coord.Status(context.Background())
+	if err != nil {
+		c.coord.Close()
+		b.closeAll()
+		return nil, err
+	}
+	b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
+	dtxv1.RegisterCoordinatorServer(b.grpc, &coordAPI{c: c})
+	b.mux.HandleFunc("POST /v1/purchases", c.httpSubmit)
+	b.mux.HandleFunc("GET /v1/transactions/{id}", c.httpOutcome)
+	b.mux.HandleFunc("GET /v1/status", c.httpStatus)
+	b.serve()
+	return c, nil
+}
+
+// Err returns a channel that yields the coordinator loop's fatal error (a
+// failed log) if it stops on its own; the process should exit and recover.
+func (c *Coordinator) Err() <-chan error { return c.runErr }
+
+// Status returns the epoch and the number of unfinished transactions.
+func (c *Coordinator) Status(ctx context.Context) (coordinator.Status, error) {
+	return c.coord.Status(ctx)
+}
+
+// enter admits one client call unless the process is draining.
+func (c *Coordinator) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining.Load() {
+		return false
+	}
+	c.inflight++
+	return true
+}
+
+func (c *Coordinator) leave() {
+	c.mu.Lock()
+	c.inflight--
+	if c.inflight == 0 {
+		c.idle.Broadcast()
+	}
+	c.mu.Unlock()
+}
+
+var errDraining = errors.New("coordinator is shutting down; retry with the same transaction_id")
+
+// submit runs one transaction for a client.
+func (c *Coordinator) submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
+	if !c.enter() {
+		return twopc.Outcome{}, errDraining
+	}
+	defer c.leave()
+	start := time.Now()
+	o, err := c.coord.Submit(ctx, tx, branches)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			c.log.Warn("submit failed", "tx", tx, "err", err)
+		}
+		return o, err
+	}
+	c.metrics.submit.Observe(time.Since(start).Seconds())
+	if o.Duplicate {
+		c.metrics.dups.Inc()
+	}
+	c.log.Debug("outcome", "tx", tx, "committed", o.Committed, "reason", o.Reason, "duplicate", o.Duplicate)
+	return o, nil
+}
+
+// purchaseBranches checks a binary purchase and makes its branches.
+func (c *Coordinator) purchaseBranches(op []byte) (string, []twopc.Branch, error) {
+	var req purchase.Request
+	if err := req.UnmarshalBinary(op); err != nil {
+		return "", nil, fmt.Errorf("op: %w", err)
+	}
+	if err := req.Validate(); err != nil {
+		return "", nil, err
+	}
+	branches := make([]twopc.Branch, len(c.cfg.Participants))
+	for i, p := range c.cfg.Participants {
+		branches[i] = twopc.Branch{Node: p, Op: op}
+	}
+	return req.TxID, branches, nil
+}
+
+// decodeLine decodes one JSON Lines request into its binary form.
+func decodeLine(line []byte) (tx string, op []byte, err error) {
+	req, err := purchase.DecodeLine(bytes.TrimSpace(line))
+	if err != nil {
+		return req.TxID, nil, err
+	}
+	op, err = req.MarshalBinary()
+	return req.TxID, op, err
+}
+
+// Shutdown drains the coordinator: new submissions are refused at once;
+// calls in progress and unfinished transactions get up to Grace to finish;
+// then the servers stop and the log is closed (synced). Transactions still
+// unfinished are recovered at the next start.
+func (c *Coordinator) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.startDrain()
+	c.mu.Unlock()
+	grace := c.cfg.Grace
+	if d, ok := ctx.Deadline(); ok {
+		grace = min(grace, time.Until(d))
+	}
+	deadline := time.Now().Add(grace)
+	idle := make(chan struct{})
+	go func() {
+		c.mu.Lock()
+		for c.inflight > 0 {
+			c.idle.Wait()
+		}
+		c.mu.Unlock()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-time.After(time.Until(deadline)):
+		c.log.Warn("shutdown: client calls still in progress; they will get UNAVAILABLE")
+	}
+	quiet := waitUntil(time.Until(deadline), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.coord.Status(ctx)
+		return err != nil || st.Inflight == 0
+	})
+	if !quiet {
+		c.log.Warn("shutdown: unfinished transactions are left to recovery")
+	}
+	c.stopServers(max(time.Until(deadline), time.Second))
+	err := c.coord.Close()
+	c.closeAll()
+	c.log.Info("coordinator stopped", "err", err)
+	return err
+}
+
+// coordAPI is the gRPC client API.
+type coordAPI struct {
+	dtxv1.UnimplementedCoordinatorServer
+	c *Coordinator
+}
+
+func (a *coordAPI) Submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1.TxOutcome, error) {
+	var (
+		tx  string
+		op  []byte
+		err error
+	)
+	switch {
+	case r.GetJsonLine() != "" && len(r.GetOp()) > 0:
+		return nil, status.Error(codes.InvalidArgument, "set json_line or op, not both")
+	case r.GetJsonLine() != "":
+		tx, op, err = decodeLine([]byte(r.GetJsonLine()))
+	case len(r.GetOp()) > 0:
+		op = r.GetOp()
+	default:
+		return nil, status.Error(codes.InvalidArgument, "empty request: set json_line or op")
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	tx, branches, err := a.c.purchaseBranches(op)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	o, err := a.c.submit(ctx, tx, branches)
+	return toProtoOutcome(tx, o, err)
+}
+
+func (a *coordAPI) SubmitTx(ctx context.Context, r *dtxv1.TxRequest) (*dtxv1.TxOutcome, error) {
+	if r.GetTransactionId() == "" || len(r.GetBranches()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "transaction_id and at least one branch are required")
+	}
+	branches := make([]twopc.Branch, len(r.GetBranches()))
+	for i, b := range r.GetBranches() {
+		if _, ok := a.c.cfg.Peers[b.GetParticipant()]; !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "branch %d: unknown participant %q", i, b.GetParticipant())
+		}
+		branches[i] = twopc.Branch{Node: b.GetParticipant(), Op: b.GetOp()}
+	}
+	o, err := a.c.submit(ctx, r.GetTransactionId(), branches)
+	return toProtoOutcome(r.GetTransactionId(), o, err)
+}
+
+func (a *coordAPI) Outcome(ctx context.Context, r *dtxv1.OutcomeRequest) (*dtxv1.TxOutcome, error) {
+	tx := r.GetTransactionId()
+	if tx == "" {
+		return nil, status.Error(codes.InvalidArgument, "transaction_id is required")
+	}
+	known, o, err := a.c.coord.Lookup(ctx, tx)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	out := &dtxv1.TxOutcome{TransactionId: tx}
+	switch known {
+	case coordinator.KnownUnknown:
+		out.Status = dtxv1.Status_STATUS_UNKNOWN
+	case coordinator.KnownPending:
+		out.Status = dtxv1.Status_STATUS_PENDING
+	default:
+		out.Status, out.Reason = statusOf(o)
+	}
+	return out, nil
+}
+
+func statusOf(o twopc.Outcome) (dtxv1.Status, string) {
+	if o.Committed {
+		return dtxv1.Status_STATUS_COMMITTED, ""
+	}
+	return dtxv1.Status_STATUS_ROLLED_BACK, o.Reason
+}
+
+func toProtoOutcome(tx string, o twopc.Outcome, err error) (*dtxv1.TxOutcome, error) {
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	st, reason := statusOf(o)
+	return &dtxv1.TxOutcome{TransactionId: tx, Status: st, Reason: reason, Duplicate: o.Duplicate}, nil
+}
+
+// grpcError maps an error to a status: what a client may retry (with the
+// same transaction id) is UNAVAILABLE, RESOURCE_EXHAUSTED or
+// DEADLINE_EXCEEDED.
+func grpcError(err error) error {
+	switch {
+	case errors.Is(err, errDraining), errors.Is(err, coordinator.ErrClosed):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, twopc.ErrBusy):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, twopc.ErrInvalidTx):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "no outcome yet: ask again with the same transaction_id")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// HTTP API.
+
+// httpOutcomeBody is the JSON of an outcome.
+type httpOutcomeBody struct {
+	TxID      string `json:"transaction_id,omitempty"`
+	Status    string `json:"status"` // COMMITTED, ROLLED_BACK, PENDING, UNKNOWN, REJECTED
+	Reason    string `json:"reason,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func statusName(s dtxv1.Status) string {
+	switch s {
+	case dtxv1.Status_STATUS_COMMITTED:
+		return "COMMITTED"
+	case dtxv1.Status_STATUS_ROLLED_BACK:
+		return "ROLLED_BACK"
+	case dtxv1.Status_STATUS_PENDING:
+		return "PENDING"
+	}
+	return "UNKNOWN"
+}
+
+func (c *Coordinator) httpSubmit(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, httpOutcomeBody{Status: "REJECTED", Error: err.Error()})
+		return
+	}
+	tx, op, err := decodeLine(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, httpOutcomeBody{TxID: tx, Status: "REJECTED", Reason: err.Error()})
+		return
+	}
+	tx, branches, err := c.purchaseBranches(op)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, httpOutcomeBody{TxID: tx, Status: "REJECTED", Reason: err.Error()})
+		return
+	}
+	wait := c.cfg.SubmitWait
+	if s := r.URL.Query().Get("wait"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil && d > 0 {
+			wait = min(d, c.cfg.SubmitWait)
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	o, err := c.submit(ctx, tx, branches)
+	if err != nil {
+		code, st := http.StatusInternalServerError, "UNKNOWN"
+		switch status.Code(grpcError(err)) {
+		case codes.Unavailable:
+			code = http.StatusServiceUnavailable
+		case codes.ResourceExhausted:
+			code = http.StatusTooManyRequests
+		case codes.DeadlineExceeded, codes.Canceled:
+			code, st = http.StatusAccepted, "PENDING"
+		case codes.InvalidArgument:
+			code, st = http.StatusBadRequest, "REJECTED"
+		}
+		writeJSON(w, code, httpOutcomeBody{TxID: tx, Status: st, Error: err.Error()})
+		return
+	}
+	s, reason := statusOf(o)
+	writeJSON(w, http.StatusOK, httpOutcomeBody{TxID: tx, Status: statusName(s), Reason: reason, Duplicate: o.Duplicate})
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return nil, fmt.Errorf("request body: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (c *Coordinator) httpOutcome(w http.ResponseWriter, r *http.Request) {
+	tx := r.PathValue("id")
+	out, err := (&coordAPI{c: c}).Outcome(r.Context(), &dtxv1.OutcomeRequest{TransactionId: tx})
+	if err != nil {
+		code := http.StatusServiceUnavailable
+		if status.Code(err) == codes.InvalidArgument {
+			code = http.StatusBadRequest
+		}
+		writeJSON(w, code, httpOutcomeBody{TxID: tx, Status: "UNKNOWN", Error: err.Error()})
+		return
+	}
+	code := http.StatusOK
+	if out.Status == dtxv1.Status_STATUS_UNKNOWN {
+		code = http.StatusNotFound
+	}
+	writeJSON(w, code, httpOutcomeBody{TxID: tx, Status: statusName(out.Status), Reason: out.Reason})
+}
+
+// CoordStatusBody is the JSON of GET /v1/status on the coordinator.
+type CoordStatusBody struct {
+	Epoch        uint64   `json:"epoch"`
+	Inflight     int      `json:"inflight"`
+	Draining     bool     `json:"draining"`
+	Participants []string `json:"participants"`
+	// Calls and MessagesPerCall describe the transport's batching.
+	Calls           uint64  `json:"calls"`
+	MessagesPerCall float64 `json:"messages_per_call"`
+}
+
+func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := c.coord.Status(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	ns := c.net.Stats()
+	writeJSON(w, http.StatusOK, CoordStatusBody{
+		Epoch: st.Epoch, Inflight: st.Inflight, Draining: c.draining.Load(), Participants: c.cfg.Participants,
+		Calls: ns.TxCalls, MessagesPerCall: ns.MessagesPerCall(),
+	})
+}

@@ -1,0 +1,88 @@
+package grpcnet
+
+import (
+	"fmt"
+
+	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// Limits on what one message may carry, checked on receipt (a peer is not
+// trusted to respect them).
+const (
+	maxIDBytes     = 1024
+	maxReasonBytes = 64 << 10
+	maxWaits       = 1 << 16
+)
+
+// ToProto maps a twopc.Message to its wire form. Every field of
+// twopc.Message is mapped; a test fails if one is added and not mapped here.
+func ToProto(m *twopc.Message) *dtxv1.Message {
+	p := &dtxv1.Message{
+		Type:   dtxv1.MsgType(m.Type),
+		From:   m.From,
+		To:     m.To,
+		Tx:     m.Tx,
+		Epoch:  m.Epoch,
+		Vote:   dtxv1.Vote(m.Vote),
+		Reason: m.Reason,
+		Op:     m.Op,
+		Ts:     m.TS,
+	}
+	if len(m.Waits) > 0 {
+		p.Waits = make([]*dtxv1.Wait, len(m.Waits))
+		for i, w := range m.Waits {
+			p.Waits[i] = &dtxv1.Wait{Waiter: w.Waiter, Holder: w.Holder, Age: w.Age}
+		}
+	}
+	return p
+}
+
+// FromProto maps a wire message back, checking what the protocol machines
+// rely on: a known type, a known vote, a transaction id, bounded sizes.
+func FromProto(p *dtxv1.Message) (twopc.Message, error) {
+	m := twopc.Message{
+		Type:   twopc.MsgType(p.GetType()),
+		From:   p.GetFrom(),
+		To:     p.GetTo(),
+		Tx:     p.GetTx(),
+		Epoch:  p.GetEpoch(),
+		Vote:   twopc.Vote(p.GetVote()),
+		Reason: p.GetReason(),
+		Op:     p.GetOp(),
+		TS:     p.GetTs(),
+	}
+	switch {
+	case p.GetType() <= 0 || p.GetType() > 255 || !knownMsgType(m.Type):
+		return m, fmt.Errorf("unknown message type %d", p.GetType())
+	case p.GetVote() < 0 || p.GetVote() > 255 || (m.Vote != 0 && !knownVote(m.Vote)):
+		return m, fmt.Errorf("unknown vote %d", p.GetVote())
+	case m.From == "" || m.To == "":
+		return m, fmt.Errorf("%s without from or to", m.Type)
+	case len(m.From) > maxIDBytes || len(m.To) > maxIDBytes || len(m.Tx) > maxIDBytes:
+		return m, fmt.Errorf("%s: id longer than %d bytes", m.Type, maxIDBytes)
+	case len(m.Reason) > maxReasonBytes:
+		return m, fmt.Errorf("%s: reason longer than %d bytes", m.Type, maxReasonBytes)
+	case len(p.GetWaits()) > maxWaits:
+		return m, fmt.Errorf("%s: more than %d wait-for edges", m.Type, maxWaits)
+	}
+	if ws := p.GetWaits(); len(ws) > 0 {
+		m.Waits = make([]twopc.Wait, len(ws))
+		for i, w := range ws {
+			m.Waits[i] = twopc.Wait{Waiter: w.GetWaiter(), Holder: w.GetHolder(), Age: w.GetAge()}
+		}
+	}
+	return m, nil
+}
+
+// knownMsgType reports whether the wire protocol names t (a test checks
+// that it names every type twopc defines).
+func knownMsgType(t twopc.MsgType) bool {
+	_, ok := dtxv1.MsgType_name[int32(t)]
+	return ok && t != 0
+}
+
+func knownVote(v twopc.Vote) bool {
+	_, ok := dtxv1.Vote_name[int32(v)]
+	return ok && v != 0
+}
