@@ -36,7 +36,9 @@ type Config struct {
 	// OnRecord, if set, sees every record after it was appended (metrics).
 	// Called on the loop goroutine; it must not block.
 	OnRecord func(*twopc.Record)
-	Logger   *slog.Logger
+	// Hooks are crash points for tests (failpoints).
+	Hooks  node.Hooks
+	Logger *slog.Logger
 }
 
 // Coordinator runs the coordinator machine.
@@ -106,6 +108,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		Tick:       cfg.Tick,
 		OnOutcomes: c.deliver,
 		OnRecord:   cfg.OnRecord,
+		Hooks:      cfg.Hooks,
 		Logger:     cfg.Logger,
 	}, m)
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/failpoint"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services/inventory"
@@ -67,6 +68,8 @@ type Config struct {
 	Faults participant.Faults
 	// NetFaults are the simulated failures of the in-process network.
 	NetFaults transport.Faults
+	// Failpoints kill the process at named crash points (tests).
+	Failpoints failpoint.Set
 	// Today is the date cards are checked against (zero: now).
 	Today time.Time
 	// MaxInflight bounds unfinished transactions at the coordinator.
@@ -237,6 +240,7 @@ func (e *Engine) open() error {
 			Network:     e.net,
 			Log:         logCfg,
 			Faults:      faults,
+			Hooks:       cfg.Failpoints.Hooks(id),
 			Logger:      cfg.Logger,
 		})
 		if err != nil {
@@ -265,6 +269,7 @@ func (e *Engine) open() error {
 		Tick:    cfg.Tick,
 		Network: e.net,
 		Log:     logCfg,
+		Hooks:   cfg.Failpoints.Hooks(twopc.CoordinatorID),
 		OnRecovered: func(o twopc.Outcome) {
 			e.mu.Lock()
 			e.recovered = append(e.recovered, o)

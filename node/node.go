@@ -225,3 +225,26 @@ func (n *Node) send(msgs []twopc.Message) {
 	}
 	n.cfg.Transport.Send(now)
 }
+
+// MergeHooks combines two hook sets: a crash point fires if either fires
+// (a is asked first); a's Delay wins when both have one.
+func MergeHooks(a, b Hooks) Hooks {
+	or := func(x, y func(*twopc.Ready) bool) func(*twopc.Ready) bool {
+		switch {
+		case x == nil:
+			return y
+		case y == nil:
+			return x
+		}
+		return func(rd *twopc.Ready) bool { return x(rd) || y(rd) }
+	}
+	out := Hooks{
+		CrashBeforeLog: or(a.CrashBeforeLog, b.CrashBeforeLog),
+		CrashAfterLog:  or(a.CrashAfterLog, b.CrashAfterLog),
+		Delay:          a.Delay,
+	}
+	if out.Delay == nil {
+		out.Delay = b.Delay
+	}
+	return out
+}

@@ -62,7 +62,10 @@ type Config struct {
 	Network     transport.Network
 	Log         wal.Config
 	Faults      Faults
-	Logger      *slog.Logger
+	// Hooks are extra crash points for tests (failpoints), checked before
+	// the simulated faults.
+	Hooks  node.Hooks
+	Logger *slog.Logger
 }
 
 // Stats counts what happened to a service.
@@ -192,7 +195,7 @@ func (s *Service) hooks() node.Hooks {
 			return 0
 		}
 	}
-	return h
+	return node.MergeHooks(s.cfg.Hooks, h)
 }
 
 // Run serves until ctx ends or Close is called. A crash is followed by a

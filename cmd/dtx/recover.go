@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/failpoint"
 )
 
 // openExisting opens a data directory that must exist, recovers it, and
@@ -21,7 +22,13 @@ func openExisting(ctx context.Context, dir string, wait time.Duration) (*engine.
 	if st, err := os.Stat(filepath.Join(dir, "world.json")); err != nil || st.IsDir() {
 		return nil, usagef("--data-dir %s: not a dtx data directory (no world.json); `dtx run` creates one", dir)
 	}
-	eng, err := engine.Open(engine.DefaultConfig(dir))
+	cfg := engine.DefaultConfig(dir)
+	fp, err := failpoint.FromEnv()
+	if err != nil {
+		return nil, usagef("%s: %v", failpoint.EnvVar, err)
+	}
+	cfg.Failpoints = fp
+	eng, err := engine.Open(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/failpoint"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -161,6 +162,9 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.LockTimeout = f.lockTimeout
 	cfg.Deadlock = policy
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
+	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
+		return usagef("%s: %v", failpoint.EnvVar, err)
+	}
 	var eng submitter
 	if f.remote.coordinator != "" {
 		cl, err := f.remote.dial()

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/dtx-dev/dtx/engine"
+)
+
+// TestFailpoints runs `dtx run` with DTX_FAILPOINT set to each named crash
+// point; the process must kill itself there, and after `dtx recover` every
+// printed outcome holds, nothing is partial and nothing is in doubt.
+func TestFailpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	bin := buildDtx(t)
+	points := []string{
+		"coordinator:before-commit-durable@200",
+		"coordinator:after-commit-durable@200",
+		"inventory:after-prepared-durable@250",
+		"payment:before-prepared-durable@250",
+		"order:after-committed-durable@200",
+		"*:before-committed-durable@400",
+	}
+	tmp := t.TempDir()
+	input, world := filepath.Join(tmp, "in.jsonl"), filepath.Join(tmp, "world.json")
+	if err := os.WriteFile(input, dtx(t, bin, "gen", "--count", "600", "--seed", "5", "--clean",
+		"--make-world", world, "--items", "20", "--buyers", "50"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, fp := range points {
+		t.Run(strings.NewReplacer(":", "_", "*", "any", "@", "_").Replace(fp), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			cmd := exec.Command(bin, "run", "--input", input, "--world", world, "--data-dir", dir, "--concurrency", "8",
+				"--fail-rate", "0", "--slow-rate", "0", "--crash-rate", "0")
+			cmd.Env = append(os.Environ(), "DTX_FAILPOINT="+fp)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("want death by SIGKILL at %s, got %v\n%s", fp, err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "failpoint") {
+				t.Fatalf("stderr does not name the failpoint: %s", stderr.String())
+			}
+			dtx(t, bin, "recover", "--data-dir", dir)
+			var st engine.State
+			if err := json.Unmarshal(dtx(t, bin, "state", "--data-dir", dir), &st); err != nil {
+				t.Fatal(err)
+			}
+			if len(st.InDoubt) > 0 {
+				t.Fatalf("in doubt after recover: %v", st.InDoubt)
+			}
+			for _, err := range engine.CheckAtomic(&st) {
+				t.Error(err)
+			}
+			sc := bufio.NewScanner(bytes.NewReader(out))
+			n := 0
+			for sc.Scan() {
+				f := strings.Fields(sc.Text())
+				if len(f) < 2 || f[0] == "line" {
+					continue
+				}
+				_, ok := st.Order.Orders[f[0]]
+				if ok != (f[1] == "COMMITTED") {
+					t.Errorf("%s printed %s, committed in state: %v", f[0], f[1], ok)
+				}
+				n++
+			}
+			t.Logf("%s: %d outcomes printed before the kill, %d orders after recovery", fp, n, len(st.Order.Orders))
+		})
+	}
+}
