@@ -103,6 +103,7 @@ type coordTx struct {
 	gen      uint32   // bumps invalidate older timers
 	attempts int      // commit resends so far
 	ts       uint64   // timestamp: smaller is older (not logged)
+	ops      [][]byte // per node, while collecting: to resend PREPARE (not logged)
 }
 
 func (t *coordTx) index(node string) int {
@@ -352,6 +353,10 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 	t := newCoordTx(tx, nodes)
 	c.lastTS++
 	t.ts = c.epoch<<40 | c.lastTS
+	t.ops = make([][]byte, len(branches))
+	for i, b := range branches {
+		t.ops[i] = b.Op
+	}
 	c.active[tx] = t
 	c.rd.Records = append(c.rd.Records, Record{Type: RecBegin, Tx: tx, Nodes: nodes})
 	for _, b := range branches {
@@ -390,6 +395,8 @@ func (c *Coordinator) Step(m Message) {
 			}
 			c.abort(t, reason, false)
 		}
+	case MsgRestarted:
+		c.stepRestarted(m.From)
 	case MsgWaits:
 		c.waits[m.From] = waitReport{at: c.now, waits: m.Waits}
 		c.detect()
@@ -554,6 +561,27 @@ func (c *Coordinator) detect() {
 	}
 }
 
+// stepRestarted resends PREPARE for every transaction still collecting
+// votes whose vote from node is missing: node came back from a crash, so
+// the PREPARE may be lost. A PREPARE is idempotent (a duplicate gets the
+// same vote), so resending one that did arrive is harmless.
+func (c *Coordinator) stepRestarted(node string) {
+	var ids []string
+	for id, t := range c.active {
+		if i := t.index(node); i >= 0 && t.state == CoordCollecting && t.votes[i] == 0 && t.ops != nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids) // deterministic
+	for _, id := range ids {
+		t := c.active[id]
+		i := t.index(node)
+		c.rd.Messages = append(c.rd.Messages, Message{
+			Type: MsgPrepare, From: c.cfg.ID, To: node, Tx: id, Epoch: c.epoch, Op: t.ops[i], TS: t.ts,
+		})
+	}
+}
+
 func (c *Coordinator) collecting(tx string) bool {
 	t := c.active[tx]
 	return t != nil && t.state == CoordCollecting
@@ -563,6 +591,7 @@ func (c *Coordinator) collecting(tx string) bool {
 // the client's outcome (both leave only after the record is durable).
 func (c *Coordinator) commit(t *coordTx) {
 	t.state = CoordCommitting
+	t.ops = nil
 	t.gen++
 	var owe []string
 	for i, v := range t.votes {

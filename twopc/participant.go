@@ -131,6 +131,7 @@ type Participant struct {
 	res      Resource
 	locks    *lockmgr.Table
 	started  bool
+	restored bool // Restore saw at least one record
 	now      uint64
 	maxEpoch uint64
 	branches map[string]*branch
@@ -199,6 +200,7 @@ func (p *Participant) Restore(r Record) error {
 	if p.started {
 		return ErrStarted
 	}
+	p.restored = true
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %s: %s: %s", ErrBadRecord, p.cfg.ID, r, why)
 	}
@@ -275,6 +277,11 @@ func (p *Participant) Start() {
 		return
 	}
 	p.started = true
+	if p.restored {
+		// Back from a log: PREPAREs sent to the previous incarnation may
+		// be lost. (A participant with an empty log has nothing to tell.)
+		p.send(MsgRestarted, "", 0, "")
+	}
 	for _, tx := range p.InDoubtTxs() {
 		b := p.branches[tx]
 		p.send(MsgInquire, tx, 0, "")

@@ -492,3 +492,35 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+func TestRestartNoticeResendsPrepare(t *testing.T) {
+	var l memLog
+	c := mustCoord(t, &l)
+	take(&l, c)
+	c.Propose("t1", branches("k1", "k2"))
+	c.Propose("t2", branches("k3", "k4"))
+	take(&l, c)
+	c.Step(vote("t1", "a", VoteYes, ""))
+	c.Step(vote("t2", "b", VoteYes, ""))
+	take(&l, c)
+	// b comes back from a crash: t1's PREPARE to b (no vote yet) is sent
+	// again, with its op; t2, whose YES from b is in, is left alone.
+	c.Step(Message{Type: MsgRestarted, From: "b", To: CoordinatorID})
+	rd := take(&l, c)
+	m := msgsOf(rd, MsgPrepare)
+	if len(m) != 1 || m[0].Tx != "t1" || m[0].To != "b" || string(m[0].Op) != "k2" || len(rd.Outcomes) != 0 {
+		t.Fatalf("want t1's PREPARE resent to b: %+v", rd)
+	}
+	// A participant announces its restarts (not its first start).
+	var pl memLog
+	p := mustPart(t, "a", &pl, newKV())
+	if m := msgsOf(take(&pl, p), MsgRestarted); len(m) != 0 {
+		t.Fatalf("a fresh participant has nothing to announce")
+	}
+	p.Step(prepareMsg("t9", "a", "k9", 1))
+	take(&pl, p)
+	p = mustPart(t, "a", &pl, newKV())
+	if m := msgsOf(take(&pl, p), MsgRestarted); len(m) != 1 {
+		t.Fatalf("a participant's Start from a log must announce the restart")
+	}
+}

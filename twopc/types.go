@@ -34,10 +34,15 @@ const (
 	// transaction waiting for its lock (wound-wait). The coordinator does so
 	// only if Tx is still collecting votes.
 	MsgWound
+	// MsgRestarted tells the coordinator a participant has just come back
+	// from its log: a PREPARE sent to it before may have been lost, so the
+	// coordinator resends PREPARE for every transaction still waiting for
+	// its vote, instead of letting them run into the prepare timeout.
+	MsgRestarted
 	msgTypeEnd
 )
 
-var msgTypeNames = [...]string{"", "PREPARE", "VOTE", "COMMIT", "ABORT", "ACK", "INQUIRE", "WAITS", "WOUND"}
+var msgTypeNames = [...]string{"", "PREPARE", "VOTE", "COMMIT", "ABORT", "ACK", "INQUIRE", "WAITS", "WOUND", "RESTARTED"}
 
 func (t MsgType) String() string {
 	if t == 0 || t >= msgTypeEnd {

@@ -54,6 +54,7 @@ const (
 	MsgType_MSG_TYPE_INQUIRE     MsgType = 6 // participant -> coordinator: what was decided?
 	MsgType_MSG_TYPE_WAITS       MsgType = 7 // participant -> coordinator: local wait-for edges
 	MsgType_MSG_TYPE_WOUND       MsgType = 8 // participant -> coordinator: abort a younger tx (wound-wait)
+	MsgType_MSG_TYPE_RESTARTED   MsgType = 9 // participant -> coordinator: back from a crash; earlier PREPAREs may be lost
 )
 
 // Enum value maps for MsgType.
@@ -68,6 +69,7 @@ var (
 		6: "MSG_TYPE_INQUIRE",
 		7: "MSG_TYPE_WAITS",
 		8: "MSG_TYPE_WOUND",
+		9: "MSG_TYPE_RESTARTED",
 	}
 	MsgType_value = map[string]int32{
 		"MSG_TYPE_UNSPECIFIED": 0,
@@ -79,6 +81,7 @@ var (
 		"MSG_TYPE_INQUIRE":     6,
 		"MSG_TYPE_WAITS":       7,
 		"MSG_TYPE_WOUND":       8,
+		"MSG_TYPE_RESTARTED":   9,
 	}
 )
 
@@ -806,7 +809,7 @@ const file_dtx_proto_rawDesc = "" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12&\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x0e.dtx.v1.StatusR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate*\xc5\x01\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate*\xdd\x01\n" +
 	"\aMsgType\x12\x18\n" +
 	"\x14MSG_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MSG_TYPE_PREPARE\x10\x01\x12\x11\n" +
@@ -816,7 +819,8 @@ const file_dtx_proto_rawDesc = "" +
 	"\fMSG_TYPE_ACK\x10\x05\x12\x14\n" +
 	"\x10MSG_TYPE_INQUIRE\x10\x06\x12\x12\n" +
 	"\x0eMSG_TYPE_WAITS\x10\a\x12\x12\n" +
-	"\x0eMSG_TYPE_WOUND\x10\b*K\n" +
+	"\x0eMSG_TYPE_WOUND\x10\b\x12\x16\n" +
+	"\x12MSG_TYPE_RESTARTED\x10\t*K\n" +
 	"\x04Vote\x12\x14\n" +
 	"\x10VOTE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bVOTE_YES\x10\x01\x12\v\n" +

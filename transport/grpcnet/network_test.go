@@ -88,7 +88,12 @@ func testDeliverAndBatch(t *testing.T, streams int) {
 		}
 		seen[m.Tx] = true
 	}
+	// The sender counts a call once it returns, which may be just after
+	// the receiver delivered it: wait for the counters to settle.
 	st := client.Stats()
+	for deadline := time.Now().Add(5 * time.Second); st.Sent != n && time.Now().Before(deadline); st = client.Stats() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	t.Logf("stats %+v, %.1f messages per call", st, st.MessagesPerCall())
 	if st.Calls >= n || st.Sent != n || st.Dropped != 0 {
 		t.Fatalf("no batching or losses: %+v", st)
