@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -33,6 +34,7 @@ func benchCmd() *cobra.Command {
 		plot         string
 		dir          string
 		seed         uint64
+		cpuProfile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -78,6 +80,17 @@ same order). --deadlock all compares the three policies.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			tty := term.IsTerminal(int(os.Stderr.Fd()))
 			floor, err := bench.MeasureFloor(dir)
 			if err != nil {
@@ -139,6 +152,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the workload")
+	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	return cmd
 }
 
