@@ -204,15 +204,7 @@ func (e *Engine) open() error {
 		logCfg.SegmentSize = cfg.SegmentSize
 	}
 	for i, id := range Services {
-		mc := twopc.DefaultParticipantConfig(id)
-		mc.LockTimeout = ticks(cfg.LockTimeout, cfg.Tick)
-		mc.InquireAfter = ticks(2*cfg.PrepareTimeout, cfg.Tick)
-		mc.InquireMax = 5 * mc.InquireAfter
-		mc.Deadlock = cfg.Deadlock
-		if cfg.DetectEvery > 0 {
-			mc.DetectEvery = ticks(cfg.DetectEvery, cfg.Tick)
-			mc.DetectAfter = mc.DetectEvery
-		}
+		mc := cfg.ParticipantMachine(id)
 		faults := cfg.Faults
 		faults.Seed = cfg.Faults.Seed*31 + uint64(i) + 1
 		if faults.SlowDelay == 0 {
@@ -253,14 +245,7 @@ func (e *Engine) open() error {
 			}
 		})
 	}
-	mc := twopc.DefaultCoordinatorConfig()
-	mc.PrepareTimeout = ticks(cfg.PrepareTimeout, cfg.Tick)
-	mc.RetryBase = ticks(cfg.CommitRetry, cfg.Tick)
-	mc.RetryMax = 20 * mc.RetryBase
-	mc.MaxInflight = cfg.MaxInflight
-	if cfg.DetectEvery > 0 {
-		mc.WaitsTTL = 4 * ticks(cfg.DetectEvery, cfg.Tick)
-	}
+	mc := cfg.CoordinatorMachine()
 	rng := newRand(cfg.Faults.Seed)
 	mc.Rand = rng.Uint64
 	e.coord, err = coordinator.Open(coordinator.Config{
