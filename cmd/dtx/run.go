@@ -394,10 +394,14 @@ func reasonClass(reason string) string {
 func (s *summary) print(w io.Writer, elapsed time.Duration, eng submitter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	txs := s.committed + s.rolledBack
+	txs := s.committed + s.rolledBack - s.duplicates // transactions run here
 	rate := float64(txs) / elapsed.Seconds()
-	fmt.Fprintf(w, "dtx: %d committed, %d rolled back, %d rejected, %d duplicates in %.2fs (%.0f tx/s)\n",
-		s.committed, s.rolledBack, s.rejected, s.duplicates, elapsed.Seconds(), rate)
+	fmt.Fprintf(w, "dtx: %d committed, %d rolled back, %d rejected in %.2fs (%.0f tx/s)",
+		s.committed, s.rolledBack, s.rejected, elapsed.Seconds(), rate)
+	if s.duplicates > 0 {
+		fmt.Fprintf(w, "; %d of the outcomes are duplicates (an id seen before: its first outcome, nothing run twice)", s.duplicates)
+	}
+	fmt.Fprintln(w)
 	if len(s.reasons) > 0 {
 		keys := make([]string, 0, len(s.reasons))
 		for k := range s.reasons {
