@@ -113,22 +113,7 @@ func (n *MemNetwork) roll() (drop, dup bool, delay time.Duration) {
 }
 
 // sendBatches delivers msgs grouped by destination, keeping their order.
-func (n *MemNetwork) sendBatches(msgs []twopc.Message) {
-	for len(msgs) > 0 {
-		to := msgs[0].To
-		batch := make([]twopc.Message, 0, len(msgs))
-		rest := msgs[:0:0]
-		for _, m := range msgs {
-			if m.To == to {
-				batch = append(batch, m)
-			} else {
-				rest = append(rest, m)
-			}
-		}
-		n.deliver(to, batch)
-		msgs = rest
-	}
-}
+func (n *MemNetwork) sendBatches(msgs []twopc.Message) { ByDestination(msgs, n.deliver) }
 
 func (n *MemNetwork) deliver(to string, batch []twopc.Message) {
 	n.mu.RLock()

@@ -213,22 +213,7 @@ func (n *Network) Stats() Stats {
 
 // Send implements transport.Transport: it queues msgs by destination and
 // returns at once.
-func (n *Network) Send(msgs []twopc.Message) {
-	for len(msgs) > 0 {
-		to := msgs[0].To
-		group := make([]twopc.Message, 0, len(msgs))
-		rest := msgs[:0:0]
-		for _, m := range msgs {
-			if m.To == to {
-				group = append(group, m)
-			} else {
-				rest = append(rest, m)
-			}
-		}
-		n.sendTo(to, group)
-		msgs = rest
-	}
-}
+func (n *Network) Send(msgs []twopc.Message) { transport.ByDestination(msgs, n.sendTo) }
 
 func (n *Network) sendTo(to string, group []twopc.Message) {
 	n.mu.RLock()
