@@ -55,7 +55,7 @@ func PlotSVG(rs []Result) string {
 				fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">%d</text>`, px(r.Concurrency), py(0)+14, r.Concurrency)
 			}
 		}
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">concurrency (%s)</text>`, x0+w/2, py(0)+28, unit)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">clients (log scale); y: %s</text>`, x0+w/2, py(0)+28, unit)
 		for i, n := range names {
 			var pts []string
 			for _, r := range series[n] {
