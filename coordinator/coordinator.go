@@ -80,13 +80,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		log.Close()
 		return nil, err
 	}
-	err = log.Replay(func(r wal.Record) error {
-		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
-		if err != nil {
-			return fmt.Errorf("coordinator: log record %d: %w", r.Seq, err)
-		}
-		return m.Restore(rec)
-	})
+	err = node.Replay(log, m.Restore)
 	if err != nil {
 		log.Close()
 		return nil, fmt.Errorf("coordinator: replay: %w", err)

@@ -143,6 +143,25 @@ func checkOutcomes(t *testing.T, st *State, outs []outcome) {
 	}
 }
 
+// settle waits until nothing is unfinished, checks every invariant of the
+// services and across them, and returns the state.
+func settle(t *testing.T, e *Engine) State {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.WaitQuiet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func TestEngineConcurrentPurchasesUnderFaults(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -166,18 +185,9 @@ func TestEngineConcurrentPurchasesUnderFaults(t *testing.T) {
 	}
 	reqs := genRequests(rng, n, 32, 64)
 	outs := submitAll(t, e, reqs, 64)
+	st := settle(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := e.WaitQuiet(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Check(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := e.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	checkOutcomes(t, &st, outs)
 	committed := 0
 	for _, o := range outs {
@@ -213,13 +223,7 @@ func TestEngineConcurrentPurchasesUnderFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e2.Close()
-	if err := e2.WaitQuiet(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st2, err := e2.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st2 := settle(t, e2)
 	st.Coordinator, st2.Coordinator = CoordStatus{}, CoordStatus{}
 	if !reflect.DeepEqual(st.Inventory, st2.Inventory) || !reflect.DeepEqual(st.Payment, st2.Payment) || !reflect.DeepEqual(st.Order, st2.Order) {
 		t.Fatalf("state after reopening differs from state before")

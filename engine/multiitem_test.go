@@ -96,21 +96,11 @@ func checkMultiItem(t *testing.T, st *State, outs []outcome, w purchase.World) {
 	}
 }
 
-// openReady opens an engine and waits until every service is serving.
-// Open starts the services' loops without waiting for them, and a PREPARE
-// sent to a service whose loop has not yet registered with the in-process
-// network is lost (the transaction then rolls back at its prepare
-// timeout); Quiet runs on every service's loop, so it waits for them.
-func openReady(t *testing.T, cfg Config) *Engine {
+// mustOpen opens an engine (Open returns once every loop serves).
+func mustOpen(t *testing.T, cfg Config) *Engine {
 	t.Helper()
 	e, err := Open(cfg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.WaitQuiet(ctx); err != nil {
-		e.Close()
 		t.Fatal(err)
 	}
 	return e
@@ -152,21 +142,10 @@ func TestEngineMultiItemDeadlocks(t *testing.T) {
 			cfg.PrepareTimeout = 2 * time.Second // rollbacks come from locks, not from slow votes
 			cfg.CommitRetry = 10 * time.Millisecond
 			cfg.Faults = participant.Faults{Seed: seed}
-			e := openReady(t, cfg)
+			e := mustOpen(t, cfg)
 			reqs := genMultiRequests(rng, n, items, buyers)
 			outs := submitAll(t, e, reqs, 16)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := e.WaitQuiet(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.Check(ctx); err != nil {
-				t.Fatal(err)
-			}
-			st, err := e.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := settle(t, e)
 			checkOutcomes(t, &st, outs)
 			checkMultiItem(t, &st, outs, w)
 
@@ -216,13 +195,7 @@ func TestEngineMultiItemDeadlocks(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e2.Close()
-			if err := e2.WaitQuiet(ctx); err != nil {
-				t.Fatal(err)
-			}
-			st2, err := e2.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st2 := settle(t, e2)
 			if !reflect.DeepEqual(st.Inventory, st2.Inventory) || !reflect.DeepEqual(st.Payment, st2.Payment) || !reflect.DeepEqual(st.Order, st2.Order) {
 				t.Fatalf("state after reopening differs from state before")
 			}
@@ -249,21 +222,10 @@ func TestEngineMultiItemUnderFaults(t *testing.T) {
 	cfg.LockTimeout = 50 * time.Millisecond
 	cfg.CommitRetry = 10 * time.Millisecond
 	cfg.Faults = participant.Faults{FailRate: 0.03, SlowRate: 0.01, CrashRate: 0.01, Downtime: 5 * time.Millisecond, Seed: seed}
-	e := openReady(t, cfg)
+	e := mustOpen(t, cfg)
 	defer e.Close()
 	outs := submitAll(t, e, genMultiRequests(rng, n, items, buyers), 16)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.WaitQuiet(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Check(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := e.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := settle(t, e)
 	checkOutcomes(t, &st, outs)
 	checkMultiItem(t, &st, outs, w)
 	committed := 0
@@ -295,7 +257,7 @@ func TestEngineMultiItemAllOrNothing(t *testing.T) {
 	cfg.World = &w
 	cfg.PrepareTimeout = 20 * time.Second // exact reasons: no timeout, even on a loaded machine
 	cfg.LockTimeout = 10 * time.Second
-	e := openReady(t, cfg)
+	e := mustOpen(t, cfg)
 	defer e.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -248,3 +248,15 @@ func MergeHooks(a, b Hooks) Hooks {
 	}
 	return out
 }
+
+// Replay decodes every record of log, in order, and hands it to restore
+// (a machine's Restore): the inverse of what flush writes.
+func Replay(log *wal.Log, restore func(twopc.Record) error) error {
+	return log.Replay(func(r wal.Record) error {
+		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
+		if err != nil {
+			return fmt.Errorf("log record %d: %w", r.Seq, err)
+		}
+		return restore(rec)
+	})
+}

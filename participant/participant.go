@@ -141,13 +141,7 @@ func (s *Service) open() (*incarnation, error) {
 		log.Close()
 		return nil, err
 	}
-	err = log.Replay(func(r wal.Record) error {
-		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
-		if err != nil {
-			return fmt.Errorf("log record %d: %w", r.Seq, err)
-		}
-		return m.Restore(rec)
-	})
+	err = node.Replay(log, m.Restore)
 	if err != nil {
 		log.Close()
 		return nil, fmt.Errorf("%s: replay: %w", s.cfg.ID, err)
