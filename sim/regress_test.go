@@ -40,7 +40,7 @@ func TestRegressAllAckedNoEnd(t *testing.T) {
 		}
 		// Participants answer every COMMIT with an ACK, as long as it takes.
 		for tick := 0; tick < 200 && c.Inflight() > 0; tick++ {
-			rd := c.Ready()
+			rd := c.Ready().Clone()
 			c.Advance()
 			for _, m := range rd.Messages {
 				if m.Type == twopc.MsgCommit {
@@ -131,13 +131,13 @@ func TestRegressPresumedAbortForgotten(t *testing.T) {
 	stepPart := func(m twopc.Message) []twopc.Message {
 		p := parts[m.To]
 		p.Step(m)
-		rd := p.Ready()
+		rd := p.Ready().Clone()
 		p.Advance()
 		return rd.Messages
 	}
 	stepCoord := func(m twopc.Message) twopc.Ready {
 		coord.Step(m)
-		rd := coord.Ready()
+		rd := coord.Ready().Clone()
 		clog.take(rd)
 		coord.Advance()
 		return rd
@@ -148,7 +148,7 @@ func TestRegressPresumedAbortForgotten(t *testing.T) {
 	if err := coord.Propose("t9", branches()); err != nil {
 		t.Fatal(err)
 	}
-	rd := coord.Ready()
+	rd := coord.Ready().Clone()
 	clog.take(rd)
 	coord.Advance()
 	stepPart(rd.Messages[0]) // PREPARE -> inventory: YES (lost)
@@ -168,7 +168,7 @@ func TestRegressPresumedAbortForgotten(t *testing.T) {
 	if err := coord.Propose("t9", branches()); err != nil {
 		t.Fatal(err)
 	}
-	rd = coord.Ready()
+	rd = coord.Ready().Clone()
 	clog.take(rd)
 	coord.Advance()
 	// Every PREPARE is delivered, then the held ABORT, then the votes.

@@ -700,9 +700,10 @@ func (c *Coordinator) Tick() {
 // HasReady reports whether Ready has anything to hand out.
 func (c *Coordinator) HasReady() bool { return !c.rd.Empty() }
 
-// Ready returns the work accumulated since the last Advance. The slices are
+// Ready returns the work accumulated since the last Advance. Its slices
+// are reused: they are valid only until the next Advance. The slices are
 // owned by the caller until Advance.
 func (c *Coordinator) Ready() Ready { return c.rd }
 
 // Advance tells the machine the last Ready was carried out.
-func (c *Coordinator) Advance() { c.rd = Ready{} }
+func (c *Coordinator) Advance() { c.rd.reset() }

@@ -134,7 +134,7 @@ func take(l *memLog, m interface {
 	Ready() Ready
 	Advance()
 }) Ready {
-	rd := m.Ready()
+	rd := m.Ready().Clone()
 	l.apply(&rd)
 	m.Advance()
 	return rd

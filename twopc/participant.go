@@ -624,8 +624,9 @@ func (p *Participant) Tick() {
 // HasReady reports whether Ready has anything to hand out.
 func (p *Participant) HasReady() bool { return !p.rd.Empty() }
 
-// Ready returns the work accumulated since the last Advance.
+// Ready returns the work accumulated since the last Advance. Its slices
+// are reused: they are valid only until the next Advance.
 func (p *Participant) Ready() Ready { return p.rd }
 
 // Advance tells the machine the last Ready was carried out.
-func (p *Participant) Advance() { p.rd = Ready{} }
+func (p *Participant) Advance() { p.rd.reset() }

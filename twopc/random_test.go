@@ -90,7 +90,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 		}
 	}
 	flushCoord := func() {
-		rd := coord.Ready()
+		rd := coord.Ready().Clone()
 		clog.apply(&rd)
 		coord.Advance()
 		deliver(rd.Messages)
@@ -112,7 +112,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 		}
 	}
 	flushPart := func(n *simNode) {
-		rd := n.part.Ready()
+		rd := n.part.Ready().Clone()
 		n.log.apply(&rd)
 		n.part.Advance()
 		deliver(rd.Messages)

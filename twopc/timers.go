@@ -1,6 +1,9 @@
 package twopc
 
-import "container/heap"
+import (
+	"cmp"
+	"slices"
+)
 
 // timerKind says what a timer is for.
 type timerKind uint8
@@ -22,46 +25,82 @@ type timer struct {
 	gen  uint32
 }
 
-// timers is a min-heap of timers ordered by (at, seq).
+// timers is a hashed timing wheel: a timer due at tick t waits in slot
+// t mod wheelSlots, and each tick scans only its own slot (timers further
+// than one turn away stay put until their turn comes round). Adding is O(1)
+// and firing is O(due), where the binary heap it replaced paid O(log n) per
+// timer on the hot path (every PREPARE arms one). Timers fire tick by tick,
+// in the order they were set within a tick; one set for a tick already
+// passed fires at the next pop. Nothing depends on a finer order: a timer's
+// owner checks that it still applies when it fires.
 type timers struct {
-	h   timerHeap
-	seq uint64
+	slots [wheelSlots][]timer
+	cur   uint64  // first tick whose slot has not been scanned yet
+	due   []timer // fired by the last scan, handed out by pop
+	di    int
+	n     int
+	seq   uint64
 }
+
+const wheelSlots = 1024 // a power of two
 
 func (t *timers) add(at uint64, tx string, kind timerKind, gen uint32) {
 	t.seq++
-	heap.Push(&t.h, timer{at: at, seq: t.seq, tx: tx, kind: kind, gen: gen})
+	t.n++
+	tm := timer{at: at, seq: t.seq, tx: tx, kind: kind, gen: gen}
+	if at < t.cur { // its tick was scanned already: due at the next pop
+		t.due = append(t.due, tm)
+		return
+	}
+	s := &t.slots[at&(wheelSlots-1)]
+	*s = append(*s, tm)
 }
 
 // pop returns the next timer due at or before now.
 func (t *timers) pop(now uint64) (timer, bool) {
-	if len(t.h) == 0 || t.h[0].at > now {
-		return timer{}, false
+	for {
+		if t.di < len(t.due) {
+			tm := t.due[t.di]
+			t.due[t.di] = timer{}
+			t.di++
+			t.n--
+			return tm, true
+		}
+		t.due, t.di = t.due[:0], 0
+		if t.cur > now {
+			return timer{}, false
+		}
+		if now-t.cur >= wheelSlots { // a jump of a whole turn: scan every slot once
+			for i := range t.slots {
+				t.scan(i, now)
+			}
+			slices.SortFunc(t.due, func(a, b timer) int {
+				return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.seq, b.seq))
+			})
+			t.cur = now + 1
+			continue
+		}
+		t.scan(int(t.cur&(wheelSlots-1)), t.cur)
+		t.cur++
 	}
-	return heap.Pop(&t.h).(timer), true
 }
 
-func (t *timers) len() int { return len(t.h) }
-
-type timerHeap []timer
-
-func (h timerHeap) Len() int { return len(h) }
-func (h timerHeap) Less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
+// scan moves the timers of slot i due at or before upTo to t.due.
+func (t *timers) scan(i int, upTo uint64) {
+	s := t.slots[i]
+	keep := s[:0]
+	for _, tm := range s {
+		if tm.at <= upTo {
+			t.due = append(t.due, tm)
+		} else {
+			keep = append(keep, tm)
+		}
 	}
-	return h[i].seq < h[j].seq
+	clear(s[len(keep):])
+	t.slots[i] = keep
 }
-func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timer)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	n := len(old)
-	x := old[n-1]
-	old[n-1] = timer{}
-	*h = old[:n-1]
-	return x
-}
+
+func (t *timers) len() int { return t.n }
 
 // backoff returns the retry delay for attempt n (0-based): base doubled per
 // attempt, capped at max, plus jitter in [0, delay/2] from rnd.

@@ -3,6 +3,7 @@ package twopc
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // CoordinatorID is the node name of the coordinator on the transport.
@@ -275,6 +276,20 @@ func (rd *Ready) MustSync() bool {
 		}
 	}
 	return false
+}
+
+// reset empties rd for reuse, keeping its buffers: a machine's Ready is
+// valid only until the next Advance.
+func (rd *Ready) reset() {
+	clear(rd.Records)
+	clear(rd.Messages)
+	clear(rd.Outcomes)
+	rd.Records, rd.Messages, rd.Outcomes = rd.Records[:0], rd.Messages[:0], rd.Outcomes[:0]
+}
+
+// Clone returns a copy of rd that stays valid after Advance.
+func (rd Ready) Clone() Ready {
+	return Ready{Records: slices.Clone(rd.Records), Messages: slices.Clone(rd.Messages), Outcomes: slices.Clone(rd.Outcomes)}
 }
 
 // Empty reports whether there is nothing to do.
