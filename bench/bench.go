@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -134,8 +135,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer eng.Close()
 
+	// Latencies go to a few shared histograms (an HdrHistogram is large:
+	// one per client would cost more than the transactions at c=1024).
+	type shard struct {
+		mu   sync.Mutex
+		hist *hdrhistogram.Histogram
+	}
+	shards := make([]shard, min(cfg.Concurrency, 4*runtime.GOMAXPROCS(0)))
+	for i := range shards {
+		shards[i].hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	}
 	type worker struct {
-		hist      *hdrhistogram.Histogram
 		committed int64
 		aborts    map[string]int64
 		err       error
@@ -150,18 +160,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	deadline := start.Add(cfg.Duration)
 	var wg sync.WaitGroup
 	for i := range workers {
-		wk := &worker{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3), aborts: map[string]int64{}}
+		wk := &worker{aborts: map[string]int64{}}
+		sh := &shards[i%len(shards)]
 		workers[i] = wk
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
 			card := purchase.Card{Last4: "4242", ExpMonth: 12, ExpYear: 2099}
+			prefix := "b" + strconv.Itoa(i) + "-"
 			for n := 0; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 				req := purchase.Request{
-					TxID:     fmt.Sprintf("b%d-%d", i, n),
-					UserID:   fmt.Sprintf("u%d", rng.IntN(cfg.HotKeys)),
-					ItemID:   fmt.Sprintf("i%d", rng.IntN(cfg.HotKeys)),
+					TxID:     prefix + strconv.Itoa(n),
+					UserID:   "u" + strconv.Itoa(rng.IntN(cfg.HotKeys)),
+					ItemID:   "i" + strconv.Itoa(rng.IntN(cfg.HotKeys)),
 					Quantity: 1, Price: money.Cents(100), Amount: money.Cents(100), Card: card,
 				}
 				t0 := time.Now()
@@ -170,7 +182,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					wk.err = err
 					return
 				}
-				wk.hist.RecordValue(max(1, int64(time.Since(t0)/time.Microsecond)))
+				lat := max(1, int64(time.Since(t0)/time.Microsecond))
+				sh.mu.Lock()
+				sh.hist.RecordValue(lat)
+				sh.mu.Unlock()
 				if o.Committed {
 					wk.committed++
 				} else {
@@ -192,12 +207,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if wk.err != nil {
 			return res, wk.err
 		}
-		hist.Merge(wk.hist)
 		res.Committed += wk.committed
 		for k, v := range wk.aborts {
 			res.Aborts[k] += v
 			res.Aborted += v
 		}
+	}
+	for i := range shards {
+		hist.Merge(shards[i].hist)
 	}
 	total := res.Committed + res.Aborted
 	res.TxPerSec = float64(res.Committed) / elapsed.Seconds()

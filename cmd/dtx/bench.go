@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -35,6 +36,7 @@ func benchCmd() *cobra.Command {
 		dir          string
 		seed         uint64
 		cpuProfile   string
+		memProfile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -90,6 +92,14 @@ same order). --deadlock all compares the three policies.`,
 					return err
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if memProfile != "" {
+				runtime.MemProfileRate = 64 << 10
+				defer func() {
+					if err := writeHeapProfile(memProfile); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+					}
+				}()
 			}
 			tty := term.IsTerminal(int(os.Stderr.Fd()))
 			floor, err := bench.MeasureFloor(dir)
@@ -153,7 +163,20 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the workload")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
+	fl.StringVar(&memProfile, "memprofile", "", "write an allocation profile (pprof; go tool pprof -sample_index=alloc_space) of the whole run to this file")
 	return cmd
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
