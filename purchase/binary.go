@@ -1,6 +1,7 @@
 package purchase
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -248,4 +249,28 @@ func (d *binReader) bytes(field string, max int) span {
 		return span{}
 	}
 	return d.fixed(field, int(n))
+}
+
+// BinaryCache remembers the last request it decoded, so that a service that
+// reads one operation several times in a row (its lock keys, then its
+// prepare) decodes it once. The zero value is ready; it is not safe for
+// concurrent use. Requests it returns share memory with each other: treat
+// them as read-only.
+type BinaryCache struct {
+	op  []byte
+	req Request
+}
+
+// Decode returns op decoded, from the cache when op is the last one seen.
+// The cache keeps a reference to op, which must not change afterwards.
+func (c *BinaryCache) Decode(op []byte) (Request, error) {
+	if c.op != nil && bytes.Equal(op, c.op) {
+		return c.req, nil
+	}
+	var r Request
+	if err := r.UnmarshalBinary(op); err != nil {
+		return r, err
+	}
+	c.op, c.req = op, r
+	return r, nil
 }

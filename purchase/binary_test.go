@@ -313,3 +313,32 @@ func (m *runtimeMem) read() {
 	runtime.ReadMemStats(&s)
 	m.bytes = s.TotalAlloc
 }
+
+func TestBinaryCache(t *testing.T) {
+	enc := func(tx string) []byte {
+		r := Request{TxID: tx, UserID: "u", ItemID: "i", Quantity: 2, Price: 150, Amount: 300,
+			Card: Card{Last4: "4242", ExpMonth: 1, ExpYear: 2099}}
+		b, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var c BinaryCache
+	a, b := enc("a"), enc("b")
+	for _, tc := range []struct {
+		op   []byte
+		want string
+	}{{a, "a"}, {a, "a"}, {b, "b"}, {append([]byte(nil), a...), "a"}, {[]byte{9}, ""}, {b, "b"}} {
+		r, err := c.Decode(tc.op)
+		if tc.want == "" {
+			if err == nil {
+				t.Fatalf("Decode(%x): no error", tc.op)
+			}
+			continue
+		}
+		if err != nil || r.TxID != tc.want {
+			t.Fatalf("Decode: got %q, %v; want %q", r.TxID, err, tc.want)
+		}
+	}
+}

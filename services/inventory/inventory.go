@@ -72,6 +72,7 @@ type Store struct {
 	items    map[string]*Item
 	prepared map[string]Reservation
 	sold     map[string]Reservation
+	ops      purchase.BinaryCache // the last operation decoded
 }
 
 var _ twopc.Resource = (*Store)(nil)
@@ -91,9 +92,11 @@ func New(w purchase.World) *Store {
 
 // decode decodes an operation. Its Items are 1 to purchase.MaxItems lines
 // with distinct item ids (UnmarshalBinary checks it).
-func decode(op []byte) (purchase.Request, error) {
-	var r purchase.Request
-	if err := r.UnmarshalBinary(op); err != nil {
+// decode reads an operation; Keys and then Prepare of one branch decode
+// it once.
+func (s *Store) decode(op []byte) (purchase.Request, error) {
+	r, err := s.ops.Decode(op)
+	if err != nil {
 		return r, fmt.Errorf("malformed operation: %w", err)
 	}
 	return r, nil
@@ -101,7 +104,7 @@ func decode(op []byte) (purchase.Request, error) {
 
 // Keys locks every item of the order, in the order of the request.
 func (s *Store) Keys(tx string, op []byte) ([]string, error) {
-	r, err := decode(op)
+	r, err := s.decode(op)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +119,7 @@ func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 // and otherwise reserves nothing and names the first item, in the order of
 // the request, that is unknown or short.
 func (s *Store) Prepare(tx string, op []byte) error {
-	r, err := decode(op)
+	r, err := s.decode(op)
 	if err != nil {
 		return err
 	}

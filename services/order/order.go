@@ -43,6 +43,7 @@ func (o Order) clone() Order {
 type Store struct {
 	pending map[string]Order
 	orders  map[string]Order
+	ops     purchase.BinaryCache // the last operation decoded
 }
 
 var _ twopc.Resource = (*Store)(nil)
@@ -52,9 +53,11 @@ func New() *Store {
 	return &Store{pending: make(map[string]Order), orders: make(map[string]Order)}
 }
 
-func decode(op []byte) (purchase.Request, error) {
-	var r purchase.Request
-	if err := r.UnmarshalBinary(op); err != nil {
+// decode reads an operation; Keys and then Prepare of one branch decode
+// it once.
+func (s *Store) decode(op []byte) (purchase.Request, error) {
+	r, err := s.ops.Decode(op)
+	if err != nil {
 		return r, fmt.Errorf("malformed operation: %w", err)
 	}
 	return r, nil
@@ -62,7 +65,7 @@ func decode(op []byte) (purchase.Request, error) {
 
 // Keys locks the order id.
 func (s *Store) Keys(tx string, op []byte) ([]string, error) {
-	if _, err := decode(op); err != nil {
+	if _, err := s.decode(op); err != nil {
 		return nil, err
 	}
 	return []string{"order:" + tx}, nil
@@ -70,7 +73,7 @@ func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 
 // Prepare claims the order id.
 func (s *Store) Prepare(tx string, op []byte) error {
-	r, err := decode(op)
+	r, err := s.decode(op)
 	if err != nil {
 		return err
 	}

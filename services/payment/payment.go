@@ -40,6 +40,7 @@ type Store struct {
 	charges  map[string]Charge
 	year     int
 	month    int
+	ops      purchase.BinaryCache // the last operation decoded
 }
 
 var _ twopc.Resource = (*Store)(nil)
@@ -60,9 +61,11 @@ func New(w purchase.World, today time.Time) *Store {
 	return s
 }
 
-func decode(op []byte) (purchase.Request, error) {
-	var r purchase.Request
-	if err := r.UnmarshalBinary(op); err != nil {
+// decode reads an operation; Keys and then Prepare of one branch decode
+// it once.
+func (s *Store) decode(op []byte) (purchase.Request, error) {
+	r, err := s.ops.Decode(op)
+	if err != nil {
 		return r, fmt.Errorf("malformed operation: %w", err)
 	}
 	return r, nil
@@ -70,7 +73,7 @@ func decode(op []byte) (purchase.Request, error) {
 
 // Keys locks the buyer's account.
 func (s *Store) Keys(tx string, op []byte) ([]string, error) {
-	r, err := decode(op)
+	r, err := s.decode(op)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +83,7 @@ func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 // Prepare holds the amount, the order's total over all its items, if the
 // card is valid and the balance covers it.
 func (s *Store) Prepare(tx string, op []byte) error {
-	r, err := decode(op)
+	r, err := s.decode(op)
 	if err != nil {
 		return err
 	}
