@@ -49,7 +49,7 @@ type Coordinator struct {
 	node *node.Node
 
 	done    chan struct{}                   // closed when Run returns
-	waiters map[string][]chan twopc.Outcome // loop goroutine only
+	waiters map[string]waitList             // loop goroutine only
 	lookups map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
 
 	stop context.Context // cancelled by Close
@@ -91,7 +91,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		log:     log,
 		m:       m,
 		done:    make(chan struct{}),
-		waiters: make(map[string][]chan twopc.Outcome),
+		waiters: make(map[string]waitList),
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
@@ -140,20 +140,33 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) deliver(outs []twopc.Outcome) {
 	for _, o := range outs {
 		c.answerLookups(o)
-		ws := c.waiters[o.Tx]
-		if len(ws) == 0 {
+		w, ok := c.waiters[o.Tx]
+		if !ok {
 			if o.Recovered && c.cfg.OnRecovered != nil {
 				c.cfg.OnRecovered(o)
 			}
 			continue
 		}
-		ws[0] <- o
-		if len(ws) == 1 {
+		w.first <- result{o: o}
+		if len(w.more) == 0 {
 			delete(c.waiters, o.Tx)
 		} else {
-			c.waiters[o.Tx] = ws[1:]
+			c.waiters[o.Tx] = waitList{first: w.more[0], more: w.more[1:]}
 		}
 	}
+}
+
+// result is what a Submit waits for.
+type result struct {
+	o   twopc.Outcome
+	err error
+}
+
+// waitList holds the Submits waiting for one transaction's outcome, in
+// order (more than one only for duplicate submissions).
+type waitList struct {
+	first chan result
+	more  []chan result
 }
 
 // ErrClosed is returned by Submit when the coordinator is not running.
@@ -164,17 +177,23 @@ var ErrClosed = errors.New("coordinator: closed")
 // If ctx ends first, the caller has learned nothing: the transaction may
 // still commit; ask again with the same id.
 func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
-	ch := make(chan twopc.Outcome, 1)
-	var perr error
-	err := c.node.Do(ctx, c.done, func() {
-		c.waiters[tx] = append(c.waiters[tx], ch)
-		if perr = c.m.Propose(tx, branches); perr != nil {
-			ws := c.waiters[tx]
-			if len(ws) == 1 {
-				delete(c.waiters, tx)
+	ch := make(chan result, 1)
+	err := c.node.Post(ctx, c.done, func() {
+		w, dup := c.waiters[tx]
+		if dup {
+			w.more = append(w.more, ch)
+		} else {
+			w.first = ch
+		}
+		c.waiters[tx] = w
+		if err := c.m.Propose(tx, branches); err != nil {
+			if dup {
+				w.more = w.more[:len(w.more)-1]
+				c.waiters[tx] = w
 			} else {
-				c.waiters[tx] = ws[:len(ws)-1]
+				delete(c.waiters, tx)
 			}
+			ch <- result{err: err}
 		}
 	})
 	if err == node.ErrStopped {
@@ -183,12 +202,9 @@ func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Br
 	if err != nil {
 		return twopc.Outcome{}, err
 	}
-	if perr != nil {
-		return twopc.Outcome{}, perr
-	}
 	select {
-	case o := <-ch:
-		return o, nil
+	case r := <-ch:
+		return r.o, r.err
 	case <-ctx.Done():
 		return twopc.Outcome{}, ctx.Err()
 	case <-c.done:

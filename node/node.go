@@ -121,6 +121,20 @@ func (n *Node) Do(ctx context.Context, done <-chan struct{}, f func()) error {
 	}
 }
 
+// Post queues f to run on the loop goroutine and returns without waiting
+// for it. It fails if ctx ends or the node stops (done closed) before f is
+// queued; a node that stops after that never runs f.
+func (n *Node) Post(ctx context.Context, done <-chan struct{}, f func()) error {
+	select {
+	case n.calls <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrStopped
+	}
+}
+
 // ErrStopped is returned by Do when the node is not running.
 var ErrStopped = errors.New("node: stopped")
 
