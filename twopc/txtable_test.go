@@ -1,0 +1,79 @@
+package twopc
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+)
+
+// TestTxTableMatchesMap drives the table and a Go map with the same random
+// puts (new keys, replacements with and without text, empty keys) and
+// checks every key after each step batch and through All.
+func TestTxTableMatchesMap(t *testing.T) {
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 2))
+	type val struct {
+		state uint8
+		text  string
+	}
+	want := map[string]val{}
+	tab := newTxTable()
+	for step := 0; step < 20000; step++ {
+		key := strconv.Itoa(rng.IntN(5000))
+		if rng.IntN(50) == 0 {
+			key = ""
+		}
+		v := val{state: uint8(rng.IntN(4)), text: ""}
+		if rng.IntN(3) == 0 {
+			v.text = "reason " + strconv.Itoa(rng.IntN(100))
+		}
+		tab.Put(key, v.state, v.text)
+		want[key] = v
+		if step%997 == 0 || step == 19999 {
+			if tab.Len() != len(want) {
+				t.Fatalf("seed %d step %d: Len %d, want %d", seed, step, tab.Len(), len(want))
+			}
+			for k, w := range want {
+				st, text, ok := tab.Get(k)
+				if !ok || st != w.state || text != w.text {
+					t.Fatalf("seed %d step %d: Get(%q) = %d %q %v, want %d %q", seed, step, k, st, text, ok, w.state, w.text)
+				}
+			}
+			for _, k := range []string{"absent", "-1", "5000"} {
+				if _, _, ok := tab.Get(k); ok {
+					t.Fatalf("seed %d: Get(%q) found a key never put", seed, k)
+				}
+			}
+			seen := 0
+			tab.All(func(k string, st uint8, text string) bool {
+				seen++
+				if w, ok := want[k]; !ok || w.state != st || w.text != text {
+					t.Fatalf("seed %d: All gave %q %d %q, want %+v", seed, k, st, text, w)
+				}
+				return true
+			})
+			if seen != len(want) {
+				t.Fatalf("seed %d: All gave %d keys, want %d", seed, seen, len(want))
+			}
+		}
+	}
+}
+
+func BenchmarkTxTablePut(b *testing.B) {
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = "b12-" + strconv.Itoa(i)
+	}
+	b.Run("txTable", func(b *testing.B) {
+		tab := newTxTable()
+		for i := 0; b.Loop(); i++ {
+			tab.Put(ids[i&(len(ids)-1)]+strconv.Itoa(i>>16), 1, "")
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		m := map[string]finished{}
+		for i := 0; b.Loop(); i++ {
+			m[ids[i&(len(ids)-1)]+strconv.Itoa(i>>16)] = finished{committed: true}
+		}
+	})
+}
