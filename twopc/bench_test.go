@@ -2,8 +2,18 @@ package twopc
 
 import (
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // nopRes is a Resource that locks one key per branch and keeps nothing:
 // the benchmarks measure the protocol, not a business.
@@ -109,6 +119,7 @@ func BenchmarkTransaction(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			for i := 0; i < b.N; i += batch {
 				for j := i; j < min(i+batch, b.N); j++ {
 					if err := bc.c.Propose(ids[j], ops[j]); err != nil {
@@ -119,6 +130,9 @@ func BenchmarkTransaction(b *testing.B) {
 				bc.tick()
 			}
 			b.StopTimer()
+			// Process CPU time (GC included) is steadier than wall time
+			// on a shared machine.
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 			if n := bc.c.Inflight(); n != 0 {
 				b.Fatalf("%d transactions unfinished", n)
 			}

@@ -537,7 +537,11 @@ func (p *Participant) stepCommit(m Message) {
 	case b != nil && b.state == BranchPrepared:
 		op := b.op
 		p.res.Commit(m.Tx, op)
-		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx, Force: true})
+		// Not forced: the coordinator remembers every outcome, so a branch
+		// that loses this record in a crash is in doubt again, asks, and
+		// is told COMMIT again. The next forced record of this log (any
+		// PREPARED) makes it durable on the way.
+		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx})
 		p.finish(m.Tx, b, BranchCommitted)
 		p.send(MsgAck, m.Tx, 0, "")
 	case b != nil && b.state == BranchCommitted:

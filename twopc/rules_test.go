@@ -249,10 +249,11 @@ func TestParticipantIdempotency(t *testing.T) {
 	if v := msgsOf(rd, MsgVote); len(v) != 1 || v[0].Vote != VoteYes || hasRecord(rd, RecPrepared) {
 		t.Fatalf("duplicate PREPARE: %+v", rd)
 	}
-	// COMMIT twice: applied once, ACKed twice, COMMITTED forced first.
+	// COMMIT twice: applied once, ACKed twice; COMMITTED is logged but not
+	// forced (see TestParticipantLosesUnforcedCommitted).
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
 	rd = take(&l, p)
-	if !rd.MustSync() || !hasRecord(rd, RecCommitted) || len(msgsOf(rd, MsgAck)) != 1 {
+	if rd.MustSync() || !hasRecord(rd, RecCommitted) || len(msgsOf(rd, MsgAck)) != 1 {
 		t.Fatalf("COMMIT: %+v", rd)
 	}
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
@@ -522,5 +523,65 @@ func TestRestartNoticeResendsPrepare(t *testing.T) {
 	p = mustPart(t, "a", &pl, newKV())
 	if m := msgsOf(take(&pl, p), MsgRestarted); len(m) != 1 {
 		t.Fatalf("a participant's Start from a log must announce the restart")
+	}
+}
+
+// TestParticipantLosesUnforcedCommitted: COMMITTED is not forced and the ACK
+// leaves at once, so the coordinator may END a transaction whose COMMITTED
+// a participant then loses in a crash. The branch comes back in doubt, with
+// its locks; its inquiry is answered COMMIT from the coordinator's outcome
+// table (even after a coordinator restart), and it commits exactly once.
+func TestParticipantLosesUnforcedCommitted(t *testing.T) {
+	var cl, pl memLog
+	c := mustCoord(t, &cl)
+	take(&cl, c)
+	res := newKV()
+	p := mustPart(t, "a", &pl, res)
+	if err := c.Propose("t1", []Branch{{Node: "a", Op: []byte("k1")}}); err != nil {
+		t.Fatal(err)
+	}
+	prep := msgsOf(take(&cl, c), MsgPrepare)
+	p.Step(prep[0])
+	c.Step(msgsOf(take(&pl, p), MsgVote)[0])
+	commit := msgsOf(take(&cl, c), MsgCommit)
+	p.Step(commit[0])
+	rd := take(&pl, p)
+	if rd.MustSync() {
+		t.Fatalf("COMMITTED alone must not force a sync: %+v", rd)
+	}
+	c.Step(msgsOf(rd, MsgAck)[0])
+	take(&cl, c) // END
+	if st, _ := c.State("t1"); st != CoordCommitted {
+		t.Fatalf("coordinator: %v, want COMMITTED", st)
+	}
+	// The participant crashes before anything forces its log: COMMITTED is
+	// gone. The coordinator restarts too.
+	pl.crash()
+	cl.crash()
+	c = mustCoord(t, &cl)
+	take(&cl, c)
+	res2 := newKV()
+	p = mustPart(t, "a", &pl, res2)
+	if p.InDoubt() != 1 {
+		t.Fatalf("after losing COMMITTED the branch must be in doubt, got %d in doubt", p.InDoubt())
+	}
+	// A conflicting PREPARE waits: the in-doubt branch holds its lock.
+	p.Step(prepareMsg("t2", "a", "k1", 2))
+	inq := msgsOf(take(&pl, p), MsgInquire)
+	if len(inq) != 1 || inq[0].Tx != "t1" {
+		t.Fatalf("want one inquiry for t1, got %v", inq)
+	}
+	c.Step(inq[0])
+	ans := msgsOf(take(&cl, c), MsgCommit)
+	if len(ans) != 1 {
+		t.Fatalf("inquiry after END must be answered COMMIT, got %v", ans)
+	}
+	p.Step(ans[0])
+	rd = take(&pl, p)
+	if res2.committed["t1"] != "k1" || len(res2.committed) != 1 {
+		t.Fatalf("t1 must commit exactly once after the inquiry: %v", res2.committed)
+	}
+	if v := msgsOf(rd, MsgVote); len(v) != 1 || v[0].Tx != "t2" || v[0].Vote != VoteYes {
+		t.Fatalf("t2 must get the lock and vote YES once t1 committed: %+v", rd)
 	}
 }
