@@ -24,7 +24,13 @@ import (
 //	drop [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
 //	hold [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
 //	                             take messages off the network, to inject later
+//	dup [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
+//	                             hold a copy of queued messages (a duplicate
+//	                             the network will deliver late, on release)
 //	release                      put every held message back on the network
+//	inject type=TYPE from=NODE tx=TX [attempt=N]
+//	                             deliver a message from NODE to the
+//	                             coordinator (an INQUIRE, say)
 //	tick [n=N]                   tick every machine n times
 //	stabilize                    deliver everything until the network is empty
 //	queue                        show queued messages
@@ -181,7 +187,7 @@ func describe(m Message) string {
 	if m.Type == MsgVote {
 		s += " " + m.Vote.String()
 	}
-	if m.Reason != "" && m.Type != MsgAbort {
+	if m.Reason != "" && (m.Type != MsgAbort || strings.Contains(m.Reason, "superseded")) {
 		s += " (" + m.Reason + ")"
 	}
 	return s
@@ -233,6 +239,33 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			return "error: " + err.Error() + "\n"
 		}
 		s.flush()
+	case "dup":
+		for _, m := range s.queue {
+			if matches(m, d) {
+				s.held = append(s.held, m)
+				fmt.Fprintf(&s.out, "duplicated %s\n", describe(m))
+			}
+		}
+	case "inject":
+		m := Message{To: CoordinatorID}
+		for _, a := range d.CmdArgs {
+			switch a.Key {
+			case "type":
+				for typ := MsgType(1); typ < msgTypeEnd; typ++ {
+					if typ.String() == strings.ToUpper(a.Vals[0]) {
+						m.Type = typ
+					}
+				}
+			case "from":
+				m.From = a.Vals[0]
+			case "tx":
+				m.Tx = a.Vals[0]
+			case "attempt":
+				n, _ := strconv.Atoi(a.Vals[0])
+				m.Attempt = uint32(n)
+			}
+		}
+		s.deliver(m)
 	case "deliver", "drop", "hold":
 		limit := -1
 		for _, a := range d.CmdArgs {
