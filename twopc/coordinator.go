@@ -332,9 +332,9 @@ func newCoordTx(id string, nodes []string) *coordTx {
 		id:      id,
 		attempt: 1,
 		state:   CoordCollecting,
-		nodes: slices.Clone(nodes),
-		votes: make([]Vote, len(nodes)),
-		acked: make([]bool, len(nodes)),
+		nodes:   slices.Clone(nodes),
+		votes:   make([]Vote, len(nodes)),
+		acked:   make([]bool, len(nodes)),
 	}
 }
 
