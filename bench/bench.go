@@ -51,7 +51,9 @@ type Config struct {
 	NetJitter time.Duration
 	// LockTimeout and PrepareTimeout (0: the engine's defaults).
 	LockTimeout, PrepareTimeout time.Duration
-	Seed                        uint64
+	// MaxAttempts bounds the runs of a deadlock victim (0: the default).
+	MaxAttempts int
+	Seed        uint64
 }
 
 // Result is what one run measured.
@@ -73,9 +75,11 @@ type Result struct {
 	AllocsPerTx float64          `json:"allocs_per_tx"`
 	FsyncsPerTx float64          `json:"fsyncs_per_tx"`
 	MsgsPerTx   float64          `json:"messages_per_tx"`
-	// Deadlocks broken by the coordinator (global cycles) and wounds.
-	Cycles uint64 `json:"global_cycles"`
-	Wounds uint64 `json:"wounds"`
+	// Deadlocks broken by the coordinator (global cycles) and wounds, and
+	// deadlock victims restarted instead of rolled back.
+	Cycles   uint64 `json:"global_cycles"`
+	Wounds   uint64 `json:"wounds"`
+	Restarts uint64 `json:"restarts"`
 	// DetectP50 is the median time from a global cycle formed to its victim
 	// aborted (detect policy; 0 if no cycle).
 	DetectP50 time.Duration `json:"detect_p50_ns"`
@@ -119,6 +123,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	ec.World = &w
 	ec.Tick = tick
 	ec.Deadlock = cfg.Deadlock
+	ec.MaxAttempts = cfg.MaxAttempts
 	if cfg.LockTimeout > 0 {
 		ec.LockTimeout = cfg.LockTimeout
 	}
@@ -231,7 +236,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Cycles, res.Wounds = ds.Cycles, ds.Wounds
+	res.Cycles, res.Wounds, res.Restarts = ds.Cycles, ds.Wounds, ds.Restarts
 	if len(ds.DetectTicks) > 0 {
 		t := slices.Clone(ds.DetectTicks)
 		slices.Sort(t)

@@ -64,6 +64,11 @@ type Config struct {
 	// DetectEvery is how often services check their lock waits for
 	// deadlocks (and report them to the coordinator under detect).
 	DetectEvery time.Duration
+	// MaxAttempts bounds how often a deadlock victim (wounded, or the
+	// victim of a cycle) runs: it is restarted with the same id and
+	// timestamp instead of being rolled back, up to this many attempts in
+	// all. 0 means twopc.DefaultMaxAttempts (8); 1 means no restarts.
+	MaxAttempts int
 	// Faults are the simulated failures of each service.
 	Faults participant.Faults
 	// NetFaults are the simulated failures of the in-process network.
@@ -106,6 +111,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("engine: commit retry %v is shorter than a tick (%v)", c.CommitRetry, c.Tick)
 	case c.LockTimeout < c.Tick:
 		return fmt.Errorf("engine: lock timeout %v is shorter than a tick (%v)", c.LockTimeout, c.Tick)
+	case c.MaxAttempts < 0:
+		return fmt.Errorf("engine: max attempts %d is negative (0: default %d, 1: no restarts)", c.MaxAttempts, twopc.DefaultMaxAttempts)
 	}
 	for name, p := range map[string]float64{"fail rate": c.Faults.FailRate, "slow rate": c.Faults.SlowRate, "crash rate": c.Faults.CrashRate} {
 		if p < 0 || p > 1 {

@@ -49,6 +49,7 @@ func (c Config) CoordinatorMachine() twopc.CoordinatorConfig {
 	mc.RetryBase = ticks(c.CommitRetry, c.Tick)
 	mc.RetryMax = 20 * mc.RetryBase
 	mc.MaxInflight = c.MaxInflight
+	mc.MaxAttempts = c.MaxAttempts
 	if c.DetectEvery > 0 {
 		mc.WaitsTTL = 4 * ticks(c.DetectEvery, c.Tick)
 	}

@@ -125,12 +125,13 @@ func (f timedFile) Sync() error {
 // coordMetrics are the coordinator's transaction metrics, fed from its
 // log records (on the loop goroutine) and its client API.
 type coordMetrics struct {
-	txs     *prometheus.CounterVec
-	phase   *prometheus.HistogramVec
-	submit  prometheus.Histogram
-	retries prometheus.Counter
-	dups    prometheus.Counter
-	nodes   []string
+	txs      *prometheus.CounterVec
+	phase    *prometheus.HistogramVec
+	submit   prometheus.Histogram
+	retries  prometheus.Counter
+	restarts prometheus.Counter
+	dups     prometheus.Counter
+	nodes    []string
 
 	// Loop goroutine only.
 	begun   map[string]time.Time
@@ -154,6 +155,9 @@ func newCoordMetrics(reg *prometheus.Registry, nodes []string) *coordMetrics {
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dtx_commit_retries_total", Help: "COMMIT resends to participants that had not acknowledged.",
 		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dtx_deadlock_restarts_total", Help: "Deadlock victims restarted as a new attempt (same id and timestamp) instead of rolled back.",
+		}),
 		dups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dtx_duplicate_submissions_total", Help: "Submissions of a transaction id seen before (answered with the first outcome).",
 		}),
@@ -161,7 +165,7 @@ func newCoordMetrics(reg *prometheus.Registry, nodes []string) *coordMetrics {
 		begun:   map[string]time.Time{},
 		decided: map[string]time.Time{},
 	}
-	reg.MustRegister(m.txs, m.phase, m.submit, m.retries, m.dups)
+	reg.MustRegister(m.txs, m.phase, m.submit, m.retries, m.restarts, m.dups)
 	return m
 }
 
@@ -189,6 +193,8 @@ func (m *coordMetrics) onRecord(r *twopc.Record) {
 			m.phase.WithLabelValues("prepare").Observe(now.Sub(t).Seconds())
 			delete(m.begun, r.Tx)
 		}
+	case twopc.RecRestart:
+		m.restarts.Inc()
 	case twopc.RecEvent:
 		if strings.HasPrefix(r.Reason, "commit retry") {
 			m.retries.Inc()

@@ -21,6 +21,8 @@ type Summary struct {
 	Aborted    int
 	Crashes    int
 	Restarts   int
+	// TxRestarts counts deadlock victims restarted as a new attempt.
+	TxRestarts uint64
 	MultiDown  int   // crashes that left two or more components down at once
 	MaxDown    int   // most components down at the same moment, in any run
 	Events     int64 // simulated events, all runs
@@ -46,6 +48,7 @@ func (s *Summary) Add(r *Result) {
 	s.Aborted += r.Aborted
 	s.Crashes += r.Crashes
 	s.Restarts += r.Restarts
+	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
 	s.MaxDown = max(s.MaxDown, r.MaxDown)
 	s.Events += int64(r.Events)
@@ -143,6 +146,7 @@ func (s *Summary) Print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "transactions: %d committed, %d rolled back\n", s.Committed, s.Aborted)
+	fmt.Fprintf(w, "deadlock victims restarted (same id and timestamp): %d\n", s.TxRestarts)
 	fmt.Fprintf(w, "crashes: %d (%d recoveries); %d left two or more components down at once (at most %d)\n",
 		s.Crashes, s.Restarts, s.MultiDown, s.MaxDown)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",

@@ -212,5 +212,8 @@ func (s *Sim) replayState(c *comp) (any, error) {
 
 func (s *Sim) finishResult() Result {
 	s.res.Hash = s.hash.h
+	if c := s.comps[0]; c.coord != nil {
+		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
+	}
 	return s.res
 }

@@ -52,8 +52,12 @@ type Result struct {
 	Aborted    int
 	Events     int
 	Messages   int
-	Crashes    int    // component crashes of every kind
-	Restarts   int    // successful recoveries
+	Crashes    int // component crashes of every kind
+	Restarts   int // successful recoveries
+	// Deadlock is the policy this run drew; TxRestarts counts deadlock
+	// victims the coordinator restarted as a new attempt (all incarnations).
+	Deadlock   twopc.DeadlockPolicy
+	TxRestarts uint64
 	MultiDown  int    // crashes that left two or more components down at once
 	MaxDown    int    // most components down at the same moment
 	HealTick   uint64 // when faults stopped
@@ -235,6 +239,7 @@ func newSim(cfg Config) (*Sim, error) {
 	s.res.Seed = cfg.Seed
 	s.drawParams()
 	s.res.Enabled = s.p.on
+	s.res.Deadlock = s.p.deadlock
 	s.world = newWorld(s.rng)
 	for i, id := range []string{twopc.CoordinatorID, inventory.ID, payment.ID, order.ID} {
 		c := &comp{idx: i, id: id, role: rolePart, fs: wal.NewMemFS(cfg.Seed*4 + uint64(i) + 1)}
@@ -735,6 +740,9 @@ func (s *Sim) crash(c *comp, why Fault, powerLoss bool) {
 	}
 	c.up = false
 	c.inc++
+	if c.coord != nil {
+		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
+	}
 	c.log, c.coord, c.part, c.res, c.m = nil, nil, nil, nil, nil
 	down := 0
 	for _, x := range s.comps {

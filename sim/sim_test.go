@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 var (
@@ -201,4 +203,35 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "replay one run with: go test ./sim -run TestCampaign -seed N")
 	}
 	os.Exit(code)
+}
+
+// TestDeadlockRestarts: with the default MaxAttempts, deadlock victims are
+// restarted (same id, timestamp and ops) under both policies that pick
+// victims, on the hot items and buyers of the workload, with every fault
+// on, and every checker (atomicity, outcomes, conservation, replay) holds.
+// A campaign in which no transaction was restarted would prove nothing
+// about restarts, so that fails too.
+func TestDeadlockRestarts(t *testing.T) {
+	cfg := DefaultConfig(1)
+	runs := 60
+	if testing.Short() {
+		runs = 30
+	}
+	var restarts [4]uint64
+	var runsOf [4]int
+	for seed := uint64(1); seed <= uint64(runs); seed++ {
+		cfg.Seed = seed
+		r := Run(cfg)
+		report(t, cfg, r.Violations)
+		restarts[r.Deadlock] += r.TxRestarts
+		runsOf[r.Deadlock]++
+	}
+	for _, p := range []twopc.DeadlockPolicy{twopc.DeadlockDetect, twopc.DeadlockWoundWait} {
+		if restarts[p] == 0 {
+			t.Errorf("%v: no deadlock victim restarted in %d runs", p, runsOf[p])
+		}
+	}
+	t.Logf("restarts: detect %d (%d runs), wound-wait %d (%d runs), timeout %d (%d runs)",
+		restarts[twopc.DeadlockDetect], runsOf[twopc.DeadlockDetect], restarts[twopc.DeadlockWoundWait],
+		runsOf[twopc.DeadlockWoundWait], restarts[twopc.DeadlockTimeout], runsOf[twopc.DeadlockTimeout])
 }

@@ -9,7 +9,7 @@ import (
 // Record encoding (the payload of one wal record; the wal record type is the
 // RecType):
 //
-//	version  byte   (1)
+//	version  byte   (2; version 1 records end after op)
 //	tx       uvarint length + bytes
 //	node     uvarint length + bytes
 //	epoch    uvarint
@@ -17,10 +17,12 @@ import (
 //	reason   uvarint length + bytes
 //	nodes    uvarint count, then each: uvarint length + bytes
 //	op       uvarint length + bytes
+//	attempt  uvarint (version 2 only; version 1 decodes as attempt 0)
 //
-// Every field is always present, so the decoder is one straight walk.
+// Every field of a version is always present, so the decoder is one
+// straight walk.
 
-const recordVersion = 1
+const recordVersion = 2
 
 // ErrDecode is returned (wrapped) for a payload that is not a valid record.
 var ErrDecode = errors.New("twopc: cannot decode record")
@@ -39,6 +41,7 @@ func AppendRecord(b []byte, r *Record) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.Op)))
 	b = append(b, r.Op...)
+	b = binary.AppendUvarint(b, uint64(r.Attempt))
 	return b
 }
 
@@ -54,8 +57,9 @@ func DecodeRecord(t RecType, data []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: unknown record type %d", ErrDecode, uint8(t))
 	}
 	d := decoder{b: data}
-	if v := d.byte(); d.err == nil && v != recordVersion {
-		return Record{}, fmt.Errorf("%w: unknown version %d", ErrDecode, v)
+	version := d.byte()
+	if d.err == nil && version != 1 && version != recordVersion {
+		return Record{}, fmt.Errorf("%w: unknown version %d", ErrDecode, version)
 	}
 	r := Record{Type: t}
 	r.Tx = d.string()
@@ -75,6 +79,13 @@ func DecodeRecord(t RecType, data []byte) (Record, error) {
 	}
 	if op := d.bytes(); len(op) > 0 {
 		r.Op = append([]byte(nil), op...)
+	}
+	if version >= 2 {
+		a := d.uvarint()
+		if d.err == nil && a > 1<<32-1 {
+			d.fail("attempt %d out of range", a)
+		}
+		r.Attempt = uint32(a)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))

@@ -58,7 +58,19 @@ type CoordinatorConfig struct {
 	// is ignored by deadlock detection (participants report every few
 	// ticks while they have waiters). 0 means 50.
 	WaitsTTL uint64
+	// MaxAttempts bounds how many times a transaction runs when it is
+	// aborted as a deadlock victim (wounded, a global cycle's victim, or a
+	// local cycle's victim voting NO) while collecting votes: instead of
+	// reporting the abort, the coordinator restarts it as a new attempt
+	// with the same id, timestamp and operations, so an older transaction
+	// stays older and is never starved. The abort is reported after the
+	// last attempt. 0 means DefaultMaxAttempts; 1 means no restart.
+	// Timeouts and NO votes for other reasons are never restarted.
+	MaxAttempts int
 }
+
+// DefaultMaxAttempts is MaxAttempts when it is not set.
+const DefaultMaxAttempts = 8
 
 // DefaultCoordinatorConfig returns a config for 1 ms ticks.
 func DefaultCoordinatorConfig() CoordinatorConfig {
@@ -68,6 +80,7 @@ func DefaultCoordinatorConfig() CoordinatorConfig {
 		RetryBase:      50,
 		RetryMax:       2000,
 		MaxInflight:    1 << 16,
+		MaxAttempts:    DefaultMaxAttempts,
 	}
 }
 
@@ -82,6 +95,8 @@ func (c CoordinatorConfig) Validate() error {
 		return fmt.Errorf("twopc: need 0 < RetryBase <= RetryMax (got %d, %d)", c.RetryBase, c.RetryMax)
 	case c.MaxInflight < 0:
 		return fmt.Errorf("twopc: MaxInflight must be >= 0")
+	case c.MaxAttempts < 0:
+		return fmt.Errorf("twopc: MaxAttempts must be >= 0 (0: default %d, 1: no restarts)", DefaultMaxAttempts)
 	}
 	return nil
 }
@@ -102,8 +117,10 @@ type coordTx struct {
 	dups     int      // duplicate submissions waiting for the outcome
 	gen      uint32   // bumps invalidate older timers
 	attempts int      // commit resends so far
-	ts       uint64   // timestamp: smaller is older (not logged)
+	ts       uint64   // timestamp: smaller is older (not logged); kept across attempts
 	ops      [][]byte // per node, while collecting: to resend PREPARE (not logged)
+	attempt  uint32   // current attempt, 1-based (see CoordinatorConfig.MaxAttempts)
+	started  uint64   // tick the current attempt began (not logged)
 }
 
 func (t *coordTx) index(node string) int {
@@ -114,6 +131,7 @@ func (t *coordTx) index(node string) int {
 type finished struct {
 	committed bool
 	reason    string
+	attempt   uint32 // committed: the attempt that committed (every other one aborted)
 }
 
 // Coordinator is the coordinator's state machine for many concurrent
@@ -145,6 +163,10 @@ type DeadlockStats struct {
 	Cycles uint64
 	// Wounds is the number of transactions aborted on a wound request.
 	Wounds uint64
+	// Restarts is the number of deadlock victims (wounded, or victims of
+	// a global or local cycle) restarted as a new attempt instead of being
+	// reported aborted.
+	Restarts uint64
 	// DetectTicks holds, for the first cycles broken (at most 4096), how
 	// many ticks the youngest edge of the cycle had existed when the
 	// victim was aborted: the time from cycle formed to victim aborted.
@@ -166,6 +188,9 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	}
 	if cfg.WaitsTTL == 0 {
 		cfg.WaitsTTL = 50
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	return &Coordinator{
 		cfg:    cfg,
@@ -222,7 +247,7 @@ func (c *Coordinator) Restore(r Record) error {
 		}
 		c.active[r.Tx] = newCoordTx(r.Tx, r.Nodes)
 	case RecVoted:
-		if t := c.active[r.Tx]; t != nil && t.state == CoordCollecting {
+		if t := c.active[r.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(r.Attempt) == t.attempt {
 			if i := t.index(r.Node); i >= 0 {
 				t.votes[i] = r.Vote
 			}
@@ -234,10 +259,16 @@ func (c *Coordinator) Restore(r Record) error {
 				return bad("COMMIT after the transaction finished")
 			}
 			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
+			t.attempt = AttemptOf(r.Attempt)
 			c.active[r.Tx] = t
 		}
 		if t.state != CoordCollecting {
 			return bad("COMMIT for a transaction already " + t.state.String())
+		}
+		if AttemptOf(r.Attempt) != t.attempt {
+			// RESTART is forced before the next attempt's PREPARE leaves,
+			// so the log always names the attempt before it commits.
+			return bad(fmt.Sprintf("COMMIT of attempt %d, but the log is at attempt %d", AttemptOf(r.Attempt), t.attempt))
 		}
 		t.state = CoordCommitting
 		for i, n := range t.nodes {
@@ -257,7 +288,29 @@ func (c *Coordinator) Restore(r Record) error {
 			}
 		}
 		delete(c.active, r.Tx)
-		c.done[r.Tx] = finished{committed: true}
+		attempt := AttemptOf(r.Attempt)
+		if t != nil {
+			attempt = t.attempt
+		}
+		c.done[r.Tx] = finished{committed: true, attempt: attempt}
+	case RecRestart:
+		t := c.active[r.Tx]
+		if t == nil {
+			if _, ok := c.done[r.Tx]; ok {
+				return bad("RESTART after the transaction finished")
+			}
+			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
+			t.attempt = AttemptOf(r.Attempt)
+			c.active[r.Tx] = t
+		}
+		if t.state != CoordCollecting {
+			return bad("RESTART of a transaction already " + t.state.String())
+		}
+		if AttemptOf(r.Attempt) != t.attempt {
+			return bad(fmt.Sprintf("RESTART of attempt %d, but the log is at attempt %d", AttemptOf(r.Attempt), t.attempt))
+		}
+		t.attempt++
+		clear(t.votes)
 	case RecAbort:
 		if t := c.active[r.Tx]; t != nil && t.state == CoordCommitting {
 			return bad("ABORT after COMMIT")
@@ -266,7 +319,7 @@ func (c *Coordinator) Restore(r Record) error {
 			return bad("ABORT after COMMIT")
 		}
 		delete(c.active, r.Tx)
-		c.done[r.Tx] = finished{reason: r.Reason}
+		c.done[r.Tx] = finished{reason: r.Reason, attempt: AttemptOf(r.Attempt)}
 	case RecEvent:
 	default:
 		return bad("not a coordinator record")
@@ -276,11 +329,12 @@ func (c *Coordinator) Restore(r Record) error {
 
 func newCoordTx(id string, nodes []string) *coordTx {
 	return &coordTx{
-		id:    id,
-		state: CoordCollecting,
-		nodes: slices.Clone(nodes),
-		votes: make([]Vote, len(nodes)),
-		acked: make([]bool, len(nodes)),
+		id:      id,
+		attempt: 1,
+		state:   CoordCollecting,
+		nodes:   slices.Clone(nodes),
+		votes:   make([]Vote, len(nodes)),
+		acked:   make([]bool, len(nodes)),
 	}
 }
 
@@ -351,6 +405,7 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 		nodes[i] = b.Node
 	}
 	t := newCoordTx(tx, nodes)
+	t.started = c.now
 	c.lastTS++
 	t.ts = c.epoch<<40 | c.lastTS
 	t.ops = make([][]byte, len(branches))
@@ -361,16 +416,16 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 	c.rd.Records = append(c.rd.Records, Record{Type: RecBegin, Tx: tx, Nodes: nodes})
 	for _, b := range branches {
 		c.rd.Messages = append(c.rd.Messages, Message{
-			Type: MsgPrepare, From: c.cfg.ID, To: b.Node, Tx: tx, Epoch: c.epoch, Op: b.Op, TS: t.ts,
+			Type: MsgPrepare, From: c.cfg.ID, To: b.Node, Tx: tx, Epoch: c.epoch, Op: b.Op, TS: t.ts, Attempt: t.attempt,
 		})
 	}
 	c.timers.add(c.now+c.cfg.PrepareTimeout, tx, timerPrepare, t.gen)
 	return nil
 }
 
-func (c *Coordinator) send(typ MsgType, to, tx string, op []byte, reason string) {
+func (c *Coordinator) send(typ MsgType, to, tx string, attempt uint32, reason string) {
 	c.rd.Messages = append(c.rd.Messages, Message{
-		Type: typ, From: c.cfg.ID, To: to, Tx: tx, Epoch: c.epoch, Op: op, Reason: reason,
+		Type: typ, From: c.cfg.ID, To: to, Tx: tx, Epoch: c.epoch, Reason: reason, Attempt: attempt,
 	})
 }
 
@@ -387,13 +442,15 @@ func (c *Coordinator) Step(m Message) {
 	case MsgInquire:
 		c.stepInquire(m)
 	case MsgWound:
-		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting {
+		// A wound for an earlier attempt is stale: that attempt is aborted
+		// already, and the current one may not even hold the lock.
+		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(m.Attempt) == t.attempt {
 			c.dl.Wounds++
 			reason := m.Reason
 			if reason == "" {
-				reason = "deadlock: wounded by an older transaction"
+				reason = DeadlockReasonPrefix + "wounded by an older transaction"
 			}
-			c.abort(t, reason, false)
+			c.abortOrRestart(t, reason)
 		}
 	case MsgRestarted:
 		c.stepRestarted(m.From)
@@ -406,22 +463,28 @@ func (c *Coordinator) Step(m Message) {
 }
 
 func (c *Coordinator) stepVote(m Message) {
+	a := AttemptOf(m.Attempt)
 	t := c.active[m.Tx]
 	if t == nil {
 		// Finished or never known here. A YES voter must learn the outcome;
 		// an unknown transaction is presumed aborted.
 		if m.Vote == VoteYes {
-			if f, ok := c.done[m.Tx]; ok && f.committed {
-				c.send(MsgCommit, m.From, m.Tx, nil, "")
-			} else {
-				c.presumeAbort(m.Tx, m.From)
-			}
+			c.answer(m.Tx, m.From, a)
 		}
 		return
 	}
 	i := t.index(m.From)
 	if i < 0 {
 		c.event(m.Tx, "vote from a node that is not a participant: "+m.From)
+		return
+	}
+	if a != t.attempt {
+		// A vote of another attempt counts for nothing. An earlier attempt
+		// was aborted before the current one began: a YES voter of it that
+		// missed its ABORT is told again (harmless if it moved on).
+		if a < t.attempt && m.Vote == VoteYes {
+			c.send(MsgAbort, m.From, m.Tx, a, "attempt superseded")
+		}
 		return
 	}
 	switch t.state {
@@ -434,11 +497,16 @@ func (c *Coordinator) stepVote(m Message) {
 			return
 		}
 		t.votes[i] = m.Vote
-		c.rd.Records = append(c.rd.Records, Record{Type: RecVoted, Tx: m.Tx, Node: m.From, Vote: m.Vote, Reason: m.Reason})
+		c.rd.Records = append(c.rd.Records, Record{Type: RecVoted, Tx: m.Tx, Node: m.From, Vote: m.Vote, Reason: m.Reason, Attempt: a})
 		if m.Vote == VoteNo {
 			reason := m.Reason
 			if reason == "" {
 				reason = "voted no"
+			}
+			if strings.HasPrefix(reason, DeadlockReasonPrefix) {
+				// A local cycle's victim: restart it like a global one.
+				c.abortOrRestart(t, m.From+": "+reason)
+				return
 			}
 			c.abort(t, m.From+": "+reason, false)
 			return
@@ -451,14 +519,30 @@ func (c *Coordinator) stepVote(m Message) {
 		c.commit(t)
 	case CoordCommitting:
 		if m.Vote == VoteYes && !t.acked[i] {
-			c.send(MsgCommit, m.From, m.Tx, nil, "") // a late duplicate YES: remind it
+			c.send(MsgCommit, m.From, m.Tx, t.attempt, "") // a late duplicate YES: remind it
 		}
+	}
+}
+
+// answer tells node the outcome of attempt a of a transaction that is not
+// in flight: COMMIT only if that very attempt committed; otherwise ABORT
+// (every other attempt of a committed transaction was aborted before the
+// next began; an unknown transaction is presumed aborted).
+func (c *Coordinator) answer(tx, node string, a uint32) {
+	f, ok := c.done[tx]
+	switch {
+	case ok && f.committed && f.attempt == a:
+		c.send(MsgCommit, node, tx, a, "")
+	case ok && f.committed:
+		c.send(MsgAbort, node, tx, a, fmt.Sprintf("attempt %d superseded by attempt %d", a, f.attempt))
+	default:
+		c.presumeAbort(tx, node, a)
 	}
 }
 
 func (c *Coordinator) stepAck(m Message) {
 	t := c.active[m.Tx]
-	if t == nil || t.state != CoordCommitting {
+	if t == nil || t.state != CoordCommitting || AttemptOf(m.Attempt) != t.attempt {
 		return // duplicate or late ACK
 	}
 	i := t.index(m.From)
@@ -475,18 +559,24 @@ func (c *Coordinator) stepAck(m Message) {
 	c.end(t)
 }
 
+// stepInquire answers an in-doubt branch about its attempt: COMMIT only if
+// that attempt committed, ABORT if it was aborted (an earlier attempt of a
+// transaction now running or committed a later one), nothing while that
+// attempt is still collecting votes.
 func (c *Coordinator) stepInquire(m Message) {
+	a := AttemptOf(m.Attempt)
 	if t := c.active[m.Tx]; t != nil {
-		if t.state == CoordCommitting {
-			c.send(MsgCommit, m.From, m.Tx, nil, "")
+		switch {
+		case a < t.attempt:
+			c.send(MsgAbort, m.From, m.Tx, a, fmt.Sprintf("attempt %d superseded by attempt %d", a, t.attempt))
+		case a > t.attempt:
+			c.event(m.Tx, fmt.Sprintf("inquiry from %s about attempt %d, but the transaction is at attempt %d", m.From, a, t.attempt))
+		case t.state == CoordCommitting:
+			c.send(MsgCommit, m.From, m.Tx, a, "")
 		}
 		return // collecting: pending, no answer yet
 	}
-	if f, ok := c.done[m.Tx]; ok && f.committed {
-		c.send(MsgCommit, m.From, m.Tx, nil, "")
-		return
-	}
-	c.presumeAbort(m.Tx, m.From)
+	c.answer(m.Tx, m.From, a)
 }
 
 // presumeAbort answers ABORT for a transaction that is not in flight. An
@@ -496,13 +586,13 @@ func (c *Coordinator) stepInquire(m Message) {
 // this outcome instead of running afresh and committing while the ABORT
 // may still be on its way to a branch that prepared for the new run.
 // (Found by sim: TestRegressPresumedAbortForgotten.)
-func (c *Coordinator) presumeAbort(tx, node string) {
+func (c *Coordinator) presumeAbort(tx, node string, attempt uint32) {
 	const reason = "presumed abort"
 	if _, ok := c.done[tx]; !ok {
-		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true})
-		c.done[tx] = finished{reason: reason}
+		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true, Attempt: attempt})
+		c.done[tx] = finished{reason: reason, attempt: attempt}
 	}
-	c.send(MsgAbort, node, tx, nil, reason)
+	c.send(MsgAbort, node, tx, attempt, reason)
 }
 
 // detect merges the participants' fresh wait-for reports into one graph and
@@ -526,6 +616,11 @@ func (c *Coordinator) detect() {
 		}
 		for _, w := range r.waits {
 			if !c.collecting(w.Waiter) || !c.collecting(w.Holder) || w.Waiter == w.Holder {
+				continue
+			}
+			if r.at <= c.active[w.Waiter].started || r.at <= c.active[w.Holder].started {
+				// The report predates the current attempt of one end: the
+				// edge may be its earlier attempt's, which was aborted.
 				continue
 			}
 			edges = append(edges, lockmgr.Edge{Waiter: w.Waiter, Holder: w.Holder, Key: node})
@@ -555,9 +650,9 @@ func (c *Coordinator) detect() {
 		if len(c.dl.DetectTicks) < 4096 {
 			c.dl.DetectTicks = append(c.dl.DetectTicks, youngest)
 		}
-		reason := fmt.Sprintf("deadlock: cycle %s; victim %s (youngest)", strings.Join(cycle, "->"), victim)
+		reason := fmt.Sprintf("%scycle %s; victim %s (youngest)", DeadlockReasonPrefix, strings.Join(cycle, "->"), victim)
 		c.event(victim, reason)
-		c.abort(c.active[victim], reason, false)
+		c.abortOrRestart(c.active[victim], reason)
 	}
 }
 
@@ -577,7 +672,7 @@ func (c *Coordinator) stepRestarted(node string) {
 		t := c.active[id]
 		i := t.index(node)
 		c.rd.Messages = append(c.rd.Messages, Message{
-			Type: MsgPrepare, From: c.cfg.ID, To: node, Tx: id, Epoch: c.epoch, Op: t.ops[i], TS: t.ts,
+			Type: MsgPrepare, From: c.cfg.ID, To: node, Tx: id, Epoch: c.epoch, Op: t.ops[i], TS: t.ts, Attempt: t.attempt,
 		})
 	}
 }
@@ -601,7 +696,7 @@ func (c *Coordinator) commit(t *coordTx) {
 			owe = append(owe, t.nodes[i])
 		}
 	}
-	c.rd.Records = append(c.rd.Records, Record{Type: RecCommit, Tx: t.id, Nodes: owe, Force: true})
+	c.rd.Records = append(c.rd.Records, Record{Type: RecCommit, Tx: t.id, Nodes: owe, Force: true, Attempt: t.attempt})
 	c.outcome(t, Outcome{Tx: t.id, Committed: true})
 	if len(owe) == 0 {
 		c.end(t)
@@ -614,7 +709,7 @@ func (c *Coordinator) commit(t *coordTx) {
 func (c *Coordinator) sendCommits(t *coordTx) {
 	for i, n := range t.nodes {
 		if !t.acked[i] {
-			c.send(MsgCommit, n, t.id, nil, "")
+			c.send(MsgCommit, n, t.id, t.attempt, "")
 		}
 	}
 }
@@ -627,25 +722,70 @@ func (c *Coordinator) armRetry(t *coordTx) {
 func (c *Coordinator) end(t *coordTx) {
 	c.rd.Records = append(c.rd.Records, Record{Type: RecEnd, Tx: t.id})
 	delete(c.active, t.id)
-	c.done[t.id] = finished{committed: true}
+	c.done[t.id] = finished{committed: true, attempt: t.attempt}
 }
 
 // abort decides ABORT. Only participants that may hold a prepared or waiting
 // branch are told: those that voted YES and those that have not voted.
 func (c *Coordinator) abort(t *coordTx, reason string, recovered bool) {
+	tell := t.undecided()
+	c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: t.id, Nodes: tell, Reason: reason, Attempt: t.attempt})
+	for _, n := range tell {
+		c.send(MsgAbort, n, t.id, t.attempt, reason)
+	}
+	delete(c.active, t.id)
+	c.done[t.id] = finished{reason: reason, attempt: t.attempt}
+	c.outcome(t, Outcome{Tx: t.id, Reason: reason, Recovered: recovered})
+}
+
+// undecided returns the participants that may hold a prepared or waiting
+// branch of the current attempt: those that voted YES or have not voted.
+func (t *coordTx) undecided() []string {
 	var tell []string
 	for i, v := range t.votes {
 		if v == 0 || v == VoteYes {
 			tell = append(tell, t.nodes[i])
 		}
 	}
-	c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: t.id, Nodes: tell, Reason: reason})
-	for _, n := range tell {
-		c.send(MsgAbort, n, t.id, nil, reason)
+	return tell
+}
+
+// abortOrRestart handles a deadlock victim that is still collecting votes:
+// it aborts the current attempt and, unless that was the last one
+// (MaxAttempts), starts the next attempt of the transaction at once with
+// the same timestamp and operations instead of reporting the abort. The
+// RESTART record is forced before the new PREPAREs leave, so that the log
+// always knows the attempt a participant may have prepared.
+//
+// The old attempt's ABORT goes to its possible holders, and the new
+// PREPARE to everyone; a participant still holding the old attempt when
+// the new PREPARE arrives aborts it first (it can: the old attempt is
+// decided). An older transaction keeps its timestamp across attempts, so it
+// only ever gets older relative to new transactions, and is not starved.
+func (c *Coordinator) abortOrRestart(t *coordTx, reason string) {
+	if int(t.attempt) >= c.cfg.MaxAttempts || t.ops == nil {
+		if t.attempt > 1 {
+			reason = fmt.Sprintf("%s (attempt %d of %d)", reason, t.attempt, c.cfg.MaxAttempts)
+		}
+		c.abort(t, reason, false)
+		return
 	}
-	delete(c.active, t.id)
-	c.done[t.id] = finished{reason: reason}
-	c.outcome(t, Outcome{Tx: t.id, Reason: reason, Recovered: recovered})
+	tell := t.undecided()
+	c.dl.Restarts++
+	c.rd.Records = append(c.rd.Records, Record{Type: RecRestart, Tx: t.id, Nodes: tell, Reason: reason, Attempt: t.attempt, Force: true})
+	for _, n := range tell {
+		c.send(MsgAbort, n, t.id, t.attempt, reason)
+	}
+	t.attempt++
+	t.started = c.now
+	clear(t.votes)
+	t.gen++ // the old attempt's prepare timer no longer applies
+	for i, n := range t.nodes {
+		c.rd.Messages = append(c.rd.Messages, Message{
+			Type: MsgPrepare, From: c.cfg.ID, To: n, Tx: t.id, Epoch: c.epoch, Op: t.ops[i], TS: t.ts, Attempt: t.attempt,
+		})
+	}
+	c.timers.add(c.now+c.cfg.PrepareTimeout, t.id, timerPrepare, t.gen)
 }
 
 func (c *Coordinator) outcome(t *coordTx, o Outcome) {

@@ -14,10 +14,12 @@ type kv struct {
 	prepared  map[string]string // tx -> key
 	committed map[string]string
 	aborted   map[string]bool
+	// calls counts Prepare, Commit and Abort calls per tx ("prepare t1").
+	calls map[string]int
 }
 
 func newKV() *kv {
-	return &kv{prepared: map[string]string{}, committed: map[string]string{}, aborted: map[string]bool{}}
+	return &kv{prepared: map[string]string{}, committed: map[string]string{}, aborted: map[string]bool{}, calls: map[string]int{}}
 }
 
 func (r *kv) Keys(tx string, op []byte) ([]string, error) {
@@ -36,6 +38,7 @@ func (r *kv) Prepare(tx string, op []byte) error {
 		return fmt.Errorf("prepared twice: %s", tx)
 	}
 	r.prepared[tx] = string(op)
+	r.calls["prepare "+tx]++
 	return nil
 }
 
@@ -46,11 +49,16 @@ func (r *kv) Commit(tx string, _ []byte) {
 	}
 	delete(r.prepared, tx)
 	r.committed[tx] = k
+	r.calls["commit "+tx]++
 }
 
 func (r *kv) Abort(tx string, _ []byte) {
+	if _, ok := r.prepared[tx]; !ok {
+		panic("abort of unprepared " + tx)
+	}
 	delete(r.prepared, tx)
 	r.aborted[tx] = true
+	r.calls["abort "+tx]++
 }
 
 // log is a test log: what was appended, and how much of it is durable.

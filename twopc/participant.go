@@ -122,6 +122,10 @@ type branch struct {
 	ts        uint64 // the transaction's timestamp (from PREPARE)
 	waitSince uint64 // tick the current lock wait began
 	wounded   bool   // a wound request for it was sent
+	// attempt is the transaction's attempt this branch belongs to (1-based).
+	// A PREPARE of a later attempt replaces the branch (aborting it first if
+	// it is prepared); messages of an earlier attempt are stale.
+	attempt uint32
 }
 
 // Participant is a participant's state machine for many concurrent
@@ -205,10 +209,13 @@ func (p *Participant) Restore(r Record) error {
 		return fmt.Errorf("%w: %s: %s: %s", ErrBadRecord, p.cfg.ID, r, why)
 	}
 	b := p.branches[r.Tx]
+	a := AttemptOf(r.Attempt)
 	switch r.Type {
 	case RecPrepared:
-		if b != nil {
-			return bad("branch prepared twice (was " + b.state.String() + ")")
+		// A later attempt may prepare after an earlier one aborted (its
+		// ABORTED or VOTED_NO record comes first in the log).
+		if b != nil && (b.state != BranchAborted || a <= b.attempt) {
+			return bad(fmt.Sprintf("branch prepared twice (was %s at attempt %d)", b.state, b.attempt))
 		}
 		keys, err := p.res.Keys(r.Tx, r.Op)
 		if err != nil {
@@ -221,22 +228,31 @@ func (p *Participant) Restore(r Record) error {
 		if err := p.res.Prepare(r.Tx, r.Op); err != nil {
 			return bad("prepare fails on replay: " + err.Error())
 		}
-		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op}
+		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op, attempt: a}
 		p.inDoubt++
 		p.maxEpoch = max(p.maxEpoch, r.Epoch)
 	case RecCommitted:
 		if b == nil || b.state != BranchPrepared {
 			return bad("COMMITTED without PREPARED")
 		}
+		if a != b.attempt {
+			return bad(fmt.Sprintf("COMMITTED for attempt %d, but attempt %d is prepared", a, b.attempt))
+		}
 		p.res.Commit(r.Tx, b.op)
 		p.finish(r.Tx, b, BranchCommitted)
 	case RecAborted, RecVotedNo:
 		switch {
 		case b == nil:
-			p.branches[r.Tx] = &branch{state: BranchAborted, reason: r.Reason}
+			p.branches[r.Tx] = &branch{state: BranchAborted, reason: r.Reason, attempt: a}
+		case a < b.attempt:
+			// Never logged by this machine (a stale ABORT is only an
+			// event); harmless: an earlier attempt changes nothing now.
 		case b.state == BranchPrepared:
 			p.res.Abort(r.Tx, b.op)
+			b.attempt = a
 			p.finish(r.Tx, b, BranchAborted)
+		case b.state == BranchAborted:
+			b.attempt = a
 		case b.state == BranchCommitted:
 			return bad("ABORTED after COMMITTED")
 		}
@@ -280,20 +296,20 @@ func (p *Participant) Start() {
 	if p.restored {
 		// Back from a log: PREPAREs sent to the previous incarnation may
 		// be lost. (A participant with an empty log has nothing to tell.)
-		p.send(MsgRestarted, "", 0, "")
+		p.send(MsgRestarted, "", 0, 0, "")
 	}
 	for _, tx := range p.InDoubtTxs() {
 		b := p.branches[tx]
-		p.send(MsgInquire, tx, 0, "")
+		p.send(MsgInquire, tx, b.attempt, 0, "")
 		// The coordinator may be restarting too: ask again soon, then back
 		// off as usual.
 		p.timers.add(p.now+max(1, p.cfg.InquireAfter/8), tx, timerInquire, b.gen)
 	}
 }
 
-func (p *Participant) send(typ MsgType, tx string, v Vote, reason string) {
+func (p *Participant) send(typ MsgType, tx string, attempt uint32, v Vote, reason string) {
 	p.rd.Messages = append(p.rd.Messages, Message{
-		Type: typ, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: tx, Epoch: p.maxEpoch, Vote: v, Reason: reason,
+		Type: typ, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: tx, Epoch: p.maxEpoch, Vote: v, Reason: reason, Attempt: attempt,
 	})
 }
 
@@ -323,34 +339,52 @@ func (p *Participant) Step(m Message) {
 }
 
 func (p *Participant) stepPrepare(m Message) {
+	a := AttemptOf(m.Attempt)
+	var gen uint32
 	if b := p.branches[m.Tx]; b != nil {
-		switch b.state { // a duplicate PREPARE gets the same vote again
-		case BranchPrepared:
-			if !bytes.Equal(b.op, m.Op) {
-				// The id was reused for another operation by a new
-				// coordinator incarnation: never let one stand for the
-				// other. The branch stays prepared until its decision.
-				p.send(MsgVote, m.Tx, VoteNo, "transaction id reused with a different operation")
-				return
+		switch {
+		case a < b.attempt:
+			// A late PREPARE of an attempt the coordinator has given up
+			// (it only restarts after deciding ABORT): never prepare it.
+			p.event(m.Tx, fmt.Sprintf("ignored PREPARE of attempt %d: attempt %d is here", a, b.attempt))
+			return
+		case a > b.attempt && b.state == BranchCommitted:
+			p.event(m.Tx, fmt.Sprintf("refused PREPARE of attempt %d: attempt %d committed", a, b.attempt))
+			return
+		case a > b.attempt:
+			// The coordinator aborted attempt b.attempt and restarted the
+			// transaction: end the old branch here first.
+			p.supersede(m.Tx, b, a)
+			gen = b.gen + 1 // timers of the old branch must not fire on the new one
+		default:
+			switch b.state { // a duplicate PREPARE gets the same vote again
+			case BranchPrepared:
+				if !bytes.Equal(b.op, m.Op) {
+					// The id was reused for another operation by a new
+					// coordinator incarnation: never let one stand for the
+					// other. The branch stays prepared until its decision.
+					p.send(MsgVote, m.Tx, a, VoteNo, "transaction id reused with a different operation")
+					return
+				}
+				p.send(MsgVote, m.Tx, a, VoteYes, "")
+			case BranchCommitted:
+				p.send(MsgVote, m.Tx, a, VoteYes, "")
+			case BranchAborted:
+				reason := b.reason
+				if reason == "" {
+					reason = "already aborted"
+				}
+				p.send(MsgVote, m.Tx, a, VoteNo, reason)
 			}
-			p.send(MsgVote, m.Tx, VoteYes, "")
-		case BranchCommitted:
-			p.send(MsgVote, m.Tx, VoteYes, "")
-		case BranchAborted:
-			reason := b.reason
-			if reason == "" {
-				reason = "already aborted"
-			}
-			p.send(MsgVote, m.Tx, VoteNo, reason)
+			return // waiting: the vote comes when the locks do
 		}
-		return // waiting: the vote comes when the locks do
 	}
 	if m.Epoch < p.maxEpoch {
-		p.voteNo(m.Tx, &branch{}, fmt.Sprintf("stale epoch %d (current %d)", m.Epoch, p.maxEpoch))
+		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, fmt.Sprintf("stale epoch %d (current %d)", m.Epoch, p.maxEpoch))
 		return
 	}
 	p.maxEpoch = m.Epoch
-	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS}
+	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen}
 	p.branches[m.Tx] = b
 	keys, err := p.res.Keys(m.Tx, m.Op)
 	if err != nil {
@@ -376,6 +410,29 @@ func (p *Participant) stepPrepare(m Message) {
 		}
 	case DeadlockWoundWait:
 		p.woundYounger()
+	}
+}
+
+// supersede ends branch b of tx because PREPARE of a later attempt arrived.
+// A waiting branch leaves the lock queues (nothing of it was logged); a
+// prepared one, whose attempt the coordinator decided ABORT for before it
+// restarted the transaction, is aborted as if that ABORT had arrived:
+// logged, undone, locks released. Waiters granted by the release are
+// prepared before the new attempt asks for its locks, so the new attempt
+// queues behind them.
+func (p *Participant) supersede(tx string, b *branch, next uint32) {
+	reason := fmt.Sprintf("attempt %d superseded by attempt %d", b.attempt, next)
+	switch b.state {
+	case BranchWaiting:
+		b.state = BranchAborted
+		b.gen++
+		p.event(tx, reason)
+		p.releaseWaiting(tx)
+	case BranchPrepared:
+		p.res.Abort(tx, b.op)
+		b.reason = reason
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: tx, Reason: reason, Attempt: b.attempt})
+		p.finish(tx, b, BranchAborted)
 	}
 }
 
@@ -446,7 +503,7 @@ func (p *Participant) woundYounger() {
 		}
 		h.wounded = true
 		p.rd.Messages = append(p.rd.Messages, Message{
-			Type: MsgWound, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: e.Holder, Epoch: p.maxEpoch,
+			Type: MsgWound, From: p.cfg.ID, To: p.cfg.Coordinator, Tx: e.Holder, Epoch: p.maxEpoch, Attempt: h.attempt,
 			Reason: fmt.Sprintf("deadlock: wounded by older %s waiting for %s", e.Waiter, e.Key),
 		})
 	}
@@ -506,8 +563,8 @@ func (p *Participant) prepare(tx string, b *branch) {
 	b.state = BranchPrepared
 	b.gen++
 	p.inDoubt++
-	p.rd.Records = append(p.rd.Records, Record{Type: RecPrepared, Tx: tx, Epoch: p.maxEpoch, Op: b.op, Force: true})
-	p.send(MsgVote, tx, VoteYes, "")
+	p.rd.Records = append(p.rd.Records, Record{Type: RecPrepared, Tx: tx, Epoch: p.maxEpoch, Op: b.op, Force: true, Attempt: b.attempt})
+	p.send(MsgVote, tx, b.attempt, VoteYes, "")
 	p.armInquire(tx, b)
 }
 
@@ -527,13 +584,18 @@ func (p *Participant) voteNo(tx string, b *branch, reason string) {
 	b.op = nil
 	b.gen++
 	p.branches[tx] = b
-	p.rd.Records = append(p.rd.Records, Record{Type: RecVotedNo, Tx: tx, Reason: reason})
-	p.send(MsgVote, tx, VoteNo, reason)
+	p.rd.Records = append(p.rd.Records, Record{Type: RecVotedNo, Tx: tx, Reason: reason, Attempt: b.attempt})
+	p.send(MsgVote, tx, b.attempt, VoteNo, reason)
 }
 
 func (p *Participant) stepCommit(m Message) {
+	a := AttemptOf(m.Attempt)
 	b := p.branches[m.Tx]
 	switch {
+	case b != nil && b.attempt != a:
+		// Only the attempt that voted YES here can commit here; a COMMIT
+		// naming another one is a protocol violation: never apply it.
+		p.event(m.Tx, fmt.Sprintf("refused COMMIT of attempt %d: attempt %d is %s here", a, b.attempt, b.state))
 	case b != nil && b.state == BranchPrepared:
 		op := b.op
 		p.res.Commit(m.Tx, op)
@@ -541,11 +603,11 @@ func (p *Participant) stepCommit(m Message) {
 		// that loses this record in a crash is in doubt again, asks, and
 		// is told COMMIT again. The next forced record of this log (any
 		// PREPARED) makes it durable on the way.
-		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx})
+		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx, Attempt: a})
 		p.finish(m.Tx, b, BranchCommitted)
-		p.send(MsgAck, m.Tx, 0, "")
+		p.send(MsgAck, m.Tx, a, 0, "")
 	case b != nil && b.state == BranchCommitted:
-		p.send(MsgAck, m.Tx, 0, "") // duplicate COMMIT: ACK again
+		p.send(MsgAck, m.Tx, a, 0, "") // duplicate COMMIT: ACK again
 	default:
 		// COMMIT for a branch that never voted YES: a protocol violation
 		// by the sender. Refuse it loudly; never apply it.
@@ -557,7 +619,12 @@ func (p *Participant) stepCommit(m Message) {
 	}
 }
 
+// stepAbort applies an ABORT of attempt a. It ends the branch if the
+// branch's attempt is a or earlier (the coordinator decided ABORT for a only
+// after every earlier attempt was aborted); an ABORT of an earlier attempt
+// than the branch's is stale and changes nothing.
 func (p *Participant) stepAbort(m Message) {
+	a := AttemptOf(m.Attempt)
 	b := p.branches[m.Tx]
 	reason := m.Reason
 	if reason == "" {
@@ -566,20 +633,30 @@ func (p *Participant) stepAbort(m Message) {
 	switch {
 	case b == nil:
 		// Remember it, so that a late PREPARE votes NO (no hanging branch).
-		p.branches[m.Tx] = &branch{state: BranchAborted, reason: reason}
-		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+		p.branches[m.Tx] = &branch{state: BranchAborted, reason: reason, attempt: a}
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
+	case a < b.attempt:
+		p.event(m.Tx, fmt.Sprintf("ignored ABORT of attempt %d: attempt %d is %s here", a, b.attempt, b.state))
 	case b.state == BranchWaiting:
 		b.state = BranchAborted
 		b.reason = reason
 		b.op = nil
 		b.gen++
-		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+		b.attempt = a
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 		p.releaseWaiting(m.Tx)
 	case b.state == BranchPrepared:
 		p.res.Abort(m.Tx, b.op)
 		b.reason = reason
-		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason})
+		b.attempt = a
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 		p.finish(m.Tx, b, BranchAborted)
+	case b.state == BranchAborted && a > b.attempt:
+		// A later attempt aborted before its PREPARE came here: remember
+		// it, so that its late PREPARE votes NO too.
+		b.attempt = a
+		b.reason = reason
+		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 	case b.state == BranchCommitted:
 		p.event(m.Tx, "refused ABORT for a committed branch")
 	}
@@ -619,7 +696,7 @@ func (p *Participant) Tick() {
 			p.releaseWaiting(tm.tx)
 		case tm.kind == timerInquire && b.state == BranchPrepared:
 			b.attempts++
-			p.send(MsgInquire, tm.tx, 0, "")
+			p.send(MsgInquire, tm.tx, b.attempt, 0, "")
 			p.armInquire(tm.tx, b)
 		}
 	}

@@ -25,11 +25,23 @@ func TestRandomizedAtomicity(t *testing.T) {
 		runRandomized(t, *seedFlag)
 		return
 	}
+	var restarts [deadlockPolicyEnd]uint64
 	for s := uint64(1); s <= uint64(seeds); s++ {
-		if !runRandomized(t, s) {
+		n, ok := runRandomized(t, s)
+		if !ok {
 			return
 		}
+		restarts[DeadlockPolicy(1+s%3)] += n
 	}
+	// Deadlock victims are restarted (same id, timestamp and ops) under
+	// both policies that pick victims; the runs above must have exercised
+	// restarts, or they prove nothing about them.
+	for _, p := range []DeadlockPolicy{DeadlockDetect, DeadlockWoundWait} {
+		if restarts[p] == 0 {
+			t.Errorf("%v: no transaction was restarted in %d seeds", p, seeds)
+		}
+	}
+	t.Logf("restarts: detect %d, wound-wait %d, timeout %d", restarts[DeadlockDetect], restarts[DeadlockWoundWait], restarts[DeadlockTimeout])
 }
 
 type simNode struct {
@@ -45,7 +57,7 @@ type inflight struct {
 	at int // step at which it may be delivered
 }
 
-func runRandomized(t *testing.T, seed uint64) (ok bool) {
+func runRandomized(t *testing.T, seed uint64) (restarts uint64, ok bool) {
 	defer func() {
 		if !ok || t.Failed() {
 			t.Errorf("failed with seed %d (replay: go test ./twopc -run TestRandomizedAtomicity -seed %d)", seed, seed)
@@ -208,6 +220,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 		// Crashes: several components may be down at once.
 		if faulty && rng.IntN(150) == 0 && coordDown == 0 {
 			// A crash may land between a write and its sync.
+			restarts += coord.DeadlockStats().Restarts
 			clog.crash()
 			coordDown = 1 + rng.IntN(30)
 		}
@@ -219,6 +232,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 		}
 	}
 
+	restarts += coord.DeadlockStats().Restarts
 	// Everyone is up and healed. Check.
 	if coordDown > 0 {
 		t.Fatalf("coordinator still down")
@@ -251,6 +265,17 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 			if told && !o.Committed {
 				t.Errorf("%s: client told rolled back, but it committed", tx)
 			}
+			// Every participant committed the attempt the coordinator did,
+			// once.
+			for _, id := range committedAt {
+				b := parts[id].part.branches[tx]
+				if b.attempt != coord.done[tx].attempt {
+					t.Errorf("%s: %s committed attempt %d, the coordinator attempt %d", tx, id, b.attempt, coord.done[tx].attempt)
+				}
+				if n := parts[id].res.calls["commit "+tx]; n != 1 {
+					t.Errorf("%s: %s committed %d times", tx, id, n)
+				}
+			}
 		default:
 			if len(committedAt) > 0 {
 				t.Errorf("%s: coordinator state %v (known %v) but committed at %v", tx, st, known, committedAt)
@@ -271,7 +296,7 @@ func runRandomized(t *testing.T, seed uint64) (ok bool) {
 			t.Errorf("%s: log replays to a different state", id)
 		}
 	}
-	return !t.Failed()
+	return restarts, !t.Failed()
 }
 
 func sortedKeys(m map[string]string) []string {

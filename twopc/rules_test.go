@@ -462,7 +462,7 @@ func TestRestoreRejectsImpossibleLogs(t *testing.T) {
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	r := Record{Type: RecCommit, Tx: "tx-ü", Node: "n", Epoch: 7, Vote: VoteNo, Reason: "why", Nodes: []string{"a", "b"}, Op: []byte{0, 1, 2}}
+	r := Record{Type: RecCommit, Tx: "tx-ü", Node: "n", Epoch: 7, Vote: VoteNo, Reason: "why", Nodes: []string{"a", "b"}, Op: []byte{0, 1, 2}, Attempt: 3}
 	got, err := DecodeRecord(r.Type, AppendRecord(nil, &r))
 	if err != nil {
 		t.Fatal(err)
@@ -482,6 +482,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	r := Record{Type: RecPrepared, Tx: "t1", Epoch: 3, Op: []byte("op"), Nodes: []string{"x"}}
 	f.Add(uint8(RecPrepared), AppendRecord(nil, &r))
 	f.Add(uint8(RecCommit), []byte{1, 0, 0, 0, 0, 0, 255, 255, 255, 255, 15})
+	r2 := Record{Type: RecRestart, Tx: "t1", Nodes: []string{"a", "b"}, Reason: "deadlock: cycle", Attempt: 2}
+	f.Add(uint8(RecRestart), AppendRecord(nil, &r2))
+	f.Add(uint8(RecPrepared), []byte{1, 2, 't', '1', 0, 3, 0, 0, 0, 2, 'o', 'p'}) // version 1
 	f.Fuzz(func(t *testing.T, typ uint8, data []byte) {
 		rec, err := DecodeRecord(RecType(typ), data)
 		if err != nil {

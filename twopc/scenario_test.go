@@ -3,6 +3,7 @@ package twopc
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,18 +15,34 @@ import (
 // Scenario scripts in testdata/ drive a coordinator and participants step by
 // step. Commands:
 //
-//	cluster policy=detect|wound-wait|timeout nodes=a,b,c [lock-timeout=N]
+//	cluster policy=detect|wound-wait|timeout nodes=a,b,c [lock-timeout=N] [attempts=N]
+//	                             attempts is the coordinator's MaxAttempts
 //	propose TX NODE=KEYS...      KEYS is one key or several joined by '+'
-//	deliver [to=NODE] [type=TYPE] [tx=TX] [n=N]
+//	deliver [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
 //	                             deliver queued messages matching all filters,
 //	                             oldest first (n of them, default all)
-//	drop [to=NODE] [type=TYPE] [tx=TX]
+//	drop [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
+//	hold [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
+//	                             take messages off the network, to inject later
+//	dup [to=NODE] [type=TYPE] [tx=TX] [attempt=N] [n=N]
+//	                             hold a copy of queued messages (a duplicate
+//	                             the network will deliver late, on release)
+//	release                      put every held message back on the network
+//	inject type=TYPE from=NODE tx=TX [attempt=N]
+//	                             deliver a message from NODE to the
+//	                             coordinator (an INQUIRE, say)
 //	tick [n=N]                   tick every machine n times
 //	stabilize                    deliver everything until the network is empty
 //	queue                        show queued messages
+//	state                        every participant's branches (@N: attempt N>1)
+//	res                          every participant's Resource calls and locks
+//	restart NODE                 crash NODE (losing its unsynced log tail) and
+//	                             rebuild it from its log with a fresh Resource
+//	ts TX                        the coordinator's timestamp and attempt of TX
 //
 // Every command prints what the machines did: messages sent (after their
-// records were synced, as the driver would), outcomes and deadlock events.
+// records were synced, as the driver would), outcomes, deadlock events and
+// stale messages ignored.
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		var s *scenario
@@ -54,19 +71,24 @@ func (r multiKV) Keys(tx string, op []byte) ([]string, error) {
 }
 
 type scenario struct {
-	coord *Coordinator
-	clog  memLog
-	parts map[string]*Participant
-	plogs map[string]*memLog
-	nodes []string
-	queue []Message
-	out   strings.Builder
+	coord  *Coordinator
+	clog   memLog
+	parts  map[string]*Participant
+	plogs  map[string]*memLog
+	res    map[string]*kv
+	pcfg   map[string]ParticipantConfig
+	nodes  []string
+	queue  []Message
+	held   []Message
+	out    strings.Builder
+	policy DeadlockPolicy
 }
 
 func newScenario(t *testing.T, d *datadriven.TestData) *scenario {
-	s := &scenario{parts: map[string]*Participant{}, plogs: map[string]*memLog{}}
+	s := &scenario{parts: map[string]*Participant{}, plogs: map[string]*memLog{}, res: map[string]*kv{}, pcfg: map[string]ParticipantConfig{}}
 	policy := DeadlockDetect
 	lockTimeout := uint64(1000)
+	attempts := 0
 	for _, a := range d.CmdArgs {
 		switch a.Key {
 		case "policy":
@@ -80,19 +102,29 @@ func newScenario(t *testing.T, d *datadriven.TestData) *scenario {
 		case "lock-timeout":
 			n, _ := strconv.Atoi(a.Vals[0])
 			lockTimeout = uint64(n)
+		case "attempts":
+			attempts, _ = strconv.Atoi(a.Vals[0])
 		}
 	}
 	cc := testCoordConfig()
 	cc.PrepareTimeout = 1000
-	s.coord = mustCoord(t, &s.clog)
-	s.coord.cfg.PrepareTimeout = cc.PrepareTimeout
+	cc.MaxAttempts = attempts
+	c, err := NewCoordinator(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	s.coord = c
+	s.policy = policy
 	for _, n := range s.nodes {
 		pc := testPartConfig(n)
 		pc.Deadlock = policy
 		pc.LockTimeout = lockTimeout
 		pc.DetectEvery, pc.DetectAfter = 2, 2
 		pc.InquireAfter, pc.InquireMax = 10000, 10000
-		p, err := NewParticipant(pc, multiKV{newKV()})
+		s.pcfg[n] = pc
+		s.res[n] = newKV()
+		p, err := NewParticipant(pc, multiKV{s.res[n]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,8 +149,11 @@ func (s *scenario) flush() {
 
 func (s *scenario) emit(node string, rd Ready) {
 	for _, r := range rd.Records {
-		if r.Type == RecEvent && strings.HasPrefix(r.Reason, "deadlock") {
+		if r.Type == RecEvent && (strings.HasPrefix(r.Reason, "deadlock") || strings.Contains(r.Reason, "attempt")) {
 			fmt.Fprintf(&s.out, "%s: %s\n", node, r.Reason)
+		}
+		if r.Type == RecRestart {
+			fmt.Fprintf(&s.out, "%s: log RESTART %s attempt %d -> %d\n", node, r.Tx, r.Attempt, r.Attempt+1)
 		}
 	}
 	for _, m := range rd.Messages {
@@ -143,10 +178,16 @@ func describe(m Message) string {
 		}
 		s = fmt.Sprintf("WAITS %s->%s [%s]", m.From, m.To, strings.Join(es, " "))
 	}
+	if m.Attempt > 1 {
+		s += fmt.Sprintf(" attempt=%d", m.Attempt)
+	}
+	if m.Type == MsgPrepare && m.Attempt > 1 {
+		s += fmt.Sprintf(" ts=%d", m.TS&(1<<40-1))
+	}
 	if m.Type == MsgVote {
 		s += " " + m.Vote.String()
 	}
-	if m.Reason != "" && m.Type != MsgAbort {
+	if m.Reason != "" && (m.Type != MsgAbort || strings.Contains(m.Reason, "superseded")) {
 		s += " (" + m.Reason + ")"
 	}
 	return s
@@ -176,6 +217,10 @@ func matches(m Message, d *datadriven.TestData) bool {
 			if m.Tx != a.Vals[0] {
 				return false
 			}
+		case "attempt":
+			if n, _ := strconv.Atoi(a.Vals[0]); AttemptOf(m.Attempt) != uint32(n) {
+				return false
+			}
 		}
 	}
 	return true
@@ -194,7 +239,34 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			return "error: " + err.Error() + "\n"
 		}
 		s.flush()
-	case "deliver", "drop":
+	case "dup":
+		for _, m := range s.queue {
+			if matches(m, d) {
+				s.held = append(s.held, m)
+				fmt.Fprintf(&s.out, "duplicated %s\n", describe(m))
+			}
+		}
+	case "inject":
+		m := Message{To: CoordinatorID}
+		for _, a := range d.CmdArgs {
+			switch a.Key {
+			case "type":
+				for typ := MsgType(1); typ < msgTypeEnd; typ++ {
+					if typ.String() == strings.ToUpper(a.Vals[0]) {
+						m.Type = typ
+					}
+				}
+			case "from":
+				m.From = a.Vals[0]
+			case "tx":
+				m.Tx = a.Vals[0]
+			case "attempt":
+				n, _ := strconv.Atoi(a.Vals[0])
+				m.Attempt = uint32(n)
+			}
+		}
+		s.deliver(m)
+	case "deliver", "drop", "hold":
 		limit := -1
 		for _, a := range d.CmdArgs {
 			if a.Key == "n" {
@@ -211,9 +283,12 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			}
 		}
 		s.queue = rest
-		if d.Cmd == "drop" {
+		if d.Cmd == "drop" || d.Cmd == "hold" {
 			for _, m := range picked {
-				fmt.Fprintf(&s.out, "dropped %s\n", describe(m))
+				fmt.Fprintf(&s.out, "%s %s\n", map[string]string{"drop": "dropped", "hold": "held"}[d.Cmd], describe(m))
+			}
+			if d.Cmd == "hold" {
+				s.held = append(s.held, picked...)
 			}
 			break
 		}
@@ -243,6 +318,54 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			s.queue = s.queue[1:]
 			s.deliver(m)
 		}
+	case "release":
+		s.queue = append(s.queue, s.held...)
+		s.held = nil
+	case "restart":
+		n := d.CmdArgs[0].Key
+		s.plogs[n].crash()
+		s.res[n] = newKV()
+		p, err := NewParticipant(s.pcfg[n], multiKV{s.res[n]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range s.plogs[n].recs {
+			if err := p.Restore(r); err != nil {
+				return "error: " + err.Error() + "\n"
+			}
+		}
+		s.parts[n] = p
+		p.Start()
+		s.flush()
+	case "ts":
+		tx := d.CmdArgs[0].Key
+		t := s.coord.active[tx]
+		if t == nil {
+			st, _ := s.coord.State(tx)
+			fmt.Fprintf(&s.out, "%s: %s\n", tx, st)
+			break
+		}
+		fmt.Fprintf(&s.out, "%s: %s attempt=%d ts=%d\n", tx, t.state, t.attempt, t.ts&(1<<40-1))
+	case "res":
+		for _, n := range s.nodes {
+			r := s.res[n]
+			var calls []string
+			for _, k := range slices.Sorted(maps.Keys(r.calls)) {
+				calls = append(calls, fmt.Sprintf("%s=%d", k, r.calls[k]))
+			}
+			var locks []string
+			for _, k := range []string{"A", "B", "U", "V", "X"} {
+				lt := s.parts[n].Locks()
+				if h, ok := lt.Holder(k); ok {
+					l := k + ":" + h
+					if q := lt.Queue(k); len(q) > 0 {
+						l += "<-" + strings.Join(q, ",")
+					}
+					locks = append(locks, l)
+				}
+			}
+			fmt.Fprintf(&s.out, "%s: calls [%s] locks [%s]\n", n, strings.Join(calls, " "), strings.Join(locks, " "))
+		}
 	case "queue":
 		for _, m := range s.queue {
 			fmt.Fprintf(&s.out, "%s\n", describe(m))
@@ -258,7 +381,11 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			var parts []string
 			for _, tx := range txs {
 				st, _ := p.Branch(tx)
-				parts = append(parts, tx+"="+st.String())
+				if a := p.branches[tx].attempt; a > 1 {
+					parts = append(parts, fmt.Sprintf("%s=%s@%d", tx, st, a))
+				} else {
+					parts = append(parts, tx+"="+st.String())
+				}
 			}
 			fmt.Fprintf(&s.out, "%s: %s\n", n, strings.Join(parts, " "))
 		}

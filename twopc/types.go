@@ -90,7 +90,23 @@ type Message struct {
 	TS uint64
 	// Waits are a participant's wait-for edges (MsgWaits only).
 	Waits []Wait
+	// Attempt numbers the run of the transaction a message is about
+	// (PREPARE, VOTE, COMMIT, ABORT, ACK, INQUIRE, WOUND): a transaction
+	// aborted as a deadlock victim is restarted by its coordinator as
+	// attempt k+1, with the same id, timestamp and operations. 0 means 1
+	// (messages of peers that predate attempts).
+	Attempt uint32
 }
+
+// AttemptOf normalizes an attempt number: 0 (not set, or a record written
+// before attempts existed) is the first attempt.
+func AttemptOf(a uint32) uint32 { return max(a, 1) }
+
+// DeadlockReasonPrefix starts every reason dtx gives for aborting a
+// deadlock victim (a global cycle's victim, a wounded transaction, a local
+// cycle's victim voting NO). A coordinator restarts such a transaction
+// instead of reporting the abort, up to MaxAttempts.
+const DeadlockReasonPrefix = "deadlock: "
 
 // Wait is one wait-for edge at a participant: Waiter waits for a lock that
 // Holder holds, or is queued ahead of it for one. Age is how many ticks
@@ -141,6 +157,9 @@ func ParseDeadlockPolicy(s string) (DeadlockPolicy, error) {
 
 func (m Message) String() string {
 	s := fmt.Sprintf("%s %s->%s tx=%s epoch=%d", m.Type, m.From, m.To, m.Tx, m.Epoch)
+	if m.Attempt > 1 {
+		s += fmt.Sprintf(" attempt=%d", m.Attempt)
+	}
 	if m.Type == MsgVote {
 		s += " vote=" + m.Vote.String()
 	}
@@ -181,11 +200,16 @@ const (
 	// RecAborted (participant): the branch aborted (or an ABORT arrived for
 	// an unknown transaction, remembered so a late PREPARE votes NO).
 	RecAborted
+	// RecRestart (coordinator, forced): attempt Attempt of the transaction
+	// was aborted as a deadlock victim (Reason; Nodes are told ABORT) and
+	// attempt Attempt+1 starts, with the same timestamp and operations. No
+	// outcome is reported for it.
+	RecRestart
 	recTypeEnd
 )
 
 var recTypeNames = [...]string{"", "EPOCH", "BEGIN", "VOTED", "COMMIT", "ABORT", "ACKED", "END", "EVENT",
-	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED"}
+	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED", "RESTART"}
 
 func (t RecType) String() string {
 	if t == 0 || t >= recTypeEnd {
@@ -207,6 +231,11 @@ type Record struct {
 	Reason string   // RecAbort, RecVotedNo, RecAborted, RecEvent, RecVoted(NO)
 	Nodes  []string // RecBegin, RecCommit, RecAbort: participants
 	Op     []byte   // RecPrepared: the business operation
+	// Attempt is the attempt a record is about: RecVoted, RecCommit (the
+	// attempt that committed), RecAbort, RecRestart (the attempt aborted),
+	// and the participant's RecPrepared, RecVotedNo, RecCommitted,
+	// RecAborted. 0 (records of codec version 1) means attempt 1.
+	Attempt uint32
 	// Force is not stored: it says the record must be durable before the
 	// Messages and Outcomes of the same Ready may leave.
 	Force bool
@@ -225,6 +254,9 @@ func (r Record) String() string {
 	}
 	if r.Vote != 0 {
 		s += " vote=" + r.Vote.String()
+	}
+	if r.Attempt != 0 {
+		s += fmt.Sprintf(" attempt=%d", r.Attempt)
 	}
 	if len(r.Nodes) > 0 {
 		s += fmt.Sprintf(" nodes=%v", r.Nodes)

@@ -284,17 +284,21 @@ func (x *Wait) GetAge() uint64 {
 // Message is one protocol message (twopc.Message). Every message names its
 // transaction and carries the coordinator's epoch.
 type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          MsgType                `protobuf:"varint,1,opt,name=type,proto3,enum=dtx.v1.MsgType" json:"type,omitempty"`
-	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	To            string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	Tx            string                 `protobuf:"bytes,4,opt,name=tx,proto3" json:"tx,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Vote          Vote                   `protobuf:"varint,6,opt,name=vote,proto3,enum=dtx.v1.Vote" json:"vote,omitempty"` // VOTE only
-	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`               // VOTE (NO), ABORT
-	Op            []byte                 `protobuf:"bytes,8,opt,name=op,proto3" json:"op,omitempty"`                       // PREPARE only: the business operation of the branch
-	Ts            uint64                 `protobuf:"varint,9,opt,name=ts,proto3" json:"ts,omitempty"`                      // PREPARE: the transaction's timestamp (smaller is older)
-	Waits         []*Wait                `protobuf:"bytes,10,rep,name=waits,proto3" json:"waits,omitempty"`                // WAITS only
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Type   MsgType                `protobuf:"varint,1,opt,name=type,proto3,enum=dtx.v1.MsgType" json:"type,omitempty"`
+	From   string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To     string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Tx     string                 `protobuf:"bytes,4,opt,name=tx,proto3" json:"tx,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Vote   Vote                   `protobuf:"varint,6,opt,name=vote,proto3,enum=dtx.v1.Vote" json:"vote,omitempty"` // VOTE only
+	Reason string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`               // VOTE (NO), ABORT
+	Op     []byte                 `protobuf:"bytes,8,opt,name=op,proto3" json:"op,omitempty"`                       // PREPARE only: the business operation of the branch
+	Ts     uint64                 `protobuf:"varint,9,opt,name=ts,proto3" json:"ts,omitempty"`                      // PREPARE: the transaction's timestamp (smaller is older)
+	Waits  []*Wait                `protobuf:"bytes,10,rep,name=waits,proto3" json:"waits,omitempty"`                // WAITS only
+	// The attempt of the transaction a message is about (PREPARE, VOTE,
+	// COMMIT, ABORT, ACK, INQUIRE, WOUND): a deadlock victim is restarted by
+	// its coordinator as attempt k+1 with the same id and timestamp. 0 means 1.
+	Attempt       uint32 `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +401,13 @@ func (x *Message) GetWaits() []*Wait {
 		return x.Waits
 	}
 	return nil
+}
+
+func (x *Message) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 // Batch is every message one node has for another at the moment of sending.
@@ -777,7 +788,7 @@ const file_dtx_proto_rawDesc = "" +
 	"\x04Wait\x12\x16\n" +
 	"\x06waiter\x18\x01 \x01(\tR\x06waiter\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x10\n" +
-	"\x03age\x18\x03 \x01(\x04R\x03age\"\xf6\x01\n" +
+	"\x03age\x18\x03 \x01(\x04R\x03age\"\x90\x02\n" +
 	"\aMessage\x12#\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x0f.dtx.v1.MsgTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
@@ -789,7 +800,8 @@ const file_dtx_proto_rawDesc = "" +
 	"\x02op\x18\b \x01(\fR\x02op\x12\x0e\n" +
 	"\x02ts\x18\t \x01(\x04R\x02ts\x12\"\n" +
 	"\x05waits\x18\n" +
-	" \x03(\v2\f.dtx.v1.WaitR\x05waits\"4\n" +
+	" \x03(\v2\f.dtx.v1.WaitR\x05waits\x12\x18\n" +
+	"\aattempt\x18\v \x01(\rR\aattempt\"4\n" +
 	"\x05Batch\x12+\n" +
 	"\bmessages\x18\x01 \x03(\v2\x0f.dtx.v1.MessageR\bmessages\"*\n" +
 	"\fDeliverReply\x12\x1a\n" +

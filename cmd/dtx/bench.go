@@ -29,6 +29,7 @@ func benchCmd() *cobra.Command {
 		policy       string
 		jitter       time.Duration
 		lockTimeout  time.Duration
+		maxAttempts  int
 		participants int
 		transportArg string
 		jsonOut      bool
@@ -114,7 +115,7 @@ same order). --deadlock all compares the three policies.`,
 					}
 					r, err := bench.Run(ctx, bench.Config{
 						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
-						NetJitter: jitter, LockTimeout: lockTimeout, Seed: seed,
+						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Seed: seed,
 					})
 					if err != nil {
 						return err
@@ -156,6 +157,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&policy, "deadlock", "detect", "deadlock policy: detect, wound-wait, timeout, or all")
 	fl.DurationVar(&jitter, "net-jitter", 0, "delay half the messages by up to this much (reorders them)")
 	fl.DurationVar(&lockTimeout, "lock-timeout", 0, "lock-wait timeout (0: engine default 500ms)")
+	fl.IntVar(&maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.IntVar(&participants, "participants", 3, "participants per transaction (3)")
 	fl.StringVar(&transportArg, "transport", "mem", "transport: mem")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON")
@@ -183,7 +185,7 @@ func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
 	fmt.Fprintf(w, "machine floor: %.0f fdatasync/s (one 64-byte write+fdatasync at a time), loopback round trip %v\n\n",
 		floor.FsyncPerSec, floor.LoopbackRTT.Round(time.Microsecond))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tconc\ttx/s\tx floor\tabort%\tp50\tp90\tp99\tp99.9\tcpu/tx\tallocs/tx\tfsync/tx\tmsgs/tx\tdetect p50\taborts by reason\t")
+	fmt.Fprintln(tw, "policy\tconc\ttx/s\tx floor\tabort%\tp50\tp90\tp99\tp99.9\tcpu/tx\tallocs/tx\tfsync/tx\tmsgs/tx\tdetect p50\trestarts\taborts by reason\t")
 	for _, r := range rs {
 		var reasons []string
 		for k, v := range r.Aborts {
@@ -194,10 +196,10 @@ func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
 		if r.Cycles > 0 {
 			det = r.DetectP50.String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%v\t%v\t%v\t%v\t%v\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%v\t%v\t%v\t%v\t%v\t%.0f\t%.2f\t%.1f\t%s\t%d\t%s\t\n",
 			r.Policy, r.Concurrency, r.TxPerSec, r.TxPerSec/floor.FsyncPerSec, 100*r.AbortRate,
 			ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), r.CPUPerTx.Round(time.Microsecond), r.AllocsPerTx,
-			r.FsyncsPerTx, r.MsgsPerTx, det, strings.Join(reasons, " "))
+			r.FsyncsPerTx, r.MsgsPerTx, det, r.Restarts, strings.Join(reasons, " "))
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nx floor: committed tx/s divided by the machine's one-at-a-time fdatasync rate.")

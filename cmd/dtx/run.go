@@ -42,6 +42,7 @@ type runFlags struct {
 	json           bool
 	progress       bool
 	deadlock       string
+	maxAttempts    int
 	remote         remoteFlags
 }
 
@@ -77,6 +78,7 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.prepareTimeout, "prepare-timeout", 500*time.Millisecond, "time for all votes to arrive before a rollback")
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 250*time.Millisecond, "longest wait for a lock at a service before it votes NO")
+	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
@@ -161,6 +163,7 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.CommitRetry = f.commitRetry
 	cfg.LockTimeout = f.lockTimeout
 	cfg.Deadlock = policy
+	cfg.MaxAttempts = f.maxAttempts
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)

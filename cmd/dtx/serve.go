@@ -42,6 +42,7 @@ type serveFlags struct {
 	prepareTimeout, commitRetry            time.Duration
 	lockTimeout, grace                     time.Duration
 	deadlock                               string
+	maxAttempts                            int
 	maxRequest                             int
 	callTimeout                            time.Duration
 	streams                                int
@@ -85,6 +86,7 @@ with HTTP on the port + 1000.`,
 	fl.DurationVar(&f.prepareTimeout, "prepare-timeout", time.Second, "time for all votes to arrive before a rollback (services: paces in-doubt inquiries)")
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "coordinator: first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 500*time.Millisecond, "services: longest wait for a lock before voting NO")
+	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "coordinator: most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect, wound-wait or timeout (the same on every component)")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "longest graceful drain on SIGTERM")
 	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
@@ -148,6 +150,7 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	protocol.CommitRetry = f.commitRetry
 	protocol.LockTimeout = f.lockTimeout
 	protocol.Deadlock = policy
+	protocol.MaxAttempts = f.maxAttempts
 	if err := protocol.Validate(); err != nil {
 		return usagef("%v", err)
 	}

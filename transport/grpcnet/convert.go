@@ -19,15 +19,16 @@ const (
 // twopc.Message is mapped; a test fails if one is added and not mapped here.
 func ToProto(m *twopc.Message) *dtxv1.Message {
 	p := &dtxv1.Message{
-		Type:   dtxv1.MsgType(m.Type),
-		From:   m.From,
-		To:     m.To,
-		Tx:     m.Tx,
-		Epoch:  m.Epoch,
-		Vote:   dtxv1.Vote(m.Vote),
-		Reason: m.Reason,
-		Op:     m.Op,
-		Ts:     m.TS,
+		Type:    dtxv1.MsgType(m.Type),
+		From:    m.From,
+		To:      m.To,
+		Tx:      m.Tx,
+		Epoch:   m.Epoch,
+		Vote:    dtxv1.Vote(m.Vote),
+		Reason:  m.Reason,
+		Op:      m.Op,
+		Ts:      m.TS,
+		Attempt: m.Attempt,
 	}
 	if len(m.Waits) > 0 {
 		p.Waits = make([]*dtxv1.Wait, len(m.Waits))
@@ -42,15 +43,16 @@ func ToProto(m *twopc.Message) *dtxv1.Message {
 // rely on: a known type, a known vote, a transaction id, bounded sizes.
 func FromProto(p *dtxv1.Message) (twopc.Message, error) {
 	m := twopc.Message{
-		Type:   twopc.MsgType(p.GetType()),
-		From:   p.GetFrom(),
-		To:     p.GetTo(),
-		Tx:     p.GetTx(),
-		Epoch:  p.GetEpoch(),
-		Vote:   twopc.Vote(p.GetVote()),
-		Reason: p.GetReason(),
-		Op:     p.GetOp(),
-		TS:     p.GetTs(),
+		Type:    twopc.MsgType(p.GetType()),
+		From:    p.GetFrom(),
+		To:      p.GetTo(),
+		Tx:      p.GetTx(),
+		Epoch:   p.GetEpoch(),
+		Vote:    twopc.Vote(p.GetVote()),
+		Reason:  p.GetReason(),
+		Op:      p.GetOp(),
+		TS:      p.GetTs(),
+		Attempt: p.GetAttempt(),
 	}
 	switch {
 	case p.GetType() <= 0 || p.GetType() > 255 || !knownMsgType(m.Type):
