@@ -134,6 +134,22 @@ type finished struct {
 	attempt   uint32 // committed: the attempt that committed (every other one aborted)
 }
 
+// finish remembers tx's outcome (in a table the garbage collector does not
+// trace: it holds every transaction ever finished).
+func (c *Coordinator) finish(tx string, f finished) {
+	var st uint8
+	if f.committed {
+		st = 1
+	}
+	c.done.Put(tx, st, f.attempt, f.reason)
+}
+
+// finishedTx returns what is remembered of a finished tx.
+func (c *Coordinator) finishedTx(tx string) (finished, bool) {
+	st, attempt, reason, ok := c.done.Get(tx)
+	return finished{committed: st == 1, reason: reason, attempt: attempt}, ok
+}
+
 // Coordinator is the coordinator's state machine for many concurrent
 // transactions. It is not safe for concurrent use: one driver goroutine
 // owns it.
@@ -143,7 +159,7 @@ type Coordinator struct {
 	started bool
 	now     uint64
 	active  map[string]*coordTx // collecting or committing
-	done    map[string]finished // committed (END) or aborted
+	done    *txTable // committed (END) or aborted
 	timers  timers
 	rd      Ready
 	lastTS  uint64
@@ -195,7 +211,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	return &Coordinator{
 		cfg:    cfg,
 		active: make(map[string]*coordTx),
-		done:   make(map[string]finished),
+		done:   newTxTable(),
 		waits:  make(map[string]waitReport),
 	}, nil
 }
@@ -214,7 +230,7 @@ func (c *Coordinator) State(tx string) (CoordState, bool) {
 	if t, ok := c.active[tx]; ok {
 		return t.state, true
 	}
-	if f, ok := c.done[tx]; ok {
+	if f, ok := c.finishedTx(tx); ok {
 		if f.committed {
 			return CoordCommitted, true
 		}
@@ -242,7 +258,7 @@ func (c *Coordinator) Restore(r Record) error {
 		if _, ok := c.active[r.Tx]; ok {
 			return bad("transaction begun twice")
 		}
-		if _, ok := c.done[r.Tx]; ok {
+		if c.done.Has(r.Tx) {
 			return bad("transaction begun after it finished")
 		}
 		c.active[r.Tx] = newCoordTx(r.Tx, r.Nodes)
@@ -255,7 +271,7 @@ func (c *Coordinator) Restore(r Record) error {
 	case RecCommit:
 		t := c.active[r.Tx]
 		if t == nil {
-			if _, ok := c.done[r.Tx]; ok {
+			if c.done.Has(r.Tx) {
 				return bad("COMMIT after the transaction finished")
 			}
 			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
@@ -283,7 +299,7 @@ func (c *Coordinator) Restore(r Record) error {
 	case RecEnd:
 		t := c.active[r.Tx]
 		if t == nil || t.state != CoordCommitting {
-			if _, ok := c.done[r.Tx]; ok || t != nil {
+			if c.done.Has(r.Tx) || t != nil {
 				return bad("END for a transaction that is not committing")
 			}
 		}
@@ -292,11 +308,11 @@ func (c *Coordinator) Restore(r Record) error {
 		if t != nil {
 			attempt = t.attempt
 		}
-		c.done[r.Tx] = finished{committed: true, attempt: attempt}
+		c.finish(r.Tx, finished{committed: true, attempt: attempt})
 	case RecRestart:
 		t := c.active[r.Tx]
 		if t == nil {
-			if _, ok := c.done[r.Tx]; ok {
+			if c.done.Has(r.Tx) {
 				return bad("RESTART after the transaction finished")
 			}
 			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
@@ -315,11 +331,11 @@ func (c *Coordinator) Restore(r Record) error {
 		if t := c.active[r.Tx]; t != nil && t.state == CoordCommitting {
 			return bad("ABORT after COMMIT")
 		}
-		if f, ok := c.done[r.Tx]; ok && f.committed {
+		if f, ok := c.finishedTx(r.Tx); ok && f.committed {
 			return bad("ABORT after COMMIT")
 		}
 		delete(c.active, r.Tx)
-		c.done[r.Tx] = finished{reason: r.Reason, attempt: AttemptOf(r.Attempt)}
+		c.finish(r.Tx, finished{reason: r.Reason, attempt: AttemptOf(r.Attempt)})
 	case RecEvent:
 	default:
 		return bad("not a coordinator record")
@@ -387,7 +403,7 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 		}
 		return nil
 	}
-	if f, ok := c.done[tx]; ok {
+	if f, ok := c.finishedTx(tx); ok {
 		c.rd.Outcomes = append(c.rd.Outcomes, Outcome{Tx: tx, Committed: f.committed, Reason: f.reason, Duplicate: true})
 		return nil
 	}
@@ -529,7 +545,7 @@ func (c *Coordinator) stepVote(m Message) {
 // (every other attempt of a committed transaction was aborted before the
 // next began; an unknown transaction is presumed aborted).
 func (c *Coordinator) answer(tx, node string, a uint32) {
-	f, ok := c.done[tx]
+	f, ok := c.finishedTx(tx)
 	switch {
 	case ok && f.committed && f.attempt == a:
 		c.send(MsgCommit, node, tx, a, "")
@@ -588,9 +604,9 @@ func (c *Coordinator) stepInquire(m Message) {
 // (Found by sim: TestRegressPresumedAbortForgotten.)
 func (c *Coordinator) presumeAbort(tx, node string, attempt uint32) {
 	const reason = "presumed abort"
-	if _, ok := c.done[tx]; !ok {
+	if !c.done.Has(tx) {
 		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true, Attempt: attempt})
-		c.done[tx] = finished{reason: reason, attempt: attempt}
+		c.finish(tx, finished{reason: reason, attempt: attempt})
 	}
 	c.send(MsgAbort, node, tx, attempt, reason)
 }
@@ -722,7 +738,7 @@ func (c *Coordinator) armRetry(t *coordTx) {
 func (c *Coordinator) end(t *coordTx) {
 	c.rd.Records = append(c.rd.Records, Record{Type: RecEnd, Tx: t.id})
 	delete(c.active, t.id)
-	c.done[t.id] = finished{committed: true, attempt: t.attempt}
+	c.finish(t.id, finished{committed: true, attempt: t.attempt})
 }
 
 // abort decides ABORT. Only participants that may hold a prepared or waiting
@@ -734,7 +750,7 @@ func (c *Coordinator) abort(t *coordTx, reason string, recovered bool) {
 		c.send(MsgAbort, n, t.id, t.attempt, reason)
 	}
 	delete(c.active, t.id)
-	c.done[t.id] = finished{reason: reason, attempt: t.attempt}
+	c.finish(t.id, finished{reason: reason, attempt: t.attempt})
 	c.outcome(t, Outcome{Tx: t.id, Reason: reason, Recovered: recovered})
 }
 

@@ -269,8 +269,8 @@ func runRandomized(t *testing.T, seed uint64) (restarts uint64, ok bool) {
 			// once.
 			for _, id := range committedAt {
 				b := parts[id].part.branches[tx]
-				if b.attempt != coord.done[tx].attempt {
-					t.Errorf("%s: %s committed attempt %d, the coordinator attempt %d", tx, id, b.attempt, coord.done[tx].attempt)
+				if f, _ := coord.finishedTx(tx); b.attempt != f.attempt {
+					t.Errorf("%s: %s committed attempt %d, the coordinator attempt %d", tx, id, b.attempt, f.attempt)
 				}
 				if n := parts[id].res.calls["commit "+tx]; n != 1 {
 					t.Errorf("%s: %s committed %d times", tx, id, n)

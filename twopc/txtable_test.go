@@ -14,6 +14,7 @@ func TestTxTableMatchesMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	type val struct {
 		state uint8
+		aux   uint32
 		text  string
 	}
 	want := map[string]val{}
@@ -23,31 +24,31 @@ func TestTxTableMatchesMap(t *testing.T) {
 		if rng.IntN(50) == 0 {
 			key = ""
 		}
-		v := val{state: uint8(rng.IntN(4)), text: ""}
+		v := val{state: uint8(rng.IntN(4)), aux: rng.Uint32(), text: ""}
 		if rng.IntN(3) == 0 {
 			v.text = "reason " + strconv.Itoa(rng.IntN(100))
 		}
-		tab.Put(key, v.state, v.text)
+		tab.Put(key, v.state, v.aux, v.text)
 		want[key] = v
 		if step%997 == 0 || step == 19999 {
 			if tab.Len() != len(want) {
 				t.Fatalf("seed %d step %d: Len %d, want %d", seed, step, tab.Len(), len(want))
 			}
 			for k, w := range want {
-				st, text, ok := tab.Get(k)
-				if !ok || st != w.state || text != w.text {
-					t.Fatalf("seed %d step %d: Get(%q) = %d %q %v, want %d %q", seed, step, k, st, text, ok, w.state, w.text)
+				st, aux, text, ok := tab.Get(k)
+				if !ok || st != w.state || aux != w.aux || text != w.text || !tab.Has(k) {
+					t.Fatalf("seed %d step %d: Get(%q) = %d %d %q %v, want %+v", seed, step, k, st, aux, text, ok, w)
 				}
 			}
 			for _, k := range []string{"absent", "-1", "5000"} {
-				if _, _, ok := tab.Get(k); ok {
+				if _, _, _, ok := tab.Get(k); ok || tab.Has(k) {
 					t.Fatalf("seed %d: Get(%q) found a key never put", seed, k)
 				}
 			}
 			seen := 0
-			tab.All(func(k string, st uint8, text string) bool {
+			tab.All(func(k string, st uint8, aux uint32, text string) bool {
 				seen++
-				if w, ok := want[k]; !ok || w.state != st || w.text != text {
+				if w, ok := want[k]; !ok || w.state != st || w.aux != aux || w.text != text {
 					t.Fatalf("seed %d: All gave %q %d %q, want %+v", seed, k, st, text, w)
 				}
 				return true
@@ -67,7 +68,7 @@ func BenchmarkTxTablePut(b *testing.B) {
 	b.Run("txTable", func(b *testing.B) {
 		tab := newTxTable()
 		for i := 0; b.Loop(); i++ {
-			tab.Put(ids[i&(len(ids)-1)]+strconv.Itoa(i>>16), 1, "")
+			tab.Put(ids[i&(len(ids)-1)]+strconv.Itoa(i>>16), 1, 0, "")
 		}
 	})
 	b.Run("map", func(b *testing.B) {
