@@ -159,7 +159,7 @@ type Coordinator struct {
 	started bool
 	now     uint64
 	active  map[string]*coordTx // collecting or committing
-	done    *txTable // committed (END) or aborted
+	done    *txTable            // committed (END) or aborted
 	timers  timers
 	rd      Ready
 	lastTS  uint64
