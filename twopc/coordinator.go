@@ -141,13 +141,13 @@ func (c *Coordinator) finish(tx string, f finished) {
 	if f.committed {
 		st = 1
 	}
-	c.done.Put(tx, st, f.attempt, f.reason)
+	c.done.Put(tx, txVal{state: st, a: f.attempt}, f.reason)
 }
 
 // finishedTx returns what is remembered of a finished tx.
 func (c *Coordinator) finishedTx(tx string) (finished, bool) {
-	st, attempt, reason, ok := c.done.Get(tx)
-	return finished{committed: st == 1, reason: reason, attempt: attempt}, ok
+	v, reason, ok := c.done.Get(tx)
+	return finished{committed: v.state == 1, reason: reason, attempt: v.a}, ok
 }
 
 // Coordinator is the coordinator's state machine for many concurrent

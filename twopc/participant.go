@@ -138,7 +138,8 @@ type Participant struct {
 	restored bool // Restore saw at least one record
 	now      uint64
 	maxEpoch uint64
-	branches map[string]*branch
+	branches map[string]*branch // waiting or prepared
+	finished *txTable           // committed or aborted: every one ever
 	inDoubt  int
 	timers   timers
 	rd       Ready
@@ -164,6 +165,7 @@ func NewParticipant(cfg ParticipantConfig, res Resource) (*Participant, error) {
 		res:      res,
 		locks:    lockmgr.New(),
 		branches: make(map[string]*branch),
+		finished: newTxTable(),
 	}, nil
 }
 
@@ -187,11 +189,34 @@ func (p *Participant) InDoubtTxs() []string {
 
 // Branch returns the state of tx's branch and whether it is known.
 func (p *Participant) Branch(tx string) (BranchState, bool) {
-	b, ok := p.branches[tx]
-	if !ok {
+	b := p.branchOf(tx)
+	if b == nil {
 		return 0, false
 	}
 	return b.state, true
+}
+
+// branchOf returns tx's branch: the live one (waiting or prepared) or, for a
+// finished branch, a copy brought back from the finished table. Changes to
+// a finished branch are kept by settle.
+func (p *Participant) branchOf(tx string) *branch {
+	if b := p.branches[tx]; b != nil {
+		return b
+	}
+	v, reason, ok := p.finished.Get(tx)
+	if !ok {
+		return nil
+	}
+	return &branch{state: BranchState(v.state), reason: reason, attempt: v.a, gen: v.b}
+}
+
+// settle files b, which is committed or aborted, in the finished table:
+// a participant remembers every branch it finished (a late PREPARE must get
+// the same vote), and that table holds nothing the garbage collector has
+// to trace.
+func (p *Participant) settle(tx string, b *branch) {
+	delete(p.branches, tx)
+	p.finished.Put(tx, txVal{state: uint8(b.state), a: b.attempt, b: b.gen}, b.reason)
 }
 
 // Locks exposes the lock table (read-only use: wait-for edges, stats).
@@ -208,7 +233,7 @@ func (p *Participant) Restore(r Record) error {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %s: %s: %s", ErrBadRecord, p.cfg.ID, r, why)
 	}
-	b := p.branches[r.Tx]
+	b := p.branchOf(r.Tx)
 	a := AttemptOf(r.Attempt)
 	switch r.Type {
 	case RecPrepared:
@@ -243,7 +268,7 @@ func (p *Participant) Restore(r Record) error {
 	case RecAborted, RecVotedNo:
 		switch {
 		case b == nil:
-			p.branches[r.Tx] = &branch{state: BranchAborted, reason: r.Reason, attempt: a}
+			p.settle(r.Tx, &branch{state: BranchAborted, reason: r.Reason, attempt: a})
 		case a < b.attempt:
 			// Never logged by this machine (a stale ABORT is only an
 			// event); harmless: an earlier attempt changes nothing now.
@@ -253,6 +278,7 @@ func (p *Participant) Restore(r Record) error {
 			p.finish(r.Tx, b, BranchAborted)
 		case b.state == BranchAborted:
 			b.attempt = a
+			p.settle(r.Tx, b)
 		case b.state == BranchCommitted:
 			return bad("ABORTED after COMMITTED")
 		}
@@ -272,6 +298,7 @@ func (p *Participant) finish(tx string, b *branch, s BranchState) {
 	b.state = s
 	b.op = nil
 	b.gen++
+	p.settle(tx, b)
 	granted := p.locks.Release(tx)
 	if !p.started {
 		if len(granted) > 0 {
@@ -341,7 +368,7 @@ func (p *Participant) Step(m Message) {
 func (p *Participant) stepPrepare(m Message) {
 	a := AttemptOf(m.Attempt)
 	var gen uint32
-	if b := p.branches[m.Tx]; b != nil {
+	if b := p.branchOf(m.Tx); b != nil {
 		switch {
 		case a < b.attempt:
 			// A late PREPARE of an attempt the coordinator has given up
@@ -426,6 +453,7 @@ func (p *Participant) supersede(tx string, b *branch, next uint32) {
 	case BranchWaiting:
 		b.state = BranchAborted
 		b.gen++
+		p.settle(tx, b)
 		p.event(tx, reason)
 		p.releaseWaiting(tx)
 	case BranchPrepared:
@@ -583,14 +611,14 @@ func (p *Participant) voteNo(tx string, b *branch, reason string) {
 	b.reason = reason
 	b.op = nil
 	b.gen++
-	p.branches[tx] = b
+	p.settle(tx, b)
 	p.rd.Records = append(p.rd.Records, Record{Type: RecVotedNo, Tx: tx, Reason: reason, Attempt: b.attempt})
 	p.send(MsgVote, tx, b.attempt, VoteNo, reason)
 }
 
 func (p *Participant) stepCommit(m Message) {
 	a := AttemptOf(m.Attempt)
-	b := p.branches[m.Tx]
+	b := p.branchOf(m.Tx)
 	switch {
 	case b != nil && b.attempt != a:
 		// Only the attempt that voted YES here can commit here; a COMMIT
@@ -625,7 +653,7 @@ func (p *Participant) stepCommit(m Message) {
 // than the branch's is stale and changes nothing.
 func (p *Participant) stepAbort(m Message) {
 	a := AttemptOf(m.Attempt)
-	b := p.branches[m.Tx]
+	b := p.branchOf(m.Tx)
 	reason := m.Reason
 	if reason == "" {
 		reason = "aborted by coordinator"
@@ -633,7 +661,7 @@ func (p *Participant) stepAbort(m Message) {
 	switch {
 	case b == nil:
 		// Remember it, so that a late PREPARE votes NO (no hanging branch).
-		p.branches[m.Tx] = &branch{state: BranchAborted, reason: reason, attempt: a}
+		p.settle(m.Tx, &branch{state: BranchAborted, reason: reason, attempt: a})
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 	case a < b.attempt:
 		p.event(m.Tx, fmt.Sprintf("ignored ABORT of attempt %d: attempt %d is %s here", a, b.attempt, b.state))
@@ -643,6 +671,7 @@ func (p *Participant) stepAbort(m Message) {
 		b.op = nil
 		b.gen++
 		b.attempt = a
+		p.settle(m.Tx, b)
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 		p.releaseWaiting(m.Tx)
 	case b.state == BranchPrepared:
@@ -656,6 +685,7 @@ func (p *Participant) stepAbort(m Message) {
 		// it, so that its late PREPARE votes NO too.
 		b.attempt = a
 		b.reason = reason
+		p.settle(m.Tx, b)
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 	case b.state == BranchCommitted:
 		p.event(m.Tx, "refused ABORT for a committed branch")

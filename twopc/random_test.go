@@ -268,7 +268,7 @@ func runRandomized(t *testing.T, seed uint64) (restarts uint64, ok bool) {
 			// Every participant committed the attempt the coordinator did,
 			// once.
 			for _, id := range committedAt {
-				b := parts[id].part.branches[tx]
+				b := parts[id].part.branchOf(tx)
 				if f, _ := coord.finishedTx(tx); b.attempt != f.attempt {
 					t.Errorf("%s: %s committed attempt %d, the coordinator attempt %d", tx, id, b.attempt, f.attempt)
 				}

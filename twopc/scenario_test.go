@@ -377,11 +377,17 @@ func (s *scenario) exec(t *testing.T, d *datadriven.TestData) string {
 			for tx := range p.branches {
 				txs = append(txs, tx)
 			}
+			p.finished.All(func(tx string, _ txVal, _ string) bool {
+				if p.branches[tx] == nil {
+					txs = append(txs, tx)
+				}
+				return true
+			})
 			slices.Sort(txs)
 			var parts []string
 			for _, tx := range txs {
 				st, _ := p.Branch(tx)
-				if a := p.branches[tx].attempt; a > 1 {
+				if a := p.branchOf(tx).attempt; a > 1 {
 					parts = append(parts, fmt.Sprintf("%s=%s@%d", tx, st, a))
 				} else {
 					parts = append(parts, tx+"="+st.String())

@@ -20,12 +20,17 @@ type txTable struct {
 }
 
 type txSlot struct {
-	hash  uint64 // never 0 for a used slot
-	off   uint64 // key at arena[off:off+klen], text right after it
-	klen  uint32
-	tlen  uint32
-	aux   uint32
+	hash uint64 // never 0 for a used slot
+	off  uint64 // key at arena[off:off+klen], text right after it
+	klen uint32
+	tlen uint32
+	v    txVal
+}
+
+// txVal is what a txTable keeps per key besides its text.
+type txVal struct {
 	state uint8
+	a, b  uint32 // the user's numbers (an attempt, a generation)
 }
 
 func newTxTable() *txTable {
@@ -53,12 +58,12 @@ func (t *txTable) find(key string, h uint64) *txSlot {
 	}
 }
 
-// Put sets key's state, aux number and text, replacing any earlier ones.
-func (t *txTable) Put(key string, state uint8, aux uint32, text string) {
+// Put sets key's value and text, replacing any earlier ones.
+func (t *txTable) Put(key string, v txVal, text string) {
 	h := t.hash(key)
 	s := t.find(key, h)
 	if s.hash != 0 && s.tlen == 0 && text == "" {
-		s.state, s.aux = state, aux // the common replacement: no new bytes
+		s.v = v // the common replacement: no new bytes
 		return
 	}
 	if s.hash == 0 {
@@ -71,20 +76,20 @@ func (t *txTable) Put(key string, state uint8, aux uint32, text string) {
 	off := uint64(len(t.arena))
 	t.arena = append(t.arena, key...)
 	t.arena = append(t.arena, text...)
-	*s = txSlot{hash: h, off: off, klen: uint32(len(key)), tlen: uint32(len(text)), aux: aux, state: state}
+	*s = txSlot{hash: h, off: off, klen: uint32(len(key)), tlen: uint32(len(text)), v: v}
 }
 
-// Get returns key's state, aux number and text.
-func (t *txTable) Get(key string) (state uint8, aux uint32, text string, ok bool) {
+// Get returns key's value and text.
+func (t *txTable) Get(key string) (v txVal, text string, ok bool) {
 	s := t.find(key, t.hash(key))
 	if s.hash == 0 {
-		return 0, 0, "", false
+		return txVal{}, "", false
 	}
 	if s.tlen > 0 {
 		at := s.off + uint64(s.klen)
 		text = string(t.arena[at : at+uint64(s.tlen)])
 	}
-	return s.state, s.aux, text, true
+	return s.v, text, true
 }
 
 // Has reports whether key is in the table.
@@ -94,14 +99,14 @@ func (t *txTable) Has(key string) bool { return t.find(key, t.hash(key)).hash !=
 func (t *txTable) Len() int { return t.n }
 
 // All calls f for every key, in no particular order, until f returns false.
-func (t *txTable) All(f func(key string, state uint8, aux uint32, text string) bool) {
+func (t *txTable) All(f func(key string, v txVal, text string) bool) {
 	for i := range t.slots {
 		s := &t.slots[i]
 		if s.hash == 0 {
 			continue
 		}
 		at := s.off + uint64(s.klen)
-		if !f(string(t.key(s)), s.state, s.aux, string(t.arena[at:at+uint64(s.tlen)])) {
+		if !f(string(t.key(s)), s.v, string(t.arena[at:at+uint64(s.tlen)])) {
 			return
 		}
 	}

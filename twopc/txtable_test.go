@@ -13,9 +13,8 @@ func TestTxTableMatchesMap(t *testing.T) {
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 2))
 	type val struct {
-		state uint8
-		aux   uint32
-		text  string
+		v    txVal
+		text string
 	}
 	want := map[string]val{}
 	tab := newTxTable()
@@ -24,32 +23,32 @@ func TestTxTableMatchesMap(t *testing.T) {
 		if rng.IntN(50) == 0 {
 			key = ""
 		}
-		v := val{state: uint8(rng.IntN(4)), aux: rng.Uint32(), text: ""}
+		v := val{v: txVal{state: uint8(rng.IntN(4)), a: rng.Uint32(), b: rng.Uint32()}}
 		if rng.IntN(3) == 0 {
 			v.text = "reason " + strconv.Itoa(rng.IntN(100))
 		}
-		tab.Put(key, v.state, v.aux, v.text)
+		tab.Put(key, v.v, v.text)
 		want[key] = v
 		if step%997 == 0 || step == 19999 {
 			if tab.Len() != len(want) {
 				t.Fatalf("seed %d step %d: Len %d, want %d", seed, step, tab.Len(), len(want))
 			}
 			for k, w := range want {
-				st, aux, text, ok := tab.Get(k)
-				if !ok || st != w.state || aux != w.aux || text != w.text || !tab.Has(k) {
-					t.Fatalf("seed %d step %d: Get(%q) = %d %d %q %v, want %+v", seed, step, k, st, aux, text, ok, w)
+				v, text, ok := tab.Get(k)
+				if !ok || v != w.v || text != w.text || !tab.Has(k) {
+					t.Fatalf("seed %d step %d: Get(%q) = %+v %q %v, want %+v", seed, step, k, v, text, ok, w)
 				}
 			}
 			for _, k := range []string{"absent", "-1", "5000"} {
-				if _, _, _, ok := tab.Get(k); ok || tab.Has(k) {
+				if _, _, ok := tab.Get(k); ok || tab.Has(k) {
 					t.Fatalf("seed %d: Get(%q) found a key never put", seed, k)
 				}
 			}
 			seen := 0
-			tab.All(func(k string, st uint8, aux uint32, text string) bool {
+			tab.All(func(k string, v txVal, text string) bool {
 				seen++
-				if w, ok := want[k]; !ok || w.state != st || w.aux != aux || w.text != text {
-					t.Fatalf("seed %d: All gave %q %d %q, want %+v", seed, k, st, text, w)
+				if w, ok := want[k]; !ok || w.v != v || w.text != text {
+					t.Fatalf("seed %d: All gave %q %+v %q, want %+v", seed, k, v, text, w)
 				}
 				return true
 			})
@@ -68,7 +67,7 @@ func BenchmarkTxTablePut(b *testing.B) {
 	b.Run("txTable", func(b *testing.B) {
 		tab := newTxTable()
 		for i := 0; b.Loop(); i++ {
-			tab.Put(ids[i&(len(ids)-1)]+strconv.Itoa(i>>16), 1, 0, "")
+			tab.Put(ids[i&(len(ids)-1)]+strconv.Itoa(i>>16), txVal{state: 1}, "")
 		}
 	})
 	b.Run("map", func(b *testing.B) {
