@@ -71,7 +71,7 @@ func (r Reservation) clone() Reservation {
 type Store struct {
 	items    map[string]*Item
 	prepared map[string]Reservation
-	sold     map[string]Reservation
+	sold     []sale               // committed branches, in commit order (append-only: cheap)
 	ops      purchase.BinaryCache // the last operation decoded
 }
 
@@ -82,7 +82,6 @@ func New(w purchase.World) *Store {
 	s := &Store{
 		items:    make(map[string]*Item, len(w.Items)),
 		prepared: make(map[string]Reservation),
-		sold:     make(map[string]Reservation),
 	}
 	for id, it := range w.Items {
 		s.items[id] = &Item{Stock: it.Stock, Available: it.Stock}
@@ -156,7 +155,26 @@ func (s *Store) Commit(tx string, _ []byte) {
 		it.Sold += l.Quantity
 	}
 	delete(s.prepared, tx)
-	s.sold[tx] = res
+	s.sold = append(s.sold, sale{tx, res})
+}
+
+// sale is a committed branch's reservation.
+type sale struct {
+	tx  string
+	res Reservation
+}
+
+// soldByTx returns the committed reservations by transaction, or an error
+// naming a transaction committed twice.
+func (s *Store) soldByTx() (map[string]Reservation, error) {
+	m := make(map[string]Reservation, len(s.sold))
+	for _, x := range s.sold {
+		if _, dup := m[x.tx]; dup {
+			return nil, fmt.Errorf("inventory: %s committed twice", x.tx)
+		}
+		m[x.tx] = x.res
+	}
+	return m, nil
 }
 
 // Abort puts every item of the reservation back.
@@ -190,8 +208,8 @@ func (s *Store) State() State {
 	for id, it := range s.items {
 		st.Items[id] = *it
 	}
-	for tx, r := range s.sold {
-		st.Reservations[tx] = r.clone()
+	for _, x := range s.sold {
+		st.Reservations[x.tx] = x.res.clone()
 	}
 	for tx, r := range s.prepared {
 		st.Prepared[tx] = r.clone()
@@ -207,10 +225,14 @@ func (s *Store) State() State {
 func (s *Store) Check() error {
 	held := map[string]int64{}
 	sold := map[string]int64{}
+	committed, err := s.soldByTx()
+	if err != nil {
+		return err
+	}
 	for _, m := range []struct {
 		branches map[string]Reservation
 		sum      map[string]int64
-	}{{s.prepared, held}, {s.sold, sold}} {
+	}{{s.prepared, held}, {committed, sold}} {
 		for _, tx := range slices.Sorted(maps.Keys(m.branches)) {
 			r := m.branches[tx]
 			if len(r.Items) == 0 {

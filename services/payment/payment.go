@@ -37,7 +37,7 @@ type Charge struct {
 type Store struct {
 	accounts map[string]*Account
 	held     map[string]Charge
-	charges  map[string]Charge
+	charges  []capture // committed, in commit order (append-only: cheap)
 	year     int
 	month    int
 	ops      purchase.BinaryCache // the last operation decoded
@@ -51,7 +51,6 @@ func New(w purchase.World, today time.Time) *Store {
 	s := &Store{
 		accounts: make(map[string]*Account, len(w.Accounts)),
 		held:     make(map[string]Charge),
-		charges:  make(map[string]Charge),
 		year:     today.Year(),
 		month:    int(today.Month()),
 	}
@@ -114,7 +113,26 @@ func (s *Store) Commit(tx string, _ []byte) {
 	a.Held -= c.Amount
 	a.Captured += c.Amount
 	delete(s.held, tx)
-	s.charges[tx] = c
+	s.charges = append(s.charges, capture{tx, c})
+}
+
+// capture is a committed branch's charge.
+type capture struct {
+	tx string
+	c  Charge
+}
+
+// chargesByTx returns the committed charges by transaction, or an error
+// naming a transaction committed twice.
+func (s *Store) chargesByTx() (map[string]Charge, error) {
+	m := make(map[string]Charge, len(s.charges))
+	for _, x := range s.charges {
+		if _, dup := m[x.tx]; dup {
+			return nil, fmt.Errorf("payment: %s committed twice", x.tx)
+		}
+		m[x.tx] = x.c
+	}
+	return m, nil
 }
 
 // Abort releases the held amount.
@@ -140,11 +158,14 @@ type State struct {
 func (s *Store) State() State {
 	st := State{
 		Accounts: make(map[string]Account, len(s.accounts)),
-		Charges:  maps.Clone(s.charges),
+		Charges:  make(map[string]Charge, len(s.charges)),
 		Held:     maps.Clone(s.held),
 	}
 	for id, a := range s.accounts {
 		st.Accounts[id] = *a
+	}
+	for _, x := range s.charges {
+		st.Charges[x.tx] = x.c
 	}
 	return st
 }
@@ -157,7 +178,11 @@ func (s *Store) Check() error {
 	for _, c := range s.held {
 		held[c.UserID] += c.Amount
 	}
-	for _, c := range s.charges {
+	charges, err := s.chargesByTx()
+	if err != nil {
+		return err
+	}
+	for _, c := range charges {
 		captured[c.UserID] += c.Amount
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.accounts)) {

@@ -119,3 +119,16 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Fatalf("Check() = %v", err)
 	}
 }
+
+func TestCheckFindsDoubleCommit(t *testing.T) {
+	s := New(world(), today)
+	if err := s.Prepare("t1", op(t, "t1", "u", card, 1, 100, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	s.Commit("t1", nil)
+	mustCheck(t, s)
+	s.charges = append(s.charges, s.charges[0])
+	if err := s.Check(); err == nil || err.Error() != "payment: t1 committed twice" {
+		t.Fatalf("Check() = %v, want t1 committed twice", err)
+	}
+}
