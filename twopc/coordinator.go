@@ -67,6 +67,13 @@ type CoordinatorConfig struct {
 	// last attempt. 0 means DefaultMaxAttempts; 1 means no restart.
 	// Timeouts and NO votes for other reasons are never restarted.
 	MaxAttempts int
+	// RestartBase and RestartMax bound the pause, in ticks, before a
+	// restarted attempt sends its PREPAREs: base doubled per attempt, plus
+	// jitter. The pause lets the transaction that won the conflict finish
+	// first, so that the restarted one (older than everything that arrived
+	// since) does not at once wound the next holder of the same keys. 0
+	// means no pause.
+	RestartBase, RestartMax uint64
 }
 
 // DefaultMaxAttempts is MaxAttempts when it is not set.
@@ -81,6 +88,8 @@ func DefaultCoordinatorConfig() CoordinatorConfig {
 		RetryMax:       2000,
 		MaxInflight:    1 << 16,
 		MaxAttempts:    DefaultMaxAttempts,
+		RestartBase:    25,
+		RestartMax:     200,
 	}
 }
 
@@ -796,6 +805,18 @@ func (c *Coordinator) abortOrRestart(t *coordTx, reason string) {
 	t.started = c.now
 	clear(t.votes)
 	t.gen++ // the old attempt's prepare timer no longer applies
+	if c.cfg.RestartBase == 0 {
+		c.prepareAttempt(t)
+		return
+	}
+	pause := backoff(c.cfg.RestartBase, max(c.cfg.RestartBase, c.cfg.RestartMax), int(t.attempt)-2, c.cfg.Rand)
+	c.timers.add(c.now+pause, t.id, timerRestart, t.gen)
+}
+
+// prepareAttempt sends the PREPAREs of t's current attempt and arms its
+// prepare timeout.
+func (c *Coordinator) prepareAttempt(t *coordTx) {
+	t.started = c.now
 	for i, n := range t.nodes {
 		c.rd.Messages = append(c.rd.Messages, Message{
 			Type: MsgPrepare, From: c.cfg.ID, To: n, Tx: t.id, Epoch: c.epoch, Op: t.ops[i], TS: t.ts, Attempt: t.attempt,
@@ -844,6 +865,8 @@ func (c *Coordinator) Tick() {
 			reason := fmt.Sprintf("prepare timeout: %s did not vote within %d ticks", strings.Join(late, ", "), c.cfg.PrepareTimeout)
 			c.event(t.id, reason)
 			c.abort(t, reason, false)
+		case tm.kind == timerRestart && t.state == CoordCollecting:
+			c.prepareAttempt(t)
 		case tm.kind == timerRetry && t.state == CoordCommitting:
 			t.attempts++
 			c.event(t.id, fmt.Sprintf("commit retry %d", t.attempts))

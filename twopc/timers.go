@@ -13,6 +13,7 @@ const (
 	timerRetry                        // coordinator: resend COMMIT to those who did not ACK
 	timerLock                         // participant: lock-wait deadline
 	timerInquire                      // participant: ask about an in-doubt branch
+	timerRestart                      // coordinator: send a restarted attempt's PREPAREs
 )
 
 // timer is one entry of a timer queue. Timers are never removed early:
