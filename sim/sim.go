@@ -24,6 +24,8 @@ const (
 	prepareTimeout = 40
 	retryBase      = 4
 	retryMax       = 64
+	restartBase    = 2 // pause before a restarted attempt's PREPAREs
+	restartMax     = 8
 	lockTimeout    = 20
 	inquireAfter   = 30
 	inquireMax     = 120
@@ -862,7 +864,7 @@ func (s *Sim) newMachine(c *comp) error {
 	if c.role == roleCoord {
 		cfg := twopc.CoordinatorConfig{
 			ID: twopc.CoordinatorID, PrepareTimeout: prepareTimeout, RetryBase: retryBase, RetryMax: retryMax,
-			MaxInflight: maxInflight, Rand: s.rng.Uint64,
+			MaxInflight: maxInflight, Rand: s.rng.Uint64, RestartBase: restartBase, RestartMax: restartMax,
 		}
 		m, err := twopc.NewCoordinator(cfg)
 		if err != nil {
