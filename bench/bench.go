@@ -178,17 +178,27 @@ type load struct {
 // picked hot keys.
 func drive(ctx context.Context, cfg Config, prefix string, submit func(context.Context, *purchase.Request) (twopc.Outcome, error)) (load, error) {
 	type worker struct {
-		hist      *hdrhistogram.Histogram
 		committed int64
 		aborts    map[string]int64
 		err       error
+	}
+	// Latencies go to a few shared histograms (one each for thousands of
+	// clients would cost more CPU than the clients themselves).
+	type shard struct {
+		mu   sync.Mutex
+		hist *hdrhistogram.Histogram
+	}
+	shards := make([]shard, min(cfg.Concurrency, 16))
+	for i := range shards {
+		shards[i].hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	}
 	workers := make([]*worker, cfg.Concurrency)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	var wg sync.WaitGroup
 	for i := range workers {
-		wk := &worker{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3), aborts: map[string]int64{}}
+		wk := &worker{aborts: map[string]int64{}}
+		sh := &shards[i%len(shards)]
 		workers[i] = wk
 		wg.Add(1)
 		go func() {
@@ -208,7 +218,10 @@ func drive(ctx context.Context, cfg Config, prefix string, submit func(context.C
 					wk.err = fmt.Errorf("bench: %s: %w", req.TxID, err)
 					return
 				}
-				wk.hist.RecordValue(max(1, int64(time.Since(t0)/time.Microsecond)))
+				us := max(1, int64(time.Since(t0)/time.Microsecond))
+				sh.mu.Lock()
+				sh.hist.RecordValue(us)
+				sh.mu.Unlock()
 				if o.Committed {
 					wk.committed++
 				} else {
@@ -218,12 +231,14 @@ func drive(ctx context.Context, cfg Config, prefix string, submit func(context.C
 		}()
 	}
 	wg.Wait()
-	ld := load{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3), aborts: map[string]int64{}, elapsed: time.Since(start)}
+	ld := load{hist: shards[0].hist, aborts: map[string]int64{}, elapsed: time.Since(start)}
+	for i := 1; i < len(shards); i++ {
+		ld.hist.Merge(shards[i].hist)
+	}
 	for _, wk := range workers {
 		if wk.err != nil {
 			return ld, wk.err
 		}
-		ld.hist.Merge(wk.hist)
 		ld.committed += wk.committed
 		for k, v := range wk.aborts {
 			ld.aborts[k] += v

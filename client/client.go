@@ -163,32 +163,49 @@ func (c *Client) SubmitTx(ctx context.Context, tx string, branches []twopc.Branc
 }
 
 func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Outcome, error) {
-	return c.call(ctx, func(ctx context.Context) (*dtxv1.TxOutcome, error) {
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
 		if c.cfg.Unary || c.noStream.Load() {
-			return c.api.Submit(ctx, r)
+			actx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			return c.api.Submit(actx, r)
 		}
 		s, err := c.getStream(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return s.submit(ctx, r)
+		return s.submit(ctx, r, deadline)
 	})
 }
 
-// call retries f until it gets an outcome, a final error, or RetryFor (or
-// ctx) runs out. A retried submission of the same id may find the first
+// call is callUntil for attempts that take a context with the attempt's
+// deadline.
+func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
+		actx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		return f(actx)
+	})
+}
+
+// callUntil retries f until it gets an outcome, a final error, or RetryFor
+// (or ctx) runs out; f gets each attempt's deadline (CallTimeout, within
+// RetryFor). A retried submission of the same id may find the first
 // attempt's outcome, which the coordinator marks duplicate: after an
 // attempt that may have reached the coordinator, that mark is dropped (it
 // most likely is this client's own first attempt; a client cannot tell it
 // from someone else's earlier submission of the same id).
-func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
-	defer cancel()
+func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Time) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	giveUp := time.Now().Add(c.cfg.RetryFor)
+	if d, ok := ctx.Deadline(); ok && d.Before(giveUp) {
+		giveUp = d
+	}
 	ambiguous := false
 	for attempt := 0; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		out, err := f(actx)
-		acancel()
+		deadline := time.Now().Add(c.cfg.CallTimeout)
+		if deadline.After(giveUp) {
+			deadline = giveUp
+		}
+		out, err := f(ctx, deadline)
 		if err == nil {
 			o := twopc.Outcome{Tx: out.GetTransactionId(), Committed: out.GetStatus() == dtxv1.Status_STATUS_COMMITTED,
 				Reason: out.GetReason(), Duplicate: out.GetDuplicate() && !ambiguous}
@@ -205,13 +222,16 @@ func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOut
 		default:
 			ambiguous = true
 		}
-		if ctx.Err() != nil {
+		pause := c.backoff(attempt)
+		if ctx.Err() != nil || time.Now().Add(pause).After(giveUp) {
 			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
 		}
 		c.retries.Add(1)
+		t := time.NewTimer(pause)
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -64,9 +65,19 @@ type stream struct {
 	mu      sync.Mutex
 	err     error // why the stream broke; nil while it works
 	seq     uint64
-	pending map[uint64]chan streamResult
+	pending map[uint64]waiter
 	queue   []*dtxv1.StreamRequest
 }
+
+// waiter is a call waiting for the outcome of its seq, until its deadline
+// (enforced by the stream's sweeper: no timer per call).
+type waiter struct {
+	ch       chan streamResult
+	deadline time.Time
+}
+
+// sweepEvery is how often a stream fails the calls past their deadline.
+const sweepEvery = 20 * time.Millisecond
 
 // openStream starts a SubmitStream. Opening waits for the connection for
 // as long as ctx allows; the stream itself lives until it breaks or the
@@ -83,10 +94,11 @@ func (c *Client) openStream(ctx context.Context) (*stream, error) {
 		return nil, err
 	}
 	s := &stream{c: c, ss: ss, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}),
-		pending: map[uint64]chan streamResult{}}
+		pending: map[uint64]waiter{}}
 	c.streamsOpened.Add(1)
 	go s.send()
 	go s.recv()
+	go s.sweep()
 	return s, nil
 }
 
@@ -114,8 +126,9 @@ func (s *stream) broken() error {
 	return s.err
 }
 
-// submit sends one request on the stream and waits for its outcome.
-func (s *stream) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1.TxOutcome, error) {
+// submit sends one request on the stream and waits for its outcome, until
+// deadline or the end of ctx.
+func (s *stream) submit(ctx context.Context, r *dtxv1.PurchaseRequest, deadline time.Time) (*dtxv1.TxOutcome, error) {
 	ch := make(chan streamResult, 1)
 	s.mu.Lock()
 	if s.err != nil {
@@ -129,7 +142,7 @@ func (s *stream) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1.T
 	}
 	s.seq++
 	seq := s.seq
-	s.pending[seq] = ch
+	s.pending[seq] = waiter{ch: ch, deadline: deadline}
 	s.queue = append(s.queue, &dtxv1.StreamRequest{Seq: seq, Purchase: r})
 	s.mu.Unlock()
 	select {
@@ -144,6 +157,28 @@ func (s *stream) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1.T
 		delete(s.pending, seq) // its outcome, if it comes, is dropped
 		s.mu.Unlock()
 		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// sweep fails the calls whose deadline passed (DEADLINE_EXCEEDED: the
+// caller may ask again), until the stream breaks.
+func (s *stream) sweep() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for seq, w := range s.pending {
+				if now.After(w.deadline) {
+					w.ch <- streamResult{err: status.Error(codes.DeadlineExceeded, "client: no outcome within the call timeout (ask again with the same transaction id)")}
+					delete(s.pending, seq)
+				}
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 
@@ -191,15 +226,15 @@ func (s *stream) recv() {
 		}
 		s.mu.Lock()
 		for _, o := range b.GetOutcomes() {
-			ch, ok := s.pending[o.GetSeq()]
+			w, ok := s.pending[o.GetSeq()]
 			if !ok {
 				continue // its caller gave up
 			}
 			delete(s.pending, o.GetSeq())
 			if o.GetCode() != 0 {
-				ch <- streamResult{err: status.Error(codes.Code(o.GetCode()), o.GetError())}
+				w.ch <- streamResult{err: status.Error(codes.Code(o.GetCode()), o.GetError())}
 			} else {
-				ch <- streamResult{out: o.GetOutcome()}
+				w.ch <- streamResult{out: o.GetOutcome()}
 			}
 		}
 		s.mu.Unlock()
@@ -217,8 +252,8 @@ func (s *stream) fail(cause error) {
 		s.c.noStream.Store(true) // an older coordinator: use unary calls
 	}
 	s.err = &brokenError{cause: cause}
-	for seq, ch := range s.pending {
-		ch <- streamResult{err: s.err}
+	for seq, w := range s.pending {
+		w.ch <- streamResult{err: s.err}
 		delete(s.pending, seq)
 	}
 	s.queue = nil

@@ -143,7 +143,7 @@ func TestStreamBreakAndReconnect(t *testing.T) {
 	}
 	direct := make(chan error, 1)
 	go func() {
-		_, err := s.submit(context.Background(), &dtxv1.PurchaseRequest{Op: mustOp(t, req("direct"))})
+		_, err := s.submit(context.Background(), &dtxv1.PurchaseRequest{Op: mustOp(t, req("direct"))}, time.Now().Add(time.Minute))
 		direct <- err
 	}()
 	waitFor(t, "all requests at the coordinator", func() bool { return held.received.Load() == n+1 })
@@ -211,9 +211,13 @@ func TestStreamCallerGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// By the call's deadline (the stream's sweeper) and by its context.
+	if _, err := s.submit(context.Background(), &dtxv1.PurchaseRequest{Op: mustOp(t, req("late1"))}, time.Now().Add(50*time.Millisecond)); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.submit(ctx, &dtxv1.PurchaseRequest{Op: mustOp(t, req("late"))}); status.Code(err) != codes.DeadlineExceeded {
+	if _, err := s.submit(ctx, &dtxv1.PurchaseRequest{Op: mustOp(t, req("late2"))}, time.Now().Add(time.Hour)); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("got %v, want DEADLINE_EXCEEDED", err)
 	}
 	s.mu.Lock()
