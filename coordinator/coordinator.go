@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dtx-dev/dtx/node"
@@ -49,7 +50,7 @@ type Coordinator struct {
 	node *node.Node
 
 	done    chan struct{}                   // closed when Run returns
-	waiters map[string][]chan twopc.Outcome // loop goroutine only
+	waiters map[string][]waiter             // loop goroutine only
 	lookups map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
 
 	stop context.Context // cancelled by Close
@@ -91,7 +92,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		log:     log,
 		m:       m,
 		done:    make(chan struct{}),
-		waiters: make(map[string][]chan twopc.Outcome),
+		waiters: make(map[string][]waiter),
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
@@ -129,6 +130,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.cfg.Network.Register(c.cfg.Machine.ID, inbox)
 	err := c.node.Run(ctx)
 	c.cfg.Network.Unregister(c.cfg.Machine.ID, inbox)
+	// The loop is over: asynchronous waiters learn that no outcome will
+	// come from it (synchronous ones see done).
+	for tx, ws := range c.waiters {
+		for _, w := range ws {
+			if w.fn != nil {
+				w.fn(twopc.Outcome{}, ErrClosed)
+			}
+		}
+		delete(c.waiters, tx)
+	}
 	close(c.done)
 	if err != nil {
 		c.cfg.Logger.Error("coordinator stopped", "err", err)
@@ -147,7 +158,11 @@ func (c *Coordinator) deliver(outs []twopc.Outcome) {
 			}
 			continue
 		}
-		ws[0] <- o
+		if ws[0].fn != nil {
+			ws[0].fn(o, nil)
+		} else {
+			ws[0].ch <- o
+		}
 		if len(ws) == 1 {
 			delete(c.waiters, o.Tx)
 		} else {
@@ -166,17 +181,7 @@ var ErrClosed = errors.New("coordinator: closed")
 func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
 	ch := make(chan twopc.Outcome, 1)
 	var perr error
-	err := c.node.Do(ctx, c.done, func() {
-		c.waiters[tx] = append(c.waiters[tx], ch)
-		if perr = c.m.Propose(tx, branches); perr != nil {
-			ws := c.waiters[tx]
-			if len(ws) == 1 {
-				delete(c.waiters, tx)
-			} else {
-				c.waiters[tx] = ws[:len(ws)-1]
-			}
-		}
-	})
+	err := c.node.Do(ctx, c.done, func() { perr = c.proposeLocked(tx, branches, waiter{ch: ch}) })
 	if err == node.ErrStopped {
 		err = ErrClosed
 	}
@@ -195,6 +200,68 @@ func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Br
 		return twopc.Outcome{}, ErrClosed
 	}
 }
+
+// waiter is a Submit waiting for an outcome: a channel (Submit) or a
+// function called on the loop goroutine (SubmitAsync).
+type waiter struct {
+	ch chan twopc.Outcome
+	fn func(twopc.Outcome, error)
+}
+
+// proposeLocked proposes tx and registers w for its outcome (loop
+// goroutine only).
+func (c *Coordinator) proposeLocked(tx string, branches []twopc.Branch, w waiter) error {
+	c.waiters[tx] = append(c.waiters[tx], w)
+	err := c.m.Propose(tx, branches)
+	if err != nil {
+		ws := c.waiters[tx]
+		if len(ws) == 1 {
+			delete(c.waiters, tx)
+		} else {
+			c.waiters[tx] = ws[:len(ws)-1]
+		}
+	}
+	return err
+}
+
+// Proposal is one transaction of SubmitAsync.
+type Proposal struct {
+	Tx       string
+	Branches []twopc.Branch
+}
+
+// SubmitAsync proposes every transaction of ps in one turn of the loop
+// (one hop into it for all of them, no goroutine each) and returns. done
+// is called exactly once for each, with its index: with its outcome once
+// it is durable (Submit's rules), or with the error that refused it
+// (ErrClosed if the coordinator stops first and the outcome is not
+// known). done runs on the coordinator's loop goroutine (or, once the
+// loop has stopped, another one) and must not block.
+func (c *Coordinator) SubmitAsync(ps []Proposal, done func(i int, o twopc.Outcome, err error)) {
+	answered := make([]atomic.Bool, len(ps))
+	answer := func(i int, o twopc.Outcome, err error) {
+		if answered[i].CompareAndSwap(false, true) {
+			done(i, o, err)
+		}
+	}
+	err := c.node.Do(context.Background(), c.done, func() {
+		for i := range ps {
+			w := waiter{fn: func(o twopc.Outcome, err error) { answer(i, o, err) }}
+			if err := c.proposeLocked(ps[i].Tx, ps[i].Branches, w); err != nil {
+				answer(i, twopc.Outcome{}, err)
+			}
+		}
+	})
+	if err != nil {
+		// The loop stopped: whatever has no answer yet gets none from it.
+		for i := range ps {
+			answer(i, twopc.Outcome{}, ErrClosed)
+		}
+	}
+}
+
+// Done is closed when the coordinator's loop has stopped.
+func (c *Coordinator) Done() <-chan struct{} { return c.done }
 
 // Status is a snapshot of the coordinator.
 type Status struct {

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -86,19 +89,27 @@ func (a *coordAPI) SubmitStream(ss dtxv1.Coordinator_SubmitStreamServer) error {
 			}
 		case <-drain:
 			draining, drain = true, nil
+		case <-s.c.coord.Done():
+			return status.Error(codes.Unavailable, "coordinator stopped; retry with the same transaction_id")
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }
 
-// read reads the stream until it ends, submitting every request.
+// read reads the stream until it ends, submitting the requests of each
+// SubmitBatch together (one hop into the coordinator's loop for all).
 func (s *submitStream) read(ctx context.Context) error {
+	var (
+		props []coordinator.Proposal
+		seqs  []uint64
+	)
 	for {
 		b, err := s.ss.Recv()
 		if err != nil {
 			return err
 		}
+		props, seqs = props[:0], seqs[:0]
 		for _, r := range b.GetRequests() {
 			select {
 			case s.slot <- struct{}{}:
@@ -106,30 +117,58 @@ func (s *submitStream) read(ctx context.Context) error {
 				return ctx.Err()
 			}
 			s.inflight.Add(1)
-			s.submit(ctx, r)
+			tx, branches, err := s.check(r.GetPurchase())
+			if err != nil {
+				s.push(errorOutcome(r.GetSeq(), err))
+				continue
+			}
+			props = append(props, coordinator.Proposal{Tx: tx, Branches: branches})
+			seqs = append(seqs, r.GetSeq())
+		}
+		if len(props) > 0 {
+			s.submit(props, seqs)
 		}
 	}
 }
 
-// submit answers one request: at once if it is malformed, else when its
-// outcome is durable.
-func (s *submitStream) submit(ctx context.Context, r *dtxv1.StreamRequest) {
-	seq := r.GetSeq()
-	p := r.GetPurchase()
+// check checks one request and makes its branches; the error is a status.
+func (s *submitStream) check(p *dtxv1.PurchaseRequest) (string, []twopc.Branch, error) {
 	if size := len(p.GetJsonLine()) + len(p.GetOp()); size > s.c.base.cfg.MaxRequestBytes {
-		s.push(&dtxv1.StreamOutcome{Seq: seq, Code: uint32(codes.InvalidArgument),
-			Error: status.Errorf(codes.InvalidArgument, "request of %d bytes is over the limit of %d", size, s.c.base.cfg.MaxRequestBytes).Error()})
-		return
+		return "", nil, status.Errorf(codes.InvalidArgument, "request of %d bytes is over the limit of %d", size, s.c.base.cfg.MaxRequestBytes)
 	}
-	tx, branches, err := s.c.purchaseRequest(p)
-	if err != nil {
-		s.push(errorOutcome(seq, err))
-		return
+	return s.c.purchaseRequest(p)
+}
+
+// submit submits checked requests; each outcome is queued for sending as
+// soon as it is durable.
+func (s *submitStream) submit(props []coordinator.Proposal, seqs []uint64) {
+	c := s.c
+	n := 0
+	for i := range props {
+		if !c.enter() { // draining: refuse the rest
+			for j := i; j < len(props); j++ {
+				s.push(errorOutcome(seqs[j], grpcError(errDraining)))
+			}
+			break
+		}
+		n++
 	}
-	go func() {
-		o, err := s.c.submit(ctx, tx, branches)
-		s.push(streamOutcome(seq, tx, o, err))
-	}()
+	props = slices.Clone(props[:n])
+	seqs = slices.Clone(seqs[:n])
+	start := time.Now()
+	c.coord.SubmitAsync(props, func(i int, o twopc.Outcome, err error) {
+		tx := props[i].Tx
+		if err != nil {
+			c.log.Warn("submit failed", "tx", tx, "err", err)
+		} else {
+			c.metrics.submit.Observe(time.Since(start).Seconds())
+			if o.Duplicate {
+				c.metrics.dups.Inc()
+			}
+		}
+		s.push(streamOutcome(seqs[i], tx, o, err))
+		c.leave()
+	})
 }
 
 func streamOutcome(seq uint64, tx string, o twopc.Outcome, err error) *dtxv1.StreamOutcome {
