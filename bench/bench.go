@@ -140,27 +140,65 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer eng.Close()
 
-	// Latencies go to a few shared histograms (an HdrHistogram is large:
-	// one per client would cost more than the transactions at c=1024).
-	type shard struct {
-		mu   sync.Mutex
-		hist *hdrhistogram.Histogram
-	}
-	shards := make([]shard, min(cfg.Concurrency, 4*runtime.GOMAXPROCS(0)))
-	for i := range shards {
-		shards[i].hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
-	}
-	type worker struct {
-		committed int64
-		aborts    map[string]int64
-		err       error
-	}
-	workers := make([]*worker, cfg.Concurrency)
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := cpuTime()
 	syncs0 := eng.Syncs()
 	msgs0 := eng.NetStats().Sent
+	ld, err := drive(ctx, cfg, "b", eng.Submit)
+	if err != nil {
+		return Result{}, err
+	}
+	cpu := cpuTime() - cpu0
+	runtime.ReadMemStats(&ms1)
+	res := ld.result(cfg)
+	if total := res.Committed + res.Aborted; total > 0 {
+		res.CPUPerTx = cpu / time.Duration(total)
+		res.AllocsPerTx = float64(ms1.Mallocs-ms0.Mallocs) / float64(total)
+		res.FsyncsPerTx = float64(eng.Syncs()-syncs0) / float64(total)
+		res.MsgsPerTx = float64(eng.NetStats().Sent-msgs0) / float64(total)
+	}
+	ds, err := eng.DeadlockStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Cycles, res.Wounds, res.Restarts = ds.Cycles, ds.Wounds, ds.Restarts
+	if len(ds.DetectTicks) > 0 {
+		t := slices.Clone(ds.DetectTicks)
+		slices.Sort(t)
+		res.DetectP50 = time.Duration(t[len(t)/2]) * tick
+	}
+	return res, nil
+}
+
+// load is what the clients of one run saw.
+type load struct {
+	hist      *hdrhistogram.Histogram
+	committed int64
+	aborts    map[string]int64
+	elapsed   time.Duration
+}
+
+// drive runs cfg.Concurrency clients for cfg.Duration, each submitting one
+// purchase at a time (transaction ids prefix<client>-<n>) over uniformly
+// picked hot keys.
+func drive(ctx context.Context, cfg Config, prefix string, submit func(context.Context, *purchase.Request) (twopc.Outcome, error)) (load, error) {
+	type worker struct {
+		committed int64
+		aborts    map[string]int64
+		err       error
+	}
+	// Latencies go to a few shared histograms (one each for thousands of
+	// clients would cost more CPU than the clients themselves).
+	type shard struct {
+		mu   sync.Mutex
+		hist *hdrhistogram.Histogram
+	}
+	shards := make([]shard, min(cfg.Concurrency, 16))
+	for i := range shards {
+		shards[i].hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	}
+	workers := make([]*worker, cfg.Concurrency)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	var wg sync.WaitGroup
@@ -173,23 +211,22 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
 			card := purchase.Card{Last4: "4242", ExpMonth: 12, ExpYear: 2099}
-			prefix := "b" + strconv.Itoa(i) + "-"
 			for n := 0; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 				req := purchase.Request{
-					TxID:     prefix + strconv.Itoa(n),
+					TxID:     prefix + strconv.Itoa(i) + "-" + strconv.Itoa(n),
 					UserID:   "u" + strconv.Itoa(rng.IntN(cfg.HotKeys)),
 					ItemID:   "i" + strconv.Itoa(rng.IntN(cfg.HotKeys)),
 					Quantity: 1, Price: money.Cents(100), Amount: money.Cents(100), Card: card,
 				}
 				t0 := time.Now()
-				o, err := eng.Submit(ctx, &req)
+				o, err := submit(ctx, &req)
 				if err != nil {
-					wk.err = err
+					wk.err = fmt.Errorf("bench: %s: %w", req.TxID, err)
 					return
 				}
-				lat := max(1, int64(time.Since(t0)/time.Microsecond))
+				us := max(1, int64(time.Since(t0)/time.Microsecond))
 				sh.mu.Lock()
-				sh.hist.RecordValue(lat)
+				sh.hist.RecordValue(us)
 				sh.mu.Unlock()
 				if o.Committed {
 					wk.committed++
@@ -200,49 +237,42 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
-	runtime.ReadMemStats(&ms1)
-	res := Result{
-		Policy: cfg.Deadlock.String(), Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
-		Aborts: map[string]int64{}, Elapsed: elapsed,
+	ld := load{hist: shards[0].hist, aborts: map[string]int64{}, elapsed: time.Since(start)}
+	for i := 1; i < len(shards); i++ {
+		ld.hist.Merge(shards[i].hist)
 	}
-	hist := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	for _, wk := range workers {
 		if wk.err != nil {
-			return res, wk.err
+			return ld, wk.err
 		}
-		res.Committed += wk.committed
+		ld.committed += wk.committed
 		for k, v := range wk.aborts {
-			res.Aborts[k] += v
-			res.Aborted += v
+			ld.aborts[k] += v
 		}
 	}
-	for i := range shards {
-		hist.Merge(shards[i].hist)
+	if err := ctx.Err(); err != nil {
+		return ld, err
 	}
-	total := res.Committed + res.Aborted
-	res.TxPerSec = float64(res.Committed) / elapsed.Seconds()
-	if total > 0 {
+	return ld, nil
+}
+
+// result fills the fields of a Result that the clients measured.
+func (ld load) result(cfg Config) Result {
+	res := Result{
+		Policy: cfg.Deadlock.String(), Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
+		Aborts: map[string]int64{}, Elapsed: ld.elapsed, Committed: ld.committed,
+	}
+	for k, v := range ld.aborts {
+		res.Aborts[k] += v
+		res.Aborted += v
+	}
+	res.TxPerSec = float64(res.Committed) / ld.elapsed.Seconds()
+	if total := res.Committed + res.Aborted; total > 0 {
 		res.AbortRate = float64(res.Aborted) / float64(total)
-		res.CPUPerTx = cpu / time.Duration(total)
-		res.AllocsPerTx = float64(ms1.Mallocs-ms0.Mallocs) / float64(total)
-		res.FsyncsPerTx = float64(eng.Syncs()-syncs0) / float64(total)
-		res.MsgsPerTx = float64(eng.NetStats().Sent-msgs0) / float64(total)
 	}
-	us := func(q float64) time.Duration { return time.Duration(hist.ValueAtQuantile(q)) * time.Microsecond }
+	us := func(q float64) time.Duration { return time.Duration(ld.hist.ValueAtQuantile(q)) * time.Microsecond }
 	res.P50, res.P90, res.P99, res.P999 = us(50), us(90), us(99), us(99.9)
-	ds, err := eng.DeadlockStats(ctx)
-	if err != nil {
-		return res, err
-	}
-	res.Cycles, res.Wounds, res.Restarts = ds.Cycles, ds.Wounds, ds.Restarts
-	if len(ds.DetectTicks) > 0 {
-		t := slices.Clone(ds.DetectTicks)
-		slices.Sort(t)
-		res.DetectP50 = time.Duration(t[len(t)/2]) * tick
-	}
-	return res, nil
+	return res
 }
 
 func cpuTime() time.Duration {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,15 @@ type Config struct {
 	BackoffBase, BackoffMax time.Duration
 	// MaxMsgBytes bounds a call's size (default 4 MiB).
 	MaxMsgBytes int
+	// Streams is the number of SubmitStream streams that Submit and
+	// SubmitLine share among all their concurrent calls (default 2). A
+	// stream carries many transactions at once, which costs far less than
+	// one unary call each.
+	Streams int
+	// Unary makes Submit and SubmitLine use one unary Submit call per
+	// transaction instead of the streams (the client also falls back to
+	// it on its own against a coordinator without SubmitStream).
+	Unary bool
 }
 
 // Client talks to one coordinator. It is safe for concurrent use.
@@ -48,6 +58,22 @@ type Client struct {
 	conn    *grpc.ClientConn
 	api     dtxv1.CoordinatorClient
 	retries atomic.Uint64
+
+	ctx    context.Context // the streams' lifetime: until Close
+	cancel context.CancelFunc
+	slots  []streamSlot
+	next   atomic.Uint64 // round robin over slots
+	// noStream is set once the coordinator answered SubmitStream with
+	// UNIMPLEMENTED: unary calls from then on.
+	noStream      atomic.Bool
+	streamsOpened atomic.Uint64
+}
+
+// streamSlot holds one stream of the pool (nil until first use, replaced
+// when broken).
+type streamSlot struct {
+	mu sync.Mutex
+	s  *stream
 }
 
 // Dial returns a client; the connection is made on first use.
@@ -70,6 +96,12 @@ func Dial(cfg Config) (*Client, error) {
 	if cfg.MaxMsgBytes <= 0 {
 		cfg.MaxMsgBytes = 4 << 20
 	}
+	if cfg.Streams <= 0 {
+		cfg.Streams = 2
+	}
+	if cfg.Streams > 64 {
+		return nil, fmt.Errorf("client: Streams %d: at most 64", cfg.Streams)
+	}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -80,11 +112,21 @@ func Dial(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	return &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn)}, nil
+	c := &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close ends the streams (calls waiting on them fail) and closes the
+// connection.
+func (c *Client) Close() error {
+	c.cancel()
+	return c.conn.Close()
+}
+
+// StreamsOpened returns how many SubmitStream streams were opened so far
+// (more than Config.Streams means some broke and were replaced).
+func (c *Client) StreamsOpened() uint64 { return c.streamsOpened.Load() }
 
 // Retries returns how many attempts were repeated so far.
 func (c *Client) Retries() uint64 { return c.retries.Load() }
@@ -121,23 +163,49 @@ func (c *Client) SubmitTx(ctx context.Context, tx string, branches []twopc.Branc
 }
 
 func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Outcome, error) {
-	return c.call(ctx, func(ctx context.Context) (*dtxv1.TxOutcome, error) { return c.api.Submit(ctx, r) })
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
+		if c.cfg.Unary || c.noStream.Load() {
+			actx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			return c.api.Submit(actx, r)
+		}
+		s, err := c.getStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s.submit(ctx, r, deadline)
+	})
 }
 
-// call retries f until it gets an outcome, a final error, or RetryFor (or
-// ctx) runs out. A retried submission of the same id may find the first
+// call is callUntil for attempts that take a context with the attempt's
+// deadline.
+func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
+		actx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		return f(actx)
+	})
+}
+
+// callUntil retries f until it gets an outcome, a final error, or RetryFor
+// (or ctx) runs out; f gets each attempt's deadline (CallTimeout, within
+// RetryFor). A retried submission of the same id may find the first
 // attempt's outcome, which the coordinator marks duplicate: after an
 // attempt that may have reached the coordinator, that mark is dropped (it
 // most likely is this client's own first attempt; a client cannot tell it
 // from someone else's earlier submission of the same id).
-func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
-	defer cancel()
+func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Time) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	giveUp := time.Now().Add(c.cfg.RetryFor)
+	if d, ok := ctx.Deadline(); ok && d.Before(giveUp) {
+		giveUp = d
+	}
 	ambiguous := false
 	for attempt := 0; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		out, err := f(actx)
-		acancel()
+		deadline := time.Now().Add(c.cfg.CallTimeout)
+		if deadline.After(giveUp) {
+			deadline = giveUp
+		}
+		out, err := f(ctx, deadline)
 		if err == nil {
 			o := twopc.Outcome{Tx: out.GetTransactionId(), Committed: out.GetStatus() == dtxv1.Status_STATUS_COMMITTED,
 				Reason: out.GetReason(), Duplicate: out.GetDuplicate() && !ambiguous}
@@ -154,13 +222,16 @@ func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOut
 		default:
 			ambiguous = true
 		}
-		if ctx.Err() != nil {
+		pause := c.backoff(attempt)
+		if ctx.Err() != nil || time.Now().Add(pause).After(giveUp) {
 			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
 		}
 		c.retries.Add(1)
+		t := time.NewTimer(pause)
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dtx-dev/dtx/node"
@@ -49,7 +50,7 @@ type Coordinator struct {
 	node *node.Node
 
 	done    chan struct{}                   // closed when Run returns
-	waiters map[string]waitList             // loop goroutine only
+	waiters map[string][]waiter             // loop goroutine only
 	lookups map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
 
 	stop context.Context // cancelled by Close
@@ -91,7 +92,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		log:     log,
 		m:       m,
 		done:    make(chan struct{}),
-		waiters: make(map[string]waitList),
+		waiters: make(map[string][]waiter),
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
@@ -129,6 +130,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.cfg.Network.Register(c.cfg.Machine.ID, inbox)
 	err := c.node.Run(ctx)
 	c.cfg.Network.Unregister(c.cfg.Machine.ID, inbox)
+	// The loop is over: asynchronous waiters learn that no outcome will
+	// come from it (synchronous ones see done).
+	for tx, ws := range c.waiters {
+		for _, w := range ws {
+			if w.fn != nil {
+				w.fn(twopc.Outcome{}, ErrClosed)
+			}
+		}
+		delete(c.waiters, tx)
+	}
 	close(c.done)
 	if err != nil {
 		c.cfg.Logger.Error("coordinator stopped", "err", err)
@@ -140,33 +151,24 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) deliver(outs []twopc.Outcome) {
 	for _, o := range outs {
 		c.answerLookups(o)
-		w, ok := c.waiters[o.Tx]
-		if !ok {
+		ws := c.waiters[o.Tx]
+		if len(ws) == 0 {
 			if o.Recovered && c.cfg.OnRecovered != nil {
 				c.cfg.OnRecovered(o)
 			}
 			continue
 		}
-		w.first <- result{o: o}
-		if len(w.more) == 0 {
+		if ws[0].fn != nil {
+			ws[0].fn(o, nil)
+		} else {
+			ws[0].ch <- result{o: o}
+		}
+		if len(ws) == 1 {
 			delete(c.waiters, o.Tx)
 		} else {
-			c.waiters[o.Tx] = waitList{first: w.more[0], more: w.more[1:]}
+			c.waiters[o.Tx] = ws[1:]
 		}
 	}
-}
-
-// result is what a Submit waits for.
-type result struct {
-	o   twopc.Outcome
-	err error
-}
-
-// waitList holds the Submits waiting for one transaction's outcome, in
-// order (more than one only for duplicate submissions).
-type waitList struct {
-	first chan result
-	more  []chan result
 }
 
 // ErrClosed is returned by Submit when the coordinator is not running.
@@ -177,22 +179,11 @@ var ErrClosed = errors.New("coordinator: closed")
 // If ctx ends first, the caller has learned nothing: the transaction may
 // still commit; ask again with the same id.
 func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
+	// Post, not Do: the proposal's error comes back on ch like the
+	// outcome, so the caller waits on one channel, not two.
 	ch := make(chan result, 1)
 	err := c.node.Post(ctx, c.done, func() {
-		w, dup := c.waiters[tx]
-		if dup {
-			w.more = append(w.more, ch)
-		} else {
-			w.first = ch
-		}
-		c.waiters[tx] = w
-		if err := c.m.Propose(tx, branches); err != nil {
-			if dup {
-				w.more = w.more[:len(w.more)-1]
-				c.waiters[tx] = w
-			} else {
-				delete(c.waiters, tx)
-			}
+		if err := c.proposeLocked(tx, branches, waiter{ch: ch}); err != nil {
 			ch <- result{err: err}
 		}
 	})
@@ -211,6 +202,74 @@ func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Br
 		return twopc.Outcome{}, ErrClosed
 	}
 }
+
+// waiter is a Submit waiting for an outcome: a channel (Submit) or a
+// function called on the loop goroutine (SubmitAsync).
+type waiter struct {
+	ch chan result
+	fn func(twopc.Outcome, error)
+}
+
+// result is what a Submit waits for.
+type result struct {
+	o   twopc.Outcome
+	err error
+}
+
+// proposeLocked proposes tx and registers w for its outcome (loop
+// goroutine only).
+func (c *Coordinator) proposeLocked(tx string, branches []twopc.Branch, w waiter) error {
+	c.waiters[tx] = append(c.waiters[tx], w)
+	err := c.m.Propose(tx, branches)
+	if err != nil {
+		ws := c.waiters[tx]
+		if len(ws) == 1 {
+			delete(c.waiters, tx)
+		} else {
+			c.waiters[tx] = ws[:len(ws)-1]
+		}
+	}
+	return err
+}
+
+// Proposal is one transaction of SubmitAsync.
+type Proposal struct {
+	Tx       string
+	Branches []twopc.Branch
+}
+
+// SubmitAsync proposes every transaction of ps in one turn of the loop
+// (one hop into it for all of them, no goroutine each) and returns. done
+// is called exactly once for each, with its index: with its outcome once
+// it is durable (Submit's rules), or with the error that refused it
+// (ErrClosed if the coordinator stops first and the outcome is not
+// known). done runs on the coordinator's loop goroutine (or, once the
+// loop has stopped, another one) and must not block.
+func (c *Coordinator) SubmitAsync(ps []Proposal, done func(i int, o twopc.Outcome, err error)) {
+	answered := make([]atomic.Bool, len(ps))
+	answer := func(i int, o twopc.Outcome, err error) {
+		if answered[i].CompareAndSwap(false, true) {
+			done(i, o, err)
+		}
+	}
+	err := c.node.Do(context.Background(), c.done, func() {
+		for i := range ps {
+			w := waiter{fn: func(o twopc.Outcome, err error) { answer(i, o, err) }}
+			if err := c.proposeLocked(ps[i].Tx, ps[i].Branches, w); err != nil {
+				answer(i, twopc.Outcome{}, err)
+			}
+		}
+	})
+	if err != nil {
+		// The loop stopped: whatever has no answer yet gets none from it.
+		for i := range ps {
+			answer(i, twopc.Outcome{}, ErrClosed)
+		}
+	}
+}
+
+// Done is closed when the coordinator's loop has stopped.
+func (c *Coordinator) Done() <-chan struct{} { return c.done }
 
 // Status is a snapshot of the coordinator.
 type Status struct {

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -68,7 +69,9 @@ type Common struct {
 	// (default 64 KiB).
 	MaxRequestBytes int
 	// Grace bounds the graceful part of Shutdown (default 10s).
-	Grace  time.Duration
+	Grace time.Duration
+	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP address.
+	Pprof  bool
 	Logger *slog.Logger
 }
 
@@ -237,6 +240,13 @@ func newBase(cfg Common) (*base, error) {
 	})
 	b.mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{Registry: b.reg}))
 	b.mux.HandleFunc("GET /v1/net", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, b.net.Stats()) })
+	if cfg.Pprof {
+		b.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		b.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		b.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		b.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		b.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	ok = true
 	return b, nil
 }

@@ -51,6 +51,7 @@ type Coordinator struct {
 	mu       sync.Mutex
 	inflight int // client calls being served
 	idle     *sync.Cond
+	drain    chan struct{} // closed when Shutdown starts
 }
 
 // StartCoordinator opens (recovering) the coordinator's log under
@@ -86,7 +87,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{base: b, cfg: cfg, runErr: make(chan error, 1)}
+	c := &Coordinator{base: b, cfg: cfg, runErr: make(chan error, 1), drain: make(chan struct{})}
 	c.idle = sync.NewCond(&c.mu)
 	c.metrics = newCoordMetrics(b.reg, cfg.Participants)
 	mc := cfg.Protocol.CoordinatorMachine()
@@ -230,6 +231,9 @@ func decodeLine(line []byte) (tx string, op []byte, err error) {
 // unfinished are recovered at the next start.
 func (c *Coordinator) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
+	if !c.draining.Load() {
+		close(c.drain)
+	}
 	c.startDrain()
 	c.mu.Unlock()
 	grace := c.cfg.Grace
@@ -274,30 +278,39 @@ type coordAPI struct {
 }
 
 func (a *coordAPI) Submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1.TxOutcome, error) {
+	tx, branches, err := a.c.purchaseRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	o, err := a.c.submit(ctx, tx, branches)
+	return toProtoOutcome(tx, o, err)
+}
+
+// purchaseRequest checks a client's purchase and makes its branches; its
+// error is an INVALID_ARGUMENT status naming what is wrong.
+func (c *Coordinator) purchaseRequest(r *dtxv1.PurchaseRequest) (string, []twopc.Branch, error) {
 	var (
-		tx  string
 		op  []byte
 		err error
 	)
 	switch {
 	case r.GetJsonLine() != "" && len(r.GetOp()) > 0:
-		return nil, status.Error(codes.InvalidArgument, "set json_line or op, not both")
+		return "", nil, status.Error(codes.InvalidArgument, "set json_line or op, not both")
 	case r.GetJsonLine() != "":
-		tx, op, err = decodeLine([]byte(r.GetJsonLine()))
+		_, op, err = decodeLine([]byte(r.GetJsonLine()))
 	case len(r.GetOp()) > 0:
 		op = r.GetOp()
 	default:
-		return nil, status.Error(codes.InvalidArgument, "empty request: set json_line or op")
+		return "", nil, status.Error(codes.InvalidArgument, "empty request: set json_line or op")
 	}
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return "", nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	tx, branches, err := a.c.purchaseBranches(op)
+	tx, branches, err := c.purchaseBranches(op)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return "", nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	o, err := a.c.submit(ctx, tx, branches)
-	return toProtoOutcome(tx, o, err)
+	return tx, branches, nil
 }
 
 func (a *coordAPI) SubmitTx(ctx context.Context, r *dtxv1.TxRequest) (*dtxv1.TxOutcome, error) {

@@ -499,6 +499,223 @@ func (x *DeliverReply) GetAccepted() uint32 {
 	return 0
 }
 
+// StreamRequest is one purchase on a SubmitStream.
+type StreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // chosen by the client; echoed in the outcome
+	Purchase      *PurchaseRequest       `protobuf:"bytes,2,opt,name=purchase,proto3" json:"purchase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRequest) Reset() {
+	*x = StreamRequest{}
+	mi := &file_dtx_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRequest) ProtoMessage() {}
+
+func (x *StreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
+func (*StreamRequest) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StreamRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamRequest) GetPurchase() *PurchaseRequest {
+	if x != nil {
+		return x.Purchase
+	}
+	return nil
+}
+
+// SubmitBatch is the requests a client has for a stream at the moment of
+// sending.
+type SubmitBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*StreamRequest       `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitBatch) Reset() {
+	*x = SubmitBatch{}
+	mi := &file_dtx_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitBatch) ProtoMessage() {}
+
+func (x *SubmitBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitBatch.ProtoReflect.Descriptor instead.
+func (*SubmitBatch) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SubmitBatch) GetRequests() []*StreamRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// StreamOutcome is the answer to the request with the same seq: an outcome,
+// or (code != 0) an error with the meaning of the unary call's status code
+// (INVALID_ARGUMENT: rejected, do not retry; UNAVAILABLE,
+// RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED: retry with the same transaction
+// id).
+type StreamOutcome struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Outcome       *TxOutcome             `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"` // set when code is 0 (OK)
+	Code          uint32                 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`      // a google.golang.org/grpc/codes value; 0 = OK
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`     // what is wrong, when code != 0
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamOutcome) Reset() {
+	*x = StreamOutcome{}
+	mi := &file_dtx_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOutcome) ProtoMessage() {}
+
+func (x *StreamOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOutcome.ProtoReflect.Descriptor instead.
+func (*StreamOutcome) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamOutcome) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamOutcome) GetOutcome() *TxOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *StreamOutcome) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *StreamOutcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// OutcomeBatch is the outcomes a stream has ready at the moment of sending.
+type OutcomeBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcomes      []*StreamOutcome       `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutcomeBatch) Reset() {
+	*x = OutcomeBatch{}
+	mi := &file_dtx_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutcomeBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutcomeBatch) ProtoMessage() {}
+
+func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
+func (*OutcomeBatch) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OutcomeBatch) GetOutcomes() []*StreamOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 // PurchaseRequest is one purchase, in one of two forms (set exactly one):
 //
 //   - json_line: one request of the JSON Lines input, verbatim, e.g.
@@ -522,7 +739,7 @@ type PurchaseRequest struct {
 
 func (x *PurchaseRequest) Reset() {
 	*x = PurchaseRequest{}
-	mi := &file_dtx_proto_msgTypes[4]
+	mi := &file_dtx_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +751,7 @@ func (x *PurchaseRequest) String() string {
 func (*PurchaseRequest) ProtoMessage() {}
 
 func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dtx_proto_msgTypes[4]
+	mi := &file_dtx_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +764,7 @@ func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseRequest.ProtoReflect.Descriptor instead.
 func (*PurchaseRequest) Descriptor() ([]byte, []int) {
-	return file_dtx_proto_rawDescGZIP(), []int{4}
+	return file_dtx_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PurchaseRequest) GetJsonLine() string {
@@ -574,7 +791,7 @@ type Branch struct {
 
 func (x *Branch) Reset() {
 	*x = Branch{}
-	mi := &file_dtx_proto_msgTypes[5]
+	mi := &file_dtx_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +803,7 @@ func (x *Branch) String() string {
 func (*Branch) ProtoMessage() {}
 
 func (x *Branch) ProtoReflect() protoreflect.Message {
-	mi := &file_dtx_proto_msgTypes[5]
+	mi := &file_dtx_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +816,7 @@ func (x *Branch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branch.ProtoReflect.Descriptor instead.
 func (*Branch) Descriptor() ([]byte, []int) {
-	return file_dtx_proto_rawDescGZIP(), []int{5}
+	return file_dtx_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Branch) GetParticipant() string {
@@ -626,7 +843,7 @@ type TxRequest struct {
 
 func (x *TxRequest) Reset() {
 	*x = TxRequest{}
-	mi := &file_dtx_proto_msgTypes[6]
+	mi := &file_dtx_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +855,7 @@ func (x *TxRequest) String() string {
 func (*TxRequest) ProtoMessage() {}
 
 func (x *TxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dtx_proto_msgTypes[6]
+	mi := &file_dtx_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +868,7 @@ func (x *TxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxRequest.ProtoReflect.Descriptor instead.
 func (*TxRequest) Descriptor() ([]byte, []int) {
-	return file_dtx_proto_rawDescGZIP(), []int{6}
+	return file_dtx_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TxRequest) GetTransactionId() string {
@@ -677,7 +894,7 @@ type OutcomeRequest struct {
 
 func (x *OutcomeRequest) Reset() {
 	*x = OutcomeRequest{}
-	mi := &file_dtx_proto_msgTypes[7]
+	mi := &file_dtx_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +906,7 @@ func (x *OutcomeRequest) String() string {
 func (*OutcomeRequest) ProtoMessage() {}
 
 func (x *OutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dtx_proto_msgTypes[7]
+	mi := &file_dtx_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +919,7 @@ func (x *OutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeRequest.ProtoReflect.Descriptor instead.
 func (*OutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_dtx_proto_rawDescGZIP(), []int{7}
+	return file_dtx_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OutcomeRequest) GetTransactionId() string {
@@ -724,7 +941,7 @@ type TxOutcome struct {
 
 func (x *TxOutcome) Reset() {
 	*x = TxOutcome{}
-	mi := &file_dtx_proto_msgTypes[8]
+	mi := &file_dtx_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +953,7 @@ func (x *TxOutcome) String() string {
 func (*TxOutcome) ProtoMessage() {}
 
 func (x *TxOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_dtx_proto_msgTypes[8]
+	mi := &file_dtx_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +966,7 @@ func (x *TxOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxOutcome.ProtoReflect.Descriptor instead.
 func (*TxOutcome) Descriptor() ([]byte, []int) {
-	return file_dtx_proto_rawDescGZIP(), []int{8}
+	return file_dtx_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TxOutcome) GetTransactionId() string {
@@ -805,7 +1022,19 @@ const file_dtx_proto_rawDesc = "" +
 	"\x05Batch\x12+\n" +
 	"\bmessages\x18\x01 \x03(\v2\x0f.dtx.v1.MessageR\bmessages\"*\n" +
 	"\fDeliverReply\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\rR\baccepted\">\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\"V\n" +
+	"\rStreamRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
+	"\bpurchase\x18\x02 \x01(\v2\x17.dtx.v1.PurchaseRequestR\bpurchase\"@\n" +
+	"\vSubmitBatch\x121\n" +
+	"\brequests\x18\x01 \x03(\v2\x15.dtx.v1.StreamRequestR\brequests\"x\n" +
+	"\rStreamOutcome\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
+	"\aoutcome\x18\x02 \x01(\v2\x11.dtx.v1.TxOutcomeR\aoutcome\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"A\n" +
+	"\fOutcomeBatch\x121\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x15.dtx.v1.StreamOutcomeR\boutcomes\">\n" +
 	"\x0fPurchaseRequest\x12\x1b\n" +
 	"\tjson_line\x18\x01 \x01(\tR\bjsonLine\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\fR\x02op\":\n" +
@@ -845,11 +1074,12 @@ const file_dtx_proto_rawDesc = "" +
 	"\x0eSTATUS_PENDING\x10\x03\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x042;\n" +
 	"\tTransport\x12.\n" +
-	"\aDeliver\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply2\xab\x01\n" +
+	"\aDeliver\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply2\xea\x01\n" +
 	"\vCoordinator\x124\n" +
 	"\x06Submit\x12\x17.dtx.v1.PurchaseRequest\x1a\x11.dtx.v1.TxOutcome\x120\n" +
 	"\bSubmitTx\x12\x11.dtx.v1.TxRequest\x1a\x11.dtx.v1.TxOutcome\x124\n" +
-	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcomeB(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
+	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -864,7 +1094,7 @@ func file_dtx_proto_rawDescGZIP() []byte {
 }
 
 var file_dtx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_dtx_proto_goTypes = []any{
 	(MsgType)(0),            // 0: dtx.v1.MsgType
 	(Vote)(0),               // 1: dtx.v1.Vote
@@ -873,32 +1103,42 @@ var file_dtx_proto_goTypes = []any{
 	(*Message)(nil),         // 4: dtx.v1.Message
 	(*Batch)(nil),           // 5: dtx.v1.Batch
 	(*DeliverReply)(nil),    // 6: dtx.v1.DeliverReply
-	(*PurchaseRequest)(nil), // 7: dtx.v1.PurchaseRequest
-	(*Branch)(nil),          // 8: dtx.v1.Branch
-	(*TxRequest)(nil),       // 9: dtx.v1.TxRequest
-	(*OutcomeRequest)(nil),  // 10: dtx.v1.OutcomeRequest
-	(*TxOutcome)(nil),       // 11: dtx.v1.TxOutcome
+	(*StreamRequest)(nil),   // 7: dtx.v1.StreamRequest
+	(*SubmitBatch)(nil),     // 8: dtx.v1.SubmitBatch
+	(*StreamOutcome)(nil),   // 9: dtx.v1.StreamOutcome
+	(*OutcomeBatch)(nil),    // 10: dtx.v1.OutcomeBatch
+	(*PurchaseRequest)(nil), // 11: dtx.v1.PurchaseRequest
+	(*Branch)(nil),          // 12: dtx.v1.Branch
+	(*TxRequest)(nil),       // 13: dtx.v1.TxRequest
+	(*OutcomeRequest)(nil),  // 14: dtx.v1.OutcomeRequest
+	(*TxOutcome)(nil),       // 15: dtx.v1.TxOutcome
 }
 var file_dtx_proto_depIdxs = []int32{
 	0,  // 0: dtx.v1.Message.type:type_name -> dtx.v1.MsgType
 	1,  // 1: dtx.v1.Message.vote:type_name -> dtx.v1.Vote
 	3,  // 2: dtx.v1.Message.waits:type_name -> dtx.v1.Wait
 	4,  // 3: dtx.v1.Batch.messages:type_name -> dtx.v1.Message
-	8,  // 4: dtx.v1.TxRequest.branches:type_name -> dtx.v1.Branch
-	2,  // 5: dtx.v1.TxOutcome.status:type_name -> dtx.v1.Status
-	5,  // 6: dtx.v1.Transport.Deliver:input_type -> dtx.v1.Batch
-	7,  // 7: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
-	9,  // 8: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
-	10, // 9: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
-	6,  // 10: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	11, // 11: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	11, // 12: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	11, // 13: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 4: dtx.v1.StreamRequest.purchase:type_name -> dtx.v1.PurchaseRequest
+	7,  // 5: dtx.v1.SubmitBatch.requests:type_name -> dtx.v1.StreamRequest
+	15, // 6: dtx.v1.StreamOutcome.outcome:type_name -> dtx.v1.TxOutcome
+	9,  // 7: dtx.v1.OutcomeBatch.outcomes:type_name -> dtx.v1.StreamOutcome
+	12, // 8: dtx.v1.TxRequest.branches:type_name -> dtx.v1.Branch
+	2,  // 9: dtx.v1.TxOutcome.status:type_name -> dtx.v1.Status
+	5,  // 10: dtx.v1.Transport.Deliver:input_type -> dtx.v1.Batch
+	11, // 11: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
+	13, // 12: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
+	14, // 13: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
+	8,  // 14: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
+	6,  // 15: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	15, // 16: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 17: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 18: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 19: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_dtx_proto_init() }
@@ -912,7 +1152,7 @@ func file_dtx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dtx_proto_rawDesc), len(file_dtx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

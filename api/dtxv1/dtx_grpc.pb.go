@@ -155,9 +155,10 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Coordinator_Submit_FullMethodName   = "/dtx.v1.Coordinator/Submit"
-	Coordinator_SubmitTx_FullMethodName = "/dtx.v1.Coordinator/SubmitTx"
-	Coordinator_Outcome_FullMethodName  = "/dtx.v1.Coordinator/Outcome"
+	Coordinator_Submit_FullMethodName       = "/dtx.v1.Coordinator/Submit"
+	Coordinator_SubmitTx_FullMethodName     = "/dtx.v1.Coordinator/SubmitTx"
+	Coordinator_Outcome_FullMethodName      = "/dtx.v1.Coordinator/Outcome"
+	Coordinator_SubmitStream_FullMethodName = "/dtx.v1.Coordinator/SubmitStream"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -178,6 +179,21 @@ type CoordinatorClient interface {
 	// Outcome returns what the coordinator durably knows about a transaction:
 	// COMMITTED, ROLLED_BACK, PENDING (still collecting votes) or UNKNOWN.
 	Outcome(ctx context.Context, in *OutcomeRequest, opts ...grpc.CallOption) (*TxOutcome, error)
+	// SubmitStream is Submit for many transactions over one stream: each
+	// request carries a seq chosen by the client, and its outcome comes back
+	// tagged with the same seq as soon as it is durable, in whatever order
+	// the transactions finish. The requests of one SubmitBatch are submitted
+	// concurrently, and each OutcomeBatch holds every outcome ready at the
+	// moment of sending. A bad request (malformed, over the size limit, or
+	// refused: draining, full) gets an outcome with an error code and
+	// message and the stream goes on. The server bounds the requests in
+	// flight per stream (past it, it stops reading: gRPC flow control holds
+	// the client back). If the stream breaks, the outcome of every request
+	// in flight on it is unknown: submit them again with the same
+	// transaction ids (the coordinator never runs an id twice). While the
+	// coordinator drains, it ends a stream once its requests are answered
+	// (UNAVAILABLE).
+	SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitBatch, OutcomeBatch], error)
 }
 
 type coordinatorClient struct {
@@ -218,6 +234,19 @@ func (c *coordinatorClient) Outcome(ctx context.Context, in *OutcomeRequest, opt
 	return out, nil
 }
 
+func (c *coordinatorClient) SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitBatch, OutcomeBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[0], Coordinator_SubmitStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitBatch, OutcomeBatch]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_SubmitStreamClient = grpc.BidiStreamingClient[SubmitBatch, OutcomeBatch]
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -236,6 +265,21 @@ type CoordinatorServer interface {
 	// Outcome returns what the coordinator durably knows about a transaction:
 	// COMMITTED, ROLLED_BACK, PENDING (still collecting votes) or UNKNOWN.
 	Outcome(context.Context, *OutcomeRequest) (*TxOutcome, error)
+	// SubmitStream is Submit for many transactions over one stream: each
+	// request carries a seq chosen by the client, and its outcome comes back
+	// tagged with the same seq as soon as it is durable, in whatever order
+	// the transactions finish. The requests of one SubmitBatch are submitted
+	// concurrently, and each OutcomeBatch holds every outcome ready at the
+	// moment of sending. A bad request (malformed, over the size limit, or
+	// refused: draining, full) gets an outcome with an error code and
+	// message and the stream goes on. The server bounds the requests in
+	// flight per stream (past it, it stops reading: gRPC flow control holds
+	// the client back). If the stream breaks, the outcome of every request
+	// in flight on it is unknown: submit them again with the same
+	// transaction ids (the coordinator never runs an id twice). While the
+	// coordinator drains, it ends a stream once its requests are answered
+	// (UNAVAILABLE).
+	SubmitStream(grpc.BidiStreamingServer[SubmitBatch, OutcomeBatch]) error
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -254,6 +298,9 @@ func (UnimplementedCoordinatorServer) SubmitTx(context.Context, *TxRequest) (*Tx
 }
 func (UnimplementedCoordinatorServer) Outcome(context.Context, *OutcomeRequest) (*TxOutcome, error) {
 	return nil, status.Error(codes.Unimplemented, "method Outcome not implemented")
+}
+func (UnimplementedCoordinatorServer) SubmitStream(grpc.BidiStreamingServer[SubmitBatch, OutcomeBatch]) error {
+	return status.Error(codes.Unimplemented, "method SubmitStream not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -330,6 +377,13 @@ func _Coordinator_Outcome_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_SubmitStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServer).SubmitStream(&grpc.GenericServerStream[SubmitBatch, OutcomeBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_SubmitStreamServer = grpc.BidiStreamingServer[SubmitBatch, OutcomeBatch]
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -350,6 +404,13 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Coordinator_Outcome_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SubmitStream",
+			Handler:       _Coordinator_SubmitStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "dtx.proto",
 }

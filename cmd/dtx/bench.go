@@ -38,6 +38,9 @@ func benchCmd() *cobra.Command {
 		seed         uint64
 		cpuProfile   string
 		memProfile   string
+		grpcClient   string
+		streams      int
+		serveFlags   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -57,8 +60,18 @@ same order). --deadlock all compares the three policies.`,
 			if participants != 3 {
 				return usagef("--participants %d: only 3 (inventory, payment, order) for now", participants)
 			}
-			if transportArg != "mem" {
-				return usagef("--transport %q: only mem is built in so far", transportArg)
+			if transportArg != "mem" && transportArg != "grpc" {
+				return usagef("--transport %q: want mem or grpc", transportArg)
+			}
+			if grpcClient != "stream" && grpcClient != "unary" {
+				return usagef("--grpc-client %q: want stream or unary", grpcClient)
+			}
+			if transportArg == "grpc" && jitter > 0 {
+				return usagef("--net-jitter is for --transport mem only")
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
 			}
 			if hotKeys < 1 || duration <= 0 || len(conc) == 0 {
 				return usagef("need --hot-keys >= 1, --duration > 0 and at least one --concurrency")
@@ -113,10 +126,20 @@ same order). --deadlock all compares the three policies.`,
 					if tty {
 						fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d for %v...   ", p, c, duration)
 					}
-					r, err := bench.Run(ctx, bench.Config{
+					bc := bench.Config{
 						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
 						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Seed: seed,
-					})
+					}
+					var r bench.Result
+					if transportArg == "grpc" {
+						gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags}
+						if cpuProfile != "" {
+							gc.ProfilePrefix = cpuProfile
+						}
+						r, err = bench.RunGRPC(ctx, gc)
+					} else {
+						r, err = bench.Run(ctx, bc)
+					}
 					if err != nil {
 						return err
 					}
@@ -159,7 +182,10 @@ same order). --deadlock all compares the three policies.`,
 	fl.DurationVar(&lockTimeout, "lock-timeout", 0, "lock-wait timeout (0: engine default 500ms)")
 	fl.IntVar(&maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.IntVar(&participants, "participants", 3, "participants per transaction (3)")
-	fl.StringVar(&transportArg, "transport", "mem", "transport: mem")
+	fl.StringVar(&transportArg, "transport", "mem", "transport: mem (one process) or grpc (four dtx serve processes on loopback)")
+	fl.StringVar(&grpcClient, "grpc-client", "stream", "grpc: stream (transactions share SubmitStream streams) or unary (one call each)")
+	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
+	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON")
 	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -46,6 +47,8 @@ type serveFlags struct {
 	maxRequest                             int
 	callTimeout                            time.Duration
 	streams                                int
+	cpuProfile                             string
+	pprof                                  bool
 }
 
 func serveCmd() *cobra.Command {
@@ -93,6 +96,8 @@ with HTTP on the port + 1000.`,
 	fl.IntVar(&f.streams, "streams", 1, "calls in flight at once to each other component (1 keeps message order and batches most)")
 	fl.IntVar(&f.maxRequest, "max-request-bytes", 64<<10, "largest HTTP request body and client API call")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (structured JSON logs on stderr)")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the process's whole life to this file (written at exit)")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address (bind it to a private address)")
 	return cmd
 }
 
@@ -145,6 +150,17 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	protocol := engine.DefaultConfig(f.dataDir)
 	protocol.PrepareTimeout = f.prepareTimeout
 	protocol.CommitRetry = f.commitRetry
@@ -156,7 +172,7 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	}
 	common := server.Common{
 		ID: name, Listen: listen, HTTP: httpAddr, DataDir: f.dataDir, Peers: peers, TLS: tlsFiles,
-		MaxRequestBytes: f.maxRequest, Grace: f.grace, Logger: log,
+		MaxRequestBytes: f.maxRequest, Grace: f.grace, Logger: log, Pprof: f.pprof,
 	}
 	common.Net.CallTimeout = f.callTimeout
 	common.Net.Streams = f.streams

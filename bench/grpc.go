@@ -1,0 +1,430 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// GRPCConfig is one benchmark point over gRPC: the coordinator and the
+// three services each run as their own `dtx serve` process on free
+// loopback ports, with their data directories (fsync on) under Dir, and
+// the clients are the client library's, in this process.
+type GRPCConfig struct {
+	Config
+	// Binary is the dtx executable that runs `dtx serve`.
+	Binary string
+	// Unary makes the clients use one unary Submit call per transaction
+	// instead of the shared SubmitStream streams.
+	Unary bool
+	// Streams is the client's stream pool size (0: the client's default).
+	Streams int
+	// ProfilePrefix, if set, makes every process write a CPU profile of its
+	// whole life to ProfilePrefix.NAME (e.g. cpu.pprof.coordinator).
+	ProfilePrefix string
+	// ServeFlags are extra flags for every `dtx serve`.
+	ServeFlags []string
+	// OnStart, if set, is called with the pids of the processes once they
+	// are ready (tests use it).
+	OnStart func(pids map[string]int)
+}
+
+// components, in start order: the services first.
+var components = []string{"inventory", "payment", "order", twopc.CoordinatorID}
+
+// RunGRPC runs one benchmark point on four fresh processes and stops them
+// all before it returns (on error and on ctx's end too). CPU time is the
+// sum over the four processes (from /proc/PID/stat) and this one; fsyncs,
+// messages and allocations are read from every process's /metrics and
+// /v1/net before and after the measured run, plus this process's own
+// allocations.
+func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
+	if cfg.Concurrency < 1 || cfg.HotKeys < 1 || cfg.Duration <= 0 {
+		return Result{}, errors.New("bench: need concurrency >= 1, hot keys >= 1, duration > 0")
+	}
+	if cfg.NetJitter > 0 {
+		return Result{}, errors.New("bench: --net-jitter is for the in-process transport only")
+	}
+	if cfg.Binary == "" {
+		return Result{}, errors.New("bench: GRPCConfig.Binary (the dtx executable) is required")
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "dtx-bench-grpc-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(dir)
+	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
+	for i := range cfg.HotKeys {
+		w.Items[fmt.Sprintf("i%d", i)] = purchase.Item{Stock: purchase.MaxStock}
+		w.Accounts[fmt.Sprintf("u%d", i)] = purchase.Account{Balance: purchase.MaxBalance}
+	}
+	wj, err := json.Marshal(w)
+	if err != nil {
+		return Result{}, err
+	}
+	worldFile := filepath.Join(dir, "world.json")
+	if err := os.WriteFile(worldFile, wj, 0o644); err != nil {
+		return Result{}, err
+	}
+	cl, err := startProcs(ctx, dir, worldFile, cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() {
+		if serr := cl.stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	if cfg.OnStart != nil {
+		pids := map[string]int{}
+		for _, p := range cl.procs {
+			pids[p.name] = p.cmd.Process.Pid
+		}
+		cfg.OnStart(pids)
+	}
+
+	c, err := client.Dial(client.Config{Addr: cl.grpc[twopc.CoordinatorID], Unary: cfg.Unary, Streams: cfg.Streams,
+		CallTimeout: 30 * time.Second, RetryFor: time.Minute})
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	// Warm up: connections, streams, first segment files.
+	warm := cfg.Config
+	warm.Duration = min(cfg.Duration/5, time.Second)
+	if _, err := drive(ctx, warm, "w", c.Submit); err != nil {
+		return Result{}, fmt.Errorf("bench: warm-up: %w", err)
+	}
+
+	var ms0, ms1 runtime.MemStats
+	before, err := cl.sample(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	runtime.ReadMemStats(&ms0)
+	self0 := cpuTime()
+	ld, err := drive(ctx, cfg.Config, "b", c.Submit)
+	if err != nil {
+		return Result{}, err
+	}
+	self := cpuTime() - self0
+	runtime.ReadMemStats(&ms1)
+	after, err := cl.sample(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	res = ld.result(cfg.Config)
+	if total := res.Committed + res.Aborted; total > 0 {
+		t := float64(total)
+		res.CPUPerTx = (self + after.cpu - before.cpu) / time.Duration(total)
+		res.AllocsPerTx = (float64(ms1.Mallocs-ms0.Mallocs) + after.mallocs - before.mallocs) / t
+		res.FsyncsPerTx = (after.syncs - before.syncs) / t
+		res.MsgsPerTx = float64(after.msgs-before.msgs) / t
+	}
+	return res, nil
+}
+
+// procs are the four running processes.
+type procs struct {
+	procs []*proc
+	grpc  map[string]string
+	http  map[string]string
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when it has exited
+	err  error         // its exit status, once done
+}
+
+// freePorts returns n distinct free ports on 127.0.0.1 (held until all are
+// picked, so they differ; another program may still take one before the
+// process that is given it listens — then that process fails to start and
+// says so).
+func freePorts(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("bench: picking a free port: %w", err)
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+// startProcs starts `dtx serve` for every component and waits until each
+// is ready. On error every process started is stopped.
+func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*procs, error) {
+	addrs, err := freePorts(2 * len(components))
+	if err != nil {
+		return nil, err
+	}
+	ps := &procs{grpc: map[string]string{}, http: map[string]string{}}
+	for i, n := range components {
+		ps.grpc[n], ps.http[n] = addrs[2*i], addrs[2*i+1]
+	}
+	for _, name := range components {
+		args := []string{"serve", name, "--listen", ps.grpc[name], "--http", ps.http[name],
+			"--data-dir", filepath.Join(dir, name), "--deadlock", cfg.Deadlock.String(),
+			"--grace", "5s", "--log-level", "warn"}
+		for _, p := range components {
+			if p != name {
+				args = append(args, "--peer", p+"="+ps.grpc[p])
+			}
+		}
+		if name != twopc.CoordinatorID {
+			args = append(args, "--world", worldFile)
+		}
+		if cfg.LockTimeout > 0 {
+			args = append(args, "--lock-timeout", cfg.LockTimeout.String())
+		}
+		if cfg.PrepareTimeout > 0 {
+			args = append(args, "--prepare-timeout", cfg.PrepareTimeout.String())
+		}
+		if cfg.MaxAttempts > 0 && name == twopc.CoordinatorID {
+			args = append(args, "--max-attempts", strconv.Itoa(cfg.MaxAttempts))
+		}
+		if cfg.ProfilePrefix != "" {
+			args = append(args, "--cpuprofile", cfg.ProfilePrefix+"."+name)
+		}
+		args = append(args, cfg.ServeFlags...)
+		p, err := startProc(cfg.Binary, name, filepath.Join(dir, name+".log"), args)
+		if err != nil {
+			ps.stop()
+			return nil, err
+		}
+		ps.procs = append(ps.procs, p)
+		if err := waitReady(ctx, ps.http[name], 30*time.Second, p.done); err != nil {
+			ps.stop()
+			return nil, fmt.Errorf("bench: %s did not come up: %w\n%s", name, err, tail(p.log, 20))
+		}
+	}
+	return ps, nil
+}
+
+func startProc(bin, name, logFile string, args []string) (*proc, error) {
+	logf, err := os.Create(logFile)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("bench: starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop drains every process with SIGTERM (the coordinator first) and kills
+// what has not exited after 15s. It returns an error if a process had
+// already exited on its own or did not exit cleanly.
+func (ps *procs) stop() error {
+	var errs []error
+	for i := len(ps.procs) - 1; i >= 0; i-- {
+		p := ps.procs[i]
+		select {
+		case <-p.done:
+			errs = append(errs, fmt.Errorf("bench: %s exited during the run: %v\n%s", p.name, p.err, tail(p.log, 20)))
+			continue
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(15 * time.Second)
+	for _, p := range ps.procs {
+		select {
+		case <-p.done:
+		case <-deadline:
+			p.cmd.Process.Kill()
+			<-p.done
+			errs = append(errs, fmt.Errorf("bench: %s did not stop within 15s of SIGTERM; killed", p.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sample is the processes' counters at one moment.
+type sample struct {
+	cpu     time.Duration // user+system time of the four processes
+	syncs   float64       // fdatasync calls (dtx_wal_syncs_total)
+	mallocs float64       // heap allocations (go_memstats_mallocs_total)
+	msgs    uint64        // protocol messages sent by the transports
+}
+
+func (ps *procs) sample(ctx context.Context) (sample, error) {
+	var s sample
+	for _, p := range ps.procs {
+		cpu, err := procCPU(p.cmd.Process.Pid)
+		if err != nil {
+			return s, err
+		}
+		s.cpu += cpu
+		m, err := scrape(ctx, ps.http[p.name], "dtx_wal_syncs_total", "go_memstats_mallocs_total")
+		if err != nil {
+			return s, fmt.Errorf("bench: %s: %w", p.name, err)
+		}
+		s.syncs += m["dtx_wal_syncs_total"]
+		s.mallocs += m["go_memstats_mallocs_total"]
+		var net struct{ Sent, Local uint64 }
+		if err := getJSON(ctx, "http://"+ps.http[p.name]+"/v1/net", &net); err != nil {
+			return s, fmt.Errorf("bench: %s: %w", p.name, err)
+		}
+		s.msgs += net.Sent + net.Local
+	}
+	return s, nil
+}
+
+// procCPU reads the user+system time of a process from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("bench: CPU time of pid %d: %w", pid, err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bench: /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 { // fields 3..15
+		return 0, fmt.Errorf("bench: /proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseUint(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("bench: /proc/%d/stat: %w", pid, err)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// scrape reads the named counters from a process's Prometheus /metrics.
+func scrape(ctx context.Context, addr string, names ...string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			if name == n {
+				v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+				if err != nil {
+					return nil, fmt.Errorf("/metrics %s: %w", n, err)
+				}
+				out[n] = v
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("/metrics: %w", err)
+	}
+	for _, n := range names {
+		if _, ok := out[n]; !ok {
+			return nil, fmt.Errorf("/metrics has no %s", n)
+		}
+	}
+	return out, nil
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// waitReady polls GET /readyz until it answers 200, for up to d, unless the
+// process exits first (dead closed).
+func waitReady(ctx context.Context, addr string, d time.Duration, dead <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		var err error
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-dead:
+			return errors.New("it exited")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// tail returns the last n lines of a file (a process's log, for errors).
+func tail(file string, n int) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
