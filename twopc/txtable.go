@@ -2,26 +2,35 @@ package twopc
 
 import "hash/maphash"
 
-// txTable remembers finished transactions: for each id, a small state and
+// txTable remembers finished transactions: for each id, a small value and
 // an optional text (an abort reason). A machine remembers every transaction
 // it ever finished, so this table only grows; a Go map of strings would hold
 // two pointers per entry for the garbage collector to trace on every cycle,
 // a cost that grows with the history and is paid again and again. Here the
-// ids and texts live in one byte arena and the index is an open-addressing
-// table of plain integers: nothing in it is a pointer, so the collector
-// never looks inside.
+// ids and texts live in fixed-size byte chunks, the entries in fixed-size
+// chunks of plain integers, and the index is an open-addressing table of
+// (hash, entry number) pairs: nothing in it is a pointer the collector must
+// follow, nothing already stored is ever copied when the table grows except
+// the 16-byte index slots, and the index stays at most half full so that a
+// lookup of an id that is not there (the common case: a new transaction)
+// ends after a probe or two.
 //
 // It is not safe for concurrent use.
 type txTable struct {
-	seed  maphash.Seed
-	slots []txSlot // len is a power of two; zero hash means empty
-	arena []byte
-	n     int
+	seed    maphash.Seed
+	slots   []txSlot // len is a power of two; hash 0 means empty
+	entries [][]txEntry
+	bytes   [][]byte
+	n       int
 }
 
 type txSlot struct {
-	hash uint64 // never 0 for a used slot
-	off  uint64 // key at arena[off:off+klen], text right after it
+	hash  uint64 // never 0 for a used slot
+	entry uint64 // index into entries
+}
+
+type txEntry struct {
+	loc  uint64 // chunk<<32 | offset of the key, the text right after it
 	klen uint32
 	tlen uint32
 	v    txVal
@@ -32,6 +41,11 @@ type txVal struct {
 	state uint8
 	a, b  uint32 // the user's numbers (an attempt, a generation)
 }
+
+const (
+	txEntryChunk = 4096    // entries per chunk
+	txByteChunk  = 1 << 20 // bytes per chunk (a longer key+text gets its own)
+)
 
 func newTxTable() *txTable {
 	return &txTable{seed: maphash.MakeSeed(), slots: make([]txSlot, 64)}
@@ -45,38 +59,70 @@ func (t *txTable) hash(key string) uint64 {
 	return h
 }
 
-func (t *txTable) key(s *txSlot) []byte { return t.arena[s.off : s.off+uint64(s.klen)] }
+func (t *txTable) entry(i uint64) *txEntry { return &t.entries[i/txEntryChunk][i%txEntryChunk] }
+
+// data returns an entry's key and text bytes.
+func (t *txTable) data(e *txEntry) (key, text []byte) {
+	c := t.bytes[e.loc>>32]
+	off := uint32(e.loc)
+	return c[off : off+e.klen], c[off+e.klen : off+e.klen+e.tlen]
+}
 
 // find returns the slot of key, or the empty slot where it would go.
 func (t *txTable) find(key string, h uint64) *txSlot {
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if s.hash == 0 || (s.hash == h && string(t.key(s)) == key) {
+		if s.hash == 0 {
 			return s
 		}
+		if s.hash == h {
+			if k, _ := t.data(t.entry(s.entry)); string(k) == key {
+				return s
+			}
+		}
 	}
+}
+
+// store copies key and text into the byte chunks.
+func (t *txTable) store(key, text string) (loc uint64) {
+	need := len(key) + len(text)
+	last := len(t.bytes) - 1
+	if last < 0 || len(t.bytes[last])+need > cap(t.bytes[last]) {
+		t.bytes = append(t.bytes, make([]byte, 0, max(txByteChunk, need)))
+		last++
+	}
+	c := t.bytes[last]
+	loc = uint64(last)<<32 | uint64(len(c))
+	c = append(c, key...)
+	t.bytes[last] = append(c, text...)
+	return loc
 }
 
 // Put sets key's value and text, replacing any earlier ones.
 func (t *txTable) Put(key string, v txVal, text string) {
 	h := t.hash(key)
 	s := t.find(key, h)
-	if s.hash != 0 && s.tlen == 0 && text == "" {
-		s.v = v // the common replacement: no new bytes
+	if s.hash != 0 {
+		e := t.entry(s.entry)
+		if _, old := t.data(e); string(old) == text {
+			e.v = v // the common replacement: no new bytes
+			return
+		}
+		e.loc, e.klen, e.tlen, e.v = t.store(key, text), uint32(len(key)), uint32(len(text)), v
 		return
 	}
-	if s.hash == 0 {
-		if 4*(t.n+1) > 3*len(t.slots) {
-			t.grow()
-			s = t.find(key, h)
-		}
-		t.n++
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+		s = t.find(key, h)
 	}
-	off := uint64(len(t.arena))
-	t.arena = append(t.arena, key...)
-	t.arena = append(t.arena, text...)
-	*s = txSlot{hash: h, off: off, klen: uint32(len(key)), tlen: uint32(len(text)), v: v}
+	i := uint64(t.n)
+	if i%txEntryChunk == 0 {
+		t.entries = append(t.entries, make([]txEntry, txEntryChunk))
+	}
+	*t.entry(i) = txEntry{loc: t.store(key, text), klen: uint32(len(key)), tlen: uint32(len(text)), v: v}
+	*s = txSlot{hash: h, entry: i}
+	t.n++
 }
 
 // Get returns key's value and text.
@@ -85,11 +131,12 @@ func (t *txTable) Get(key string) (v txVal, text string, ok bool) {
 	if s.hash == 0 {
 		return txVal{}, "", false
 	}
-	if s.tlen > 0 {
-		at := s.off + uint64(s.klen)
-		text = string(t.arena[at : at+uint64(s.tlen)])
+	e := t.entry(s.entry)
+	if e.tlen > 0 {
+		_, b := t.data(e)
+		text = string(b)
 	}
-	return s.v, text, true
+	return e.v, text, true
 }
 
 // Has reports whether key is in the table.
@@ -98,15 +145,13 @@ func (t *txTable) Has(key string) bool { return t.find(key, t.hash(key)).hash !=
 // Len returns the number of keys.
 func (t *txTable) Len() int { return t.n }
 
-// All calls f for every key, in no particular order, until f returns false.
+// All calls f for every key, in the order they were first put, until f
+// returns false.
 func (t *txTable) All(f func(key string, v txVal, text string) bool) {
-	for i := range t.slots {
-		s := &t.slots[i]
-		if s.hash == 0 {
-			continue
-		}
-		at := s.off + uint64(s.klen)
-		if !f(string(t.key(s)), s.v, string(t.arena[at:at+uint64(s.tlen)])) {
+	for i := range uint64(t.n) {
+		e := t.entry(i)
+		k, text := t.data(e)
+		if !f(string(k), e.v, string(text)) {
 			return
 		}
 	}

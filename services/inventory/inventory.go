@@ -16,6 +16,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/dtx-dev/dtx/internal/chunk"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -71,7 +72,7 @@ func (r Reservation) clone() Reservation {
 type Store struct {
 	items    map[string]*Item
 	prepared map[string]Reservation
-	sold     []sale               // committed branches, in commit order (append-only: cheap)
+	sold     chunk.List[sale]     // committed branches, in commit order
 	ops      purchase.BinaryCache // the last operation decoded
 }
 
@@ -155,7 +156,7 @@ func (s *Store) Commit(tx string, _ []byte) {
 		it.Sold += l.Quantity
 	}
 	delete(s.prepared, tx)
-	s.sold = append(s.sold, sale{tx, res})
+	s.sold.Append(sale{tx, res})
 }
 
 // sale is a committed branch's reservation.
@@ -167,8 +168,8 @@ type sale struct {
 // soldByTx returns the committed reservations by transaction, or an error
 // naming a transaction committed twice.
 func (s *Store) soldByTx() (map[string]Reservation, error) {
-	m := make(map[string]Reservation, len(s.sold))
-	for _, x := range s.sold {
+	m := make(map[string]Reservation, s.sold.Len())
+	for x := range s.sold.All() {
 		if _, dup := m[x.tx]; dup {
 			return nil, fmt.Errorf("inventory: %s committed twice", x.tx)
 		}
@@ -202,13 +203,13 @@ type State struct {
 func (s *Store) State() State {
 	st := State{
 		Items:        make(map[string]Item, len(s.items)),
-		Reservations: make(map[string]Reservation, len(s.sold)),
+		Reservations: make(map[string]Reservation, s.sold.Len()),
 		Prepared:     make(map[string]Reservation, len(s.prepared)),
 	}
 	for id, it := range s.items {
 		st.Items[id] = *it
 	}
-	for _, x := range s.sold {
+	for x := range s.sold.All() {
 		st.Reservations[x.tx] = x.res.clone()
 	}
 	for tx, r := range s.prepared {

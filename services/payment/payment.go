@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dtx-dev/dtx/internal/chunk"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -37,7 +38,7 @@ type Charge struct {
 type Store struct {
 	accounts map[string]*Account
 	held     map[string]Charge
-	charges  []capture // committed, in commit order (append-only: cheap)
+	charges  chunk.List[capture] // committed, in commit order
 	year     int
 	month    int
 	ops      purchase.BinaryCache // the last operation decoded
@@ -113,7 +114,7 @@ func (s *Store) Commit(tx string, _ []byte) {
 	a.Held -= c.Amount
 	a.Captured += c.Amount
 	delete(s.held, tx)
-	s.charges = append(s.charges, capture{tx, c})
+	s.charges.Append(capture{tx, c})
 }
 
 // capture is a committed branch's charge.
@@ -125,8 +126,8 @@ type capture struct {
 // chargesByTx returns the committed charges by transaction, or an error
 // naming a transaction committed twice.
 func (s *Store) chargesByTx() (map[string]Charge, error) {
-	m := make(map[string]Charge, len(s.charges))
-	for _, x := range s.charges {
+	m := make(map[string]Charge, s.charges.Len())
+	for x := range s.charges.All() {
 		if _, dup := m[x.tx]; dup {
 			return nil, fmt.Errorf("payment: %s committed twice", x.tx)
 		}
@@ -158,13 +159,13 @@ type State struct {
 func (s *Store) State() State {
 	st := State{
 		Accounts: make(map[string]Account, len(s.accounts)),
-		Charges:  make(map[string]Charge, len(s.charges)),
+		Charges:  make(map[string]Charge, s.charges.Len()),
 		Held:     maps.Clone(s.held),
 	}
 	for id, a := range s.accounts {
 		st.Accounts[id] = *a
 	}
-	for _, x := range s.charges {
+	for x := range s.charges.All() {
 		st.Charges[x.tx] = x.c
 	}
 	return st

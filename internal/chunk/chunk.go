@@ -1,0 +1,44 @@
+// Package chunk has an append-only list stored in fixed-size chunks: what
+// is appended is never copied again, unlike a slice that doubles (and
+// copies everything) as it grows. The services keep their ledgers of
+// committed transactions in one; they only grow.
+package chunk
+
+import "iter"
+
+const size = 4096
+
+// List is an append-only list. The zero value is empty and ready.
+type List[T any] struct {
+	chunks [][]T
+	n      int
+}
+
+// Append adds v at the end.
+func (l *List[T]) Append(v T) {
+	if l.n%size == 0 {
+		l.chunks = append(l.chunks, make([]T, 0, size))
+	}
+	c := &l.chunks[len(l.chunks)-1]
+	*c = append(*c, v)
+	l.n++
+}
+
+// Len returns the number of elements.
+func (l *List[T]) Len() int { return l.n }
+
+// At returns a pointer to element i (0 <= i < Len).
+func (l *List[T]) At(i int) *T { return &l.chunks[i/size][i%size] }
+
+// All yields the elements in order.
+func (l *List[T]) All() iter.Seq[T] {
+	return func(yield func(T) bool) {
+		for _, c := range l.chunks {
+			for _, v := range c {
+				if !yield(v) {
+					return
+				}
+			}
+		}
+	}
+}
