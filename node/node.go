@@ -212,6 +212,13 @@ func (n *Node) flush() error {
 			}
 		}
 	}
+	if len(rd.Records) == 0 && rd.MustSync() {
+		// Nothing new to write, but an outcome is a promise: whatever was
+		// appended before it (unforced) must be durable first.
+		if err := n.cfg.Log.Sync(); err != nil {
+			return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
+		}
+	}
 	if h.CrashAfterLog != nil && h.CrashAfterLog(&rd) {
 		return ErrCrashed
 	}
