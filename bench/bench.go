@@ -104,6 +104,17 @@ func AbortClass(reason string) string {
 
 const tick = time.Millisecond
 
+// hotWorld is the benchmark's world: n items i0.. and n buyers u0.., with
+// stock and money that never run out.
+func hotWorld(n int) purchase.World {
+	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
+	for i := range n {
+		w.Items["i"+strconv.Itoa(i)] = purchase.Item{Stock: purchase.MaxStock}
+		w.Accounts["u"+strconv.Itoa(i)] = purchase.Account{Balance: purchase.MaxBalance}
+	}
+	return w
+}
+
 // Run runs one benchmark point on a fresh data directory.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Concurrency < 1 || cfg.HotKeys < 1 || cfg.Duration <= 0 {
@@ -114,11 +125,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
-	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
-	for i := range cfg.HotKeys {
-		w.Items[fmt.Sprintf("i%d", i)] = purchase.Item{Stock: purchase.MaxStock}
-		w.Accounts[fmt.Sprintf("u%d", i)] = purchase.Account{Balance: purchase.MaxBalance}
-	}
+	w := hotWorld(cfg.HotKeys)
 	ec := engine.DefaultConfig(filepath.Join(dir, "data"))
 	ec.World = &w
 	ec.Tick = tick

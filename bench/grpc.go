@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
-	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -70,12 +69,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
-	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
-	for i := range cfg.HotKeys {
-		w.Items[fmt.Sprintf("i%d", i)] = purchase.Item{Stock: purchase.MaxStock}
-		w.Accounts[fmt.Sprintf("u%d", i)] = purchase.Account{Balance: purchase.MaxBalance}
-	}
-	wj, err := json.Marshal(w)
+	wj, err := json.Marshal(hotWorld(cfg.HotKeys))
 	if err != nil {
 		return Result{}, err
 	}

@@ -42,3 +42,17 @@ func (l *List[T]) All() iter.Seq[T] {
 		}
 	}
 }
+
+// Index returns the elements of l by key (key gives an element's key and
+// the value to keep), or, if a key comes twice, that key and false.
+func Index[T, V any](l *List[T], key func(T) (string, V)) (m map[string]V, dup string, ok bool) {
+	m = make(map[string]V, l.n)
+	for x := range l.All() {
+		k, v := key(x)
+		if _, seen := m[k]; seen {
+			return nil, k, false
+		}
+		m[k] = v
+	}
+	return m, "", true
+}

@@ -32,3 +32,22 @@ func TestList(t *testing.T) {
 		break // stopping early must not panic
 	}
 }
+
+func TestIndex(t *testing.T) {
+	type kv struct {
+		k string
+		v int
+	}
+	var l List[kv]
+	for i := range 3 * size {
+		l.Append(kv{string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676)), i})
+	}
+	m, _, ok := Index(&l, func(x kv) (string, int) { return x.k, x.v })
+	if !ok || len(m) != 3*size {
+		t.Fatalf("Index: %d keys, ok %v; want %d, true", len(m), ok, 3*size)
+	}
+	l.Append(kv{"aaa", 7})
+	if _, dup, ok := Index(&l, func(x kv) (string, int) { return x.k, x.v }); ok || dup != "aaa" {
+		t.Fatalf("Index with a key twice: dup %q ok %v, want aaa false", dup, ok)
+	}
+}

@@ -168,12 +168,9 @@ type sale struct {
 // soldByTx returns the committed reservations by transaction, or an error
 // naming a transaction committed twice.
 func (s *Store) soldByTx() (map[string]Reservation, error) {
-	m := make(map[string]Reservation, s.sold.Len())
-	for x := range s.sold.All() {
-		if _, dup := m[x.tx]; dup {
-			return nil, fmt.Errorf("inventory: %s committed twice", x.tx)
-		}
-		m[x.tx] = x.res
+	m, dup, ok := chunk.Index(&s.sold, func(x sale) (string, Reservation) { return x.tx, x.res })
+	if !ok {
+		return nil, fmt.Errorf("inventory: %s committed twice", dup)
 	}
 	return m, nil
 }

@@ -126,12 +126,9 @@ type capture struct {
 // chargesByTx returns the committed charges by transaction, or an error
 // naming a transaction committed twice.
 func (s *Store) chargesByTx() (map[string]Charge, error) {
-	m := make(map[string]Charge, s.charges.Len())
-	for x := range s.charges.All() {
-		if _, dup := m[x.tx]; dup {
-			return nil, fmt.Errorf("payment: %s committed twice", x.tx)
-		}
-		m[x.tx] = x.c
+	m, dup, ok := chunk.Index(&s.charges, func(x capture) (string, Charge) { return x.tx, x.c })
+	if !ok {
+		return nil, fmt.Errorf("payment: %s committed twice", dup)
 	}
 	return m, nil
 }
