@@ -1072,9 +1072,10 @@ const file_dtx_proto_rawDesc = "" +
 	"\x10STATUS_COMMITTED\x10\x01\x12\x16\n" +
 	"\x12STATUS_ROLLED_BACK\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_PENDING\x10\x03\x12\x12\n" +
-	"\x0eSTATUS_UNKNOWN\x10\x042;\n" +
+	"\x0eSTATUS_UNKNOWN\x10\x042s\n" +
 	"\tTransport\x12.\n" +
-	"\aDeliver\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply2\xea\x01\n" +
+	"\aDeliver\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply\x126\n" +
+	"\rDeliverStream\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply(\x012\xea\x01\n" +
 	"\vCoordinator\x124\n" +
 	"\x06Submit\x12\x17.dtx.v1.PurchaseRequest\x1a\x11.dtx.v1.TxOutcome\x120\n" +
 	"\bSubmitTx\x12\x11.dtx.v1.TxRequest\x1a\x11.dtx.v1.TxOutcome\x124\n" +
@@ -1125,17 +1126,19 @@ var file_dtx_proto_depIdxs = []int32{
 	12, // 8: dtx.v1.TxRequest.branches:type_name -> dtx.v1.Branch
 	2,  // 9: dtx.v1.TxOutcome.status:type_name -> dtx.v1.Status
 	5,  // 10: dtx.v1.Transport.Deliver:input_type -> dtx.v1.Batch
-	11, // 11: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
-	13, // 12: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
-	14, // 13: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
-	8,  // 14: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
-	6,  // 15: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	15, // 16: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 17: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 18: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 19: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
+	5,  // 11: dtx.v1.Transport.DeliverStream:input_type -> dtx.v1.Batch
+	11, // 12: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
+	13, // 13: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
+	14, // 14: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
+	8,  // 15: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
+	6,  // 16: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 17: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	15, // 18: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 19: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 20: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 21: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name

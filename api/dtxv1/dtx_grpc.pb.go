@@ -39,7 +39,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Transport_Deliver_FullMethodName = "/dtx.v1.Transport/Deliver"
+	Transport_Deliver_FullMethodName       = "/dtx.v1.Transport/Deliver"
+	Transport_DeliverStream_FullMethodName = "/dtx.v1.Transport/DeliverStream"
 )
 
 // TransportClient is the client API for Transport service.
@@ -54,6 +55,12 @@ type TransportClient interface {
 	// for a malformed batch). A refused batch is lost: the sender does not
 	// resend it, the protocol does.
 	Deliver(ctx context.Context, in *Batch, opts ...grpc.CallOption) (*DeliverReply, error)
+	// DeliverStream is Deliver for a sender that keeps one stream open to a
+	// peer: each Batch is handled as one Deliver call would be, a refused
+	// batch is lost (and counted by the receiver) and the stream goes on.
+	// The reply, at the end of the stream, counts the messages accepted.
+	// One stream message per batch costs much less than one call.
+	DeliverStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, DeliverReply], error)
 }
 
 type transportClient struct {
@@ -74,6 +81,19 @@ func (c *transportClient) Deliver(ctx context.Context, in *Batch, opts ...grpc.C
 	return out, nil
 }
 
+func (c *transportClient) DeliverStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, DeliverReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Transport_ServiceDesc.Streams[0], Transport_DeliverStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Batch, DeliverReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transport_DeliverStreamClient = grpc.ClientStreamingClient[Batch, DeliverReply]
+
 // TransportServer is the server API for Transport service.
 // All implementations must embed UnimplementedTransportServer
 // for forward compatibility.
@@ -86,6 +106,12 @@ type TransportServer interface {
 	// for a malformed batch). A refused batch is lost: the sender does not
 	// resend it, the protocol does.
 	Deliver(context.Context, *Batch) (*DeliverReply, error)
+	// DeliverStream is Deliver for a sender that keeps one stream open to a
+	// peer: each Batch is handled as one Deliver call would be, a refused
+	// batch is lost (and counted by the receiver) and the stream goes on.
+	// The reply, at the end of the stream, counts the messages accepted.
+	// One stream message per batch costs much less than one call.
+	DeliverStream(grpc.ClientStreamingServer[Batch, DeliverReply]) error
 	mustEmbedUnimplementedTransportServer()
 }
 
@@ -98,6 +124,9 @@ type UnimplementedTransportServer struct{}
 
 func (UnimplementedTransportServer) Deliver(context.Context, *Batch) (*DeliverReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedTransportServer) DeliverStream(grpc.ClientStreamingServer[Batch, DeliverReply]) error {
+	return status.Error(codes.Unimplemented, "method DeliverStream not implemented")
 }
 func (UnimplementedTransportServer) mustEmbedUnimplementedTransportServer() {}
 func (UnimplementedTransportServer) testEmbeddedByValue()                   {}
@@ -138,6 +167,13 @@ func _Transport_Deliver_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Transport_DeliverStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TransportServer).DeliverStream(&grpc.GenericServerStream[Batch, DeliverReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transport_DeliverStreamServer = grpc.ClientStreamingServer[Batch, DeliverReply]
+
 // Transport_ServiceDesc is the grpc.ServiceDesc for Transport service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -150,7 +186,13 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Transport_Deliver_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "DeliverStream",
+			Handler:       _Transport_DeliverStream_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "dtx.proto",
 }
 

@@ -19,6 +19,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -370,14 +371,36 @@ func (n *Network) Deliver(ctx context.Context, b *dtxv1.Batch) (*dtxv1.DeliverRe
 	return &dtxv1.DeliverReply{Accepted: uint32(len(msgs))}, nil
 }
 
-// sender sends one destination's queue, one batch per call, from
-// Streams goroutines.
+// DeliverStream implements the Transport service: every batch of the
+// stream is delivered as by Deliver; a refused one is lost (counted in the
+// receiver's stats) and the stream goes on.
+func (n *Network) DeliverStream(st dtxv1.Transport_DeliverStreamServer) error {
+	var accepted uint32
+	for {
+		b, err := st.Recv()
+		if err == io.EOF {
+			return st.SendAndClose(&dtxv1.DeliverReply{Accepted: accepted})
+		}
+		if err != nil {
+			return err
+		}
+		if r, err := n.Deliver(st.Context(), b); err == nil {
+			accepted += r.Accepted
+		} else if st.Context().Err() != nil {
+			return status.FromContextError(st.Context().Err()).Err()
+		}
+	}
+}
+
+// sender sends one destination's queue, one batch per stream message (or
+// per call, to a peer without DeliverStream), from Streams goroutines.
 type sender struct {
 	n      *Network
 	to     string
 	conn   *grpc.ClientConn
 	client dtxv1.TransportClient
 	wake   chan struct{}
+	unary  atomic.Bool // the peer has no DeliverStream: one call per batch
 
 	mu sync.Mutex
 	q  []twopc.Message
@@ -421,6 +444,12 @@ func (s *sender) run() {
 	ctx := s.n.ctx
 	failures := 0
 	var pb dtxv1.Batch
+	var stream dtxv1.Transport_DeliverStreamClient // this goroutine's; nil until needed
+	defer func() {
+		if stream != nil {
+			stream.CloseSend()
+		}
+	}()
 	for {
 		select {
 		case <-s.wake:
@@ -432,7 +461,7 @@ func (s *sender) run() {
 			if len(batch) == 0 {
 				break
 			}
-			err := s.call(ctx, &pb, batch)
+			err := s.call(ctx, &pb, batch, &stream)
 			if err == nil {
 				failures = 0
 				continue
@@ -453,13 +482,49 @@ func (s *sender) run() {
 	}
 }
 
+// deliver sends one batch: on this goroutine's stream to the peer, opened
+// if needed, or by a Deliver call to a peer without DeliverStream. A stream
+// that fails is dropped (the batch with it: the protocol resends what
+// matters) and the next batch opens a new one.
+func (s *sender) deliver(ctx context.Context, pb *dtxv1.Batch, stream *dtxv1.Transport_DeliverStreamClient) error {
+	if !s.unary.Load() {
+		if *stream == nil {
+			st, err := s.client.DeliverStream(ctx)
+			if err != nil {
+				return err
+			}
+			*stream = st
+		}
+		err := (*stream).Send(pb)
+		if err == nil {
+			return nil
+		}
+		// The stream is broken; its status says why (Send itself says io.EOF).
+		_, rerr := (*stream).CloseAndRecv()
+		*stream = nil
+		if status.Code(rerr) == codes.Unimplemented {
+			s.unary.Store(true)
+			s.n.cfg.Logger.Info("grpcnet: peer has no DeliverStream; one call per batch", "peer", s.to)
+		} else {
+			if rerr == nil || rerr == io.EOF {
+				rerr = err
+			}
+			return rerr
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.CallTimeout)
+	defer cancel()
+	_, err := s.client.Deliver(ctx, pb)
+	return err
+}
+
 func (s *sender) backoff(failures int) time.Duration {
 	d := s.n.cfg.BackoffBase << min(failures-1, 20)
 	d = min(d, s.n.cfg.BackoffMax)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) // jitter: [d/2, d]
 }
 
-func (s *sender) call(ctx context.Context, pb *dtxv1.Batch, batch []twopc.Message) error {
+func (s *sender) call(ctx context.Context, pb *dtxv1.Batch, batch []twopc.Message, stream *dtxv1.Transport_DeliverStreamClient) error {
 	pb.Messages = pb.Messages[:0]
 	txMsgs := 0
 	for i := range batch {
@@ -468,11 +533,9 @@ func (s *sender) call(ctx context.Context, pb *dtxv1.Batch, batch []twopc.Messag
 			txMsgs++
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.CallTimeout)
 	start := time.Now()
-	_, err := s.client.Deliver(ctx, pb)
+	err := s.deliver(ctx, pb, stream)
 	took := time.Since(start)
-	cancel()
 	st := &s.n.st
 	st.calls.Add(1)
 	if err != nil {
