@@ -53,7 +53,22 @@ type Config struct {
 	LockTimeout, PrepareTimeout time.Duration
 	// MaxAttempts bounds the runs of a deadlock victim (0: the default).
 	MaxAttempts int
-	Seed        uint64
+	// Participants per transaction: the first 1, 2 or 3 of inventory,
+	// payment, order (0: all three).
+	Participants int
+	Seed         uint64
+}
+
+// services returns the participants of every transaction of cfg.
+func (cfg Config) services() ([]string, error) {
+	switch k := cfg.Participants; {
+	case k == 0:
+		return engine.Services, nil
+	case k < 1 || k > len(engine.Services):
+		return nil, fmt.Errorf("bench: %d participants: want 1 to %d (%s)", k, len(engine.Services), strings.Join(engine.Services, ", "))
+	default:
+		return engine.Services[:k], nil
+	}
 }
 
 // Result is what one run measured.
@@ -120,6 +135,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Concurrency < 1 || cfg.HotKeys < 1 || cfg.Duration <= 0 {
 		return Result{}, errors.New("bench: need concurrency >= 1, hot keys >= 1, duration > 0")
 	}
+	services, err := cfg.services()
+	if err != nil {
+		return Result{}, err
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "dtx-bench-")
 	if err != nil {
 		return Result{}, err
@@ -152,7 +171,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cpu0 := cpuTime()
 	syncs0 := eng.Syncs()
 	msgs0 := eng.NetStats().Sent
-	ld, err := drive(ctx, cfg, "b", eng.Submit)
+	ld, err := drive(ctx, cfg, "b", func(ctx context.Context, r *purchase.Request) (twopc.Outcome, error) {
+		return eng.SubmitTo(ctx, r, services)
+	})
 	if err != nil {
 		return Result{}, err
 	}

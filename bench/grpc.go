@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -64,6 +66,10 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 	if cfg.Binary == "" {
 		return Result{}, errors.New("bench: GRPCConfig.Binary (the dtx executable) is required")
 	}
+	services, err := cfg.services()
+	if err != nil {
+		return Result{}, err
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "dtx-bench-grpc-")
 	if err != nil {
 		return Result{}, err
@@ -100,10 +106,26 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 		return Result{}, err
 	}
 	defer c.Close()
+	submit := c.Submit
+	if len(services) < len(engine.Services) {
+		// Fewer participants: the purchase's binary operation, as branches
+		// of SubmitTx (one call per transaction).
+		submit = func(ctx context.Context, r *purchase.Request) (twopc.Outcome, error) {
+			op, err := r.MarshalBinary()
+			if err != nil {
+				return twopc.Outcome{}, err
+			}
+			branches := make([]twopc.Branch, len(services))
+			for i, id := range services {
+				branches[i] = twopc.Branch{Node: id, Op: op}
+			}
+			return c.SubmitTx(ctx, r.TxID, branches)
+		}
+	}
 	// Warm up: connections, streams, first segment files.
 	warm := cfg.Config
 	warm.Duration = min(cfg.Duration/5, time.Second)
-	if _, err := drive(ctx, warm, "w", c.Submit); err != nil {
+	if _, err := drive(ctx, warm, "w", submit); err != nil {
 		return Result{}, fmt.Errorf("bench: warm-up: %w", err)
 	}
 
@@ -114,7 +136,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 	}
 	runtime.ReadMemStats(&ms0)
 	self0 := cpuTime()
-	ld, err := drive(ctx, cfg.Config, "b", c.Submit)
+	ld, err := drive(ctx, cfg.Config, "b", submit)
 	if err != nil {
 		return Result{}, err
 	}

@@ -57,8 +57,8 @@ the in-process network otherwise delivers PREPAREs to every service in the
 same order). --deadlock all compares the three policies.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if participants != 3 {
-				return usagef("--participants %d: only 3 (inventory, payment, order) for now", participants)
+			if participants < 1 || participants > 3 {
+				return usagef("--participants %d: want 1, 2 or 3 (the first of inventory, payment, order)", participants)
 			}
 			if transportArg != "mem" && transportArg != "grpc" {
 				return usagef("--transport %q: want mem or grpc", transportArg)
@@ -128,7 +128,7 @@ same order). --deadlock all compares the three policies.`,
 					}
 					bc := bench.Config{
 						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
-						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Seed: seed,
+						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
 					}
 					var r bench.Result
 					if transportArg == "grpc" {
@@ -181,7 +181,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.DurationVar(&jitter, "net-jitter", 0, "delay half the messages by up to this much (reorders them)")
 	fl.DurationVar(&lockTimeout, "lock-timeout", 0, "lock-wait timeout (0: engine default 500ms)")
 	fl.IntVar(&maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
-	fl.IntVar(&participants, "participants", 3, "participants per transaction (3)")
+	fl.IntVar(&participants, "participants", 3, "participants per transaction: 1 (inventory), 2 (and payment) or 3 (and order)")
 	fl.StringVar(&transportArg, "transport", "mem", "transport: mem (one process) or grpc (four dtx serve processes on loopback)")
 	fl.StringVar(&grpcClient, "grpc-client", "stream", "grpc: stream (transactions share SubmitStream streams) or unary (one call each)")
 	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
