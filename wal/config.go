@@ -11,6 +11,9 @@ const (
 	DefaultSegmentSize   = 64 << 20
 	DefaultMaxRecordSize = 16 << 20
 	DefaultBufferSize    = 1 << 20
+	// DefaultPreallocSize is the zero-fill chunk of DefaultConfig (Config's
+	// zero value means no preallocation).
+	DefaultPreallocSize = 4 << 20
 	// MinSegmentSize is the smallest SegmentSize accepted (small sizes are
 	// for tests that want many rollovers).
 	MinSegmentSize = SegmentHeaderSize + RecordHeaderSize
@@ -36,6 +39,16 @@ type Config struct {
 	// may wait in memory (default 1 MiB); an AppendNoSync that goes past it
 	// blocks until they are written and synced.
 	BufferSize int
+	// PreallocSize, if positive, makes the log preallocate the active
+	// segment: it writes and syncs zeros ahead of the records, in chunks of
+	// this many bytes (never past SegmentSize), so that an append overwrites
+	// durable zeros instead of growing the file, and its fdatasync need not
+	// commit a size change. A new segment gets its first chunk before it is
+	// renamed into place; later chunks are written in the background when
+	// less than half a chunk of room is left. A segment is truncated to its
+	// records when it is sealed and on Close. 0 (the zero value) turns it
+	// off; DefaultConfig sets DefaultPreallocSize.
+	PreallocSize int64
 	// FS is the file system (default: the OS, see OSFS). Tests use a MemFS.
 	FS FS
 	// ReadOnly opens the log for reading only (the dump command): nothing is
@@ -45,6 +58,10 @@ type Config struct {
 	// Logger receives recovery notices (torn tail cut, leftover files
 	// removed) and failures. Default: discard.
 	Logger *slog.Logger
+
+	// inlinePrealloc makes the zero-fill run in the leader instead of a
+	// goroutine: deterministic I/O order for the crash tests.
+	inlinePrealloc bool
 }
 
 // DefaultConfig returns the configuration of a log in dir on the OS file
@@ -55,6 +72,7 @@ func DefaultConfig(dir string) Config {
 		SegmentSize:   DefaultSegmentSize,
 		MaxRecordSize: DefaultMaxRecordSize,
 		BufferSize:    DefaultBufferSize,
+		PreallocSize:  DefaultPreallocSize,
 		FS:            OSFS(),
 	}
 }
@@ -71,6 +89,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("wal: Config.MaxRecordSize %d is outside [1, %d]", c.MaxRecordSize, MaxRecordSizeLimit)
 	case c.BufferSize < 0:
 		return fmt.Errorf("wal: Config.BufferSize %d is negative", c.BufferSize)
+	case c.PreallocSize < 0:
+		return fmt.Errorf("wal: Config.PreallocSize %d is negative", c.PreallocSize)
 	}
 	return nil
 }

@@ -12,7 +12,8 @@ import (
 // path/filepath.
 type FS interface {
 	// OpenFile opens a file like os.OpenFile. The Log uses os.O_RDONLY,
-	// os.O_RDWR, os.O_CREATE, os.O_TRUNC and os.O_APPEND.
+	// os.O_RDWR, os.O_CREATE and os.O_TRUNC (never os.O_APPEND: it writes
+	// with WriteAt at the logical end of the active segment).
 	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	// Rename renames a file, replacing newpath; durable after SyncDir.
 	Rename(oldpath, newpath string) error
@@ -31,6 +32,9 @@ type FS interface {
 type File interface {
 	io.Writer
 	io.ReaderAt
+	// WriteAt writes at an offset like os.File.WriteAt (which refuses a
+	// file opened with os.O_APPEND), extending the file if needed.
+	io.WriterAt
 	// Sync makes the file's data durable, with the metadata needed to read
 	// it back (its size): fdatasync on Linux.
 	Sync() error

@@ -14,11 +14,12 @@ type bytesFile struct{ b []byte }
 func (f bytesFile) ReadAt(p []byte, off int64) (int, error) {
 	return bytes.NewReader(f.b).ReadAt(p, off)
 }
-func (bytesFile) Write([]byte) (int, error)  { return 0, errors.ErrUnsupported }
-func (bytesFile) Sync() error                { return nil }
-func (bytesFile) Truncate(int64) error       { return errors.ErrUnsupported }
-func (bytesFile) Stat() (fs.FileInfo, error) { return nil, errors.ErrUnsupported }
-func (bytesFile) Close() error               { return nil }
+func (bytesFile) Write([]byte) (int, error)          { return 0, errors.ErrUnsupported }
+func (bytesFile) WriteAt([]byte, int64) (int, error) { return 0, errors.ErrUnsupported }
+func (bytesFile) Sync() error                        { return nil }
+func (bytesFile) Truncate(int64) error               { return errors.ErrUnsupported }
+func (bytesFile) Stat() (fs.FileInfo, error)         { return nil, errors.ErrUnsupported }
+func (bytesFile) Close() error                       { return nil }
 
 const fuzzMaxRecord = 4096
 

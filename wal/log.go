@@ -40,6 +40,12 @@ type Stats struct {
 	GroupSyncs        uint64 // group-commit rounds that synced
 	MaxEntriesPerSync uint64 // most records made durable by one group-commit sync
 	Rollovers         uint64 // new segments created after Open
+	// PreallocBytes and PreallocSyncs count the zeros written ahead of the
+	// records (Config.PreallocSize) and the syncs that made them, or a
+	// truncation of them, durable; they are not in Writes, BytesWritten or
+	// Syncs.
+	PreallocBytes uint64
+	PreallocSyncs uint64
 }
 
 // AvgEntriesPerSync returns the mean number of records made durable by one
@@ -60,6 +66,10 @@ type segment struct {
 	size atomic.Int64
 	// synced is how many bytes are durable. Guarded by Log.flushMu.
 	synced int64
+	// phys is the size of the file: the end of its records, or past it
+	// when zeros were written ahead (preallocation). Set by walk and
+	// createSegment; for the active segment, Log.pa tracks it.
+	phys int64
 }
 
 // batch is what the callers of one group-commit round wait on: the round
@@ -127,11 +137,22 @@ type Log struct {
 
 	// compactMu keeps Compact from removing segments under a Replay.
 	compactMu sync.RWMutex
+
+	// pa is the preallocation state of the active segment.
+	pa struct {
+		sync.Mutex
+		cond      sync.Cond // signalled when an extension ends
+		extending bool      // zeros are being written at [alloc, phys)
+		alloc     int64     // bytes [0, alloc) of the file exist durably (records or synced zeros)
+		phys      int64     // size of the file (or what it will be when the extension ends)
+		err       error     // a failed extension; wraps ErrFailed
+	}
 }
 
 type counters struct {
 	appends, entries, batches, writes, bytes, syncs  atomic.Uint64
 	syncedEntries, groupSyncs, maxPerSync, rollovers atomic.Uint64
+	preallocBytes, preallocSyncs                     atomic.Uint64
 }
 
 // Open opens the log in cfg.Dir, creating it if needed. It reads every
@@ -147,6 +168,7 @@ func Open(cfg Config) (*Log, error) {
 	}
 	cfg = cfg.withDefaults()
 	l := &Log{cfg: cfg, fs: cfg.FS, logger: cfg.Logger.With("wal", cfg.Dir)}
+	l.pa.cond.L = &l.pa.Mutex
 	if err := l.open(); err != nil {
 		return nil, err
 	}
@@ -207,10 +229,11 @@ func (l *Log) open() error {
 		}
 		l.segs = []*segment{seg}
 		l.active, l.file = seg, f
+		l.pa.alloc, l.pa.phys = seg.phys, seg.phys
 		return nil
 	}
 	l.active = l.segs[len(l.segs)-1]
-	f, err := fsys.OpenFile(l.active.path, os.O_RDWR|os.O_APPEND, 0)
+	f, err := fsys.OpenFile(l.active.path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("wal: open active segment: %w", err)
 	}
@@ -219,6 +242,7 @@ func (l *Log) open() error {
 			f.Close()
 			return fmt.Errorf("wal: cut torn tail: %w", err)
 		}
+		l.active.phys = t.Offset
 		l.logger.Warn("wal: cut torn tail", "segment", t.Segment, "offset", t.Offset,
 			"bytes", t.Size-t.Offset, "seq", t.Seq, "reason", t.Reason)
 	}
@@ -232,7 +256,21 @@ func (l *Log) open() error {
 		f.Close()
 		return fmt.Errorf("wal: sync dir: %w", err)
 	}
+	// Any zeros past the records (a preallocated tail walk accepted) are
+	// durable now too.
 	l.file = f
+	l.pa.alloc, l.pa.phys = l.active.phys, l.active.phys
+	if l.cfg.PreallocSize > 0 {
+		// Extend now rather than make the first append wait for it.
+		l.flushMu.Lock()
+		err := l.maybeExtendLocked(true)
+		l.flushMu.Unlock()
+		if err != nil {
+			f.Close()
+			l.file = nil
+			return fmt.Errorf("wal: preallocate: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -243,7 +281,7 @@ func (l *Log) open() error {
 func (l *Log) createSegment(first uint64) (*segment, File, error) {
 	path := filepath.Join(l.cfg.Dir, SegmentName(first))
 	tmp := path + tmpSuffix
-	f, err := l.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	f, err := l.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create segment: %w", err)
 	}
@@ -252,11 +290,22 @@ func (l *Log) createSegment(first uint64) (*segment, File, error) {
 		return nil, nil, fmt.Errorf("create segment %s: %s: %w", path, op, err)
 	}
 	h := encodeSegmentHeader(first)
-	if n, err := f.Write(h[:]); err != nil || n != len(h) {
+	if n, err := f.WriteAt(h[:], 0); err != nil || n != len(h) {
 		if err == nil {
 			err = io.ErrShortWrite
 		}
 		return fail("write header", err)
+	}
+	phys := int64(SegmentHeaderSize)
+	if l.cfg.PreallocSize > 0 {
+		// The first chunk of zeros goes in with the header, under the
+		// temporary name and with the same sync.
+		to := min(phys+l.cfg.PreallocSize, l.cfg.SegmentSize)
+		if err := writeZeros(f, phys, to); err != nil {
+			return fail("preallocate", err)
+		}
+		l.st.preallocBytes.Add(uint64(to - phys))
+		phys = max(phys, to)
 	}
 	l.st.syncs.Add(1)
 	if err := f.Sync(); err != nil {
@@ -268,7 +317,7 @@ func (l *Log) createSegment(first uint64) (*segment, File, error) {
 	if err := l.fs.SyncDir(l.cfg.Dir); err != nil {
 		return fail("sync dir", err)
 	}
-	seg := &segment{first: first, path: path, synced: SegmentHeaderSize}
+	seg := &segment{first: first, path: path, synced: SegmentHeaderSize, phys: phys}
 	seg.size.Store(SegmentHeaderSize)
 	return seg, f, nil
 }
@@ -520,7 +569,160 @@ func (l *Log) flush(data []byte) error {
 		}
 	}
 	if l.active.synced < l.active.size.Load() {
+		if err := l.syncFileLocked(); err != nil {
+			return err
+		}
+	}
+	return l.maybeExtendLocked(l.cfg.inlinePrealloc)
+}
+
+// zeros is a buffer of zeros for preallocation.
+var zeros = make([]byte, 1<<20)
+
+// writeZeros writes zeros to f at [from, to).
+func writeZeros(f File, from, to int64) error {
+	for off := from; off < to; {
+		n := int(min(to-off, int64(len(zeros))))
+		w, err := f.WriteAt(zeros[:n], off)
+		if err == nil && w < n {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+// maybeExtendLocked starts writing the next chunk of zeros past the end of
+// the active segment if less than half a chunk of durable room is left
+// after its records, and the segment may grow: in a goroutine, or, if
+// inline, before it returns. The caller holds flushMu.
+func (l *Log) maybeExtendLocked(inline bool) error {
+	if l.cfg.PreallocSize <= 0 || l.file == nil {
+		return nil
+	}
+	size := l.active.size.Load()
+	l.pa.Lock()
+	if l.pa.extending || l.pa.err != nil || l.pa.phys >= l.cfg.SegmentSize ||
+		l.pa.alloc-size >= l.cfg.PreallocSize/2 {
+		err := l.pa.err
+		l.pa.Unlock()
+		return err
+	}
+	from := l.pa.phys
+	to := min(from+l.cfg.PreallocSize, l.cfg.SegmentSize)
+	l.pa.extending, l.pa.phys = true, to
+	l.pa.Unlock()
+	if inline {
+		return l.extend(l.file, l.active.path, from, to)
+	}
+	go l.extend(nil, l.active.path, from, to)
+	return nil
+}
+
+// extend writes zeros at [from, to) of the active segment and syncs them,
+// through f, or (f nil, in the background) through a file of its own, so
+// that a failed sync is also reported to the leader's next sync. It may
+// run concurrently with a leader writing records below from: a leader
+// that needs room past the durable zeros waits for it (waitRoom). A
+// failure stops the log.
+func (l *Log) extend(f File, path string, from, to int64) error {
+	err := func() error {
+		own := f == nil
+		if own {
+			var err error
+			if f, err = l.fs.OpenFile(path, os.O_RDWR, 0); err != nil {
+				return err
+			}
+		}
+		err := writeZeros(f, from, to)
+		l.st.preallocBytes.Add(uint64(to - from))
+		if err == nil {
+			l.st.preallocSyncs.Add(1)
+			err = f.Sync()
+		}
+		if own {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		return err
+	}()
+	if err != nil {
+		err = failedError("preallocate "+path, err)
+	}
+	l.pa.Lock()
+	l.pa.extending = false
+	if err == nil {
+		l.pa.alloc = to
+	} else if l.pa.err == nil {
+		l.pa.err = err
+	}
+	l.pa.cond.Broadcast()
+	l.pa.Unlock()
+	if err != nil {
+		l.mu.Lock()
+		if l.mu.failed == nil {
+			l.mu.failed = err
+			l.logger.Error("wal: log failed; no more appends", "err", err)
+		}
+		l.mu.Unlock()
+	}
+	return err
+}
+
+// waitRoom reserves the active segment up to end for a write of records:
+// it waits for an extension in progress if the write would reach into it.
+func (l *Log) waitRoom(end int64) error {
+	l.pa.Lock()
+	defer l.pa.Unlock()
+	for l.pa.extending && end > l.pa.alloc {
+		l.pa.cond.Wait()
+	}
+	if l.pa.err != nil {
+		return l.pa.err
+	}
+	l.pa.phys = max(l.pa.phys, end)
+	return nil
+}
+
+// waitExtension waits until no extension is in progress.
+func (l *Log) waitExtension() {
+	l.pa.Lock()
+	for l.pa.extending {
+		l.pa.cond.Wait()
+	}
+	l.pa.Unlock()
+}
+
+// trimLocked cuts the zeros past the records of the active segment, if
+// any, and syncs (the sync also makes pending records durable). It is how
+// a segment is sealed whole. The caller holds flushMu; no extension runs.
+func (l *Log) trimLocked() error {
+	size := l.active.size.Load()
+	l.pa.Lock()
+	phys := l.pa.phys
+	l.pa.Unlock()
+	if phys <= size {
+		if l.active.synced < size {
+			return l.syncFileLocked()
+		}
+		return nil
+	}
+	if err := l.file.Truncate(size); err != nil {
+		return failedError("truncate "+l.active.path, err)
+	}
+	l.pa.Lock()
+	l.pa.phys, l.pa.alloc = size, min(l.pa.alloc, size)
+	l.pa.Unlock()
+	if l.active.synced < size {
 		return l.syncFileLocked()
+	}
+	l.st.preallocSyncs.Add(1)
+	if err := l.file.Sync(); err != nil {
+		return failedError("sync "+l.active.path, err)
 	}
 	return nil
 }
@@ -546,7 +748,11 @@ func fitFrames(data []byte, room int64) int {
 }
 
 func (l *Log) writeLocked(p []byte) error {
-	n, err := l.file.Write(p)
+	off := l.active.size.Load()
+	if err := l.waitRoom(off + int64(len(p))); err != nil {
+		return err
+	}
+	n, err := l.file.WriteAt(p, off)
 	l.active.size.Add(int64(n))
 	l.st.writes.Add(1)
 	l.st.bytes.Add(uint64(n))
@@ -569,13 +775,13 @@ func (l *Log) syncFileLocked() error {
 	return nil
 }
 
-// rollLocked seals the active segment (syncing it first, so a segment that
-// is not the last is always whole) and starts a new one for seq first.
+// rollLocked seals the active segment (cutting its preallocated zeros and
+// syncing it first, so a segment that is not the last is always whole) and
+// starts a new one for seq first.
 func (l *Log) rollLocked(first uint64) error {
-	if l.active.synced < l.active.size.Load() {
-		if err := l.syncFileLocked(); err != nil {
-			return err
-		}
+	l.waitExtension()
+	if err := l.trimLocked(); err != nil {
+		return err
 	}
 	f := l.file
 	l.file = nil
@@ -587,6 +793,9 @@ func (l *Log) rollLocked(first uint64) error {
 		return failedError("roll over", err)
 	}
 	l.active, l.file = seg, nf
+	l.pa.Lock()
+	l.pa.alloc, l.pa.phys = seg.phys, seg.phys
+	l.pa.Unlock()
 	l.segMu.Lock()
 	l.segs = append(l.segs, seg)
 	l.segMu.Unlock()
@@ -640,11 +849,14 @@ func (l *Log) Stats() Stats {
 		GroupSyncs:        l.st.groupSyncs.Load(),
 		MaxEntriesPerSync: l.st.maxPerSync.Load(),
 		Rollovers:         l.st.rollovers.Load(),
+		PreallocBytes:     l.st.preallocBytes.Load(),
+		PreallocSyncs:     l.st.preallocSyncs.Load(),
 	}
 }
 
-// Close makes every appended record durable and closes the log. After a
-// failure it closes the files and returns the failure.
+// Close makes every appended record durable, cuts the preallocated zeros
+// after them, and closes the log. After a failure it closes the files and
+// returns the failure.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.mu.closed {
@@ -666,6 +878,10 @@ func (l *Log) Close() error {
 	}
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
+	l.waitExtension()
+	if l.file != nil && err == nil && !l.cfg.ReadOnly {
+		err = l.trimLocked()
+	}
 	if l.file != nil {
 		if cerr := l.file.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("wal: close: %w", cerr)
@@ -700,11 +916,15 @@ func (l *Log) Crash() error {
 
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
+	l.waitExtension()
 	if l.file == nil {
 		return nil
 	}
 	var err error
-	if l.active.synced < l.active.size.Load() {
+	l.pa.Lock()
+	phys := l.pa.phys
+	l.pa.Unlock()
+	if l.active.synced < l.active.size.Load() || phys > l.active.synced {
 		if err = l.file.Truncate(l.active.synced); err != nil {
 			err = fmt.Errorf("wal: crash: truncate: %w", err)
 		}

@@ -124,6 +124,7 @@ type memNode struct {
 	synced   []byte
 	shared   bool
 	diverged bool // data differs from synced below len(synced)
+	shrunk   bool // truncated below len(synced) since the last Sync
 }
 
 // NewMemFS returns an empty in-memory file system whose random choices
@@ -165,7 +166,7 @@ func (m *MemFS) Clone() *MemFS {
 		if c, ok := copies[n]; ok {
 			return c
 		}
-		nn := &memNode{data: bytes.Clone(n.data), synced: bytes.Clone(n.synced), diverged: n.diverged}
+		nn := &memNode{data: bytes.Clone(n.data), synced: bytes.Clone(n.synced), diverged: n.diverged, shrunk: n.shrunk}
 		copies[n] = nn
 		return nn
 	}
@@ -292,8 +293,18 @@ func applyNSOps(ns map[string]*memNode, ops []nsOp) {
 }
 
 // crashContentLocked returns what of n's content survives a crash in mode.
+//
+// A file that was only written since its last Sync (appended to, or
+// overwritten in place, as in a preallocated region) keeps its durable size
+// and content except for a torn prefix of the unsynced bytes, in file
+// order: bytes [lcp, keep) are new, then (in the zeros and garbage modes)
+// up to the end of the unsynced region may read as zeros or garbage, and
+// the rest is the durable content as it was. A file truncated below its
+// durable size since its last Sync either is as of that Sync or has the
+// truncation and a torn prefix of what followed.
 func (m *MemFS) crashContentLocked(n *memNode, mode CrashMode) []byte {
-	if mode == CrashSyncedOnly || n.diverged && m.rng.IntN(2) == 0 {
+	overwrite := n.diverged && !n.shrunk
+	if mode == CrashSyncedOnly || n.diverged && !overwrite && m.rng.IntN(2) == 0 {
 		return bytes.Clone(n.synced)
 	}
 	lcp := len(n.synced)
@@ -306,19 +317,30 @@ func (m *MemFS) crashContentLocked(n *memNode, mode CrashMode) []byte {
 	if lcp > len(n.data) {
 		lcp = len(n.data)
 	}
-	keep := lcp + m.rng.IntN(len(n.data)-lcp+1)
+	hi := len(n.data) // end of the unsynced region
+	if overwrite && len(n.data) <= len(n.synced) {
+		for hi > lcp && n.data[hi-1] == n.synced[hi-1] {
+			hi--
+		}
+	}
+	keep := lcp + m.rng.IntN(hi-lcp+1)
 	out := bytes.Clone(n.data[:keep])
 	if out == nil {
 		out = []byte{}
 	}
 	if mode == CrashTornZeros || mode == CrashTornGarbage {
-		extra := make([]byte, m.rng.IntN(len(n.data)-keep+1))
+		extra := make([]byte, m.rng.IntN(hi-keep+1))
 		if mode == CrashTornGarbage {
 			for i := range extra {
 				extra[i] = byte(m.rng.Uint32())
 			}
 		}
 		out = append(out, extra...)
+	}
+	if overwrite && len(out) < len(n.synced) {
+		// The size was durable; what the torn write did not reach is as
+		// it was synced.
+		out = append(out, n.synced[len(out):]...)
 	}
 	return out
 }
@@ -549,6 +571,7 @@ func (n *memNode) writeAt(p []byte, off int64) {
 func (n *memNode) truncate(size int64) {
 	if size < int64(len(n.synced)) {
 		n.detach()
+		n.shrunk = true
 	}
 	if int(size) <= len(n.data) {
 		n.data = n.data[:size]
@@ -561,6 +584,7 @@ func (n *memNode) sync() {
 	n.synced = n.data[:len(n.data):len(n.data)]
 	n.shared = true
 	n.diverged = false
+	n.shrunk = false
 }
 
 // memFile is an open file of a MemFS.
@@ -606,6 +630,25 @@ func (f *memFile) Write(p []byte) (int, error) {
 	}
 	f.node.writeAt(p, f.off)
 	f.off += int64(len(p))
+	return len(p), nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.beginLocked(OpWrite); err != nil {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: err}
+	}
+	if !f.writable {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: errors.New("file not open for writing")}
+	}
+	if f.flag&os.O_APPEND != 0 {
+		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: errors.New("invalid use of WriteAt on file opened with O_APPEND")}
+	}
+	if off < 0 {
+		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: errors.New("negative offset")}
+	}
+	f.node.writeAt(p, off)
 	return len(p), nil
 }
 

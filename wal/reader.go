@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -153,7 +154,17 @@ func (r *segReader) scanAhead(from int64, expected uint64) (off int64, seq uint6
 			return 0, 0, false, err
 		}
 		// Cheap filters first; the checksum decides.
-		if h[16] == 0 || h[17]|h[18]|h[19] != 0 {
+		if h[16] == 0 {
+			// A record needs a nonzero type byte at o+16: jump over a run
+			// of zeros (a preallocated region) rather than step through it.
+			p, err := r.nextNonZero(o + 17)
+			if err != nil {
+				return 0, 0, false, err
+			}
+			o = p - 16 - 1 // the loop adds 1
+			continue
+		}
+		if h[17]|h[18]|h[19] != 0 {
 			continue
 		}
 		length := int64(binary.LittleEndian.Uint32(h[4:8]))
@@ -172,4 +183,32 @@ func (r *segReader) scanAhead(from int64, expected uint64) (off int64, seq uint6
 		}
 	}
 	return 0, 0, false, nil
+}
+
+// zeroBlock is compared against to find runs of zeros quickly.
+var zeroBlock [4096]byte
+
+// nextNonZero returns the offset of the first nonzero byte at or after
+// from, or r.size if there is none (an all-zero tail: preallocated room).
+func (r *segReader) nextNonZero(from int64) (int64, error) {
+	for off := from; off < r.size; {
+		n := int(min(r.size-off, readChunk))
+		w, err := r.window(off, n)
+		if err != nil {
+			return 0, err
+		}
+		for i := 0; i < len(w); i += len(zeroBlock) {
+			b := w[i:min(i+len(zeroBlock), len(w))]
+			if bytes.Equal(b, zeroBlock[:len(b)]) {
+				continue
+			}
+			for j, c := range b {
+				if c != 0 {
+					return off + int64(i+j), nil
+				}
+			}
+		}
+		off += int64(n)
+	}
+	return r.size, nil
 }

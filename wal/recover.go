@@ -118,7 +118,22 @@ func walkSegment(fsys FS, path string, first, expected uint64, last bool, maxRec
 		return nil, nil, 0, r.buf, err
 	}
 	var torn *TornTail
-	if bad := sc.bad; bad != nil {
+	bad := sc.bad
+	if bad != nil {
+		// Zeros from the first bad byte to the end of the file are the
+		// preallocated room of an active segment: a clean end, not damage.
+		// A sealed segment has them only if a rollover crashed before its
+		// truncation; a record lost there would show as a seq gap at the
+		// next segment.
+		nz, err := r.nextNonZero(bad.off)
+		if err != nil {
+			return nil, nil, 0, r.buf, err
+		}
+		if nz == size {
+			bad = nil
+		}
+	}
+	if bad != nil {
 		if !last {
 			return nil, nil, 0, r.buf, corrupt(bad.off, bad.seq, "%s (in a segment that is not the last)", bad.reason)
 		}
@@ -135,7 +150,7 @@ func walkSegment(fsys FS, path string, first, expected uint64, last bool, maxRec
 		}
 		torn = &TornTail{Segment: path, Offset: sc.end, Size: size, Seq: sc.next, Reason: bad.reason}
 	}
-	seg := &segment{first: first, path: path}
+	seg := &segment{first: first, path: path, phys: size}
 	seg.size.Store(sc.end)
 	seg.synced = sc.end
 	return seg, torn, sc.next, r.buf, nil
