@@ -41,11 +41,17 @@ func BenchmarkRawFdatasync(b *testing.B) {
 // BenchmarkAppend measures durable appends (Append returns after fdatasync)
 // with 1, 16 and 256 concurrent appenders on the real disk: throughput,
 // latency percentiles and how many records share a sync.
+// Each runs with preallocation off and on (Config.PreallocSize).
 func BenchmarkAppend(b *testing.B) {
-	for _, g := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("appenders=%d", g), func(b *testing.B) {
-			benchAppend(b, DefaultConfig(filepath.Join(b.TempDir(), "wal")), g, true)
-		})
+	for _, pre := range []int64{0, DefaultPreallocSize} {
+		for _, g := range []int{1, 16, 256} {
+			name := fmt.Sprintf("prealloc=%v/appenders=%d", pre > 0, g)
+			b.Run(name, func(b *testing.B) {
+				cfg := DefaultConfig(filepath.Join(b.TempDir(), "wal"))
+				cfg.PreallocSize = pre
+				benchAppend(b, cfg, g, true)
+			})
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ type crashWorkload struct {
 	attempts []Entry
 	acked    int
 	compact  uint64
+	stats    Stats // of the log, before its Close
 }
 
 func (w *crashWorkload) run(cfg Config, n int) {
@@ -65,6 +66,7 @@ func (w *crashWorkload) run(cfg Config, n int) {
 	if _, err := l.AppendNoSync(testEntry(n)); err != nil {
 		return
 	}
+	w.stats = l.Stats()
 	if err := l.Close(); err != nil {
 		return
 	}
@@ -116,7 +118,15 @@ func checkRecovered(t *testing.T, cfg Config, w *crashWorkload, label string) (r
 // acknowledged record is replayed and that the replay is a prefix of what
 // was appended; then it crashes the recovery itself at a few points and
 // checks again.
-func TestCrashAtEveryCall(t *testing.T) {
+func TestCrashAtEveryCall(t *testing.T) { crashAtEveryCall(t, 0) }
+
+// TestCrashAtEveryCallPrealloc is the same with preallocation: zeros are
+// written ahead of the records in chunks of 120 bytes (inline, so that the
+// calls come in a fixed order), overwritten by appends, and cut when a
+// segment is sealed.
+func TestCrashAtEveryCallPrealloc(t *testing.T) { crashAtEveryCall(t, 120) }
+
+func crashAtEveryCall(t *testing.T, prealloc int64) {
 	n := 150
 	if testing.Short() {
 		n = 40
@@ -125,6 +135,8 @@ func TestCrashAtEveryCall(t *testing.T) {
 		cfg := memConfig(fsys)
 		cfg.SegmentSize = 400 // several rollovers
 		cfg.BufferSize = 300  // AppendNoSync spills now and then
+		cfg.PreallocSize = prealloc
+		cfg.inlinePrealloc = true
 		return cfg
 	}
 	clean := NewMemFS(0)
@@ -133,6 +145,9 @@ func TestCrashAtEveryCall(t *testing.T) {
 	total := clean.Calls()
 	if w0.acked != len(w0.attempts) {
 		t.Fatalf("clean run acknowledged %d of %d", w0.acked, len(w0.attempts))
+	}
+	if st := w0.stats; (st.PreallocSyncs > 0) != (prealloc > 0) || st.Rollovers < 3 {
+		t.Fatalf("clean run: prealloc %d, stats %+v", prealloc, st)
 	}
 	checkRecovered(t, cfgFor(clean), &w0, "clean")
 	t.Logf("workload: %d I/O calls, %d records", total, len(w0.attempts))
@@ -214,7 +229,13 @@ func checkRecoveredLoose(t *testing.T, cfg Config, w *crashWorkload, label strin
 // TestCrashConcurrent halts the FS at random calls while many goroutines
 // append, crashes it, and checks that every acknowledged record is replayed
 // exactly once, with dense seqs and the data that was appended.
-func TestCrashConcurrent(t *testing.T) {
+func TestCrashConcurrent(t *testing.T) { crashConcurrent(t, 0) }
+
+// TestCrashConcurrentPrealloc is the same with preallocation in the
+// background.
+func TestCrashConcurrentPrealloc(t *testing.T) { crashConcurrent(t, 200) }
+
+func crashConcurrent(t *testing.T, prealloc int64) {
 	runs := 200
 	if testing.Short() {
 		runs = 40
@@ -224,6 +245,7 @@ func TestCrashConcurrent(t *testing.T) {
 		fsys := NewMemFS(uint64(run))
 		cfg := memConfig(fsys)
 		cfg.SegmentSize = 1024
+		cfg.PreallocSize = prealloc
 		l, err := Open(cfg)
 		if err != nil {
 			t.Fatal(err)

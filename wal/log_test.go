@@ -200,8 +200,22 @@ func TestReplayCallbackError(t *testing.T) {
 // TestTruncateEveryOffset cuts the log at every byte offset of its last
 // records: Open must replay exactly the whole records before the cut, report
 // the cut as a torn tail, and continue with the right seq.
-func TestTruncateEveryOffset(t *testing.T) {
+func TestTruncateEveryOffset(t *testing.T) { truncateEveryOffset(t, 0, 0) }
+
+// TestTruncateEveryOffsetPrealloc cuts the same way but leaves zeros after
+// the cut, as a crash in a preallocated segment does, and reopens with
+// preallocation: a cut at a record boundary is a clean end, anything else
+// is a torn tail; either way the file is extended again and appends go on.
+func TestTruncateEveryOffsetPrealloc(t *testing.T) { truncateEveryOffset(t, 3000, 700) }
+
+func truncateEveryOffset(t *testing.T, zeroTail int, prealloc int64) {
 	const n = 20
+	cfgOf := func(fsys *MemFS) Config {
+		cfg := memConfig(fsys)
+		cfg.PreallocSize = prealloc
+		cfg.inlinePrealloc = true // nothing writes after the test's crash
+		return cfg
+	}
 	base := NewMemFS(7)
 	l := mustOpen(t, memConfig(base))
 	var want []Entry
@@ -226,14 +240,14 @@ func TestTruncateEveryOffset(t *testing.T) {
 	}
 	for cut := offs[n-lastFew]; cut <= end; cut++ {
 		fsys := base.Clone()
-		if err := fsys.WriteFile(segPath(1), full[:cut]); err != nil {
+		if err := fsys.WriteFile(segPath(1), append(bytes.Clone(full[:cut]), make([]byte, zeroTail)...)); err != nil {
 			t.Fatal(err)
 		}
 		whole := 0
 		for whole < n && offs[whole]+RecordHeaderSize+int64(len(want[whole].Data)) <= cut {
 			whole++
 		}
-		l, err := Open(memConfig(fsys))
+		l, err := Open(cfgOf(fsys))
 		if err != nil {
 			t.Fatalf("cut at %d: Open: %v", cut, err)
 		}
@@ -247,17 +261,28 @@ func TestTruncateEveryOffset(t *testing.T) {
 		if torn == atBoundary {
 			t.Fatalf("cut at %d: torn tail reported %v (%+v)", cut, torn, tt)
 		}
-		if torn && (tt.Offset != offs[whole] || tt.Size != cut || tt.Seq != uint64(whole+1)) {
+		if torn && (tt.Offset != offs[whole] || tt.Size != cut+int64(zeroTail) || tt.Seq != uint64(whole+1)) {
 			t.Fatalf("cut at %d: torn tail %+v, want offset %d", cut, tt, offs[whole])
 		}
 		e := Entry{Type: 9, Data: []byte("after the cut")}
 		if seq, err := l.Append(e); err != nil || seq != uint64(whole+1) {
 			t.Fatalf("cut at %d: Append = %d, %v, want seq %d", cut, seq, err, whole+1)
 		}
-		mustClose(t, l)
+		if prealloc > 0 {
+			// The log extended the segment again: crash with the zeros
+			// in place instead of closing.
+			if got, _ := fsys.ReadFile(segPath(1)); int64(len(got)) < offsOrEnd(offs, end, whole)+prealloc/2 {
+				t.Fatalf("cut at %d: segment is %d bytes with preallocation", cut, len(got))
+			}
+		} else {
+			mustClose(t, l)
+		}
 		// The repair and the new record are durable.
 		fsys.Crash(CrashSyncedOnly)
-		l = mustOpen(t, memConfig(fsys))
+		l = mustOpen(t, cfgOf(fsys))
+		if tt, torn := l.TornTail(); torn {
+			t.Fatalf("cut at %d: torn tail after the repair: %+v", cut, tt)
+		}
 		recs = replayAll(t, l)
 		checkRecords(t, recs[:whole], want, 1)
 		if len(recs) != whole+1 || recs[whole].Seq != uint64(whole+1) || !bytes.Equal(recs[whole].Data, e.Data) {
@@ -334,7 +359,14 @@ func offsOrEnd(offs []int64, end int64, i int) int64 {
 // (the log then is a prefix of what was appended) or as corruption; never
 // is a wrong record returned. A flip in a record that valid records follow
 // is corruption naming the segment and the record's offset.
-func TestBitFlips(t *testing.T) {
+func TestBitFlips(t *testing.T) { bitFlips(t, 0) }
+
+// TestBitFlipsPrealloc flips the same bits with zeros after the records (a
+// preallocated segment), and every bit of the first zeros: a flipped zero
+// is garbage after the last record, a torn tail.
+func TestBitFlipsPrealloc(t *testing.T) { bitFlips(t, 5000) }
+
+func bitFlips(t *testing.T, zeroTail int) {
 	const n = 10
 	base := NewMemFS(8)
 	l := mustOpen(t, memConfig(base))
@@ -348,6 +380,7 @@ func TestBitFlips(t *testing.T) {
 	mustClose(t, l)
 	full, _ := base.ReadFile(segPath(1))
 	offs, end := frameOffsets(want)
+	full = append(full, make([]byte, zeroTail)...)
 
 	flip := func(bit int64) (*Log, error) {
 		fsys := base.Clone()
@@ -357,6 +390,7 @@ func TestBitFlips(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := memConfig(fsys)
+		cfg.PreallocSize = int64(zeroTail)
 		return Open(cfg)
 	}
 	recordAt := func(off int64) int {
@@ -373,6 +407,9 @@ func TestBitFlips(t *testing.T) {
 		{offs[0], offs[0] + 24},    // the first record's header
 		{offs[n-1] - 4, offs[n-1]}, // the end of the second-to-last record
 	}
+	if zeroTail > 0 {
+		regions = append(regions, [2]int64{end, end + 40}, [2]int64{end + int64(zeroTail) - 20, end + int64(zeroTail)})
+	}
 	for _, reg := range regions {
 		for bit := reg[0] * 8; bit < reg[1]*8; bit++ {
 			l, err := flip(bit)
@@ -381,6 +418,21 @@ func TestBitFlips(t *testing.T) {
 				if ce := asCorruption(t, err); ce.Offset != 0 || ce.Segment != segPath(1) {
 					t.Fatalf("bit %d: %v", bit, ce)
 				}
+				continue
+			}
+			if off >= end {
+				// In the zeros: garbage after the last record, cut.
+				if err != nil {
+					t.Fatalf("bit %d in the zero tail: %v", bit, err)
+				}
+				if tt, torn := l.TornTail(); !torn || tt.Offset != end {
+					t.Fatalf("bit %d in the zero tail: torn tail %+v %v", bit, tt, torn)
+				}
+				checkRecords(t, replayAll(t, l), want, 1)
+				if got := len(replayAll(t, l)); got != n {
+					t.Fatalf("bit %d in the zero tail: %d records", bit, got)
+				}
+				mustClose(t, l)
 				continue
 			}
 			rec := recordAt(off)
