@@ -57,6 +57,8 @@ type Config struct {
 	// payment, order (0: all three).
 	Participants int
 	Seed         uint64
+	// WALPrealloc is engine.Config.WALPrealloc (0: default, <0: off).
+	WALPrealloc int64
 }
 
 // services returns the participants of every transaction of cfg.
@@ -150,6 +152,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	ec.Tick = tick
 	ec.Deadlock = cfg.Deadlock
 	ec.MaxAttempts = cfg.MaxAttempts
+	ec.WALPrealloc = cfg.WALPrealloc
 	if cfg.LockTimeout > 0 {
 		ec.LockTimeout = cfg.LockTimeout
 	}

@@ -81,6 +81,10 @@ type Config struct {
 	MaxInflight int
 	// SegmentSize of every log (0: the wal default).
 	SegmentSize int64
+	// WALPrealloc is the zero-fill chunk of every log (wal.Config
+	// PreallocSize): 0 means the wal default (wal.DefaultPreallocSize), a
+	// negative value turns preallocation off.
+	WALPrealloc int64
 	Logger      *slog.Logger
 }
 
@@ -209,6 +213,12 @@ func (e *Engine) open() error {
 	logCfg := wal.DefaultConfig("")
 	if cfg.SegmentSize > 0 {
 		logCfg.SegmentSize = cfg.SegmentSize
+	}
+	switch {
+	case cfg.WALPrealloc > 0:
+		logCfg.PreallocSize = cfg.WALPrealloc
+	case cfg.WALPrealloc < 0:
+		logCfg.PreallocSize = 0
 	}
 	for i, id := range Services {
 		mc := cfg.ParticipantMachine(id)

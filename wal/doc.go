@@ -30,14 +30,25 @@
 //	000000000000a391.wal   seqs 41873..
 //
 // Only the last segment (the active one) is ever written; the others are
-// whole and synced. Files named "<segment name>.tmp" are leftovers of a
+// whole and synced.
+//
+// With Config.PreallocSize (on in DefaultConfig) the active segment is
+// preallocated: zeros are written and synced ahead of its records, in
+// chunks, up to SegmentSize at most, and records are written at the
+// logical end (after the last record), overwriting them. An fdatasync then
+// finds no size change to commit. The first chunk is written with the new
+// segment's header; later ones in the background when less than half a
+// chunk of room is left (an append that needs room the running chunk is
+// writing waits for it; past the zeros it just grows the file). The zeros
+// are cut (truncate, then sync) when a segment is sealed at a rollover —
+// before the next segment is created — and on Close. Files named "<segment name>.tmp" are leftovers of a
 // crashed segment creation, removed by Open. Other files are ignored.
 //
 // # Segment format (version 1)
 //
 // All integers are little-endian. CRC is CRC-32C (Castagnoli). A segment is
 // a header followed by records packed back to back, with no padding or
-// alignment, up to the end of the file:
+// alignment, up to the end of the file or up to a zero tail:
 //
 //	segment header, 32 bytes
 //	+--------+---------+----------+-----------+----------+--------+
@@ -57,6 +68,12 @@
 //	reserved = 0; length <= MaxRecordSize (checked before anything is read
 //	or allocated for the data).
 //
+// A zero tail is zero bytes from the end of the last record to the end of
+// the file: preallocated room. No record starts with zeros (its CRC would
+// have to be 0 and its type is not), so the first zero byte where a record
+// header is expected, when every byte after it is zero too, is the clean
+// end of the segment.
+//
 // Seqs are dense: the first record of a segment has the seq in its name,
 // each next record the seq after, and each next segment begins where the
 // one before ends. A segment grows to Config.SegmentSize; a round of
@@ -66,16 +83,24 @@
 // # Reading and recovery
 //
 // Open reads every segment in order and checks the header, each record's
-// length cap, checksum, type and seq. Where a record is bad:
+// length cap, checksum, type and seq. Where a record is bad and every byte
+// from it to the end of the file is zero, that is a zero tail: the end of
+// the segment, not damage — no torn tail, no warning, nothing cut (in a
+// segment that is not the last, only a crash in the middle of a rollover
+// written by another implementation could leave one; a record lost there
+// still shows as a seq gap at the next segment). Otherwise:
 //
 //   - in a segment that is not the last: corruption;
 //   - with a valid checksum but the wrong seq (or an invalid type):
 //     corruption — no torn write produces that;
 //   - in the last segment: Open scans every later byte offset of the file
-//     for a valid record with a seq at or after the expected one. If one
+//     for a valid record with a seq at or after the expected one (jumping
+//     over runs of zeros, where no record header can start). If one
 //     exists, the bad record is damage in the middle of the log:
-//     corruption. If none does, everything from the bad record on is a torn
-//     tail — a partial last record, zeros, or garbage — and is cut.
+//     corruption — zeros followed by a valid later record included. If
+//     none does, everything from the bad record on is a torn tail — a
+//     partial last record or garbage, possibly followed by zeros — and is
+//     cut (then the segment is preallocated again).
 //
 // Corruption is never skipped or repaired: Open fails with a
 // *CorruptionError (wrapping ErrCorrupt) that names the segment file, the
@@ -96,7 +121,7 @@
 //
 // With Config.ReadOnly (the dump command, see Dump), Open changes nothing:
 // a torn tail is reported by TornTail and left on disk, and Replay stops
-// before it.
+// before it; a zero tail is just the end.
 //
 // # Crash safety
 //
@@ -107,16 +132,24 @@
 //   - Append: the round is written with one write, then fdatasync'ed; only
 //     then does any caller of the round hear success. A crash before the
 //     sync returns leaves any prefix of the round (cut as a torn tail) —
-//     none of it was acknowledged. A crash after leaves all of it.
-//   - Rollover: the full segment is synced first, so a segment that is not
-//     the last is always whole. The new segment is created as
+//     none of it was acknowledged. A crash after leaves all of it. In a
+//     preallocated segment the rest of the durable zeros stays after it.
+//   - Preallocation: zeros are written past every byte a record was or is
+//     being written to, through a file descriptor of their own (so that a
+//     failed sync of theirs cannot hide an error from the next record sync)
+//     and synced; a failure stops the log. A crash leaves a zero tail, or
+//     a shorter file.
+//   - Rollover: the full segment is cut to its records and synced first,
+//     so a segment that is not the last is always whole (a crash before
+//     the new segment exists leaves the old one last, zero tail or not). The new segment is created as
 //     "<name>.tmp", its header written and synced, renamed to "<name>",
 //     and the directory synced; only then are records written to it. A
 //     crash before the rename leaves a temporary file (removed by Open);
 //     after the rename, either that or a durable, empty, valid segment,
 //     which Open takes as the active one.
 //   - Open: a torn tail is truncated and the truncation synced; a crash in
-//     between shows the same tail again and it is cut again. Open then
+//     between shows the same tail again and it is cut again. A zero tail is
+//     kept (and synced with the rest) as preallocated room. Open then
 //     syncs the active segment and the directory, so records written but
 //     not synced by the previous process are durable before Replay lets
 //     anyone act on them.

@@ -41,6 +41,7 @@ func benchCmd() *cobra.Command {
 		grpcClient   string
 		streams      int
 		serveFlags   []string
+		walPrealloc  int64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -129,6 +130,7 @@ same order). --deadlock all compares the three policies.`,
 					bc := bench.Config{
 						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
 						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
+						WALPrealloc: walPrealloc,
 					}
 					var r bench.Result
 					if transportArg == "grpc" {
@@ -186,6 +188,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&grpcClient, "grpc-client", "stream", "grpc: stream (transactions share SubmitStream streams) or unary (one call each)")
 	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
 	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
+	fl.Int64Var(&walPrealloc, "wal-prealloc", 0, "mem: zero-fill chunk of every log in bytes (0: the wal default, 4 MiB; -1: no preallocation)")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON")
 	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
