@@ -69,10 +69,9 @@
 //	or allocated for the data).
 //
 // A zero tail is zero bytes from the end of the last record to the end of
-// the file: preallocated room. No record starts with zeros (its CRC would
-// have to be 0 and its type is not), so the first zero byte where a record
-// header is expected, when every byte after it is zero too, is the clean
-// end of the segment.
+// the file: preallocated room. No record is all zeros (its type is not 0),
+// so where a record is expected and every byte from there to the end of the
+// file is zero, the segment ends cleanly.
 //
 // Seqs are dense: the first record of a segment has the seq in its name,
 // each next record the seq after, and each next segment begins where the

@@ -576,14 +576,16 @@ func (l *Log) flush(data []byte) error {
 	return l.maybeExtendLocked(l.cfg.inlinePrealloc)
 }
 
-// zeros is a buffer of zeros for preallocation.
-var zeros = make([]byte, 1<<20)
+// zeros returns a buffer of zeros for preallocation (allocated once, on
+// first use).
+var zeros = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
 
 // writeZeros writes zeros to f at [from, to).
 func writeZeros(f File, from, to int64) error {
 	for off := from; off < to; {
-		n := int(min(to-off, int64(len(zeros))))
-		w, err := f.WriteAt(zeros[:n], off)
+		z := zeros()
+		n := int(min(to-off, int64(len(z))))
+		w, err := f.WriteAt(z[:n], off)
 		if err == nil && w < n {
 			err = io.ErrShortWrite
 		}
