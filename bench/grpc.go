@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -115,11 +114,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 			if err != nil {
 				return twopc.Outcome{}, err
 			}
-			branches := make([]twopc.Branch, len(services))
-			for i, id := range services {
-				branches[i] = twopc.Branch{Node: id, Op: op}
-			}
-			return c.SubmitTx(ctx, r.TxID, branches)
+			return c.SubmitTx(ctx, r.TxID, engine.Branches(op, services))
 		}
 	}
 	// Warm up: connections, streams, first segment files.
@@ -237,7 +232,7 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 			return nil, err
 		}
 		ps.procs = append(ps.procs, p)
-		if err := waitReady(ctx, ps.http[name], 30*time.Second, p.done); err != nil {
+		if err := client.WaitReady(ctx, ps.http[name], 30*time.Second, p.done); err != nil {
 			ps.stop()
 			return nil, fmt.Errorf("bench: %s did not come up: %w\n%s", name, err, tail(p.log, 20))
 		}
@@ -406,33 +401,6 @@ func getJSON(ctx context.Context, url string, v any) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// waitReady polls GET /readyz until it answers 200, for up to d, unless the
-// process exits first (dead closed).
-func waitReady(ctx context.Context, addr string, d time.Duration, dead <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	for {
-		var err error
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-dead:
-			return errors.New("it exited")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // tail returns the last n lines of a file (a process's log, for errors).

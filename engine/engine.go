@@ -359,11 +359,17 @@ func (e *Engine) SubmitTo(ctx context.Context, req *purchase.Request, services [
 	if err != nil {
 		return twopc.Outcome{}, err
 	}
+	return e.coord.Submit(ctx, req.TxID, Branches(op, services))
+}
+
+// Branches returns one branch per service, each with op: a purchase's
+// transaction.
+func Branches(op []byte, services []string) []twopc.Branch {
 	branches := make([]twopc.Branch, len(services))
 	for i, id := range services {
 		branches[i] = twopc.Branch{Node: id, Op: op}
 	}
-	return e.coord.Submit(ctx, req.TxID, branches)
+	return branches
 }
 
 // Quiet reports whether nothing is unfinished: the coordinator has no

@@ -189,34 +189,28 @@ func (n *Node) flush() error {
 	if h.CrashBeforeLog != nil && h.CrashBeforeLog(&rd) {
 		return ErrCrashed
 	}
-	if len(rd.Records) > 0 {
-		n.buf = n.buf[:0]
-		n.entries = n.entries[:0]
-		for i := range rd.Records {
-			start := len(n.buf)
-			n.buf = twopc.AppendRecord(n.buf, &rd.Records[i])
-			n.entries = append(n.entries, wal.Entry{Type: uint8(rd.Records[i].Type), Data: n.buf[start:len(n.buf):len(n.buf)]})
-		}
-		var err error
-		if rd.MustSync() {
-			_, err = n.cfg.Log.Append(n.entries...)
-		} else {
-			_, err = n.cfg.Log.AppendNoSync(n.entries...)
-		}
-		if err != nil {
-			return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
-		}
-		if n.cfg.OnRecord != nil {
-			for i := range rd.Records {
-				n.cfg.OnRecord(&rd.Records[i])
-			}
-		}
+	n.buf = n.buf[:0]
+	n.entries = n.entries[:0]
+	for i := range rd.Records {
+		start := len(n.buf)
+		n.buf = twopc.AppendRecord(n.buf, &rd.Records[i])
+		n.entries = append(n.entries, wal.Entry{Type: uint8(rd.Records[i].Type), Data: n.buf[start:len(n.buf):len(n.buf)]})
 	}
-	if len(rd.Records) == 0 && rd.MustSync() {
-		// Nothing new to write, but an outcome is a promise: whatever was
-		// appended before it (unforced) must be durable first.
-		if err := n.cfg.Log.Sync(); err != nil {
-			return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
+	// A forced Append makes everything appended so far durable, even with
+	// no entry of its own: an outcome is a promise, so what was appended
+	// before it, unforced, is synced first.
+	var err error
+	if rd.MustSync() {
+		_, err = n.cfg.Log.Append(n.entries...)
+	} else if len(n.entries) > 0 {
+		_, err = n.cfg.Log.AppendNoSync(n.entries...)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
+	}
+	if n.cfg.OnRecord != nil {
+		for i := range rd.Records {
+			n.cfg.OnRecord(&rd.Records[i])
 		}
 	}
 	if h.CrashAfterLog != nil && h.CrashAfterLog(&rd) {

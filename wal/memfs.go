@@ -619,11 +619,8 @@ func (f *memFile) beginLocked(op Op) error {
 func (f *memFile) Write(p []byte) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.beginLocked(OpWrite); err != nil {
-		return 0, &fs.PathError{Op: "write", Path: f.name, Err: err}
-	}
-	if !f.writable {
-		return 0, &fs.PathError{Op: "write", Path: f.name, Err: errors.New("file not open for writing")}
+	if err := f.beginWriteLocked(); err != nil {
+		return 0, err
 	}
 	if f.flag&os.O_APPEND != 0 {
 		f.off = int64(len(f.node.data))
@@ -633,14 +630,23 @@ func (f *memFile) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// beginWriteLocked counts a write (injecting a fault if one is due) and
+// checks the file was opened for writing.
+func (f *memFile) beginWriteLocked() error {
+	if err := f.beginLocked(OpWrite); err != nil {
+		return &fs.PathError{Op: "write", Path: f.name, Err: err}
+	}
+	if !f.writable {
+		return &fs.PathError{Op: "write", Path: f.name, Err: errors.New("file not open for writing")}
+	}
+	return nil
+}
+
 func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.beginLocked(OpWrite); err != nil {
-		return 0, &fs.PathError{Op: "write", Path: f.name, Err: err}
-	}
-	if !f.writable {
-		return 0, &fs.PathError{Op: "write", Path: f.name, Err: errors.New("file not open for writing")}
+	if err := f.beginWriteLocked(); err != nil {
+		return 0, err
 	}
 	if f.flag&os.O_APPEND != 0 {
 		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: errors.New("invalid use of WriteAt on file opened with O_APPEND")}

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -114,7 +112,7 @@ every process. Running it again on the same --dir recovers the cluster.`,
 					close(dead)
 					exited <- fmt.Sprintf("%s exited: %v", name, err)
 				}()
-				if err := waitHTTP(ctx, defaultAddr(name, true), 30*time.Second, dead); err != nil {
+				if err := client.WaitReady(ctx, defaultAddr(name, true), 30*time.Second, dead); err != nil {
 					stopAll()
 					return fmt.Errorf("%s did not come up (see %s): %w", name, filepath.Join(dir, name+".log"), err)
 				}
@@ -152,43 +150,6 @@ Ctrl-C stops the cluster.
 	fl.BoolVar(&useTLS, "tls", false, "mutual TLS between the components, with throw-away certificates made in DIR/certs")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
 	return cmd
-}
-
-// waitHTTP waits until the process at addr is ready, for up to d, unless
-// it exits first (dead closed).
-func waitHTTP(ctx context.Context, addr string, d time.Duration, dead <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	for {
-		err := ready(ctx, addr)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-dead:
-			return errors.New("it exited")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// ready asks a process's GET /readyz.
-func ready(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s /readyz: %s", addr, resp.Status)
-	}
-	return nil
 }
 
 func clusterStateCmd() *cobra.Command {
