@@ -278,22 +278,9 @@ func (c *Coordinator) Restore(r Record) error {
 			}
 		}
 	case RecCommit:
-		t := c.active[r.Tx]
-		if t == nil {
-			if c.done.Has(r.Tx) {
-				return bad("COMMIT after the transaction finished")
-			}
-			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
-			t.attempt = AttemptOf(r.Attempt)
-			c.active[r.Tx] = t
-		}
-		if t.state != CoordCollecting {
-			return bad("COMMIT for a transaction already " + t.state.String())
-		}
-		if AttemptOf(r.Attempt) != t.attempt {
-			// RESTART is forced before the next attempt's PREPARE leaves,
-			// so the log always names the attempt before it commits.
-			return bad(fmt.Sprintf("COMMIT of attempt %d, but the log is at attempt %d", AttemptOf(r.Attempt), t.attempt))
+		t, why := c.collectingAt(r)
+		if why != "" {
+			return bad("COMMIT " + why)
 		}
 		t.state = CoordCommitting
 		for i, n := range t.nodes {
@@ -319,20 +306,9 @@ func (c *Coordinator) Restore(r Record) error {
 		}
 		c.finish(r.Tx, finished{committed: true, attempt: attempt})
 	case RecRestart:
-		t := c.active[r.Tx]
-		if t == nil {
-			if c.done.Has(r.Tx) {
-				return bad("RESTART after the transaction finished")
-			}
-			t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
-			t.attempt = AttemptOf(r.Attempt)
-			c.active[r.Tx] = t
-		}
-		if t.state != CoordCollecting {
-			return bad("RESTART of a transaction already " + t.state.String())
-		}
-		if AttemptOf(r.Attempt) != t.attempt {
-			return bad(fmt.Sprintf("RESTART of attempt %d, but the log is at attempt %d", AttemptOf(r.Attempt), t.attempt))
+		t, why := c.collectingAt(r)
+		if why != "" {
+			return bad("RESTART " + why)
 		}
 		t.attempt++
 		clear(t.votes)
@@ -361,6 +337,31 @@ func newCoordTx(id string, nodes []string) *coordTx {
 		votes:   make([]Vote, len(nodes)),
 		acked:   make([]bool, len(nodes)),
 	}
+}
+
+// collectingAt returns, during Restore, the collecting transaction that a
+// decision record (COMMIT or RESTART) r applies to, at r's attempt, or why
+// the record does not fit the log. A transaction whose BEGIN was compacted
+// away is recreated from the record.
+func (c *Coordinator) collectingAt(r Record) (*coordTx, string) {
+	t := c.active[r.Tx]
+	if t == nil {
+		if c.done.Has(r.Tx) {
+			return nil, "after the transaction finished"
+		}
+		t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
+		t.attempt = AttemptOf(r.Attempt)
+		c.active[r.Tx] = t
+	}
+	if t.state != CoordCollecting {
+		return nil, "for a transaction already " + t.state.String()
+	}
+	if AttemptOf(r.Attempt) != t.attempt {
+		// RESTART is forced before the next attempt's PREPARE leaves, so
+		// the log always names the attempt before it commits or restarts.
+		return nil, fmt.Sprintf("of attempt %d, but the log is at attempt %d", AttemptOf(r.Attempt), t.attempt)
+	}
+	return t, ""
 }
 
 // Start begins a new epoch (a forced record) and resumes the work the log
