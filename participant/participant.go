@@ -30,6 +30,15 @@ import (
 // Resource is the business side of a participant (see twopc.Resource).
 type Resource = twopc.Resource
 
+// Recoverer is a Resource that must act once the log has been replayed
+// into it and before the service serves: a resource whose prepared state
+// lives outside the process (a database's prepared transactions) resolves
+// there what the log says about it. An error stops the service from
+// opening.
+type Recoverer interface {
+	Recover() error
+}
+
 // Faults are the simulated failures of a service, as probabilities.
 type Faults struct {
 	// FailRate: a PREPARE fails its business check ("simulated failure").
@@ -133,7 +142,7 @@ func (s *Service) open() (*incarnation, error) {
 	raw := res
 	var fault *faulty
 	if f := s.cfg.Faults.FailRate; f > 0 {
-		fault = &faulty{Resource: res, rate: f, rng: s.rng}
+		fault = &faulty{AttemptResource: twopc.AsAttemptResource(res), rate: f, rng: s.rng}
 		res = fault
 	}
 	m, err := twopc.NewParticipant(s.cfg.Machine, res)
@@ -145,6 +154,12 @@ func (s *Service) open() (*incarnation, error) {
 	if err != nil {
 		log.Close()
 		return nil, fmt.Errorf("%s: replay: %w", s.cfg.ID, err)
+	}
+	if rc, ok := raw.(Recoverer); ok {
+		if err := rc.Recover(); err != nil {
+			log.Close()
+			return nil, fmt.Errorf("%s: recover: %w", s.cfg.ID, err)
+		}
 	}
 	if fault != nil {
 		fault.on = true // never during replay: a logged PREPARED re-applies
@@ -284,7 +299,7 @@ func (s *Service) Close() error {
 
 // faulty makes a Resource fail some prepares on purpose.
 type faulty struct {
-	Resource
+	twopc.AttemptResource
 	on   bool
 	rate float64
 	rng  *lockedRand
@@ -294,7 +309,14 @@ func (f *faulty) Prepare(tx string, op []byte) error {
 	if f.on && f.rng.Float64() < f.rate {
 		return errors.New("simulated failure")
 	}
-	return f.Resource.Prepare(tx, op)
+	return f.AttemptResource.Prepare(tx, op)
+}
+
+func (f *faulty) PrepareAttempt(tx string, attempt uint32, op []byte) error {
+	if f.on && f.rng.Float64() < f.rate {
+		return errors.New("simulated failure")
+	}
+	return f.AttemptResource.PrepareAttempt(tx, attempt, op)
 }
 
 type lockedRand struct {

@@ -256,3 +256,53 @@ func TestRestoreRejectsImpossibleAttempts(t *testing.T) {
 		}
 	}
 }
+
+// attemptKV records the attempts an AttemptResource is told.
+type attemptKV struct {
+	*kv
+	calls []string
+}
+
+func (r *attemptKV) PrepareAttempt(tx string, a uint32, op []byte) error {
+	r.calls = append(r.calls, fmt.Sprintf("prepare %s/%d", tx, a))
+	return r.Prepare(tx, op)
+}
+
+func (r *attemptKV) CommitAttempt(tx string, a uint32, op []byte) {
+	r.calls = append(r.calls, fmt.Sprintf("commit %s/%d", tx, a))
+	r.Commit(tx, op)
+}
+
+func (r *attemptKV) AbortAttempt(tx string, a uint32, op []byte) {
+	r.calls = append(r.calls, fmt.Sprintf("abort %s/%d", tx, a))
+	r.Abort(tx, op)
+}
+
+// An AttemptResource is told the attempt of the branch it prepares,
+// aborts (the prepared attempt, also when a later attempt supersedes it)
+// and commits, live and on replay.
+func TestAttemptResourceSeesAttempts(t *testing.T) {
+	res := &attemptKV{kv: newKV()}
+	p, _ := NewParticipant(testPartConfig("a"), res)
+	p.Start()
+	p.Step(Message{Type: MsgPrepare, Tx: "t1", Epoch: 1, Op: []byte("k1"), Attempt: 1})
+	p.Step(Message{Type: MsgPrepare, Tx: "t1", Epoch: 1, Op: []byte("k1"), Attempt: 2})
+	p.Step(Message{Type: MsgCommit, Tx: "t1", Epoch: 1, Attempt: 2})
+	var recs []Record
+	recs = append(recs, p.Ready().Clone().Records...)
+	p.Advance()
+	want := "prepare t1/1,abort t1/1,prepare t1/2,commit t1/2"
+	if got := strings.Join(res.calls, ","); got != want {
+		t.Fatalf("live calls %s, want %s", got, want)
+	}
+	res2 := &attemptKV{kv: newKV()}
+	p2, _ := NewParticipant(testPartConfig("a"), res2)
+	for _, r := range recs {
+		if err := p2.Restore(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(res2.calls, ","); got != want {
+		t.Fatalf("replayed calls %s, want %s", got, want)
+	}
+}

@@ -26,6 +26,36 @@ type Resource interface {
 	Abort(tx string, op []byte)
 }
 
+// AttemptResource is a Resource that is told the attempt of every branch
+// it prepares, commits or aborts. A resource whose prepared state lives
+// outside the process (a database's prepared transaction) names it by
+// transaction and attempt, so that it can tell its own after a restart;
+// the machine calls these methods instead of Prepare, Commit and Abort
+// when the Resource has them. attempt is 1-based (AttemptOf).
+type AttemptResource interface {
+	Resource
+	PrepareAttempt(tx string, attempt uint32, op []byte) error
+	CommitAttempt(tx string, attempt uint32, op []byte)
+	AbortAttempt(tx string, attempt uint32, op []byte)
+}
+
+// AsAttemptResource returns r as an AttemptResource: r itself if it is
+// one, else r with the attempt ignored.
+func AsAttemptResource(r Resource) AttemptResource {
+	if a, ok := r.(AttemptResource); ok {
+		return a
+	}
+	return plainResource{r}
+}
+
+type plainResource struct{ Resource }
+
+func (r plainResource) PrepareAttempt(tx string, _ uint32, op []byte) error {
+	return r.Prepare(tx, op)
+}
+func (r plainResource) CommitAttempt(tx string, _ uint32, op []byte) { r.Commit(tx, op) }
+func (r plainResource) AbortAttempt(tx string, _ uint32, op []byte)  { r.Abort(tx, op) }
+
 // BranchState is the state of one branch at a participant. The zero value
 // is invalid.
 type BranchState uint8
@@ -132,7 +162,7 @@ type branch struct {
 // branches, with strict two-phase locking. One driver goroutine owns it.
 type Participant struct {
 	cfg      ParticipantConfig
-	res      Resource
+	res      AttemptResource
 	locks    *lockmgr.Table
 	started  bool
 	restored bool // Restore saw at least one record
@@ -162,7 +192,7 @@ func NewParticipant(cfg ParticipantConfig, res Resource) (*Participant, error) {
 	}
 	return &Participant{
 		cfg:      cfg,
-		res:      res,
+		res:      AsAttemptResource(res),
 		locks:    lockmgr.New(),
 		branches: make(map[string]*branch),
 		finished: newTxTable(),
@@ -250,7 +280,7 @@ func (p *Participant) Restore(r Record) error {
 		if err != nil || !granted {
 			return bad(fmt.Sprintf("locks not free on replay (granted=%v, err=%v)", granted, err))
 		}
-		if err := p.res.Prepare(r.Tx, r.Op); err != nil {
+		if err := p.res.PrepareAttempt(r.Tx, a, r.Op); err != nil {
 			return bad("prepare fails on replay: " + err.Error())
 		}
 		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op, attempt: a}
@@ -263,7 +293,7 @@ func (p *Participant) Restore(r Record) error {
 		if a != b.attempt {
 			return bad(fmt.Sprintf("COMMITTED for attempt %d, but attempt %d is prepared", a, b.attempt))
 		}
-		p.res.Commit(r.Tx, b.op)
+		p.res.CommitAttempt(r.Tx, a, b.op)
 		p.finish(r.Tx, b, BranchCommitted)
 	case RecAborted, RecVotedNo:
 		switch {
@@ -273,7 +303,7 @@ func (p *Participant) Restore(r Record) error {
 			// Never logged by this machine (a stale ABORT is only an
 			// event); harmless: an earlier attempt changes nothing now.
 		case b.state == BranchPrepared:
-			p.res.Abort(r.Tx, b.op)
+			p.res.AbortAttempt(r.Tx, b.attempt, b.op)
 			b.attempt = a
 			p.finish(r.Tx, b, BranchAborted)
 		case b.state == BranchAborted:
@@ -457,7 +487,7 @@ func (p *Participant) supersede(tx string, b *branch, next uint32) {
 		p.event(tx, reason)
 		p.releaseWaiting(tx)
 	case BranchPrepared:
-		p.res.Abort(tx, b.op)
+		p.res.AbortAttempt(tx, b.attempt, b.op)
 		b.reason = reason
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: tx, Reason: reason, Attempt: b.attempt})
 		p.finish(tx, b, BranchAborted)
@@ -583,7 +613,7 @@ func (p *Participant) detect() {
 
 // prepare runs the business check of a branch that holds its locks.
 func (p *Participant) prepare(tx string, b *branch) {
-	if err := p.res.Prepare(tx, b.op); err != nil {
+	if err := p.res.PrepareAttempt(tx, b.attempt, b.op); err != nil {
 		p.voteNo(tx, b, err.Error())
 		p.releaseWaiting(tx)
 		return
@@ -626,7 +656,7 @@ func (p *Participant) stepCommit(m Message) {
 		p.event(m.Tx, fmt.Sprintf("refused COMMIT of attempt %d: attempt %d is %s here", a, b.attempt, b.state))
 	case b != nil && b.state == BranchPrepared:
 		op := b.op
-		p.res.Commit(m.Tx, op)
+		p.res.CommitAttempt(m.Tx, a, op)
 		// Not forced: the coordinator remembers every outcome, so a branch
 		// that loses this record in a crash is in doubt again, asks, and
 		// is told COMMIT again. The next forced record of this log (any
@@ -675,7 +705,7 @@ func (p *Participant) stepAbort(m Message) {
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 		p.releaseWaiting(m.Tx)
 	case b.state == BranchPrepared:
-		p.res.Abort(m.Tx, b.op)
+		p.res.AbortAttempt(m.Tx, b.attempt, b.op)
 		b.reason = reason
 		b.attempt = a
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
