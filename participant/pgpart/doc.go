@@ -20,8 +20,8 @@
 // # Gids
 //
 // A gid is dtx1.<owner>.<attempt>.<tx> (GID): owner is a tag of the
-// coordinator group and the participant's name (OwnerTag; dtx_owners maps
-// it back), attempt is the transaction's attempt (a deadlock victim is
+// coordinator group, the participant's name and the database (OwnerTag;
+// dtx_owners maps it back; gids are unique per server, not per database), attempt is the transaction's attempt (a deadlock victim is
 // restarted as attempt k+1, whose branch is a new PostgreSQL transaction),
 // and tx is the transaction id, verbatim if it is made of A-Z a-z 0-9 _ : -
 // and base64url otherwise. Ids are any UTF-8 up to 128 bytes; the gid is

@@ -27,14 +27,16 @@ var (
 	ownerB32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 )
 
-// OwnerTag returns the 8-character tag that names (group, participant) in
-// gids: the first 40 bits of SHA-256(group NUL participant), base32. The
-// tag, not the names, goes into the gid, because PostgreSQL leaves only
-// 199 bytes for it and a transaction id may take 172 of them; the
-// dtx_owners table maps each tag back to its names (and detects a
-// collision).
-func OwnerTag(group, participant string) string {
-	h := sha256.Sum256([]byte(group + "\x00" + participant))
+// OwnerTag returns the 8-character tag that names (group, participant,
+// database) in gids: the first 40 bits of SHA-256 of the three names,
+// base32. The tag, not the names, goes into the gid, because PostgreSQL
+// leaves only 199 bytes for it and a transaction id may take 172 of them;
+// the dtx_owners table maps each tag back to its names (and detects a
+// collision). The database is part of it because gids are unique in the
+// whole PostgreSQL server, not per database: the same participant on two
+// databases of one server must not collide.
+func OwnerTag(group, participant, database string) string {
+	h := sha256.Sum256([]byte(group + "\x00" + participant + "\x00" + database))
 	return strings.ToLower(ownerB32.EncodeToString(h[:5]))
 }
 

@@ -9,7 +9,7 @@ import (
 )
 
 func TestGIDRoundTrip(t *testing.T) {
-	owner := OwnerTag("dtx", "inventory")
+	owner := OwnerTag("dtx", "inventory", "db")
 	if len(owner) != 8 || !safeGID(owner) {
 		t.Fatalf("owner tag %q", owner)
 	}
@@ -35,7 +35,7 @@ func TestGIDRoundTrip(t *testing.T) {
 }
 
 func TestGIDRejects(t *testing.T) {
-	owner := OwnerTag("dtx", "p")
+	owner := OwnerTag("dtx", "p", "db")
 	for _, tx := range []string{"", strings.Repeat("x", 129), "\xff\xfe"} {
 		if _, err := GID(owner, tx, 1); err == nil {
 			t.Fatalf("GID accepted %q", tx)
@@ -64,7 +64,7 @@ func TestGIDRandom(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	owner := OwnerTag("g", "p")
+	owner := OwnerTag("g", "p", "db")
 	for i := 0; i < 5000; i++ {
 		var b strings.Builder
 		n := 1 + rng.IntN(128)

@@ -178,12 +178,9 @@ func Open(ctx context.Context, cfg Config) (*Adapter, error) {
 	}
 	a := &Adapter{
 		cfg:   cfg,
-		owner: OwnerTag(cfg.Group, cfg.Participant),
-		log:   cfg.Logger.With("participant", cfg.Participant, "pg_owner", OwnerTag(cfg.Group, cfg.Participant)),
 		inc:   &incarnation{replaying: true, live: map[string]struct{}{}, pending: map[string]decision{}},
 		done:  make(chan struct{}),
 	}
-	a.prefix = gidPrefix(a.owner)
 	if cfg.Pool != nil {
 		a.pool = cfg.Pool
 	} else {
@@ -210,6 +207,13 @@ func Open(ctx context.Context, cfg Config) (*Adapter, error) {
 		}
 		return nil, err
 	}
+	var db string
+	if err := a.pool.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		return fail(fmt.Errorf("pgpart: %w", err))
+	}
+	a.owner = OwnerTag(cfg.Group, cfg.Participant, db)
+	a.prefix = gidPrefix(a.owner)
+	a.log = cfg.Logger.With("participant", cfg.Participant, "pg_owner", a.owner)
 	if err := EnsureSchema(ctx, a.pool); err != nil {
 		return fail(err)
 	}
@@ -349,7 +353,7 @@ func (r *resource) PrepareAttempt(tx string, attempt uint32, op []byte) error {
 		r.inc.pending[gid] = decision{verify: true}
 	}
 	a.mu.Unlock()
-	if maybe && a.resolve(gid, false) == nil {
+	if maybe && a.resolve(gid, false, false) == nil {
 		a.mu.Lock()
 		delete(r.inc.pending, gid)
 		a.mu.Unlock()
@@ -454,19 +458,25 @@ func (r *resource) decide(tx string, attempt uint32, commit bool) {
 		return
 	}
 	a.mu.Lock()
-	delete(r.inc.live, gid)
 	if r.inc.replaying {
+		delete(r.inc.live, gid)
 		r.inc.pending[gid] = decision{commit: commit}
 		a.mu.Unlock()
 		return
 	}
 	a.mu.Unlock()
-	if err := a.resolve(gid, commit); err != nil {
+	// The gid stays live until its statement is done: a sweep meanwhile
+	// leaves it alone. Then it leaves live, or moves to pending, at once.
+	err = a.resolve(gid, commit, true)
+	a.mu.Lock()
+	delete(r.inc.live, gid)
+	if err != nil {
+		r.inc.pending[gid] = decision{commit: commit, verify: true}
+	}
+	a.mu.Unlock()
+	if err != nil {
 		a.stats.retried.Add(1)
 		a.log.Warn("decision left to the sweep", "gid", gid, "commit", commit, "err", err)
-		a.mu.Lock()
-		r.inc.pending[gid] = decision{commit: commit, verify: true}
-		a.mu.Unlock()
 	}
 }
 
@@ -486,7 +496,7 @@ const undefinedObject = "42704"
 // resolve commits or rolls back gid on a pooled connection. A gid that is
 // not prepared (any more) counts as done, after checking that it went the
 // way it should have (its dtx_branches row exists iff it committed).
-func (a *Adapter) resolve(gid string, commit bool) error {
+func (a *Adapter) resolve(gid string, commit, check bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*a.cfg.StatementTimeout)
 	defer cancel()
 	pc, err := a.pool.Acquire(ctx)
@@ -494,13 +504,16 @@ func (a *Adapter) resolve(gid string, commit bool) error {
 		return err
 	}
 	defer pc.Release()
-	return a.resolveOn(ctx, pc.Conn(), gid, commit)
+	_, err = a.resolveOn(ctx, pc.Conn(), gid, commit, check)
+	return err
 }
 
-func (a *Adapter) resolveOn(ctx context.Context, conn *pgx.Conn, gid string, commit bool) error {
+// resolveOn commits or rolls back gid on conn. done says the statement
+// resolved it; a gid that is not prepared is checked (check) or not.
+func (a *Adapter) resolveOn(ctx context.Context, conn *pgx.Conn, gid string, commit, check bool) (done bool, err error) {
 	quoted, err := quoteGID(gid)
 	if err != nil {
-		return err
+		return false, err
 	}
 	stmt := "ROLLBACK PREPARED " + quoted
 	if commit {
@@ -514,23 +527,25 @@ func (a *Adapter) resolveOn(ctx context.Context, conn *pgx.Conn, gid string, com
 		} else {
 			a.stats.aborted.Add(1)
 		}
-		return nil
+		return true, nil
 	case sqlState(err) != undefinedObject:
-		return err
+		return false, err
+	case !check:
+		return false, nil
 	}
 	// Gone: resolved earlier. Check which way, once.
 	var committed bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM dtx_branches WHERE gid = $1)", gid).Scan(&committed); err != nil {
-		return err
+		return false, err
 	}
 	if committed != commit {
 		a.stats.heuristic.Add(1)
 		a.log.Error("prepared transaction was resolved the other way outside dtx (heuristic outcome)",
 			"gid", gid, "dtx_decision_commit", commit, "database_committed", committed)
-		return nil // reported; retrying cannot change it
+		return false, nil // reported; retrying cannot change it
 	}
 	a.stats.alreadyDone.Add(1)
-	return nil
+	return false, nil
 }
 
 // Recover ends the replay of the participant's log: the adapter now knows
@@ -602,7 +617,9 @@ func (a *Adapter) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 		d, decided := inc.pending[gid]
 		commit := d.commit
-		err := a.resolveOn(ctx, conn, gid, commit && decided)
+		// An undecided gid that is gone by now was resolved by its own
+		// branch after the listing: no orphan, nothing to check.
+		done, err := a.resolveOn(ctx, conn, gid, commit && decided, decided && d.verify)
 		if err == nil {
 			delete(inc.pending, gid)
 		}
@@ -611,6 +628,7 @@ func (a *Adapter) Sweep(ctx context.Context) (SweepResult, error) {
 			return res, a.ownerFailed(err)
 		}
 		switch {
+		case !done:
 		case commit && decided:
 			res.Committed++
 		case decided:
@@ -640,7 +658,7 @@ func (a *Adapter) Sweep(ctx context.Context) (SweepResult, error) {
 		d, ok := inc.pending[gid]
 		var err error
 		if ok {
-			if err = a.resolveOn(ctx, conn, gid, d.commit); err == nil {
+			if _, err = a.resolveOn(ctx, conn, gid, d.commit, true); err == nil {
 				delete(inc.pending, gid)
 			}
 		}
