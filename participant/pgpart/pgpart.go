@@ -177,9 +177,9 @@ func Open(ctx context.Context, cfg Config) (*Adapter, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &Adapter{
-		cfg:   cfg,
-		inc:   &incarnation{replaying: true, live: map[string]struct{}{}, pending: map[string]decision{}},
-		done:  make(chan struct{}),
+		cfg:  cfg,
+		inc:  &incarnation{replaying: true, live: map[string]struct{}{}, pending: map[string]decision{}},
+		done: make(chan struct{}),
 	}
 	if cfg.Pool != nil {
 		a.pool = cfg.Pool
