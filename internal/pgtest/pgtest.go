@@ -120,8 +120,10 @@ func New(opts Options) (*Server, error) {
 		}
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(s.Base, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return fail(err)
+	if s.ownBase { // only temporary servers are cleaned up when their owner is gone
+		if err := os.WriteFile(filepath.Join(s.Base, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return fail(err)
+		}
 	}
 	if s.cred != nil {
 		if err := os.Chown(s.Base, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
