@@ -36,6 +36,7 @@ import (
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services/inventory"
 	"github.com/dtx-dev/dtx/services/order"
+	"github.com/dtx-dev/dtx/services/pgstore"
 	"github.com/dtx-dev/dtx/services/payment"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
@@ -85,7 +86,10 @@ type Config struct {
 	// PreallocSize): 0 means the wal default (wal.DefaultPreallocSize), a
 	// negative value turns preallocation off.
 	WALPrealloc int64
-	Logger      *slog.Logger
+	// Store, if set (postgres://…), keeps the services' state in that
+	// PostgreSQL database instead of in their logs (package pgstore).
+	Store  string
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults of `dtx run` with no faults.
@@ -141,6 +145,7 @@ type Engine struct {
 	wg       sync.WaitGroup
 	errs     chan error
 	report   RecoveryReport
+	pg       *pgstore.Store // Config.Store's database, or nil
 
 	mu        sync.Mutex
 	recovered []twopc.Outcome
@@ -220,6 +225,9 @@ func (e *Engine) open() error {
 	case cfg.WALPrealloc < 0:
 		logCfg.PreallocSize = 0
 	}
+	if err := e.openStore(w, fresh); err != nil {
+		return err
+	}
 	for i, id := range Services {
 		mc := cfg.ParticipantMachine(id)
 		faults := cfg.Faults
@@ -231,6 +239,9 @@ func (e *Engine) open() error {
 			faults.Downtime = 20 * time.Millisecond
 		}
 		newRes := func() (participant.Resource, error) {
+			if e.pg != nil {
+				return e.pg.NewResource(id)()
+			}
 			switch id {
 			case inventory.ID:
 				return inventory.New(w), nil
@@ -460,6 +471,9 @@ func (e *Engine) State(ctx context.Context) (State, error) {
 			return st, fmt.Errorf("engine: %s: %w", id, err)
 		}
 	}
+	if e.pg != nil {
+		return st, e.storeState(ctx, &st)
+	}
 	return st, nil
 }
 
@@ -479,6 +493,9 @@ func (e *Engine) Check(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+	}
+	if e.pg != nil {
+		errs = append(errs, e.pg.Check(ctx))
 	}
 	st, err := e.State(ctx)
 	if err != nil {
@@ -560,6 +577,9 @@ func (e *Engine) closeAll() {
 	}
 	for _, s := range e.services {
 		errs = append(errs, s.Close())
+	}
+	if e.pg != nil {
+		errs = append(errs, e.pg.Close())
 	}
 	if e.cancel != nil {
 		e.cancel()

@@ -14,15 +14,20 @@ import (
 
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/failpoint"
+	"github.com/dtx-dev/dtx/services/pgstore"
 )
 
 // openExisting opens a data directory that must exist, recovers it, and
 // waits until nothing is unfinished.
-func openExisting(ctx context.Context, dir string, wait time.Duration) (*engine.Engine, error) {
+func openExisting(ctx context.Context, dir, store string, wait time.Duration) (*engine.Engine, error) {
 	if st, err := os.Stat(filepath.Join(dir, "world.json")); err != nil || st.IsDir() {
 		return nil, usagef("--data-dir %s: not a dtx data directory (no world.json); `dtx run` creates one", dir)
 	}
+	if err := checkStore(store); err != nil {
+		return nil, err
+	}
 	cfg := engine.DefaultConfig(dir)
+	cfg.Store = store
 	fp, err := failpoint.FromEnv()
 	if err != nil {
 		return nil, usagef("%s: %v", failpoint.EnvVar, err)
@@ -42,15 +47,23 @@ func openExisting(ctx context.Context, dir string, wait time.Duration) (*engine.
 	return eng, nil
 }
 
+// checkStore validates a --store flag.
+func checkStore(store string) error {
+	if store != "" && !pgstore.IsURL(store) {
+		return usagef("--store %q: want a PostgreSQL URL (postgres://user@host:port/db)", store)
+	}
+	return nil
+}
+
 func recoverCmd() *cobra.Command {
-	var dir string
+	var dir, store string
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "recover --data-dir DIR",
 		Short: "Recover a data directory: finish or roll back every unfinished transaction, report, exit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eng, err := openExisting(cmd.Context(), dir, wait)
+			eng, err := openExisting(cmd.Context(), dir, store, wait)
 			if err != nil {
 				return err
 			}
@@ -76,6 +89,7 @@ func recoverCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "data-dir", "dtx-data", "data directory")
+	cmd.Flags().StringVar(&store, "store", "", "the PostgreSQL database (postgres://…) that keeps the services' state, if dtx run --store made the directory")
 	cmd.Flags().DurationVar(&wait, "timeout", 60*time.Second, "longest time to wait for recovery to finish")
 	return cmd
 }
@@ -91,14 +105,14 @@ func list(txs []string) string {
 }
 
 func stateCmd() *cobra.Command {
-	var dir string
+	var dir, store string
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "state --data-dir DIR",
 		Short: "Recover a data directory and print the durable state of every service as JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eng, err := openExisting(cmd.Context(), dir, wait)
+			eng, err := openExisting(cmd.Context(), dir, store, wait)
 			if err != nil {
 				return err
 			}
@@ -114,6 +128,7 @@ func stateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "data-dir", "dtx-data", "data directory")
+	cmd.Flags().StringVar(&store, "store", "", "the PostgreSQL database (postgres://…) that keeps the services' state, if dtx run --store made the directory")
 	cmd.Flags().DurationVar(&wait, "timeout", 60*time.Second, "longest time to wait for recovery to finish")
 	return cmd
 }

@@ -43,6 +43,7 @@ type runFlags struct {
 	progress       bool
 	deadlock       string
 	maxAttempts    int
+	store          string
 	remote         remoteFlags
 }
 
@@ -80,6 +81,7 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 250*time.Millisecond, "longest wait for a lock at a service before it votes NO")
 	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
+	fl.StringVar(&f.store, "store", "", "keep the services' state in this PostgreSQL database (postgres://…) instead of their logs")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	addRemoteFlags(fl, &f.remote)
@@ -139,6 +141,9 @@ func runMain(ctx context.Context, f *runFlags) error {
 	if err != nil {
 		return usagef("--deadlock: %v", err)
 	}
+	if err := checkStore(f.store); err != nil {
+		return err
+	}
 	var world *purchase.World
 	if f.world != "" {
 		data, err := os.ReadFile(f.world)
@@ -164,6 +169,7 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.LockTimeout = f.lockTimeout
 	cfg.Deadlock = policy
 	cfg.MaxAttempts = f.maxAttempts
+	cfg.Store = f.store
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)
