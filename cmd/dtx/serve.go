@@ -49,6 +49,7 @@ type serveFlags struct {
 	streams                                int
 	cpuProfile                             string
 	pprof                                  bool
+	store                                  string
 }
 
 func serveCmd() *cobra.Command {
@@ -95,6 +96,7 @@ with HTTP on the port + 1000.`,
 	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
 	fl.IntVar(&f.streams, "streams", 1, "calls in flight at once to each other component (1 keeps message order and batches most)")
 	fl.IntVar(&f.maxRequest, "max-request-bytes", 64<<10, "largest HTTP request body and client API call")
+	fl.StringVar(&f.store, "store", "", "services: keep the state in this PostgreSQL database (postgres://…) instead of the log")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (structured JSON logs on stderr)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the process's whole life to this file (written at exit)")
 	fl.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address (bind it to a private address)")
@@ -203,10 +205,11 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 			}
 			world = &w
 		}
-		open, err := server.Builtin(name, world, time.Time{})
+		open, closeStore, err := builtinService(name, world, f.store)
 		if err != nil {
 			return err
 		}
+		defer closeStore()
 		s, err := server.StartParticipant(server.ParticipantConfig{Common: common, OpenService: open, Protocol: protocol})
 		if err != nil {
 			return err

@@ -63,7 +63,11 @@ type Config struct {
 	Today time.Time
 	// LockTimeout is PostgreSQL's lock_timeout for the branches (default 2s).
 	LockTimeout time.Duration
-	Logger      *slog.Logger
+	// Services to open adapters for (default all three). A process that
+	// serves one service opens only its own: each adapter holds its
+	// service's owner lock in the database.
+	Services []string
+	Logger   *slog.Logger
 }
 
 // Store is the three services' PostgreSQL adapters on one database.
@@ -110,7 +114,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		payment.ID:   payWork{year: cfg.Today.Year(), month: int(cfg.Today.Month())},
 		order.ID:     orderWork{},
 	}
-	for _, id := range []string{inventory.ID, payment.ID, order.ID} {
+	ids := cfg.Services
+	if len(ids) == 0 {
+		ids = []string{inventory.ID, payment.ID, order.ID}
+	}
+	for _, id := range ids {
+		if works[id] == nil {
+			s.Close()
+			return nil, fmt.Errorf("pgstore: %q is not a built-in service (inventory, payment, order)", id)
+		}
 		a, err := pgpart.Open(ctx, pgpart.Config{Pool: pool, Participant: id, Work: works[id], Logger: cfg.Logger,
 			LockTimeout: lt, SweepEvery: 2 * time.Second})
 		if err != nil {
