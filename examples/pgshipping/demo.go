@@ -161,7 +161,7 @@ func (d *Demo) WaitQuiet(ctx context.Context) error {
 			quiet = err == nil && n == 0
 		}
 		if quiet {
-			return nil
+			return d.Adapter.Flush(ctx)
 		}
 		select {
 		case <-ctx.Done():

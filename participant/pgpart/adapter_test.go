@@ -56,9 +56,11 @@ func TestPrepareCommitAbort(t *testing.T) {
 	r.CommitAttempt("t1", 1, nil)
 	r.CommitAttempt(weird, 1, nil)
 	r.AbortAttempt("t2", 1, nil)
+	flush(t, a)
 	// Duplicates are "already done".
 	r.CommitAttempt("t1", 1, nil)
 	r.AbortAttempt("t2", 1, nil)
+	flush(t, a)
 	// Business NO, malformed op, bad id: nothing prepared.
 	if err := r.PrepareAttempt("t3", 1, []byte("a3:999999999")); err == nil || !strings.Contains(err.Error(), "insufficient funds") {
 		t.Fatalf("overdraft: %v", err)
@@ -117,6 +119,7 @@ func TestRecoverFromLog(t *testing.T) {
 		t.Fatalf("after recovery: %v", got)
 	}
 	r2.CommitAttempt("t1", 1, nil)
+	flush(t, a)
 	orders, err := bankCheck(context.Background(), dsn, a.Owner())
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +159,7 @@ func TestServerCrashBetweenPrepareAndCommit(t *testing.T) {
 	}
 	r.CommitAttempt("c2", 1, nil) // the pool's old connection is dead: may fail too
 	r.AbortAttempt("r1", 1, nil)
+	flush(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := 0; i < 50; i++ {
@@ -192,6 +196,7 @@ func TestHeuristicOutcomeIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.CommitAttempt("h1", 1, nil)
+	flush(t, a)
 	if st := a.Stats(); st.Heuristic != 1 || st.Retried != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -258,6 +263,7 @@ func TestSweepNeverTouchesLiveBranches(t *testing.T) {
 			r.CommitAttempt(tx, 1, nil)
 		}
 	}
+	flush(t, a)
 	cancel()
 	wg.Wait()
 	st := a.Stats()
@@ -272,4 +278,13 @@ func TestSweepNeverTouchesLiveBranches(t *testing.T) {
 		t.Fatalf("%d orders, want %d", len(orders), n-(n+2)/3)
 	}
 	t.Logf("%d branches, %d sweeps meanwhile", n, sweeps)
+}
+
+func flush(t testing.TB, a *Adapter) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -132,7 +132,24 @@
 // LockTimeout (PostgreSQL's lock_timeout), then votes NO; PostgreSQL's own
 // detector breaks a cycle among sessions inside the database.
 //
-// A branch's statements run on the participant's loop goroutine, one
-// branch at a time per participant (the participant machine is single
-// threaded); every statement is bounded by StatementTimeout.
+// # Where the time goes
+//
+// A branch's PREPARE runs on the participant's loop goroutine, one branch
+// at a time per participant (the participant machine is single threaded):
+// BEGIN, the work's statements, then INSERT + PREPARE TRANSACTION in one
+// round trip (a PostgreSQL WAL flush), then the participant log's forced
+// PREPARED (an fsync). Decisions (COMMIT PREPARED, ROLLBACK PREPARED: a
+// WAL flush each) run on DecisionWorkers goroutines, so the loop goes on
+// meanwhile and concurrent decisions share PostgreSQL's WAL flushes. The
+// machine then logs COMMITTED (not forced) and ACKs before the statement
+// is done; that is safe because the gid stays prepared until the statement
+// runs: a crash before it leaves the gid prepared, and the restarted
+// participant either replays COMMITTED (a pending decision the recovery
+// sweep applies) or finds the branch in doubt and asks the coordinator,
+// which remembers every outcome. A statement that fails is retried by the
+// sweep. Rows of a decided branch stay locked until the statement runs: the
+// next branch on them waits inside PostgreSQL for at most LockTimeout.
+// Every statement is bounded by StatementTimeout. Flush waits for the
+// decisions handed over so far (a reader of the rows after the
+// transactions are quiet).
 package pgpart

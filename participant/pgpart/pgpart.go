@@ -68,6 +68,11 @@ type Config struct {
 	StatementTimeout time.Duration
 	// SweepEvery is the period of the recovery sweep (default 5s).
 	SweepEvery time.Duration
+	// DecisionWorkers run COMMIT PREPARED and ROLLBACK PREPARED off the
+	// participant's loop (default 4; -1: on the loop). The loop then goes
+	// on to its next message while PostgreSQL syncs the decision; see the
+	// package doc for why the ACK may leave before the statement is done.
+	DecisionWorkers int
 	// OwnerWait is how long Open waits for the owner lock held by another
 	// session (a killed predecessor whose session PostgreSQL has not
 	// reaped yet). Default 10s.
@@ -117,6 +122,13 @@ type Adapter struct {
 	}
 	stop context.CancelFunc
 	done chan struct{}
+
+	// Decisions run on DecisionWorkers goroutines fed by jobs (nil: on
+	// the participant's loop); queued counts those not done yet.
+	jobs    chan job
+	queued  atomic.Int64
+	workers sync.WaitGroup
+	closing bool // under mu: decisions run inline from now on
 }
 
 // incarnation is what the adapter knows of one life of its participant
@@ -173,6 +185,12 @@ func Open(ctx context.Context, cfg Config) (*Adapter, error) {
 	if cfg.OwnerWait <= 0 {
 		cfg.OwnerWait = 10 * time.Second
 	}
+	switch {
+	case cfg.DecisionWorkers == 0:
+		cfg.DecisionWorkers = 4
+	case cfg.DecisionWorkers < 0:
+		cfg.DecisionWorkers = 0
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -226,6 +244,13 @@ func Open(ctx context.Context, cfg Config) (*Adapter, error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	go a.sweepLoop(sctx)
+	if cfg.DecisionWorkers > 0 {
+		a.jobs = make(chan job, 1024)
+		for range cfg.DecisionWorkers {
+			a.workers.Add(1)
+			go a.decider()
+		}
+	}
 	return a, nil
 }
 
@@ -268,6 +293,14 @@ func (a *Adapter) Stats() Stats {
 // Open made it. Prepared transactions stay prepared: the next Open (after
 // the participant's log is replayed) resolves them.
 func (a *Adapter) Close() error {
+	a.mu.Lock()
+	closing := a.closing
+	a.closing = true
+	a.mu.Unlock()
+	if a.jobs != nil && !closing {
+		close(a.jobs) // the queued decisions run first
+		a.workers.Wait()
+	}
 	a.stop()
 	<-a.done
 	a.sweepMu.Lock()
@@ -464,20 +497,62 @@ func (r *resource) decide(tx string, attempt uint32, commit bool) {
 		a.mu.Unlock()
 		return
 	}
+	async := a.jobs != nil && !a.closing
+	if async {
+		a.queued.Add(1)
+	}
 	a.mu.Unlock()
-	// The gid stays live until its statement is done: a sweep meanwhile
-	// leaves it alone. Then it leaves live, or moves to pending, at once.
-	err = a.resolve(gid, commit, true)
+	if async {
+		a.jobs <- job{inc: r.inc, gid: gid, commit: commit}
+		return
+	}
+	a.apply(job{inc: r.inc, gid: gid, commit: commit})
+}
+
+// job is a decision to apply in PostgreSQL.
+type job struct {
+	inc    *incarnation
+	gid    string
+	commit bool
+}
+
+// apply runs a decision's statement. The gid stays live until the
+// statement is done: a sweep meanwhile leaves it alone. Then it leaves
+// live, or moves to pending (the sweep retries it), at once.
+func (a *Adapter) apply(j job) {
+	err := a.resolve(j.gid, j.commit, true)
 	a.mu.Lock()
-	delete(r.inc.live, gid)
+	delete(j.inc.live, j.gid)
 	if err != nil {
-		r.inc.pending[gid] = decision{commit: commit, verify: true}
+		j.inc.pending[j.gid] = decision{commit: j.commit, verify: true}
 	}
 	a.mu.Unlock()
 	if err != nil {
 		a.stats.retried.Add(1)
-		a.log.Warn("decision left to the sweep", "gid", gid, "commit", commit, "err", err)
+		a.log.Warn("decision left to the sweep", "gid", j.gid, "commit", j.commit, "err", err)
 	}
+}
+
+// decider applies queued decisions (Config.DecisionWorkers of them run).
+func (a *Adapter) decider() {
+	defer a.workers.Done()
+	for j := range a.jobs {
+		a.apply(j)
+		a.queued.Add(-1)
+	}
+}
+
+// Flush waits until every decision handed to the adapter so far has run
+// its statement (or was left to the sweep), or ctx ends.
+func (a *Adapter) Flush(ctx context.Context) error {
+	for a.queued.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // sqlState returns err's SQLSTATE, or "".

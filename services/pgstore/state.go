@@ -22,8 +22,23 @@ type State struct {
 	Order     order.State
 }
 
-// State reads the committed state.
+// Flush waits until the decisions handed to the adapters so far are
+// applied in the rows (pgpart.Adapter.Flush).
+func (s *Store) Flush(ctx context.Context) error {
+	for _, a := range s.adapters {
+		if err := a.Flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// State reads the committed state, once the decisions handed over so far
+// are applied.
 func (s *Store) State(ctx context.Context) (State, error) {
+	if err := s.Flush(ctx); err != nil {
+		return State{}, err
+	}
 	st := State{
 		Inventory: inventory.State{Items: map[string]inventory.Item{}, Reservations: map[string]inventory.Reservation{}},
 		Payment:   payment.State{Accounts: map[string]payment.Account{}, Charges: map[string]payment.Charge{}},
@@ -102,6 +117,9 @@ func (s *Store) State(ctx context.Context) (State, error) {
 // sum of the committed reservations; per account, captured is the sum of
 // the committed charges; every order's amount is the sum of its items.
 func (s *Store) Check(ctx context.Context) error {
+	if err := s.Flush(ctx); err != nil {
+		return err
+	}
 	var errs []error
 	for _, c := range []struct{ what, q string }{
 		{"item whose sold differs from its reservations", `SELECT i.id FROM items i LEFT JOIN
