@@ -59,6 +59,9 @@ type Config struct {
 	Seed         uint64
 	// WALPrealloc is engine.Config.WALPrealloc (0: default, <0: off).
 	WALPrealloc int64
+	// Store, if set (postgres://…), keeps the services' state in a fresh
+	// database of that server (engine.Config.Store), dropped after the run.
+	Store string
 }
 
 // services returns the participants of every transaction of cfg.
@@ -76,6 +79,7 @@ func (cfg Config) services() ([]string, error) {
 // Result is what one run measured.
 type Result struct {
 	Policy      string           `json:"policy"`
+	Store       string           `json:"store"` // "log" or "postgres"
 	Concurrency int              `json:"concurrency"`
 	HotKeys     int              `json:"hot_keys"`
 	Committed   int64            `json:"committed"`
@@ -100,6 +104,9 @@ type Result struct {
 	// DetectP50 is the median time from a global cycle formed to its victim
 	// aborted (detect policy; 0 if no cycle).
 	DetectP50 time.Duration `json:"detect_p50_ns"`
+	// PGSyncsPerTx is PostgreSQL's WAL syncs per transaction (store
+	// postgres; the whole server's, from pg_stat_wal).
+	PGSyncsPerTx float64 `json:"pg_wal_syncs_per_tx,omitempty"`
 }
 
 // AbortClass names the kind of a rollback reason.
@@ -160,6 +167,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		ec.PrepareTimeout = cfg.PrepareTimeout
 	}
 	ec.Faults = participant.Faults{Seed: cfg.Seed}
+	if cfg.Store != "" {
+		dsn, drop, err := freshDatabase(ctx, cfg.Store)
+		if err != nil {
+			return Result{}, err
+		}
+		defer drop()
+		ec.Store = dsn
+	}
 	if cfg.NetJitter > 0 {
 		ec.NetFaults = transport.Faults{Delay: 0.5, MaxDelay: cfg.NetJitter}
 	}
@@ -174,6 +189,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cpu0 := cpuTime()
 	syncs0 := eng.Syncs()
 	msgs0 := eng.NetStats().Sent
+	pg0 := int64(-1)
+	if cfg.Store != "" {
+		pg0 = walSyncs(ctx, cfg.Store)
+	}
 	ld, err := drive(ctx, cfg, "b", func(ctx context.Context, r *purchase.Request) (twopc.Outcome, error) {
 		return eng.SubmitTo(ctx, r, services)
 	})
@@ -183,11 +202,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cpu := cpuTime() - cpu0
 	runtime.ReadMemStats(&ms1)
 	res := ld.result(cfg)
+	if cfg.Store != "" {
+		res.Store = "postgres"
+	}
 	if total := res.Committed + res.Aborted; total > 0 {
 		res.CPUPerTx = cpu / time.Duration(total)
 		res.AllocsPerTx = float64(ms1.Mallocs-ms0.Mallocs) / float64(total)
 		res.FsyncsPerTx = float64(eng.Syncs()-syncs0) / float64(total)
 		res.MsgsPerTx = float64(eng.NetStats().Sent-msgs0) / float64(total)
+		if pg1 := walSyncs(ctx, cfg.Store); pg0 >= 0 && pg1 >= pg0 {
+			res.PGSyncsPerTx = float64(pg1-pg0) / float64(total)
+		}
 	}
 	ds, err := eng.DeadlockStats(ctx)
 	if err != nil {
@@ -290,7 +315,7 @@ func drive(ctx context.Context, cfg Config, prefix string, submit func(context.C
 // result fills the fields of a Result that the clients measured.
 func (ld load) result(cfg Config) Result {
 	res := Result{
-		Policy: cfg.Deadlock.String(), Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
+		Policy: cfg.Deadlock.String(), Store: "log", Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
 		Aborts: map[string]int64{}, Elapsed: ld.elapsed, Committed: ld.committed,
 	}
 	for k, v := range ld.aborts {

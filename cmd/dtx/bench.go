@@ -42,6 +42,7 @@ func benchCmd() *cobra.Command {
 		streams      int
 		serveFlags   []string
 		walPrealloc  int64
+		store        string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -69,6 +70,16 @@ same order). --deadlock all compares the three policies.`,
 			}
 			if transportArg == "grpc" && jitter > 0 {
 				return usagef("--net-jitter is for --transport mem only")
+			}
+			if err := checkStore(store); err != nil {
+				return err
+			}
+			if store != "" && transportArg != "mem" {
+				return usagef("--store is for --transport mem only")
+			}
+			stores := []string{""} // the services' logs
+			if store != "" {
+				stores = append(stores, store) // and PostgreSQL, at each level, in the same run
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -124,30 +135,33 @@ same order). --deadlock all compares the three policies.`,
 			var results []bench.Result
 			for _, p := range policies {
 				for _, c := range conc {
-					if tty {
-						fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d for %v...   ", p, c, duration)
-					}
-					bc := bench.Config{
-						Dir: dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
-						NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
-						WALPrealloc: walPrealloc,
-					}
-					var r bench.Result
-					if transportArg == "grpc" {
-						gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags}
-						if cpuProfile != "" {
-							gc.ProfilePrefix = cpuProfile
+					for _, st := range stores {
+						if tty {
+							fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d for %v...   ", p, c, duration)
 						}
-						r, err = bench.RunGRPC(ctx, gc)
-					} else {
-						r, err = bench.Run(ctx, bc)
-					}
-					if err != nil {
-						return err
-					}
-					results = append(results, r)
-					if ctx.Err() != nil {
-						return ctx.Err()
+						bc := bench.Config{
+							Store: st,
+							Dir:   dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
+							NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
+							WALPrealloc: walPrealloc,
+						}
+						var r bench.Result
+						if transportArg == "grpc" {
+							gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags}
+							if cpuProfile != "" {
+								gc.ProfilePrefix = cpuProfile
+							}
+							r, err = bench.RunGRPC(ctx, gc)
+						} else {
+							r, err = bench.Run(ctx, bc)
+						}
+						if err != nil {
+							return err
+						}
+						results = append(results, r)
+						if ctx.Err() != nil {
+							return ctx.Err()
+						}
 					}
 				}
 			}
@@ -189,6 +203,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
 	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
 	fl.Int64Var(&walPrealloc, "wal-prealloc", 0, "mem: zero-fill chunk of every log in bytes (0: the wal default, 4 MiB; -1: no preallocation)")
+	fl.StringVar(&store, "store", "", "also run every level with the services' state in PostgreSQL (postgres://…; a fresh database of that server per run), next to the built-in store")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON")
 	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
@@ -225,13 +240,28 @@ func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
 		if r.Cycles > 0 {
 			det = r.DetectP50.String()
 		}
+		policy := r.Policy
+		if r.Store == "postgres" {
+			policy += "/pg"
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%v\t%v\t%v\t%v\t%v\t%.0f\t%.2f\t%.1f\t%s\t%d\t%s\t\n",
-			r.Policy, r.Concurrency, r.TxPerSec, r.TxPerSec/floor.FsyncPerSec, 100*r.AbortRate,
+			policy, r.Concurrency, r.TxPerSec, r.TxPerSec/floor.FsyncPerSec, 100*r.AbortRate,
 			ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), r.CPUPerTx.Round(time.Microsecond), r.AllocsPerTx,
 			r.FsyncsPerTx, r.MsgsPerTx, det, r.Restarts, strings.Join(reasons, " "))
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nx floor: committed tx/s divided by the machine's one-at-a-time fdatasync rate.")
+	for _, r := range rs {
+		if r.Store == "postgres" {
+			fmt.Fprintln(w, "/pg: the services' state in PostgreSQL (--store); fsync/tx counts dtx's logs only. PostgreSQL's WAL syncs per transaction:")
+			for _, r := range rs {
+				if r.Store == "postgres" {
+					fmt.Fprintf(w, "  %s/pg conc %d: %.1f\n", r.Policy, r.Concurrency, r.PGSyncsPerTx)
+				}
+			}
+			break
+		}
+	}
 }
 
 func ms(d time.Duration) string {
