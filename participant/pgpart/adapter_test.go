@@ -236,7 +236,7 @@ func TestSweepNeverTouchesLiveBranches(t *testing.T) {
 	a := openBank(t, dsn, nil)
 	r := res(t, a)
 	recoverRes(t, r)
-	n := 300
+	n := 150
 	if testing.Short() {
 		n = 60
 	}

@@ -23,7 +23,7 @@ import (
 // data directory and database in a new cluster, and checks atomicity, that
 // nothing is left prepared and that money is conserved.
 //
-// DTX_PG_TRIALS sets the number of trials (default 3, 1 with -short) and
+// DTX_PG_TRIALS sets the number of trials (default 2, 1 with -short) and
 // DTX_PG_TRIAL_BUDGET the time they may take in all (default 5m): the
 // loop stops at whichever comes first.
 
@@ -55,7 +55,7 @@ func envInt(name string, def int) int {
 }
 
 func TestKillHarness(t *testing.T) {
-	trials := envInt("DTX_PG_TRIALS", 3)
+	trials := envInt("DTX_PG_TRIALS", 2)
 	if testing.Short() {
 		trials = 1
 	}
