@@ -382,8 +382,9 @@ func (r *resource) PrepareAttempt(tx string, attempt uint32, op []byte) error {
 	if maybe {
 		// The PREPARE may or may not have happened (a lost connection
 		// after it was sent). The vote is NO: roll the gid back if it is
-		// there, now or in the next sweep.
-		r.inc.pending[gid] = decision{verify: true}
+		// there, now or in the next sweep (gone is expected: nothing to
+		// check).
+		r.inc.pending[gid] = decision{}
 	}
 	a.mu.Unlock()
 	if maybe && a.resolve(gid, false, false) == nil {
