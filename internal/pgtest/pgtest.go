@@ -136,37 +136,46 @@ func New(opts Options) (*Server, error) {
 			return fail(fmt.Errorf("pgtest: initdb: %w\n%s", err, out))
 		}
 	}
-	if s.Port == 0 {
-		if s.Port, err = freePort(); err != nil {
-			return fail(err)
-		}
-	}
 	mpt := opts.MaxPreparedTransactions
 	if mpt <= 0 {
 		mpt = 256
 	}
-	conf := []string{
-		"# written by pgtest",
-		"listen_addresses = '127.0.0.1'",
-		fmt.Sprintf("port = %d", s.Port),
-		fmt.Sprintf("unix_socket_directories = '%s'", s.Base),
-		"max_connections = 200",
-		fmt.Sprintf("max_prepared_transactions = %d", mpt),
-		"fsync = on",
-		"synchronous_commit = on",
-		"full_page_writes = on",
-		"shared_buffers = 32MB",
-		"log_min_messages = warning",
-		"log_statement = none",
+	// A free port can be taken by another process before the server binds
+	// it: pick another one and try again (a few times).
+	for try := 0; ; try++ {
+		port := opts.Port
+		if port == 0 {
+			if port, err = freePort(); err != nil {
+				return fail(err)
+			}
+		}
+		s.Port = port
+		conf := []string{
+			"# written by pgtest",
+			"listen_addresses = '127.0.0.1'",
+			fmt.Sprintf("port = %d", s.Port),
+			fmt.Sprintf("unix_socket_directories = '%s'", s.Base),
+			"max_connections = 200",
+			fmt.Sprintf("max_prepared_transactions = %d", mpt),
+			"fsync = on",
+			"synchronous_commit = on",
+			"full_page_writes = on",
+			"shared_buffers = 32MB",
+			"log_min_messages = warning",
+			"log_statement = none",
+		}
+		conf = append(conf, opts.Settings...)
+		if err := s.writeAsServer(filepath.Join(s.data(), "postgresql.auto.conf"), strings.Join(conf, "\n")+"\n"); err != nil {
+			return fail(err)
+		}
+		err = s.Start()
+		if err == nil {
+			return s, nil
+		}
+		if opts.Port != 0 || try == 2 {
+			return fail(err)
+		}
 	}
-	conf = append(conf, opts.Settings...)
-	if err := s.writeAsServer(filepath.Join(s.data(), "postgresql.auto.conf"), strings.Join(conf, "\n")+"\n"); err != nil {
-		return fail(err)
-	}
-	if err := s.Start(); err != nil {
-		return fail(err)
-	}
-	return s, nil
 }
 
 func (s *Server) data() string { return filepath.Join(s.Base, "data") }
