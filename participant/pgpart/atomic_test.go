@@ -13,8 +13,7 @@ import (
 // killed (pg_terminate_backend), and then the whole process stops
 // uncleanly (coordinator included) and recovers.
 func TestAtomicityUnderFaults(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	dsn := pgtest.NewDB(t)
 	dir := t.TempDir()
 	c, err := startCluster(dir, dsn, clusterOpts{crashRate: 0.05, seed: seed})
@@ -59,8 +58,7 @@ func TestAtomicityUnderFaults(t *testing.T) {
 // back: branches prepared at the time survive in the server and are
 // committed or rolled back as the coordinator decided.
 func TestAtomicityServerCrash(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	srv := pgtest.Start(t)
 	if err := pgtest.CreateDB(srv.DSN("postgres"), "bank"); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -61,8 +60,7 @@ func TestGIDRejects(t *testing.T) {
 // Random UTF-8 ids of up to 128 bytes always give a safe gid that parses
 // back.
 func TestGIDRandom(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	owner := OwnerTag("g", "p", "db")
 	for i := 0; i < 5000; i++ {

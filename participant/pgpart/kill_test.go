@@ -63,11 +63,8 @@ func TestKillHarness(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("DTX_PG_TRIAL_BUDGET")); err == nil {
 		budget = d
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s, err := strconv.ParseUint(os.Getenv("DTX_PG_SEED"), 10, 64); err == nil {
-		seed = s
-	}
-	t.Logf("seed %d (DTX_PG_SEED), %d trials", seed, trials)
+	seed := testSeed(t)
+	t.Logf("%d trials", trials)
 	srv := pgtest.Start(t)
 	exe, err := os.Executable()
 	if err != nil {
@@ -171,4 +168,16 @@ func preparedCount(ctx context.Context, dsn string) int {
 		return -1
 	}
 	return n
+}
+
+// testSeed returns $DTX_PG_SEED, or a new seed; it is logged (and the
+// tests print it again in their failure messages).
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s, err := strconv.ParseUint(os.Getenv("DTX_PG_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	t.Logf("seed %d (replay with DTX_PG_SEED=%d)", seed, seed)
+	return seed
 }

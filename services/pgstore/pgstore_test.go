@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -106,7 +107,10 @@ func TestSameStateAsLogs(t *testing.T) {
 // nothing left prepared or in doubt.
 func TestFaultsAndRestart(t *testing.T) {
 	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
+	if v, err := strconv.ParseInt(os.Getenv("DTX_PG_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("seed %d (replay with DTX_PG_SEED=%d)", seed, seed)
 	dsn := pgtest.NewDB(t)
 	w := purchase.World{Items: map[string]purchase.Item{}, Accounts: map[string]purchase.Account{}}
 	for i := range 6 {
