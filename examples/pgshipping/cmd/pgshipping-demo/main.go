@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -30,7 +31,7 @@ import (
 
 func main() {
 	store := flag.String("store", "", "the shipping service's PostgreSQL database (postgres://…)")
-	dir := flag.String("data-dir", "pgshipping-demo-data", "data directory of the coordinator and the built-in services")
+	dir := flag.String("data-dir", filepath.Join(os.TempDir(), "dtx-pgshipping-demo"), "data directory of the coordinator and the built-in services (kept: a second run recovers it)")
 	worldPath := flag.String("world", "examples/world.json", "initial state of the built-in services (a new data directory)")
 	input := flag.String("input", "examples/requests.jsonl", "JSON Lines file of purchase requests")
 	conc := flag.Int("concurrency", 8, "purchases in flight at once (1 to 1024)")
