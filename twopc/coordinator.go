@@ -74,6 +74,14 @@ type CoordinatorConfig struct {
 	// since) does not at once wound the next holder of the same keys. 0
 	// means no pause.
 	RestartBase, RestartMax uint64
+	// PresumeBudget bounds, per participant and per PresumeWindow ticks,
+	// the presumed-abort answers about transactions this coordinator never
+	// heard of. Each such answer is a forced record and an outcome kept, so
+	// a participant that sends a flood of votes or inquiries about made-up
+	// ids could otherwise grow the log and the memory without end. Past the
+	// budget the message is dropped and counted (Shed); an honest
+	// participant asks again later. 0 means 4096 per 1000 ticks.
+	PresumeBudget, PresumeWindow uint64
 }
 
 // DefaultMaxAttempts is MaxAttempts when it is not set.
@@ -174,6 +182,11 @@ type Coordinator struct {
 	lastTS  uint64
 	waits   map[string]waitReport // latest wait-for report per participant
 	dl      DeadlockStats
+	// presumed counts, per participant, the presumed-abort answers about
+	// unknown transactions in the current window (PresumeBudget).
+	presumed      map[string]uint64
+	presumedSince uint64 // tick the current window began
+	shed          uint64 // messages dropped past the budget
 }
 
 // waitReport is a participant's latest wait-for edges.
@@ -217,13 +230,24 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	if cfg.PresumeBudget == 0 {
+		cfg.PresumeBudget = 4096
+	}
+	if cfg.PresumeWindow == 0 {
+		cfg.PresumeWindow = 1000
+	}
 	return &Coordinator{
-		cfg:    cfg,
-		active: make(map[string]*coordTx),
-		done:   newTxTable(),
-		waits:  make(map[string]waitReport),
+		cfg:      cfg,
+		active:   make(map[string]*coordTx),
+		done:     newTxTable(),
+		waits:    make(map[string]waitReport),
+		presumed: make(map[string]uint64),
 	}, nil
 }
+
+// Shed returns how many messages about unknown transactions were dropped
+// past a participant's PresumeBudget.
+func (c *Coordinator) Shed() uint64 { return c.shed }
 
 // Epoch returns the current epoch (0 before Start).
 func (c *Coordinator) Epoch() uint64 { return c.epoch }
@@ -417,8 +441,11 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 		c.rd.Outcomes = append(c.rd.Outcomes, Outcome{Tx: tx, Committed: f.committed, Reason: f.reason, Duplicate: true})
 		return nil
 	}
-	if tx == "" || len(branches) == 0 {
-		return fmt.Errorf("%w: empty id or no branches", ErrInvalidTx)
+	if len(branches) == 0 {
+		return fmt.Errorf("%w: no branches", ErrInvalidTx)
+	}
+	if err := ValidTxID(tx); err != nil {
+		return err
 	}
 	if c.cfg.MaxInflight > 0 && len(c.active) >= c.cfg.MaxInflight {
 		return ErrBusy
@@ -470,7 +497,7 @@ func (c *Coordinator) Step(m Message) {
 	case MsgWound:
 		// A wound for an earlier attempt is stale: that attempt is aborted
 		// already, and the current one may not even hold the lock.
-		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(m.Attempt) == t.attempt {
+		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(m.Attempt) == t.attempt && t.index(m.From) >= 0 {
 			c.dl.Wounds++
 			reason := m.Reason
 			if reason == "" {
@@ -592,6 +619,10 @@ func (c *Coordinator) stepAck(m Message) {
 func (c *Coordinator) stepInquire(m Message) {
 	a := AttemptOf(m.Attempt)
 	if t := c.active[m.Tx]; t != nil {
+		if t.index(m.From) < 0 {
+			c.event(m.Tx, "inquiry from a node that is not a participant: "+m.From)
+			return
+		}
 		switch {
 		case a < t.attempt:
 			c.send(MsgAbort, m.From, m.Tx, a, fmt.Sprintf("attempt %d superseded by attempt %d", a, t.attempt))
@@ -615,6 +646,15 @@ func (c *Coordinator) stepInquire(m Message) {
 func (c *Coordinator) presumeAbort(tx, node string, attempt uint32) {
 	const reason = "presumed abort"
 	if !c.done.Has(tx) {
+		if c.now-c.presumedSince >= c.cfg.PresumeWindow {
+			clear(c.presumed)
+			c.presumedSince = c.now
+		}
+		if c.presumed[node] >= c.cfg.PresumeBudget {
+			c.shed++
+			return
+		}
+		c.presumed[node]++
 		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true, Attempt: attempt})
 		c.finish(tx, finished{reason: reason, attempt: attempt})
 	}
@@ -643,6 +683,9 @@ func (c *Coordinator) detect() {
 		for _, w := range r.waits {
 			if !c.collecting(w.Waiter) || !c.collecting(w.Holder) || w.Waiter == w.Holder {
 				continue
+			}
+			if c.active[w.Waiter].index(node) < 0 || c.active[w.Holder].index(node) < 0 {
+				continue // a participant speaks only of its own branches
 			}
 			if r.at <= c.active[w.Waiter].started || r.at <= c.active[w.Holder].started {
 				// The report predates the current attempt of one end: the

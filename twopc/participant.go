@@ -350,6 +350,13 @@ func (p *Participant) Step(m Message) {
 	if !p.started {
 		return // not serving yet: the coordinator retries or times out
 	}
+	if m.Epoch > p.maxEpoch+MaxEpochStep {
+		// No coordinator gets this far ahead in one step (an epoch is one
+		// coordinator restart): believing it would fence off every real
+		// PREPARE for good.
+		p.event(m.Tx, fmt.Sprintf("ignored %s: epoch %d is too far ahead of %d", m.Type, m.Epoch, p.maxEpoch))
+		return
+	}
 	if m.Type != MsgPrepare && m.Epoch > p.maxEpoch {
 		p.maxEpoch = m.Epoch
 	}
@@ -410,14 +417,16 @@ func (p *Participant) stepPrepare(m Message) {
 		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, fmt.Sprintf("stale epoch %d (current %d)", m.Epoch, p.maxEpoch))
 		return
 	}
+	// The operation is checked before the epoch is believed: a PREPARE
+	// this participant cannot even read changes nothing but its own vote.
+	keys, err := p.res.Keys(m.Tx, m.Op)
+	if err != nil {
+		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, err.Error())
+		return
+	}
 	p.maxEpoch = m.Epoch
 	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen}
 	p.branches[m.Tx] = b
-	keys, err := p.res.Keys(m.Tx, m.Op)
-	if err != nil {
-		p.voteNo(m.Tx, b, err.Error())
-		return
-	}
 	granted, err := p.locks.Acquire(m.Tx, keys)
 	if err != nil {
 		p.voteNo(m.Tx, b, err.Error())

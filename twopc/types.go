@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode"
+	"unicode/utf8"
 )
 
 // CoordinatorID is the node name of the coordinator on the transport.
@@ -96,6 +98,33 @@ type Message struct {
 	// attempt k+1, with the same id, timestamp and operations. 0 means 1
 	// (messages of peers that predate attempts).
 	Attempt uint32
+}
+
+// MaxEpochStep bounds how far ahead of the highest epoch a participant has
+// seen a message's epoch may be. An epoch is one coordinator incarnation
+// (one restart), so a real coordinator is never this far ahead; a message
+// that is, is ignored rather than believed, since a believed epoch fences
+// off every PREPARE of a lower one for good.
+const MaxEpochStep = 1 << 20
+
+// MaxTxIDBytes bounds a transaction id anywhere in the protocol.
+const MaxTxIDBytes = 256
+
+// ValidTxID checks a transaction id: 1 to MaxTxIDBytes bytes of UTF-8
+// without control characters.
+func ValidTxID(tx string) error {
+	if tx == "" || len(tx) > MaxTxIDBytes {
+		return fmt.Errorf("%w: id must be 1 to %d bytes (got %d)", ErrInvalidTx, MaxTxIDBytes, len(tx))
+	}
+	if !utf8.ValidString(tx) {
+		return fmt.Errorf("%w: id is not valid UTF-8", ErrInvalidTx)
+	}
+	for _, r := range tx {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: id has a control character", ErrInvalidTx)
+		}
+	}
+	return nil
 }
 
 // AttemptOf normalizes an attempt number: 0 (not set, or a record written
