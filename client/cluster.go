@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dtx-dev/dtx/engine"
@@ -37,18 +39,15 @@ type ClusterState struct {
 
 // FetchClusterState reads GET /v1/status from the coordinator and GET
 // /v1/state from every service (name -> HTTP address, host:port).
-func FetchClusterState(ctx context.Context, hc *http.Client, coordHTTP string, services map[string]string) (*ClusterState, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+func FetchClusterState(ctx context.Context, h *HTTP, coordHTTP string, services map[string]string) (*ClusterState, error) {
 	cs := &ClusterState{Services: map[string]ServiceState{}, State: engine.State{InDoubt: []string{}}}
-	if err := getJSON(ctx, hc, "http://"+coordHTTP+"/v1/status", &cs.Coordinator); err != nil {
+	if err := h.Get(ctx, coordHTTP, "/v1/status", &cs.Coordinator); err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	cs.State.Coordinator = engine.CoordStatus{Epoch: cs.Coordinator.Epoch, Inflight: cs.Coordinator.Inflight}
 	for name, addr := range services {
 		var st ServiceState
-		if err := getJSON(ctx, hc, "http://"+addr+"/v1/state", &st); err != nil {
+		if err := h.Get(ctx, addr, "/v1/state", &st); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		cs.Services[name] = st
@@ -99,12 +98,57 @@ func (cs *ClusterState) Check() error {
 	return errors.Join(errs...)
 }
 
-func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+// HTTP reaches the HTTP endpoints of a cluster's processes: plain HTTP
+// (the zero value, or nil), or HTTPS with a client certificate (TLS) and/or
+// a bearer token. Addresses are host:port.
+type HTTP struct {
+	// TLS, if set, makes every request HTTPS with this client
+	// configuration (RootCAs to check the server, Certificates to present).
+	TLS *tls.Config
+	// Token, if set, is sent as "Authorization: Bearer TOKEN".
+	Token string
+
+	once sync.Once
+	hc   *http.Client
+}
+
+func (h *HTTP) client() *http.Client {
+	if h == nil {
+		return http.DefaultClient
+	}
+	h.once.Do(func() {
+		h.hc = http.DefaultClient
+		if h.TLS != nil {
+			h.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: h.TLS, ForceAttemptHTTP2: true}}
+		}
+	})
+	return h.hc
+}
+
+// URL returns the URL of path at the process at addr.
+func (h *HTTP) URL(addr, path string) string {
+	if h != nil && h.TLS != nil {
+		return "https://" + addr + path
+	}
+	return "http://" + addr + path
+}
+
+// Do sends a request made for URL(addr, path), with the token.
+func (h *HTTP) Do(req *http.Request) (*http.Response, error) {
+	if h != nil && h.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.Token)
+	}
+	return h.client().Do(req)
+}
+
+// Get reads the JSON at path of the process at addr into v.
+func (h *HTTP) Get(ctx context.Context, addr, path string, v any) error {
+	url := h.URL(addr, path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := hc.Do(req)
+	resp, err := h.Do(req)
 	if err != nil {
 		return err
 	}
@@ -121,11 +165,11 @@ func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
 
 // WaitReady polls a process's GET /readyz (at its HTTP address) until it
 // answers 200, for up to d, unless the process exits first (dead closed).
-func WaitReady(ctx context.Context, addr string, d time.Duration, dead <-chan struct{}) error {
+func WaitReady(ctx context.Context, h *HTTP, addr string, d time.Duration, dead <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	for {
-		err := ready(ctx, addr)
+		err := h.ready(ctx, addr)
 		if err == nil {
 			return nil
 		}
@@ -140,12 +184,12 @@ func WaitReady(ctx context.Context, addr string, d time.Duration, dead <-chan st
 }
 
 // ready asks a process's GET /readyz once.
-func ready(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+func (h *HTTP) ready(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL(addr, "/readyz"), nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.Do(req)
 	if err != nil {
 		return err
 	}

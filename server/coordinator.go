@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/purchase"
@@ -138,10 +140,13 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		return nil, err
 	}
 	b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
+	for _, p := range cfg.Participants {
+		b.guard.senders[p] = true
+	}
 	dtxv1.RegisterCoordinatorServer(b.grpc, &coordAPI{c: c})
-	b.mux.HandleFunc("POST /v1/purchases", c.httpSubmit)
-	b.mux.HandleFunc("GET /v1/transactions/{id}", c.httpOutcome)
-	b.mux.HandleFunc("GET /v1/status", c.httpStatus)
+	b.handle("POST /v1/purchases", auth.ActSubmit, c.httpSubmit)
+	b.handle("GET /v1/transactions/{id}", auth.ActOutcome, c.httpOutcome)
+	b.handle("GET /v1/status", auth.ActOperate, c.httpStatus)
 	b.serve()
 	return c, nil
 }
@@ -314,18 +319,67 @@ func (c *Coordinator) purchaseRequest(r *dtxv1.PurchaseRequest) (string, []twopc
 }
 
 func (a *coordAPI) SubmitTx(ctx context.Context, r *dtxv1.TxRequest) (*dtxv1.TxOutcome, error) {
-	if r.GetTransactionId() == "" || len(r.GetBranches()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "transaction_id and at least one branch are required")
-	}
-	branches := make([]twopc.Branch, len(r.GetBranches()))
-	for i, b := range r.GetBranches() {
-		if _, ok := a.c.cfg.Peers[b.GetParticipant()]; !ok {
-			return nil, status.Errorf(codes.InvalidArgument, "branch %d: unknown participant %q", i, b.GetParticipant())
-		}
-		branches[i] = twopc.Branch{Node: b.GetParticipant(), Op: b.GetOp()}
+	branches, err := a.c.txBranches(r)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	o, err := a.c.submit(ctx, r.GetTransactionId(), branches)
 	return toProtoOutcome(r.GetTransactionId(), o, err)
+}
+
+// txBranches checks a SubmitTx request and makes its branches. Branches
+// go to known participants only, once each. The participants of purchases
+// (Participants) take whole purchases only: a request that names any of
+// them must be exactly what Submit would make of one purchase (a branch at
+// each, the same valid purchase in each, for this transaction id), so that
+// nobody can commit stock without its payment.
+func (c *Coordinator) txBranches(r *dtxv1.TxRequest) ([]twopc.Branch, error) {
+	tx := r.GetTransactionId()
+	if err := twopc.ValidTxID(tx); err != nil {
+		return nil, fmt.Errorf("transaction_id: %w", err)
+	}
+	in := r.GetBranches()
+	if len(in) == 0 {
+		return nil, errors.New("at least one branch is required")
+	}
+	branches := make([]twopc.Branch, len(in))
+	purchaseBranches := 0
+	for i, b := range in {
+		node := b.GetParticipant()
+		if _, ok := c.cfg.Peers[node]; !ok || node == c.cfg.ID {
+			return nil, fmt.Errorf("branch %d: unknown participant %q", i, node)
+		}
+		for _, prev := range branches[:i] {
+			if prev.Node == node {
+				return nil, fmt.Errorf("branch %d: participant %q has two branches", i, node)
+			}
+		}
+		if slices.Contains(c.cfg.Participants, node) {
+			purchaseBranches++
+		}
+		branches[i] = twopc.Branch{Node: node, Op: b.GetOp()}
+	}
+	if purchaseBranches == 0 {
+		return branches, nil
+	}
+	whole := fmt.Sprintf("branches at %s take whole purchases only: one branch at each of them and no other, all with the same purchase for this transaction_id (or use Submit)", strings.Join(c.cfg.Participants, ", "))
+	if purchaseBranches != len(c.cfg.Participants) || len(branches) != purchaseBranches {
+		return nil, errors.New(whole)
+	}
+	op := branches[0].Op
+	for _, b := range branches[1:] {
+		if !bytes.Equal(b.Op, op) {
+			return nil, errors.New(whole)
+		}
+	}
+	ptx, made, err := c.purchaseBranches(op)
+	if err != nil {
+		return nil, fmt.Errorf("purchase: %w", err)
+	}
+	if ptx != tx {
+		return nil, fmt.Errorf("%s; the purchase is for %q, not %q", whole, ptx, tx)
+	}
+	return made, nil
 }
 
 func (a *coordAPI) Outcome(ctx context.Context, r *dtxv1.OutcomeRequest) (*dtxv1.TxOutcome, error) {

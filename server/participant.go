@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
@@ -129,7 +130,8 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 		return float64(n)
 	}))
 	go func() { p.runErr <- svc.Run(context.Background()) }()
-	b.mux.HandleFunc("GET /v1/state", p.httpState)
+	b.guard.senders[twopc.CoordinatorID] = true
+	b.handle("GET /v1/state", auth.ActOperate, p.httpState)
 	b.serve()
 	return p, nil
 }

@@ -44,6 +44,7 @@ type cluster struct {
 	coord    *server.Coordinator
 	parts    map[string]*server.Participant
 	tls      map[string]*server.TLSFiles
+	web      *client.HTTP // how the test reaches the HTTP endpoints (nil: plain)
 	extra    map[string]server.Service // more participants (name -> service)
 	protocol engine.Config
 	world    purchase.World
@@ -174,7 +175,7 @@ func (c *cluster) waitQuiet() *client.ClusterState {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
+		cs, err := client.FetchClusterState(context.Background(), c.web, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatal(err)

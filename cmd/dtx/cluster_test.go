@@ -95,7 +95,7 @@ func (c *clCluster) start(name string) {
 	c.mu.Lock()
 	c.procs[name] = p
 	c.mu.Unlock()
-	if err := client.WaitReady(context.Background(), c.http[name], 30*time.Second, p.done); err != nil {
+	if err := client.WaitReady(context.Background(), nil, c.http[name], 30*time.Second, p.done); err != nil {
 		c.t.Fatalf("%s did not come up: %v\n%s", name, err, c.logTail(name))
 	}
 }

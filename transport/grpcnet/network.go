@@ -64,6 +64,10 @@ type Config struct {
 	// TLS, if set, is the client side of mutual TLS (a certificate and the
 	// CA that signs the peers'). Nil means plaintext.
 	TLS *tls.Config
+	// PeerTLS, if set, returns the client TLS configuration for one peer
+	// (TLS with a check of that peer's identity); it takes precedence
+	// over TLS.
+	PeerTLS func(peer string) *tls.Config
 	// MaxMsgBytes bounds the encoded size of one call, sent or received.
 	MaxMsgBytes int
 	// InboxWait is how long Deliver waits for room in a full inbox before
@@ -260,7 +264,7 @@ func (n *Network) sender(to string) *sender {
 	if !ok || n.closed {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, n.dialOptions()...)
+	conn, err := grpc.NewClient(addr, n.dialOptions(to)...)
 	if err != nil {
 		n.cfg.Logger.Error("grpcnet: bad peer address", "peer", to, "addr", addr, "err", err)
 		return nil
@@ -274,9 +278,12 @@ func (n *Network) sender(to string) *sender {
 	return s
 }
 
-func (n *Network) dialOptions() []grpc.DialOption {
+func (n *Network) dialOptions(peer string) []grpc.DialOption {
 	creds := insecure.NewCredentials()
-	if n.cfg.TLS != nil {
+	switch {
+	case n.cfg.PeerTLS != nil:
+		creds = credentials.NewTLS(n.cfg.PeerTLS(peer))
+	case n.cfg.TLS != nil:
 		creds = credentials.NewTLS(n.cfg.TLS)
 	}
 	return []grpc.DialOption{
