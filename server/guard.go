@@ -36,12 +36,12 @@ type guard struct {
 // grpcActions maps each gRPC method to the action it asks for. A method
 // not listed is refused.
 var grpcActions = map[string]auth.Action{
-	"/dtx.v1.Transport/Deliver":       auth.ActDeliver,
-	"/dtx.v1.Transport/DeliverStream": auth.ActDeliver,
-	"/dtx.v1.Coordinator/Submit":      auth.ActSubmit,
+	"/dtx.v1.Transport/Deliver":        auth.ActDeliver,
+	"/dtx.v1.Transport/DeliverStream":  auth.ActDeliver,
+	"/dtx.v1.Coordinator/Submit":       auth.ActSubmit,
 	"/dtx.v1.Coordinator/SubmitStream": auth.ActSubmit,
-	"/dtx.v1.Coordinator/SubmitTx":    auth.ActSubmitTx,
-	"/dtx.v1.Coordinator/Outcome":     auth.ActOutcome,
+	"/dtx.v1.Coordinator/SubmitTx":     auth.ActSubmitTx,
+	"/dtx.v1.Coordinator/Outcome":      auth.ActOutcome,
 }
 
 // openMethod reports whether any authenticated peer may call method: the

@@ -44,7 +44,7 @@ type cluster struct {
 	coord    *server.Coordinator
 	parts    map[string]*server.Participant
 	tls      map[string]*server.TLSFiles
-	web      *client.HTTP // how the test reaches the HTTP endpoints (nil: plain)
+	web      *client.HTTP              // how the test reaches the HTTP endpoints (nil: plain)
 	extra    map[string]server.Service // more participants (name -> service)
 	protocol engine.Config
 	world    purchase.World
