@@ -275,13 +275,16 @@ func (c *Coordinator) Done() <-chan struct{} { return c.done }
 type Status struct {
 	Epoch    uint64
 	Inflight int
+	// Shed counts messages about unknown transactions dropped past a
+	// participant's presumed-abort budget.
+	Shed uint64
 }
 
 // Status returns the epoch and the number of unfinished transactions.
 func (c *Coordinator) Status(ctx context.Context) (Status, error) {
 	var s Status
 	err := c.node.Do(ctx, c.done, func() {
-		s = Status{Epoch: c.m.Epoch(), Inflight: c.m.Inflight()}
+		s = Status{Epoch: c.m.Epoch(), Inflight: c.m.Inflight(), Shed: c.m.Shed()}
 	})
 	return s, err
 }

@@ -297,6 +297,14 @@ func newBase(cfg Common) (*base, error) {
 		return nil, err
 	}
 	b.metrics.watch(b.reg, b.net)
+	for kind, f := range map[string]func() float64{
+		"call":    func() float64 { return float64(b.guard.deniedCalls.Load()) },
+		"message": func() float64 { return float64(b.guard.deniedMsgs.Load()) },
+		"http":    func() float64 { return float64(b.guard.deniedHTTP.Load()) },
+	} {
+		b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dtx_unauthorized_total",
+			Help: "Requests refused by authorization: gRPC calls, protocol messages, HTTP requests.", ConstLabels: prometheus.Labels{"kind": kind}}, f))
+	}
 	b.lis, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -131,6 +132,16 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 			return -1
 		}
 		return float64(st.Inflight)
+	}))
+	b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dtx_shed_messages_total",
+		Help: "Messages about transactions never heard of, dropped past the sending participant's presumed-abort budget."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.coord.Status(ctx)
+		if err != nil {
+			return 0
+		}
+		return float64(st.Shed)
 	}))
 	go func() { c.runErr <- c.coord.Run(context.Background()) }()
 	st, err := c.coord.Status(context.Background())
@@ -536,6 +547,11 @@ type CoordStatusBody struct {
 	Inflight     int      `json:"inflight"`
 	Draining     bool     `json:"draining"`
 	Participants []string `json:"participants"`
+	// Shed counts messages about unknown transactions dropped past a
+	// participant's presumed-abort budget; Unauthorized the batches refused
+	// because a message was not allowed from its sender.
+	Shed         uint64 `json:"shed"`
+	Unauthorized uint64 `json:"unauthorized"`
 	// Calls and MessagesPerCall describe the transport's batching.
 	Calls           uint64  `json:"calls"`
 	MessagesPerCall float64 `json:"messages_per_call"`
@@ -550,6 +566,7 @@ func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	ns := c.net.Stats()
 	writeJSON(w, http.StatusOK, CoordStatusBody{
 		Epoch: st.Epoch, Inflight: st.Inflight, Draining: c.draining.Load(), Participants: c.cfg.Participants,
+		Shed: st.Shed, Unauthorized: ns.Unauthorized,
 		Calls: ns.TxCalls, MessagesPerCall: ns.MessagesPerCall(),
 	})
 }
