@@ -139,6 +139,11 @@ func (c *Client) Crashes() uint64 { return 0 }
 // retried).
 var ErrRejected = errors.New("client: request rejected")
 
+// ErrDenied wraps the coordinator's refusal of a caller that is not
+// authenticated, or whose identity may not make the call: final, never
+// retried (the error keeps the gRPC status).
+var ErrDenied = errors.New("client: not authorized")
+
 // Submit runs a decoded purchase (sent in its binary form).
 func (c *Client) Submit(ctx context.Context, req *purchase.Request) (twopc.Outcome, error) {
 	op, err := req.MarshalBinary()
@@ -218,6 +223,8 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 		switch code {
 		case codes.InvalidArgument:
 			return twopc.Outcome{}, fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		case codes.PermissionDenied, codes.Unauthenticated:
+			return twopc.Outcome{}, fmt.Errorf("%w: %w", ErrDenied, err)
 		case codes.ResourceExhausted: // refused before it started
 		default:
 			ambiguous = true
@@ -257,8 +264,11 @@ func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error)
 		if err == nil {
 			return out.GetStatus(), out.GetReason(), nil
 		}
-		if status.Code(err) == codes.InvalidArgument {
+		switch status.Code(err) {
+		case codes.InvalidArgument:
 			return 0, "", fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		case codes.PermissionDenied, codes.Unauthenticated:
+			return 0, "", fmt.Errorf("%w: %w", ErrDenied, err)
 		}
 		c.retries.Add(1)
 		select {

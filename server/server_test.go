@@ -45,6 +45,7 @@ type cluster struct {
 	parts    map[string]*server.Participant
 	tls      map[string]*server.TLSFiles
 	web      *client.HTTP              // how the test reaches the HTTP endpoints (nil: plain)
+	tokens   string                    // HTTP bearer token file, if any
 	extra    map[string]server.Service // more participants (name -> service)
 	protocol engine.Config
 	world    purchase.World
@@ -97,6 +98,7 @@ func (c *cluster) common(id string) server.Common {
 	if c.tls != nil {
 		cm.TLS = c.tls[id]
 	}
+	cm.HTTPTokens = c.tokens
 	return cm
 }
 
