@@ -32,7 +32,11 @@ type clCluster struct {
 	http  map[string]string
 	peers map[string]map[string]string // node -> peer -> address (proxies may stand in)
 	procs map[string]*clProc
-	mu    sync.Mutex
+	// flags are extra flags of a node's dtx serve; nofile, if set, is the
+	// file descriptor limit it runs under (ulimit -n).
+	flags  map[string][]string
+	nofile map[string]int
+	mu     sync.Mutex
 }
 
 type clProc struct {
@@ -81,11 +85,15 @@ func (c *clCluster) start(name string) {
 	if name != twopc.CoordinatorID {
 		args = append(args, "--world", c.world)
 	}
+	args = append(args, c.flags[name]...)
 	logf, err := os.OpenFile(filepath.Join(c.dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	cmd := exec.Command(c.bin, args...)
+	if n := c.nofile[name]; n > 0 {
+		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n), c.bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
