@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,6 +47,7 @@ type cluster struct {
 	tls      map[string]*server.TLSFiles
 	web      *client.HTTP              // how the test reaches the HTTP endpoints (nil: plain)
 	tokens   string                    // HTTP bearer token file, if any
+	cliTLS   *tls.Config               // the test client's TLS, if any
 	extra    map[string]server.Service // more participants (name -> service)
 	protocol engine.Config
 	world    purchase.World
@@ -159,7 +161,7 @@ func (c *cluster) stop() {
 }
 
 func (c *cluster) client() *client.Client {
-	cl, err := client.Dial(client.Config{Addr: c.grpc[twopc.CoordinatorID], RetryFor: 30 * time.Second})
+	cl, err := client.Dial(client.Config{Addr: c.grpc[twopc.CoordinatorID], TLS: c.cliTLS, RetryFor: 30 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
