@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
@@ -115,6 +116,15 @@ func Dial(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// Check asks the coordinator's health service once: it tells a
+// coordinator that is up and accepts this client's credentials from one
+// that is down, speaks TLS to a plaintext client, or refuses its
+// certificate.
+func (c *Client) Check(ctx context.Context) error {
+	_, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
 }
 
 // Close ends the streams (calls waiting on them fail) and closes the
@@ -224,7 +234,7 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 		case codes.InvalidArgument:
 			return twopc.Outcome{}, fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
 		case codes.PermissionDenied, codes.Unauthenticated:
-			return twopc.Outcome{}, fmt.Errorf("%w: %w", ErrDenied, err)
+			return twopc.Outcome{}, fmt.Errorf("%w (nothing ran): %w", ErrDenied, status.Convert(err).Err())
 		case codes.ResourceExhausted: // refused before it started
 		default:
 			ambiguous = true

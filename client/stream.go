@@ -45,7 +45,7 @@ func (e *brokenError) GRPCStatus() *status.Status {
 	case codes.PermissionDenied, codes.Unauthenticated:
 		// Refused by authorization: nothing ran, and retrying will not
 		// change who the caller is.
-		return status.New(c, e.Error())
+		return status.New(c, status.Convert(e.cause).Message())
 	}
 	return status.New(codes.Unavailable, e.Error())
 }

@@ -6,6 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/spf13/pflag"
 
@@ -57,6 +61,22 @@ func (f *remoteFlags) dial() (*client.Client, error) {
 	cl, err := client.Dial(cfg)
 	if err != nil {
 		return nil, usagef("--coordinator %s: %v", f.coordinator, err)
+	}
+	// One health check tells a wrong or missing credential at once (a
+	// coordinator that is down or restarting is waited for as usual).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := cl.Check(ctx); err != nil {
+		msg := err.Error()
+		switch {
+		case cfg.TLS == nil && (strings.Contains(msg, "server preface") || strings.Contains(msg, "HTTP/1")):
+			cl.Close()
+			return nil, usagef("--coordinator %s does not speak plaintext gRPC; it probably requires TLS: give --cluster-dir DIR or --tls-cert, --tls-key and --tls-ca", f.coordinator)
+		case status.Code(err) == codes.PermissionDenied || status.Code(err) == codes.Unauthenticated ||
+			strings.Contains(msg, "certificate") || strings.Contains(msg, "tls:"):
+			cl.Close()
+			return nil, fmt.Errorf("--coordinator %s refused this client's credentials: %v", f.coordinator, err)
+		}
 	}
 	return cl, nil
 }
