@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,4 +419,71 @@ func TestAttackPresumeBudget(t *testing.T) {
 	// Honest purchases still commit.
 	outcomes := runAll(t, sc.clientAs("client/test"), genRequests(t, sc.world, 30, 8, "ok-"), 4)
 	checkOutcomes(t, sc.waitQuiet(), outcomes)
+}
+
+// rogueTransport counts what reaches a rogue transport server.
+type rogueTransport struct {
+	dtxv1.UnimplementedTransportServer
+	calls atomic.Int64
+}
+
+func (r *rogueTransport) Deliver(context.Context, *dtxv1.Batch) (*dtxv1.DeliverReply, error) {
+	r.calls.Add(1)
+	return &dtxv1.DeliverReply{}, nil
+}
+
+func (r *rogueTransport) DeliverStream(st dtxv1.Transport_DeliverStreamServer) error {
+	r.calls.Add(1)
+	for {
+		if _, err := st.Recv(); err != nil {
+			return nil
+		}
+	}
+}
+
+// TestAttackRogueServer: a process at the payment service's address, with a
+// valid certificate of the CA but another identity (the order service's),
+// never gets the coordinator's traffic: the coordinator checks who it dialled.
+func TestAttackRogueServer(t *testing.T) {
+	c := newCluster(t)
+	names := append([]string{twopc.CoordinatorID, "client/test", "admin/test"}, engine.Services...)
+	files, err := server.WriteCerts(filepath.Join(c.dir, "certs"), names, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.tls = files
+	c.protocol.PrepareTimeout = 300 * time.Millisecond
+	for _, id := range engine.Services {
+		c.startService(id)
+	}
+	t.Cleanup(c.stop)
+	srvTLS, _, err := files["order"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := &rogueTransport{}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)))
+	dtxv1.RegisterTransportServer(gs, rogue)
+	go gs.Serve(lis)
+	defer gs.Stop()
+	c.grpc["payment"] = lis.Addr().String() // the coordinator dials the rogue as payment
+	c.startCoordinator()
+	_, cliTLS, err := files["client/test"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cliTLS = cliTLS
+	outcomes := runAll(t, c.client(), genRequests(t, c.world, 10, 2, "rogue-"), 2)
+	for _, o := range outcomes {
+		if o.Committed {
+			t.Errorf("%s committed without the real payment service", o.Tx)
+		}
+	}
+	if n := rogue.calls.Load(); n != 0 {
+		t.Errorf("the rogue server got %d calls from the coordinator", n)
+	}
 }
