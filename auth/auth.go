@@ -115,7 +115,7 @@ func ParseURI(s string) (Identity, error) {
 	if !ok {
 		return Identity{}, fmt.Errorf("auth: identity %q: want %s://ROLE/NAME", s, Scheme)
 	}
-	role, name, _ := strings.Cut(rest, "/")
+	role, name, hasName := strings.Cut(rest, "/")
 	var id Identity
 	for r := Role(1); r < roleEnd; r++ {
 		if roleNames[r] == role {
@@ -126,7 +126,7 @@ func ParseURI(s string) (Identity, error) {
 	case id.Role == 0:
 		return Identity{}, fmt.Errorf("auth: identity %q: unknown role %q (want coordinator, participant, client, app or admin)", s, role)
 	case id.Role == RoleCoordinator:
-		if name != "" {
+		if hasName {
 			return Identity{}, fmt.Errorf("auth: identity %q: the coordinator has no name", s)
 		}
 		return id, nil

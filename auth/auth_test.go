@@ -65,6 +65,7 @@ func TestParseURI(t *testing.T) {
 		"dtx://participants/inventory",
 		// the coordinator has no name
 		"dtx://coordinator/x",
+		"dtx://coordinator/",
 		"dtx://coordinator/coordinator",
 		// a participant cannot be named coordinator (it would speak for it)
 		"dtx://participant/coordinator",

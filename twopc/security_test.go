@@ -369,6 +369,10 @@ func TestValidTxID(t *testing.T) {
 		"del\x7f",
 		"c1\u0085",
 		"esc\x1b[31m",
+		"bidi\u202eevil",
+		"line\u2028sep",
+		"para\u2029sep",
+		"zero\u200bwidth",
 	}
 	for _, id := range bad {
 		err := ValidTxID(id)

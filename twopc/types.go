@@ -111,7 +111,7 @@ const MaxEpochStep = 1 << 20
 const MaxTxIDBytes = 256
 
 // ValidTxID checks a transaction id: 1 to MaxTxIDBytes bytes of UTF-8
-// without control characters.
+// without control or invisible formatting characters.
 func ValidTxID(tx string) error {
 	if tx == "" || len(tx) > MaxTxIDBytes {
 		return fmt.Errorf("%w: id must be 1 to %d bytes (got %d)", ErrInvalidTx, MaxTxIDBytes, len(tx))
@@ -120,8 +120,10 @@ func ValidTxID(tx string) error {
 		return fmt.Errorf("%w: id is not valid UTF-8", ErrInvalidTx)
 	}
 	for _, r := range tx {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: id has a control character", ErrInvalidTx)
+		// Control and invisible formatting characters (bidi overrides,
+		// line separators) have no place in an id and make logs lie.
+		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return fmt.Errorf("%w: id has a control or formatting character (%U)", ErrInvalidTx, r)
 		}
 	}
 	return nil
