@@ -63,7 +63,7 @@ prints them (e.g. crash.coord-mid-commit-send).`,
 	fl.BoolVar(&f.trace, "trace", false, "print every event of the run (with --runs 1)")
 	fl.Uint64Var(&f.faultTicks, "fault-ticks", sim.DefaultConfig(0).FaultTicks, "simulated ticks of faults before everything heals")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
-	fl.StringVar(&f.mutant, "mutant", "", "run a deliberately broken driver (to show the checkers catch it)")
+	fl.StringVar(&f.mutant, "mutant", "", "plant a bug in the production driver or coordinator (to show the checkers catch it)")
 	_ = fl.MarkHidden("mutant")
 	return cmd
 }
