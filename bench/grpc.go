@@ -20,6 +20,7 @@ import (
 	"github.com/dtx-dev/dtx/client"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/purchase"
+	builtin "github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -106,7 +107,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 	}
 	defer c.Close()
 	submit := c.Submit
-	if len(services) < len(engine.Services) {
+	if len(services) < len(builtin.IDs()) {
 		// Fewer participants: the purchase's binary operation, as branches
 		// of SubmitTx (one call per transaction).
 		submit = func(ctx context.Context, r *purchase.Request) (twopc.Outcome, error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
@@ -166,7 +167,7 @@ func (c *cluster) client() *client.Client {
 
 // waitQuiet waits until nothing is in flight or in doubt, then checks every
 // invariant, and returns the state.
-func (c *cluster) waitQuiet() *client.ClusterState {
+func (c *cluster) waitQuiet() *deploy.ClusterState {
 	c.t.Helper()
 	svcs := map[string]string{}
 	for _, n := range c.nodes()[1:] {
@@ -174,7 +175,7 @@ func (c *cluster) waitQuiet() *client.ClusterState {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
+		cs, err := deploy.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatal(err)
@@ -256,7 +257,7 @@ func runAll(t *testing.T, cl *client.Client, reqs []purchase.Request, conc int) 
 	return out
 }
 
-func checkOutcomes(t *testing.T, cs *client.ClusterState, outcomes map[string]twopc.Outcome) {
+func checkOutcomes(t *testing.T, cs *deploy.ClusterState, outcomes map[string]twopc.Outcome) {
 	t.Helper()
 	committed := 0
 	for tx, o := range outcomes {

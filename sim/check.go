@@ -7,6 +7,7 @@ import (
 
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/node"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/services/inventory"
 	"github.com/dtx-dev/dtx/services/order"
 	"github.com/dtx-dev/dtx/services/payment"
@@ -16,9 +17,14 @@ import (
 
 // checkFinal runs the checkers on a run that healed and became quiet.
 func (s *Sim) checkFinal() {
-	inv := s.comps[1].res.state().(inventory.State)
-	pay := s.comps[2].res.state().(payment.State)
-	ord := s.comps[3].res.state().(order.State)
+	var st services.State
+	for _, c := range s.comps[1:] {
+		if err := st.Set(c.id, c.res.Resource); err != nil {
+			s.violate("config", "%v", err)
+			return
+		}
+	}
+	inv, pay, ord := st.Inventory, st.Payment, st.Order
 	coord := s.comps[0].coord
 
 	// Conservation: stock and money add up, nothing is negative.

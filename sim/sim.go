@@ -13,9 +13,7 @@ import (
 
 	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/node"
-	"github.com/dtx-dev/dtx/services/inventory"
-	"github.com/dtx-dev/dtx/services/order"
-	"github.com/dtx-dev/dtx/services/payment"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -242,7 +240,7 @@ func newSim(cfg Config) (*Sim, error) {
 	s.res.Enabled = s.p.on
 	s.res.Deadlock = s.p.deadlock
 	s.world = newWorld(s.rng)
-	for i, id := range []string{twopc.CoordinatorID, inventory.ID, payment.ID, order.ID} {
+	for i, id := range append([]string{twopc.CoordinatorID}, services.IDs()...) {
 		c := &comp{idx: i, id: id, role: rolePart, fs: wal.NewMemFS(cfg.Seed*4 + uint64(i) + 1)}
 		if i == 0 {
 			c.role = roleCoord
