@@ -46,7 +46,7 @@ type cluster struct {
 	parts    map[string]*server.Participant
 	tls      map[string]*server.TLSFiles
 	extra    map[string]server.Service // more participants (name -> service)
-	protocol engine.Config
+	protocol deploy.Protocol
 	world    purchase.World
 }
 
@@ -65,7 +65,7 @@ func testWorld(items, buyers int) purchase.World {
 func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), grpc: map[string]string{}, http: map[string]string{},
 		parts: map[string]*server.Participant{}, extra: map[string]server.Service{}}
-	c.protocol = engine.DefaultConfig("")
+	c.protocol = deploy.DefaultProtocol()
 	c.protocol.PrepareTimeout = 2 * time.Second
 	c.world = testWorld(50, 200)
 	return c
