@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// One test per rule of DESIGN.md §2, driven step by step.
+// One test per rule of forcing and ordering (docs/ARCHITECTURE.md, "The
+// ordering rule, once"), driven step by step.
 
 func prepareMsg(tx, to, op string, epoch uint64) Message {
 	return Message{Type: MsgPrepare, From: CoordinatorID, To: to, Tx: tx, Epoch: epoch, Op: []byte(op)}

@@ -33,8 +33,9 @@ func chaosCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "chaos [--seed S] [--runs N] [--txs M] [--faults LIST]",
 		Short: "Run a deterministic fault-simulation campaign that tries to break atomicity",
-		Long: `Chaos runs the coordinator and the three services as pure state machines in
-one deterministic simulation: one seed drives the workload (purchases on a few
+		Long: `Chaos runs the coordinator and the three services as their state machines,
+carried out by the production driver, in one deterministic simulation: one
+seed drives the workload (purchases on a few
 hot items and buyers, resubmissions, business NO votes), the network (drop,
 duplicate, delay and reorder, partition and heal), the clock, the disks
 (fsync and write errors, lost unsynced tails, torn last records, power loss)
