@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dtx-dev/dtx/sim"
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 type chaosFlags struct {
@@ -23,6 +24,7 @@ type chaosFlags struct {
 	faults     string
 	workers    int
 	mutant     string
+	deadlock   string
 	trace      bool
 	faultTicks uint64
 	progress   bool
@@ -66,6 +68,7 @@ prints them (e.g. crash.coord-mid-commit-send).`,
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	fl.StringVar(&f.mutant, "mutant", "", "plant a bug in the production driver or coordinator (to show the checkers catch it)")
 	_ = fl.MarkHidden("mutant")
+	fl.StringVar(&f.deadlock, "deadlock", "", "deadlock policy of every run: detect, wound-wait or timeout (default: each run draws one)")
 	return cmd
 }
 
@@ -84,6 +87,11 @@ func chaosMain(f *chaosFlags) error {
 	cfg.Txs = f.txs
 	cfg.Faults = faults
 	cfg.Mutant = sim.Mutant(f.mutant)
+	if f.deadlock != "" {
+		if cfg.Deadlock, err = twopc.ParseDeadlockPolicy(f.deadlock); err != nil {
+			return usagef("--deadlock: %v", err)
+		}
+	}
 	cfg.FaultTicks = f.faultTicks
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", err)
