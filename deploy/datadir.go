@@ -17,11 +17,11 @@ import (
 func LockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("engine: lock file: %w", err)
+		return nil, fmt.Errorf("deploy: lock file: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("engine: data directory %s is in use by another dtx process", dir)
+		return nil, fmt.Errorf("deploy: data directory %s is in use by another dtx process", dir)
 	}
 	return f, nil
 }
@@ -41,13 +41,13 @@ func loadWorld(dir string, w *purchase.World) (purchase.World, bool, error) {
 	case err == nil:
 		stored, err := purchase.ParseWorld(data)
 		if err != nil {
-			return purchase.World{}, false, fmt.Errorf("engine: %s: %w", path, err)
+			return purchase.World{}, false, fmt.Errorf("deploy: %s: %w", path, err)
 		}
 		if w != nil {
 			given, _ := json.Marshal(w)
 			have, _ := json.Marshal(stored)
 			if !bytes.Equal(given, have) {
-				return purchase.World{}, false, fmt.Errorf("engine: %s already holds a different world; use a new data directory for a new world", dir)
+				return purchase.World{}, false, fmt.Errorf("deploy: %s already holds a different world; use a new data directory for a new world", dir)
 			}
 		}
 		return stored, false, nil
@@ -61,11 +61,11 @@ func loadWorld(dir string, w *purchase.World) (purchase.World, bool, error) {
 			return purchase.World{}, false, err
 		}
 		if err := writeFileSync(path, data); err != nil {
-			return purchase.World{}, false, fmt.Errorf("engine: write %s: %w", path, err)
+			return purchase.World{}, false, fmt.Errorf("deploy: write %s: %w", path, err)
 		}
 		return *w, true, nil
 	default:
-		return purchase.World{}, false, fmt.Errorf("engine: %w", err)
+		return purchase.World{}, false, fmt.Errorf("deploy: %w", err)
 	}
 }
 

@@ -197,14 +197,14 @@ func DefaultConfig(dir string) Config {
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("engine: data directory is empty")
+		return errors.New("deploy: data directory is empty")
 	}
 	if err := c.Protocol.Validate(); err != nil {
-		return fmt.Errorf("engine: %w", err)
+		return fmt.Errorf("deploy: %w", err)
 	}
 	for name, p := range map[string]float64{"fail rate": c.Faults.FailRate, "slow rate": c.Faults.SlowRate, "crash rate": c.Faults.CrashRate} {
 		if p < 0 || p > 1 {
-			return fmt.Errorf("engine: %s %v is not a probability in [0, 1]", name, p)
+			return fmt.Errorf("deploy: %s %v is not a probability in [0, 1]", name, p)
 		}
 	}
 	return nil
@@ -268,7 +268,7 @@ func Open(cfg Config, onRecovered func(twopc.Outcome)) (*Deployment, error) {
 		cfg.Today = time.Now()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("engine: data directory: %w", err)
+		return nil, fmt.Errorf("deploy: data directory: %w", err)
 	}
 	lock, err := LockDir(cfg.DataDir)
 	if err != nil {
@@ -348,7 +348,7 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 	// lost.
 	for _, id := range services.IDs() {
 		if err := d.Services[id].Inspect(context.Background(), func(*twopc.Participant, participant.Resource) {}); err != nil {
-			return fmt.Errorf("engine: %s did not start: %w", id, err)
+			return fmt.Errorf("deploy: %s did not start: %w", id, err)
 		}
 	}
 	d.Epoch, d.Inflight = st.Epoch, st.Inflight
