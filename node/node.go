@@ -1,8 +1,11 @@
-// Package node runs one twopc state machine: it is the only place with a
-// select loop. The loop feeds the machine messages, calls and ticks, and
-// carries out each Ready under the twopc ordering rule: records are appended
+// Package node is the driver of the twopc state machines. Carrier is the
+// one implementation of the ordering rule: a Ready's records are appended
 // to the log (and synced when the Ready says so) before any message leaves
-// or any outcome is reported.
+// or any outcome is reported. Recover is the one way a machine comes back
+// from its log. Node runs one machine: it is the only place with a select
+// loop, which feeds the machine messages, calls and ticks and has a Carrier
+// carry out each Ready. The simulator drives the machines on its own clock
+// but with the same Carrier and Recover, cutting them through Hooks.
 //
 // While the log syncs, new messages pile up in the inbox; the next turn of
 // the loop takes them all, so one fsync covers every transaction that
@@ -38,7 +41,7 @@ var ErrCrashed = errors.New("node: crashed (simulated)")
 // Hooks let a deployment inject faults at the node's crash points: the
 // failpoints of the kill tests, a participant's simulated crashes, the
 // simulator's crash points and disk faults. Every hook runs on the loop
-// goroutine; nil hooks do nothing. The zero Hooks is production.
+// goroutine; nil hooks do nothing. Mutants is zero outside tests.
 type Hooks struct {
 	// CrashBeforeLog is asked before a Ready's records are written; sync
 	// says whether they will be synced. True crashes the node with nothing
@@ -46,8 +49,9 @@ type Hooks struct {
 	// failed write or fsync, a halt between the write and the fsync), which
 	// the append then meets.
 	CrashBeforeLog func(rd *twopc.Ready, sync bool) bool
-	// CrashAfterLog is asked after a Ready's records are durable and before
-	// any of its messages leave (e.g. after PREPARED, before the YES).
+	// CrashAfterLog is asked after a Ready's records are appended (and
+	// durable, if the Ready syncs) and before any of its messages leave
+	// (e.g. after PREPARED, before the YES).
 	CrashAfterLog func(rd *twopc.Ready) bool
 	// CrashAfterSend is asked after a Ready's messages were handed to the
 	// transport and before its outcomes are reported: a transport that
