@@ -552,8 +552,11 @@ func (s *Sim) hooks(c *comp) node.Hooks {
 	return node.Hooks{
 		CrashBeforeLog: func(rd *twopc.Ready, sync bool) bool { return s.beforeLog(c, rd, sync) },
 		CrashAfterLog:  func(rd *twopc.Ready) bool { return s.afterLog(c) },
-		CrashAfterSend: func(rd *twopc.Ready) bool { return c.plan.sent > 0 },
-		Mutants:        s.mutants,
+		CrashAfterSend: func(rd *twopc.Ready) bool {
+			c.plan.armed = false // armed for this Ready's send only
+			return c.plan.sent > 0
+		},
+		Mutants: s.mutants,
 	}
 }
 
