@@ -20,8 +20,8 @@ import (
 
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/client"
-	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/server"
+	builtin "github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -239,7 +239,7 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 		if cfg.MaxAttempts > 0 && name == twopc.CoordinatorID {
 			args = append(args, "--max-attempts", strconv.Itoa(cfg.MaxAttempts))
 		}
-		if name == twopc.CoordinatorID && len(services) < len(engine.Services) {
+		if name == twopc.CoordinatorID && len(services) < len(builtin.IDs()) {
 			args = append(args, "--participants", strings.Join(services, ","))
 		}
 		if f := ps.certs[name]; f != nil {

@@ -8,95 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
-
-	"github.com/dtx-dev/dtx/engine"
-	"github.com/dtx-dev/dtx/server"
-	"github.com/dtx-dev/dtx/services/inventory"
-	"github.com/dtx-dev/dtx/services/order"
-	"github.com/dtx-dev/dtx/services/payment"
 )
-
-// ServiceState is one participant's GET /v1/state.
-type ServiceState struct {
-	Service string          `json:"service"`
-	InDoubt []string        `json:"in_doubt"`
-	Check   string          `json:"check,omitempty"`
-	State   json.RawMessage `json:"state,omitempty"`
-}
-
-// ClusterState is the state of every process of a cluster, read over HTTP.
-type ClusterState struct {
-	Coordinator server.CoordStatusBody
-	Services    map[string]ServiceState
-	// State holds the built-in services' states and every in-doubt branch
-	// ("service/tx"), in the shape `dtx state` prints for the embedded
-	// deployment, so that engine.CheckAtomic applies.
-	State engine.State
-}
-
-// FetchClusterState reads GET /v1/status from the coordinator and GET
-// /v1/state from every service (name -> HTTP address, host:port).
-func FetchClusterState(ctx context.Context, h *HTTP, coordHTTP string, services map[string]string) (*ClusterState, error) {
-	cs := &ClusterState{Services: map[string]ServiceState{}, State: engine.State{InDoubt: []string{}}}
-	if err := h.Get(ctx, coordHTTP, "/v1/status", &cs.Coordinator); err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
-	}
-	cs.State.Coordinator = engine.CoordStatus{Epoch: cs.Coordinator.Epoch, Inflight: cs.Coordinator.Inflight}
-	for name, addr := range services {
-		var st ServiceState
-		if err := h.Get(ctx, addr, "/v1/state", &st); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		cs.Services[name] = st
-		for _, tx := range st.InDoubt {
-			cs.State.InDoubt = append(cs.State.InDoubt, name+"/"+tx)
-		}
-		var err error
-		switch name {
-		case inventory.ID:
-			err = json.Unmarshal(st.State, &cs.State.Inventory)
-		case payment.ID:
-			err = json.Unmarshal(st.State, &cs.State.Payment)
-		case order.ID:
-			err = json.Unmarshal(st.State, &cs.State.Order)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: state: %w", name, err)
-		}
-	}
-	slices.Sort(cs.State.InDoubt)
-	return cs, nil
-}
-
-// Quiet reports whether nothing is unfinished: no transaction in flight at
-// the coordinator, no branch in doubt at any service.
-func (cs *ClusterState) Quiet() bool {
-	return cs.Coordinator.Inflight == 0 && len(cs.State.InDoubt) == 0
-}
-
-// Check returns every invariant violation: each service's own check, and
-// atomicity across the built-in services (engine.CheckAtomic). Run it on a
-// quiet cluster: while commits are being delivered, a transaction is
-// legitimately committed at some services and not yet at others.
-func (cs *ClusterState) Check() error {
-	var errs []error
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range cs.Services {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
-		if c := cs.Services[name].Check; c != "" {
-			errs = append(errs, fmt.Errorf("%s: %s", name, c))
-		}
-	}
-	errs = append(errs, engine.CheckAtomic(&cs.State)...)
-	return errors.Join(errs...)
-}
 
 // HTTP reaches the HTTP endpoints of a cluster's processes: plain HTTP
 // (the zero value, or nil), or HTTPS with a client certificate (TLS) and/or

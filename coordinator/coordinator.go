@@ -72,21 +72,14 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	lc := cfg.Log
 	lc.Dir = filepath.Clean(cfg.Dir)
-	log, err := wal.Open(lc)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: open log: %w", err)
-	}
 	m, err := twopc.NewCoordinator(cfg.Machine)
 	if err != nil {
-		log.Close()
 		return nil, err
 	}
-	err = node.Replay(log, m.Restore)
+	log, err := node.Recover(lc, m, cfg.Hooks)
 	if err != nil {
-		log.Close()
-		return nil, fmt.Errorf("coordinator: replay: %w", err)
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	m.Start()
 	c := &Coordinator{
 		cfg:     cfg,
 		log:     log,

@@ -45,7 +45,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dtx-dev/dtx/auth"
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/transport/grpcnet"
 )
 
@@ -250,7 +250,7 @@ func newBase(cfg Common) (*base, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: data directory: %w", err)
 	}
-	lock, err := engine.LockDir(cfg.DataDir)
+	lock, err := deploy.LockDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,9 @@ import (
 	"github.com/dtx-dev/dtx/api/dtxv1"
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/coordinator"
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -35,9 +36,8 @@ type CoordinatorConfig struct {
 	// examples/shipping) joins purchases by being listed here.
 	Participants []string
 	// Protocol holds the protocol settings: Tick, PrepareTimeout,
-	// CommitRetry, MaxInflight, Deadlock, DetectEvery (the other fields of
-	// engine.Config are not used).
-	Protocol engine.Config
+	// CommitRetry, MaxInflight, MaxAttempts, Deadlock, DetectEvery.
+	Protocol deploy.Protocol
 	// SubmitWait bounds how long an HTTP submission waits for its outcome
 	// (default 30s); past it the reply is PENDING and the caller asks again.
 	SubmitWait time.Duration
@@ -61,7 +61,7 @@ type Coordinator struct {
 // DataDir/coordinator and starts serving.
 func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if len(cfg.Participants) == 0 {
-		cfg.Participants = slices.Clone(engine.Services)
+		cfg.Participants = services.IDs()
 	}
 	if cfg.Common.ID == "" {
 		cfg.Common.ID = twopc.CoordinatorID
@@ -70,16 +70,15 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		cfg.SubmitWait = 30 * time.Second
 	}
 	if cfg.Protocol.Tick == 0 {
-		p := engine.DefaultConfig(cfg.DataDir)
+		p := deploy.DefaultProtocol()
 		p.Deadlock = cfg.Protocol.Deadlock
 		cfg.Protocol = p
 	}
-	cfg.Protocol.DataDir = cfg.DataDir
 	if cfg.Protocol.Deadlock == 0 {
 		cfg.Protocol.Deadlock = twopc.DeadlockDetect
 	}
 	if err := cfg.Protocol.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	for _, p := range cfg.Participants {
 		if _, ok := cfg.Peers[p]; !ok {

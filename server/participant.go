@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/auth"
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -39,8 +39,8 @@ type ParticipantConfig struct {
 	OpenService func(dataDir string) (Service, error)
 	// Protocol holds the protocol settings: Tick, PrepareTimeout (the
 	// coordinator's, to pace in-doubt inquiries), LockTimeout, Deadlock,
-	// DetectEvery (the other fields of engine.Config are not used).
-	Protocol engine.Config
+	// DetectEvery.
+	Protocol deploy.Protocol
 }
 
 // Participant is a running participant process.
@@ -57,16 +57,15 @@ type Participant struct {
 // for their outcome at once, and keep asking with backoff.
 func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	if cfg.Protocol.Tick == 0 {
-		p := engine.DefaultConfig(cfg.DataDir)
+		p := deploy.DefaultProtocol()
 		p.Deadlock = cfg.Protocol.Deadlock
 		cfg.Protocol = p
 	}
-	cfg.Protocol.DataDir = cfg.DataDir
 	if cfg.Protocol.Deadlock == 0 {
 		cfg.Protocol.Deadlock = twopc.DeadlockDetect
 	}
 	if err := cfg.Protocol.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if cfg.ID == twopc.CoordinatorID || cfg.ID == "" {
 		return nil, fmt.Errorf("server: bad participant name %q", cfg.ID)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
@@ -49,7 +50,7 @@ type cluster struct {
 	tokens   string                    // HTTP bearer token file, if any
 	cliTLS   *tls.Config               // the test client's TLS, if any
 	extra    map[string]server.Service // more participants (name -> service)
-	protocol engine.Config
+	protocol deploy.Protocol
 	world    purchase.World
 }
 
@@ -68,7 +69,7 @@ func testWorld(items, buyers int) purchase.World {
 func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), grpc: map[string]string{}, http: map[string]string{},
 		parts: map[string]*server.Participant{}, extra: map[string]server.Service{}}
-	c.protocol = engine.DefaultConfig("")
+	c.protocol = deploy.DefaultProtocol()
 	c.protocol.PrepareTimeout = 2 * time.Second
 	c.world = testWorld(50, 200)
 	return c
@@ -171,7 +172,7 @@ func (c *cluster) client() *client.Client {
 
 // waitQuiet waits until nothing is in flight or in doubt, then checks every
 // invariant, and returns the state.
-func (c *cluster) waitQuiet() *client.ClusterState {
+func (c *cluster) waitQuiet() *deploy.ClusterState {
 	c.t.Helper()
 	svcs := map[string]string{}
 	for _, n := range c.nodes()[1:] {
@@ -179,7 +180,7 @@ func (c *cluster) waitQuiet() *client.ClusterState {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), c.web, c.http[twopc.CoordinatorID], svcs)
+		cs, err := deploy.FetchClusterState(context.Background(), c.web, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatal(err)
@@ -261,7 +262,7 @@ func runAll(t *testing.T, cl *client.Client, reqs []purchase.Request, conc int) 
 	return out
 }
 
-func checkOutcomes(t *testing.T, cs *client.ClusterState, outcomes map[string]twopc.Outcome) {
+func checkOutcomes(t *testing.T, cs *deploy.ClusterState, outcomes map[string]twopc.Outcome) {
 	t.Helper()
 	committed := 0
 	for tx, o := range outcomes {

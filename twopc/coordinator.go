@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/lockmgr"
 )
 
@@ -82,6 +83,9 @@ type CoordinatorConfig struct {
 	// budget the message is dropped and counted (Shed); an honest
 	// participant asks again later. 0 means 4096 per 1000 ticks.
 	PresumeBudget, PresumeWindow uint64
+	// Mutants plants bugs, for the tests that show they are caught
+	// (package mutant). Zero in production.
+	Mutants mutant.Set
 }
 
 // DefaultMaxAttempts is MaxAttempts when it is not set.
@@ -710,7 +714,11 @@ func (c *Coordinator) detect() {
 		if !alive {
 			continue // broken already by a victim of an earlier cycle
 		}
-		victim := lockmgr.Victim(cycle, func(tx string) uint64 { return c.active[tx].ts })
+		ts := func(tx string) uint64 { return c.active[tx].ts }
+		victim := lockmgr.Victim(cycle, ts)
+		if c.cfg.Mutants.Has(mutant.OffCycleVictim) {
+			victim = offCycleVictim(edges, ts)
+		}
 		youngest := uint64(1<<63 - 1)
 		for i := 0; i+1 < len(cycle); i++ {
 			youngest = min(youngest, age[[2]string{cycle[i], cycle[i+1]}])
@@ -719,10 +727,20 @@ func (c *Coordinator) detect() {
 		if len(c.dl.DetectTicks) < 4096 {
 			c.dl.DetectTicks = append(c.dl.DetectTicks, youngest)
 		}
-		reason := fmt.Sprintf("%scycle %s; victim %s (youngest)", DeadlockReasonPrefix, strings.Join(cycle, "->"), victim)
+		reason := CycleReason(cycle, victim, false)
 		c.event(victim, reason)
 		c.abortOrRestart(c.active[victim], reason)
 	}
+}
+
+// offCycleVictim is the planted bug mutant.OffCycleVictim: the youngest
+// transaction of the whole merged graph, on the cycle or not.
+func offCycleVictim(edges []lockmgr.Edge, ts func(string) uint64) string {
+	txs := make([]string, 0, 2*len(edges))
+	for _, e := range edges {
+		txs = append(txs, e.Waiter, e.Holder)
+	}
+	return lockmgr.Victim(txs, ts)
 }
 
 // stepRestarted resends PREPARE for every transaction still collecting

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/dtx-dev/dtx/lockmgr"
 )
@@ -489,7 +488,7 @@ func (p *Participant) breakLocal(cycle []string) {
 	if b == nil || b.state != BranchWaiting {
 		panic(fmt.Sprintf("twopc: %s: local deadlock victim %s is not waiting", p.cfg.ID, victim)) // lockmgr invariant
 	}
-	p.voteNo(victim, b, fmt.Sprintf("deadlock: local cycle %s; victim %s (youngest)", strings.Join(cycle, "->"), victim))
+	p.voteNo(victim, b, CycleReason(cycle, victim, true))
 	p.releaseWaiting(victim)
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -138,6 +139,43 @@ func AttemptOf(a uint32) uint32 { return max(a, 1) }
 // cycle's victim voting NO). A coordinator restarts such a transaction
 // instead of reporting the abort, up to MaxAttempts.
 const DeadlockReasonPrefix = "deadlock: "
+
+// CycleReason is the reason given for aborting victim to break cycle (a
+// wait-for cycle, its first transaction repeated at the end). local says
+// that a participant found the cycle in its own lock table; otherwise the
+// coordinator found it in the merged reports.
+func CycleReason(cycle []string, victim string, local bool) string {
+	where := "cycle "
+	if local {
+		where = "local cycle "
+	}
+	return DeadlockReasonPrefix + where + strings.Join(cycle, "->") + "; victim " + victim + " (youngest)"
+}
+
+// ParseCycleReason returns the cycle and the victim that a reason made by
+// CycleReason names (it may have been extended, e.g. with the attempt),
+// and false for any other reason. Checkers use it to hold every victim to
+// the cycle it was chosen from.
+func ParseCycleReason(reason string) (cycle []string, victim string, ok bool) {
+	rest, ok := strings.CutPrefix(reason, DeadlockReasonPrefix)
+	if !ok {
+		return nil, "", false
+	}
+	rest = strings.TrimPrefix(rest, "local ")
+	rest, ok = strings.CutPrefix(rest, "cycle ")
+	if !ok {
+		return nil, "", false
+	}
+	path, rest, ok := strings.Cut(rest, "; victim ")
+	if !ok {
+		return nil, "", false
+	}
+	victim, _, ok = strings.Cut(rest, " (youngest)")
+	if !ok || path == "" || victim == "" {
+		return nil, "", false
+	}
+	return strings.Split(path, "->"), victim, true
+}
 
 // Wait is one wait-for edge at a participant: Waiter waits for a lock that
 // Holder holds, or is queued ahead of it for one. Age is how many ticks

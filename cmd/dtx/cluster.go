@@ -17,6 +17,7 @@ import (
 
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/server"
 	"github.com/dtx-dev/dtx/twopc"
@@ -222,9 +223,9 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
-			var cs *client.ClusterState
+			var cs *deploy.ClusterState
 			for {
-				cs, err = client.FetchClusterState(ctx, web, coordHTTP, svcs)
+				cs, err = deploy.FetchClusterState(ctx, web, coordHTTP, svcs)
 				if err == nil && cs.Quiet() {
 					break
 				}
@@ -239,7 +240,7 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 			}
 			out := struct {
 				engine.State
-				Services map[string]client.ServiceState `json:"services"`
+				Services map[string]deploy.ServiceState `json:"services"`
 			}{cs.State, cs.Services}
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -157,7 +158,7 @@ func (c *clCluster) client() *client.Client {
 
 // settle waits until nothing is in flight or in doubt, checks every
 // invariant through the state endpoints, and returns the state.
-func (c *clCluster) settle(d time.Duration) *client.ClusterState {
+func (c *clCluster) settle(d time.Duration) *deploy.ClusterState {
 	c.t.Helper()
 	svcs := map[string]string{}
 	for _, n := range engine.Services {
@@ -165,7 +166,7 @@ func (c *clCluster) settle(d time.Duration) *client.ClusterState {
 	}
 	deadline := time.Now().Add(d)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
+		cs, err := deploy.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatalf("invariants: %v", err)
@@ -230,7 +231,7 @@ func (l *clLoad) run(cl *client.Client, reqs []purchase.Request, conc int) {
 
 // check compares every outcome a client learned with the durable state,
 // and asks the coordinator for the ones it did not learn.
-func (l *clLoad) check(t *testing.T, cl *client.Client, cs *client.ClusterState) (committed int) {
+func (l *clLoad) check(t *testing.T, cl *client.Client, cs *deploy.ClusterState) (committed int) {
 	t.Helper()
 	for _, s := range l.twice {
 		t.Errorf("two outcomes: %s", s)

@@ -14,9 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -119,7 +120,7 @@ with HTTP on the port + 1000.`,
 }
 
 func serveMain(ctx context.Context, name string, f *serveFlags) error {
-	builtin := name == twopc.CoordinatorID || slices.Contains(engine.Services, name)
+	builtin := name == twopc.CoordinatorID || slices.Contains(services.IDs(), name)
 	if !builtin {
 		return usagef("unknown component %q: want coordinator, inventory, payment or order (a service of your own runs as its own binary: see examples/shipping)", name)
 	}
@@ -178,7 +179,7 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	protocol := engine.DefaultConfig(f.dataDir)
+	protocol := deploy.DefaultProtocol()
 	protocol.PrepareTimeout = f.prepareTimeout
 	protocol.CommitRetry = f.commitRetry
 	protocol.LockTimeout = f.lockTimeout
