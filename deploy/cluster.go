@@ -19,12 +19,18 @@ type ServiceState struct {
 	State   json.RawMessage `json:"state,omitempty"`
 }
 
-// CoordStatus is the coordinator's GET /v1/status.
+// CoordStatus is the coordinator's GET /v1/status (the server writes it,
+// the tools read it).
 type CoordStatus struct {
 	Epoch        uint64   `json:"epoch"`
 	Inflight     int      `json:"inflight"`
 	Draining     bool     `json:"draining"`
 	Participants []string `json:"participants"`
+	// Shed counts messages about unknown transactions dropped past a
+	// participant's presumed-abort budget; Unauthorized the batches refused
+	// because a message was not allowed from its sender.
+	Shed         uint64 `json:"shed"`
+	Unauthorized uint64 `json:"unauthorized"`
 	// Calls and MessagesPerCall describe the transport's batching.
 	Calls           uint64  `json:"calls"`
 	MessagesPerCall float64 `json:"messages_per_call"`

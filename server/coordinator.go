@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -92,10 +91,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	c := &Coordinator{base: b, cfg: cfg, runErr: make(chan error, 1), drain: make(chan struct{})}
 	c.idle = sync.NewCond(&c.mu)
 	c.metrics = newCoordMetrics(b.reg, cfg.Participants)
-	mc := cfg.Protocol.CoordinatorMachine()
-	mc.ID = b.cfg.ID
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	mc.Rand = rng.Uint64
 	var wm *walMetrics
 	var log *wal.Log
 	wm = newWALMetrics(b.reg, func() wal.Stats {
@@ -106,18 +102,15 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	})
 	logCfg := wal.DefaultConfig("")
 	logCfg.FS = wm.fs()
-	c.coord, err = coordinator.Open(coordinator.Config{
-		Dir:      filepath.Join(cfg.DataDir, twopc.CoordinatorID),
-		Machine:  mc,
-		Tick:     cfg.Protocol.Tick,
-		Network:  b.net,
-		Log:      logCfg,
-		OnRecord: c.metrics.onRecord,
-		OnRecovered: func(o twopc.Outcome) {
-			b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
-		},
-		Logger: b.log,
-	})
+	cc := deploy.CoordinatorConfig(cfg.DataDir, cfg.Protocol, b.net, logCfg)
+	cc.Machine.ID = b.cfg.ID
+	cc.Machine.Rand = rng.Uint64
+	cc.OnRecord = c.metrics.onRecord
+	cc.OnRecovered = func(o twopc.Outcome) {
+		b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
+	}
+	cc.Logger = b.log
+	c.coord, err = coordinator.Open(cc)
 	if err != nil {
 		b.closeAll()
 		return nil, err
@@ -541,20 +534,7 @@ func (c *Coordinator) httpOutcome(w http.ResponseWriter, r *http.Request) {
 }
 
 // CoordStatusBody is the JSON of GET /v1/status on the coordinator.
-type CoordStatusBody struct {
-	Epoch        uint64   `json:"epoch"`
-	Inflight     int      `json:"inflight"`
-	Draining     bool     `json:"draining"`
-	Participants []string `json:"participants"`
-	// Shed counts messages about unknown transactions dropped past a
-	// participant's presumed-abort budget; Unauthorized the batches refused
-	// because a message was not allowed from its sender.
-	Shed         uint64 `json:"shed"`
-	Unauthorized uint64 `json:"unauthorized"`
-	// Calls and MessagesPerCall describe the transport's batching.
-	Calls           uint64  `json:"calls"`
-	MessagesPerCall float64 `json:"messages_per_call"`
-}
+type CoordStatusBody = deploy.CoordStatus
 
 func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := c.coord.Status(r.Context())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/dtx-dev/dtx/auth"
@@ -99,17 +98,9 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	})
 	logCfg := wal.DefaultConfig("")
 	logCfg.FS = wm.fs()
-	mc := cfg.Protocol.ParticipantMachine(b.cfg.ID)
-	svc, err = participant.Open(participant.Config{
-		ID:          b.cfg.ID,
-		Dir:         filepath.Join(cfg.DataDir, b.cfg.ID),
-		NewResource: spec.NewResource,
-		Machine:     mc,
-		Tick:        cfg.Protocol.Tick,
-		Network:     b.net,
-		Log:         logCfg,
-		Logger:      b.log,
-	})
+	pc := deploy.ServiceConfig(cfg.DataDir, b.cfg.ID, cfg.Protocol, b.net, logCfg, spec.NewResource)
+	pc.Logger = b.log
+	svc, err = participant.Open(pc)
 	if err != nil {
 		b.closeAll()
 		return nil, err
