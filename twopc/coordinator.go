@@ -191,6 +191,7 @@ type Coordinator struct {
 	presumed      map[string]uint64
 	presumedSince uint64 // tick the current window began
 	shed          uint64 // messages dropped past the budget
+	ignored       uint64 // peer messages dropped as useless (ignore)
 }
 
 // waitReport is a participant's latest wait-for edges.
@@ -515,7 +516,7 @@ func (c *Coordinator) Step(m Message) {
 		c.waits[m.From] = waitReport{at: c.now, waits: m.Waits}
 		c.detect()
 	default:
-		c.event(m.Tx, "unexpected message "+m.String())
+		c.ignore()
 	}
 }
 
@@ -532,7 +533,7 @@ func (c *Coordinator) stepVote(m Message) {
 	}
 	i := t.index(m.From)
 	if i < 0 {
-		c.event(m.Tx, "vote from a node that is not a participant: "+m.From)
+		c.ignore()
 		return
 	}
 	if a != t.attempt {
@@ -550,8 +551,16 @@ func (c *Coordinator) stepVote(m Message) {
 			return // duplicate vote
 		}
 		if m.Vote == 0 || m.Vote >= voteEnd {
-			c.event(m.Tx, "invalid vote from "+m.From)
+			c.ignore()
 			return
+		}
+		if m.Epoch > c.epoch && m.Epoch-c.epoch <= MaxEpochStep {
+			// This participant believes in a higher epoch than ours (only a
+			// forged PREPARE can have taught it one), so it fences off our
+			// PREPAREs as stale. Move up to it, so that the next ones pass:
+			// one forged message costs one transaction, not every one.
+			c.epoch = m.Epoch
+			c.rd.Records = append(c.rd.Records, Record{Type: RecEpoch, Epoch: c.epoch, Force: true})
 		}
 		t.votes[i] = m.Vote
 		c.rd.Records = append(c.rd.Records, Record{Type: RecVoted, Tx: m.Tx, Node: m.From, Vote: m.Vote, Reason: m.Reason, Attempt: a})
@@ -624,14 +633,14 @@ func (c *Coordinator) stepInquire(m Message) {
 	a := AttemptOf(m.Attempt)
 	if t := c.active[m.Tx]; t != nil {
 		if t.index(m.From) < 0 {
-			c.event(m.Tx, "inquiry from a node that is not a participant: "+m.From)
+			c.ignore()
 			return
 		}
 		switch {
 		case a < t.attempt:
 			c.send(MsgAbort, m.From, m.Tx, a, fmt.Sprintf("attempt %d superseded by attempt %d", a, t.attempt))
 		case a > t.attempt:
-			c.event(m.Tx, fmt.Sprintf("inquiry from %s about attempt %d, but the transaction is at attempt %d", m.From, a, t.attempt))
+			c.ignore()
 		case t.state == CoordCommitting:
 			c.send(MsgCommit, m.From, m.Tx, a, "")
 		}
@@ -895,6 +904,15 @@ func (c *Coordinator) outcome(t *coordTx, o Outcome) {
 		c.rd.Outcomes = append(c.rd.Outcomes, d)
 	}
 }
+
+// ignore drops a peer's message that this coordinator has no use for
+// (from a node that is not a participant of its transaction, about an
+// attempt that does not exist, of a type it does not take). It is counted,
+// not logged: a peer must not be able to grow the log by sending nonsense.
+func (c *Coordinator) ignore() { c.ignored++ }
+
+// Ignored returns how many peer messages were dropped as useless.
+func (c *Coordinator) Ignored() uint64 { return c.ignored }
 
 func (c *Coordinator) event(tx, what string) {
 	c.rd.Records = append(c.rd.Records, Record{Type: RecEvent, Tx: tx, Reason: what})

@@ -353,12 +353,12 @@ func (p *Participant) Step(m Message) {
 		// No coordinator gets this far ahead in one step (an epoch is one
 		// coordinator restart): believing it would fence off every real
 		// PREPARE for good.
-		p.event(m.Tx, fmt.Sprintf("ignored %s: epoch %d is too far ahead of %d", m.Type, m.Epoch, p.maxEpoch))
+		// Not logged: whoever sends it must not grow the log.
 		return
 	}
-	if m.Type != MsgPrepare && m.Epoch > p.maxEpoch {
-		p.maxEpoch = m.Epoch
-	}
+	// Only a PREPARE this participant can read raises the epoch
+	// (stepPrepare); a COMMIT or ABORT names a decision, and a forged one
+	// must not fence off the real coordinator's PREPAREs.
 	switch m.Type {
 	case MsgPrepare:
 		p.stepPrepare(m)
@@ -367,7 +367,7 @@ func (p *Participant) Step(m Message) {
 	case MsgAbort:
 		p.stepAbort(m)
 	default:
-		p.event(m.Tx, "unexpected message "+m.String())
+		// Not logged, as above.
 	}
 }
 
