@@ -13,6 +13,7 @@ package auth
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -308,6 +309,27 @@ func ClaimedIdentity(m *twopc.Message) Identity {
 		return Coordinator
 	}
 	return Participant(m.From)
+}
+
+// ExpectServer returns a copy of a client TLS configuration that accepts
+// only a server whose certificate names identity want: a process holding
+// some other certificate of the same CA cannot stand in for the server.
+func ExpectServer(base *tls.Config, want Identity) *tls.Config {
+	c := base.Clone()
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("auth: the server presented no certificate")
+		}
+		id, err := FromCert(cs.PeerCertificates[0])
+		if err != nil {
+			return err
+		}
+		if id != want {
+			return fmt.Errorf("auth: the server is %s, want %s", id, want)
+		}
+		return nil
+	}
+	return c
 }
 
 // trunc shortens an untrusted string for an error message.

@@ -8,9 +8,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // MinTokenBytes is the shortest bearer token accepted: shorter ones are
@@ -86,14 +88,25 @@ func ParseTokens(data []byte) (*Tokens, error) {
 // LoadTokens reads a token file (ParseTokens). It refuses a file that other
 // users may read or write.
 func LoadTokens(path string) (*Tokens, error) {
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat() // of the file opened, not of whatever the path names later
+	if err != nil {
+		return nil, fmt.Errorf("auth: token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("auth: token file %s is not a regular file", path)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("auth: token file %s is open to other users (mode %v): chmod 600 it", path, st.Mode().Perm())
 	}
-	data, err := os.ReadFile(path)
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("auth: token file %s belongs to uid %d, not to this process's user (%d)", path, sys.Uid, os.Geteuid())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("auth: token file: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -31,8 +32,12 @@ import (
 type Config struct {
 	// Addr is the coordinator's gRPC address (host:port).
 	Addr string
-	// TLS, if set, is the client side of mutual TLS.
+	// TLS, if set, is the client side of mutual TLS: the client's
+	// certificate and the CA. The server must prove that it is Server.
 	TLS *tls.Config
+	// Server is the identity the coordinator's certificate must name
+	// (default dtx://coordinator); used with TLS only.
+	Server auth.Identity
 	// CallTimeout bounds one attempt (default 30s).
 	CallTimeout time.Duration
 	// RetryFor bounds all the attempts of one call (default 2m).
@@ -105,7 +110,11 @@ func Dial(cfg Config) (*Client, error) {
 	}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
-		creds = credentials.NewTLS(cfg.TLS)
+		want := cfg.Server
+		if want.Role == 0 {
+			want = auth.Coordinator
+		}
+		creds = credentials.NewTLS(auth.ExpectServer(cfg.TLS, want))
 	}
 	conn, err := grpc.NewClient(cfg.Addr,
 		grpc.WithTransportCredentials(creds),

@@ -72,6 +72,9 @@ func (h *HTTP) Get(ctx context.Context, addr, path string, v any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
+		if len(body) > 512 {
+			body = append(body[:512:512], "..."...)
+		}
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
 	return json.Unmarshal(body, v)

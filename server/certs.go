@@ -36,6 +36,16 @@ func CertIdentity(name string) (auth.Identity, error) {
 	return auth.Participant(name), nil
 }
 
+// extKeyUsage is what a certificate of id may be used for: a component
+// serves and dials; a client, app or admin only dials (it can never serve
+// as anyone).
+func extKeyUsage(id auth.Identity) []x509.ExtKeyUsage {
+	if id.Node() != "" {
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+}
+
 // certFileBase is the file name (without .pem) of a WriteCerts name.
 func certFileBase(name string) string { return strings.ReplaceAll(name, "/", "-") }
 
@@ -110,7 +120,7 @@ func WriteCerts(dir string, names []string, valid time.Duration) (map[string]*TL
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(valid),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			ExtKeyUsage:  extKeyUsage(ids[i]),
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -164,6 +174,11 @@ func fileExists(path string) bool {
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 	data := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	// A file left by an earlier run keeps its mode under os.WriteFile: make
+	// it anew, so that a key is never left readable by others.
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
 	if err := os.WriteFile(path, data, mode); err != nil {
 		return fmt.Errorf("server: write %s: %w", path, err)
 	}

@@ -182,6 +182,11 @@ func (c *Common) withDefaults() error {
 				return fmt.Errorf("server: %s is not a loopback address and TLS is off: nobody would be authenticated; give TLS files, or --insecure to serve plaintext anyway", a)
 			}
 		}
+		for name, a := range c.Peers {
+			if !isLoopback(a) {
+				return fmt.Errorf("server: peer %s at %s is not on loopback and TLS is off: PREPAREs (with the purchase) would cross the network in plaintext; give TLS files, or --insecure", name, a)
+			}
+		}
 	}
 	d := grpcnet.DefaultConfig()
 	n := &c.Net
@@ -324,9 +329,9 @@ func newBase(cfg Common) (*base, error) {
 	opts = append(opts,
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.MaxConcurrentStreams(cfg.MaxStreams),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(b.guard.unary, b.limitClientCalls),
-		grpc.ChainStreamInterceptor(b.guard.stream))
+		grpc.InTapHandle(b.guard.tap),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 30 * time.Second, Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(b.limitClientCalls))
 	b.grpc = grpc.NewServer(opts...)
 	b.net.RegisterService(b.grpc)
 	b.health = health.NewServer()

@@ -143,8 +143,13 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		return nil, err
 	}
 	b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
-	for _, p := range cfg.Participants {
-		b.guard.senders[p] = true
+	// Every participant the coordinator may send to may answer: those of
+	// purchases, and a user's own ones that SubmitTx names. The machine
+	// checks that each speaks only of its own branches.
+	for p := range cfg.Peers {
+		if p != b.cfg.ID {
+			b.guard.senders[p] = true
+		}
 	}
 	dtxv1.RegisterCoordinatorServer(b.grpc, &coordAPI{c: c})
 	b.handle("POST /v1/purchases", auth.ActSubmit, c.httpSubmit)
@@ -194,7 +199,12 @@ func (c *Coordinator) submit(ctx context.Context, tx string, branches []twopc.Br
 	start := time.Now()
 	o, err := c.coord.Submit(ctx, tx, branches)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, twopc.ErrBusy), errors.Is(err, twopc.ErrInvalidTx), errors.Is(err, errDraining):
+			// The caller is told; a flood of these must not flood the log.
+			c.log.Debug("submit refused", "tx", tx, "err", err)
+		default:
 			c.log.Warn("submit failed", "tx", tx, "err", err)
 		}
 		return o, err

@@ -3,16 +3,15 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/twopc"
@@ -79,18 +78,10 @@ func (g *guard) checkCall(ctx context.Context, method string) error {
 	return nil
 }
 
-func (g *guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-	if err := g.checkCall(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return next(ctx, req)
-}
-
-func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-	if err := g.checkCall(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return next(srv, ss)
+// tap authorizes a call when its headers arrive, before gRPC reads its
+// first message: an unauthorized caller costs no buffer for its request.
+func (g *guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return ctx, g.checkCall(ctx, info.FullMethodName)
 }
 
 // message authorizes one protocol message of a received batch (the
@@ -180,23 +171,9 @@ func peerTLS(base *tls.Config, peer string) *tls.Config {
 }
 
 // ExpectServer returns a copy of a client TLS configuration that accepts
-// only a server whose certificate names identity want.
+// only a server whose certificate names identity want (auth.ExpectServer).
 func ExpectServer(base *tls.Config, want auth.Identity) *tls.Config {
-	c := base.Clone()
-	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("server presented no certificate")
-		}
-		id, err := auth.FromCert(cs.PeerCertificates[0])
-		if err != nil {
-			return err
-		}
-		if id != want {
-			return fmt.Errorf("server is %s, want %s", id, want)
-		}
-		return nil
-	}
-	return c
+	return auth.ExpectServer(base, want)
 }
 
 // isLoopback reports whether addr (host:port) only binds loopback

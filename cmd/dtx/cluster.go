@@ -73,6 +73,7 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 			certDir := filepath.Join(dir, "certs")
 			tokens := filepath.Join(certDir, "http-tokens")
 			if !insecure {
+				os.Remove(filepath.Join(dir, insecureMarker))
 				var made bool
 				certs, made, err = server.EnsureCerts(certDir, append([]string{clusterClient, clusterAdmin}, clusterComponents...), 365*24*time.Hour)
 				if err != nil {
@@ -90,6 +91,8 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 					certDir, dir, certs[clusterClient].Cert, certs[clusterClient].Key, certs[clusterClient].CA)
 			} else if _, err := os.Stat(filepath.Join(certDir, "ca.pem")); err == nil {
 				return usagef("--insecure: %s holds the certificates of a cluster with TLS; the tools would use them against a plaintext cluster: remove that directory first", certDir)
+			} else if err := os.WriteFile(filepath.Join(dir, insecureMarker), []byte("this cluster runs in plaintext (dtx cluster up --insecure)\n"), 0o644); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -109,15 +109,24 @@ const (
 	clusterAdmin  = "admin/dtx"
 )
 
+// insecureMarker is the file `dtx cluster up --insecure` leaves in its
+// directory: the tools then talk plaintext to it, and only then.
+const insecureMarker = "INSECURE"
+
 // clusterCert returns the certificate files of name that `dtx cluster up
-// --dir dir` made, or nil if the cluster runs without TLS (no DIR/certs).
+// --dir dir` made, or nil if that cluster runs in plaintext (--insecure).
+// A directory with neither is an error, never a silent fall back to
+// plaintext.
 func clusterCert(dir, name string) (*server.TLSFiles, error) {
 	certDir := filepath.Join(dir, "certs")
 	if _, err := os.Stat(filepath.Join(certDir, "ca.pem")); err != nil {
-		if os.IsNotExist(err) {
+		if !os.IsNotExist(err) {
+			return nil, err
+		}
+		if fileExists(filepath.Join(dir, insecureMarker)) {
 			return nil, nil
 		}
-		return nil, err
+		return nil, usagef("%s has no certificates (certs/ca.pem) and is not a cluster started with --insecure: is it the --dir of 'dtx cluster up'?", dir)
 	}
 	base := strings.ReplaceAll(name, "/", "-")
 	f := &server.TLSFiles{Cert: filepath.Join(certDir, base+".pem"), Key: filepath.Join(certDir, base+"-key.pem"), CA: filepath.Join(certDir, "ca.pem")}
