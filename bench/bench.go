@@ -27,6 +27,7 @@ import (
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -66,13 +67,14 @@ type Config struct {
 
 // services returns the participants of every transaction of cfg.
 func (cfg Config) services() ([]string, error) {
+	all := services.IDs()
 	switch k := cfg.Participants; {
 	case k == 0:
-		return engine.Services, nil
-	case k < 1 || k > len(engine.Services):
-		return nil, fmt.Errorf("bench: %d participants: want 1 to %d (%s)", k, len(engine.Services), strings.Join(engine.Services, ", "))
+		return all, nil
+	case k < 1 || k > len(all):
+		return nil, fmt.Errorf("bench: %d participants: want 1 to %d (%s)", k, len(all), strings.Join(all, ", "))
 	default:
-		return engine.Services[:k], nil
+		return all[:k], nil
 	}
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/client"
-	"github.com/dtx-dev/dtx/engine"
-	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/server"
+	builtin "github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -39,6 +41,10 @@ type GRPCConfig struct {
 	// ProfilePrefix, if set, makes every process write a CPU profile of its
 	// whole life to ProfilePrefix.NAME (e.g. cpu.pprof.coordinator).
 	ProfilePrefix string
+	// TLS runs every process with mutual TLS and authorization (throw-away
+	// certificates made in the benchmark's directory); the clients present
+	// a client certificate, the scrapes an admin one.
+	TLS bool
 	// ServeFlags are extra flags for every `dtx serve`.
 	ServeFlags []string
 	// OnStart, if set, is called with the pids of the processes once they
@@ -65,8 +71,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 	if cfg.Binary == "" {
 		return Result{}, errors.New("bench: GRPCConfig.Binary (the dtx executable) is required")
 	}
-	services, err := cfg.services()
-	if err != nil {
+	if _, err := cfg.services(); err != nil {
 		return Result{}, err
 	}
 	dir, err := os.MkdirTemp(cfg.Dir, "dtx-bench-grpc-")
@@ -99,24 +104,19 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 		cfg.OnStart(pids)
 	}
 
-	c, err := client.Dial(client.Config{Addr: cl.grpc[twopc.CoordinatorID], Unary: cfg.Unary, Streams: cfg.Streams,
-		CallTimeout: 30 * time.Second, RetryFor: time.Minute})
+	ccfg := client.Config{Addr: cl.grpc[twopc.CoordinatorID], Unary: cfg.Unary, Streams: cfg.Streams,
+		CallTimeout: 30 * time.Second, RetryFor: time.Minute}
+	if cl.certs != nil {
+		if ccfg.TLS, err = clientTLS(cl.certs[benchClient], auth.Coordinator); err != nil {
+			return Result{}, err
+		}
+	}
+	c, err := client.Dial(ccfg)
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	submit := c.Submit
-	if len(services) < len(engine.Services) {
-		// Fewer participants: the purchase's binary operation, as branches
-		// of SubmitTx (one call per transaction).
-		submit = func(ctx context.Context, r *purchase.Request) (twopc.Outcome, error) {
-			op, err := r.MarshalBinary()
-			if err != nil {
-				return twopc.Outcome{}, err
-			}
-			return c.SubmitTx(ctx, r.TxID, engine.Branches(op, services))
-		}
-	}
+	submit := c.Submit // fewer participants: the coordinator runs with --participants
 	// Warm up: connections, streams, first segment files.
 	warm := cfg.Config
 	warm.Duration = min(cfg.Duration/5, time.Second)
@@ -157,6 +157,8 @@ type procs struct {
 	procs []*proc
 	grpc  map[string]string
 	http  map[string]string
+	web   *client.HTTP // how to reach the HTTP endpoints (admin)
+	certs map[string]*server.TLSFiles
 }
 
 type proc struct {
@@ -201,6 +203,21 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 	for i, n := range components {
 		ps.grpc[n], ps.http[n] = addrs[2*i], addrs[2*i+1]
 	}
+	if cfg.TLS {
+		ps.certs, err = server.WriteCerts(filepath.Join(dir, "certs"), append([]string{benchClient, benchAdmin}, components...), 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		admin, err := clientTLS(ps.certs[benchAdmin], auth.Identity{})
+		if err != nil {
+			return nil, err
+		}
+		ps.web = &client.HTTP{TLS: admin}
+	}
+	services, err := cfg.services()
+	if err != nil {
+		return nil, err
+	}
 	for _, name := range components {
 		args := []string{"serve", name, "--listen", ps.grpc[name], "--http", ps.http[name],
 			"--data-dir", filepath.Join(dir, name), "--deadlock", cfg.Deadlock.String(),
@@ -222,6 +239,12 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 		if cfg.MaxAttempts > 0 && name == twopc.CoordinatorID {
 			args = append(args, "--max-attempts", strconv.Itoa(cfg.MaxAttempts))
 		}
+		if name == twopc.CoordinatorID && len(services) < len(builtin.IDs()) {
+			args = append(args, "--participants", strings.Join(services, ","))
+		}
+		if f := ps.certs[name]; f != nil {
+			args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA)
+		}
 		if cfg.ProfilePrefix != "" {
 			args = append(args, "--cpuprofile", cfg.ProfilePrefix+"."+name)
 		}
@@ -232,7 +255,7 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 			return nil, err
 		}
 		ps.procs = append(ps.procs, p)
-		if err := client.WaitReady(ctx, ps.http[name], 30*time.Second, p.done); err != nil {
+		if err := client.WaitReady(ctx, ps.web, ps.http[name], 30*time.Second, p.done); err != nil {
 			ps.stop()
 			return nil, fmt.Errorf("bench: %s did not come up: %w\n%s", name, err, tail(p.log, 20))
 		}
@@ -305,14 +328,14 @@ func (ps *procs) sample(ctx context.Context) (sample, error) {
 			return s, err
 		}
 		s.cpu += cpu
-		m, err := scrape(ctx, ps.http[p.name], "dtx_wal_syncs_total", "go_memstats_mallocs_total")
+		m, err := scrape(ctx, ps.web, ps.http[p.name], "dtx_wal_syncs_total", "go_memstats_mallocs_total")
 		if err != nil {
 			return s, fmt.Errorf("bench: %s: %w", p.name, err)
 		}
 		s.syncs += m["dtx_wal_syncs_total"]
 		s.mallocs += m["go_memstats_mallocs_total"]
 		var net struct{ Sent, Local uint64 }
-		if err := getJSON(ctx, "http://"+ps.http[p.name]+"/v1/net", &net); err != nil {
+		if err := ps.web.Get(ctx, ps.http[p.name], "/v1/net", &net); err != nil {
 			return s, fmt.Errorf("bench: %s: %w", p.name, err)
 		}
 		s.msgs += net.Sent + net.Local
@@ -345,12 +368,12 @@ func procCPU(pid int) (time.Duration, error) {
 }
 
 // scrape reads the named counters from a process's Prometheus /metrics.
-func scrape(ctx context.Context, addr string, names ...string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+func scrape(ctx context.Context, web *client.HTTP, addr string, names ...string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, web.URL(addr, "/metrics"), nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := web.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -387,20 +410,23 @@ func scrape(ctx context.Context, addr string, names ...string) (map[string]float
 	return out, nil
 }
 
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// The identities of the benchmark's own certificates.
+const (
+	benchClient = "client/bench"
+	benchAdmin  = "admin/bench"
+)
+
+// clientTLS loads a client's TLS configuration; with want set, it accepts
+// only a server of that identity.
+func clientTLS(f *server.TLSFiles, want auth.Identity) (*tls.Config, error) {
+	_, cli, err := f.Load()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
+	if want.Role != 0 {
+		cli = server.ExpectServer(cli, want)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return cli, nil
 }
 
 // tail returns the last n lines of a file (a process's log, for errors).

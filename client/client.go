@@ -19,9 +19,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -30,8 +32,12 @@ import (
 type Config struct {
 	// Addr is the coordinator's gRPC address (host:port).
 	Addr string
-	// TLS, if set, is the client side of mutual TLS.
+	// TLS, if set, is the client side of mutual TLS: the client's
+	// certificate and the CA. The server must prove that it is Server.
 	TLS *tls.Config
+	// Server is the identity the coordinator's certificate must name
+	// (default dtx://coordinator); used with TLS only.
+	Server auth.Identity
 	// CallTimeout bounds one attempt (default 30s).
 	CallTimeout time.Duration
 	// RetryFor bounds all the attempts of one call (default 2m).
@@ -104,7 +110,11 @@ func Dial(cfg Config) (*Client, error) {
 	}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
-		creds = credentials.NewTLS(cfg.TLS)
+		want := cfg.Server
+		if want.Role == 0 {
+			want = auth.Coordinator
+		}
+		creds = credentials.NewTLS(auth.ExpectServer(cfg.TLS, want))
 	}
 	conn, err := grpc.NewClient(cfg.Addr,
 		grpc.WithTransportCredentials(creds),
@@ -115,6 +125,15 @@ func Dial(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// Check asks the coordinator's health service once: it tells a
+// coordinator that is up and accepts this client's credentials from one
+// that is down, speaks TLS to a plaintext client, or refuses its
+// certificate.
+func (c *Client) Check(ctx context.Context) error {
+	_, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
 }
 
 // Close ends the streams (calls waiting on them fail) and closes the
@@ -138,6 +157,11 @@ func (c *Client) Crashes() uint64 { return 0 }
 // ErrRejected wraps the coordinator's refusal of an invalid request (not
 // retried).
 var ErrRejected = errors.New("client: request rejected")
+
+// ErrDenied wraps the coordinator's refusal of a caller that is not
+// authenticated, or whose identity may not make the call: final, never
+// retried (the error keeps the gRPC status).
+var ErrDenied = errors.New("client: not authorized")
 
 // Submit runs a decoded purchase (sent in its binary form).
 func (c *Client) Submit(ctx context.Context, req *purchase.Request) (twopc.Outcome, error) {
@@ -218,6 +242,8 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 		switch code {
 		case codes.InvalidArgument:
 			return twopc.Outcome{}, fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		case codes.PermissionDenied, codes.Unauthenticated:
+			return twopc.Outcome{}, fmt.Errorf("%w (nothing ran): %w", ErrDenied, status.Convert(err).Err())
 		case codes.ResourceExhausted: // refused before it started
 		default:
 			ambiguous = true
@@ -257,8 +283,11 @@ func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error)
 		if err == nil {
 			return out.GetStatus(), out.GetReason(), nil
 		}
-		if status.Code(err) == codes.InvalidArgument {
+		switch status.Code(err) {
+		case codes.InvalidArgument:
 			return 0, "", fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
+		case codes.PermissionDenied, codes.Unauthenticated:
+			return 0, "", fmt.Errorf("%w: %w", ErrDenied, err)
 		}
 		c.retries.Add(1)
 		select {

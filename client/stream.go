@@ -41,6 +41,12 @@ func (e *brokenError) Error() string {
 func (e *brokenError) Is(target error) bool { return target == ErrStreamBroken }
 func (e *brokenError) Unwrap() error        { return e.cause }
 func (e *brokenError) GRPCStatus() *status.Status {
+	switch c := status.Code(e.cause); c {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		// Refused by authorization: nothing ran, and retrying will not
+		// change who the caller is.
+		return status.New(c, status.Convert(e.cause).Message())
+	}
 	return status.New(codes.Unavailable, e.Error())
 }
 

@@ -72,21 +72,14 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	lc := cfg.Log
 	lc.Dir = filepath.Clean(cfg.Dir)
-	log, err := wal.Open(lc)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: open log: %w", err)
-	}
 	m, err := twopc.NewCoordinator(cfg.Machine)
 	if err != nil {
-		log.Close()
 		return nil, err
 	}
-	err = node.Replay(log, m.Restore)
+	log, err := node.Recover(lc, m, cfg.Hooks)
 	if err != nil {
-		log.Close()
-		return nil, fmt.Errorf("coordinator: replay: %w", err)
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	m.Start()
 	c := &Coordinator{
 		cfg:     cfg,
 		log:     log,
@@ -275,13 +268,16 @@ func (c *Coordinator) Done() <-chan struct{} { return c.done }
 type Status struct {
 	Epoch    uint64
 	Inflight int
+	// Shed counts messages about unknown transactions dropped past a
+	// participant's presumed-abort budget.
+	Shed uint64
 }
 
 // Status returns the epoch and the number of unfinished transactions.
 func (c *Coordinator) Status(ctx context.Context) (Status, error) {
 	var s Status
 	err := c.node.Do(ctx, c.done, func() {
-		s = Status{Epoch: c.m.Epoch(), Inflight: c.m.Inflight()}
+		s = Status{Epoch: c.m.Epoch(), Inflight: c.m.Inflight(), Shed: c.m.Shed()}
 	})
 	return s, err
 }

@@ -1,151 +1,41 @@
-// Package engine runs a whole dtx deployment in one process: the
-// coordinator and the three example services (inventory, payment, order)
-// on an in-process network, each with its own log under one data
-// directory. It is what `dtx run`, `dtx recover` and `dtx state` open.
-//
-// Data directory layout:
-//
-//	DIR/LOCK           held (flock) by the one process using DIR
-//	DIR/world.json     the initial state, written once when DIR is created
-//	DIR/coordinator/   the coordinator's log
-//	DIR/inventory/     each service's log
-//	DIR/payment/
-//	DIR/order/
-//
-// Every service's state is its initial state (world.json) plus its log.
+// Package engine is the embedded deployment: the coordinator and the
+// built-in services (package services) in one process, assembled on one
+// data directory by package deploy, with the calls `dtx run`, `dtx
+// recover` and `dtx state` make on it: submit a purchase, read and check
+// the state of every service, wait until nothing is unfinished.
 package engine
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/dtx-dev/dtx/coordinator"
-	"github.com/dtx-dev/dtx/failpoint"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
-	"github.com/dtx-dev/dtx/services/inventory"
-	"github.com/dtx-dev/dtx/services/order"
-	"github.com/dtx-dev/dtx/services/payment"
-	"github.com/dtx-dev/dtx/services/pgstore"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
-	"github.com/dtx-dev/dtx/wal"
 )
 
-// Config configures an Engine.
-type Config struct {
-	// DataDir holds every log. Created if missing.
-	DataDir string
-	// World is the initial state for a new DataDir. For an existing one it
-	// must be nil or equal to the stored world.
-	World *purchase.World
-	// Tick is the protocol's unit of time.
-	Tick time.Duration
-	// PrepareTimeout: a transaction whose votes are not all in by then
-	// rolls back.
-	PrepareTimeout time.Duration
-	// CommitRetry is the first delay between COMMIT resends (it doubles up
-	// to 20x, with jitter). Decisions are retried until acknowledged.
-	CommitRetry time.Duration
-	// LockTimeout bounds a lock wait at a service (a NO vote after it).
-	LockTimeout time.Duration
-	// Deadlock is the deadlock policy (default detect).
-	Deadlock twopc.DeadlockPolicy
-	// DetectEvery is how often services check their lock waits for
-	// deadlocks (and report them to the coordinator under detect).
-	DetectEvery time.Duration
-	// MaxAttempts bounds how often a deadlock victim (wounded, or the
-	// victim of a cycle) runs: it is restarted with the same id and
-	// timestamp instead of being rolled back, up to this many attempts in
-	// all. 0 means twopc.DefaultMaxAttempts (8); 1 means no restarts.
-	MaxAttempts int
-	// Faults are the simulated failures of each service.
-	Faults participant.Faults
-	// NetFaults are the simulated failures of the in-process network.
-	NetFaults transport.Faults
-	// Failpoints kill the process at named crash points (tests).
-	Failpoints failpoint.Set
-	// Today is the date cards are checked against (zero: now).
-	Today time.Time
-	// MaxInflight bounds unfinished transactions at the coordinator.
-	MaxInflight int
-	// SegmentSize of every log (0: the wal default).
-	SegmentSize int64
-	// WALPrealloc is the zero-fill chunk of every log (wal.Config
-	// PreallocSize): 0 means the wal default (wal.DefaultPreallocSize), a
-	// negative value turns preallocation off.
-	WALPrealloc int64
-	// Store, if set (postgres://…), keeps the services' state in that
-	// PostgreSQL database instead of in their logs (package pgstore).
-	Store  string
-	Logger *slog.Logger
-}
+// Config configures an Engine: the deployment's data directory, protocol
+// settings and simulated faults.
+type Config = deploy.Config
 
 // DefaultConfig returns the defaults of `dtx run` with no faults.
-func DefaultConfig(dir string) Config {
-	return Config{
-		DataDir:        dir,
-		Tick:           time.Millisecond,
-		PrepareTimeout: time.Second,
-		CommitRetry:    50 * time.Millisecond,
-		LockTimeout:    500 * time.Millisecond,
-		Deadlock:       twopc.DeadlockDetect,
-		DetectEvery:    5 * time.Millisecond,
-		MaxInflight:    1 << 16,
-	}
-}
+func DefaultConfig(dir string) Config { return deploy.DefaultConfig(dir) }
 
-// Validate reports a config that cannot work.
-func (c Config) Validate() error {
-	switch {
-	case c.DataDir == "":
-		return errors.New("engine: data directory is empty")
-	case c.Tick <= 0:
-		return errors.New("engine: tick must be > 0")
-	case c.PrepareTimeout < c.Tick:
-		return fmt.Errorf("engine: prepare timeout %v is shorter than a tick (%v)", c.PrepareTimeout, c.Tick)
-	case c.CommitRetry < c.Tick:
-		return fmt.Errorf("engine: commit retry %v is shorter than a tick (%v)", c.CommitRetry, c.Tick)
-	case c.LockTimeout < c.Tick:
-		return fmt.Errorf("engine: lock timeout %v is shorter than a tick (%v)", c.LockTimeout, c.Tick)
-	case c.MaxAttempts < 0:
-		return fmt.Errorf("engine: max attempts %d is negative (0: default %d, 1: no restarts)", c.MaxAttempts, twopc.DefaultMaxAttempts)
-	}
-	for name, p := range map[string]float64{"fail rate": c.Faults.FailRate, "slow rate": c.Faults.SlowRate, "crash rate": c.Faults.CrashRate} {
-		if p < 0 || p > 1 {
-			return fmt.Errorf("engine: %s %v is not a probability in [0, 1]", name, p)
-		}
-	}
-	return nil
-}
-
-// Services are the participants of every purchase, in PREPARE order.
-var Services = []string{inventory.ID, payment.ID, order.ID}
+// Services are the participants of every purchase, in PREPARE order: the
+// built-in services.
+var Services = services.IDs()
 
 // Engine is a running deployment.
 type Engine struct {
-	cfg      Config
-	lock     *os.File
-	world    purchase.World
-	net      *transport.MemNetwork
-	coord    *coordinator.Coordinator
-	services map[string]*participant.Service
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	errs     chan error
-	report   RecoveryReport
-	pg       *pgstore.Store // Config.Store's database, or nil
+	d      *deploy.Deployment
+	report RecoveryReport
 
 	mu        sync.Mutex
 	recovered []twopc.Outcome
@@ -163,190 +53,26 @@ type RecoveryReport struct {
 // Open opens or creates the data directory, recovers every component from
 // its log, and starts them all.
 func Open(cfg Config) (*Engine, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Today.IsZero() {
-		cfg.Today = time.Now()
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("engine: data directory: %w", err)
-	}
-	lock, err := lockDir(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	e := &Engine{cfg: cfg, lock: lock, services: map[string]*participant.Service{}, errs: make(chan error, 8)}
-	if err := e.open(); err != nil {
-		e.closeAll()
-		lock.Close()
-		return nil, err
-	}
-	return e, nil
-}
-
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("engine: lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("engine: data directory %s is in use by another dtx process", dir)
-	}
-	return f, nil
-}
-
-func ticks(d, tick time.Duration) uint64 {
-	n := uint64((d + tick - 1) / tick)
-	return max(n, 1)
-}
-
-func (e *Engine) open() error {
-	cfg := e.cfg
-	w, fresh, err := loadWorld(cfg.DataDir, cfg.World)
-	if err != nil {
-		return err
-	}
-	e.world = w
-	e.report.Fresh = fresh
-	e.report.InDoubt = map[string][]string{}
-	e.net = transport.NewMemNetwork(cfg.NetFaults, cfg.Faults.Seed^0xabcdef)
-	logCfg := wal.DefaultConfig("")
-	if cfg.SegmentSize > 0 {
-		logCfg.SegmentSize = cfg.SegmentSize
-	}
-	switch {
-	case cfg.WALPrealloc > 0:
-		logCfg.PreallocSize = cfg.WALPrealloc
-	case cfg.WALPrealloc < 0:
-		logCfg.PreallocSize = 0
-	}
-	if err := e.openStore(w, fresh); err != nil {
-		return err
-	}
-	for i, id := range Services {
-		mc := cfg.ParticipantMachine(id)
-		faults := cfg.Faults
-		faults.Seed = cfg.Faults.Seed*31 + uint64(i) + 1
-		if faults.SlowDelay == 0 {
-			faults.SlowDelay = cfg.PrepareTimeout * 3 / 2
-		}
-		if faults.Downtime == 0 {
-			faults.Downtime = 20 * time.Millisecond
-		}
-		newRes := func() (participant.Resource, error) {
-			if e.pg != nil {
-				return e.pg.NewResource(id)()
-			}
-			switch id {
-			case inventory.ID:
-				return inventory.New(w), nil
-			case payment.ID:
-				return payment.New(w, cfg.Today), nil
-			default:
-				return order.New(), nil
-			}
-		}
-		s, err := participant.Open(participant.Config{
-			ID:          id,
-			Dir:         filepath.Join(cfg.DataDir, id),
-			NewResource: newRes,
-			Machine:     mc,
-			Tick:        cfg.Tick,
-			Network:     e.net,
-			Log:         logCfg,
-			Faults:      faults,
-			Hooks:       cfg.Failpoints.Hooks(id),
-			Logger:      cfg.Logger,
-		})
-		if err != nil {
-			return err
-		}
-		e.services[id] = s
-		s.InspectStopped(func(m *twopc.Participant, _ participant.Resource) {
-			if txs := m.InDoubtTxs(); len(txs) > 0 {
-				e.report.InDoubt[id] = txs
-			}
-		})
-	}
-	mc := cfg.CoordinatorMachine()
-	rng := newRand(cfg.Faults.Seed)
-	mc.Rand = rng.Uint64
-	e.coord, err = coordinator.Open(coordinator.Config{
-		Dir:     filepath.Join(cfg.DataDir, twopc.CoordinatorID),
-		Machine: mc,
-		Tick:    cfg.Tick,
-		Network: e.net,
-		Log:     logCfg,
-		Hooks:   cfg.Failpoints.Hooks(twopc.CoordinatorID),
-		OnRecovered: func(o twopc.Outcome) {
-			e.mu.Lock()
-			e.recovered = append(e.recovered, o)
-			e.mu.Unlock()
-		},
-		Logger: cfg.Logger,
+	e := &Engine{}
+	d, err := deploy.Open(cfg, func(o twopc.Outcome) {
+		e.mu.Lock()
+		e.recovered = append(e.recovered, o)
+		e.mu.Unlock()
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	e.start(ctx, func(ctx context.Context) error { return e.coord.Run(ctx) })
-	// The coordinator answers only once its loop runs (and its inbox is on
-	// the network): wait for that before the services send their first
-	// in-doubt inquiries, so that none is lost.
-	st, err := e.coord.Status(context.Background())
-	if err != nil {
-		return err
-	}
-	for _, id := range Services {
-		s := e.services[id]
-		e.start(ctx, func(ctx context.Context) error { return s.Run(ctx) })
-	}
-	// Likewise, a service's inbox is on the network once its loop runs:
-	// wait for every one, so that no PREPARE of the first transactions is
-	// lost.
-	for _, id := range Services {
-		if err := e.services[id].Inspect(context.Background(), func(*twopc.Participant, participant.Resource) {}); err != nil {
-			return fmt.Errorf("engine: %s did not start: %w", id, err)
-		}
-	}
-	e.report.CoordEpoch = st.Epoch
-	e.report.Unfinished = st.Inflight
-	return nil
-}
-
-func (e *Engine) start(ctx context.Context, run func(context.Context) error) {
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		if err := run(ctx); err != nil {
-			select {
-			case e.errs <- err:
-			default:
-			}
-		}
-	}()
+	e.d = d
+	e.report = RecoveryReport{Fresh: d.Fresh, CoordEpoch: d.Epoch, Unfinished: d.Inflight, InDoubt: d.InDoubt}
+	return e, nil
 }
 
 // Err returns a fatal error of a component (a failed log), if any. Such a
 // component has stopped; the process should exit and recover.
-func (e *Engine) Err() error {
-	select {
-	case err := <-e.errs:
-		e.errs <- err
-		return err
-	default:
-		return nil
-	}
-}
+func (e *Engine) Err() error { return e.d.Err() }
 
 // World returns the initial state.
-func (e *Engine) World() purchase.World { return e.world }
+func (e *Engine) World() purchase.World { return e.d.World }
 
 // Report returns what recovery found when the engine opened, with the
 // outcomes it decided so far.
@@ -370,7 +96,7 @@ func (e *Engine) SubmitTo(ctx context.Context, req *purchase.Request, services [
 	if err != nil {
 		return twopc.Outcome{}, err
 	}
-	return e.coord.Submit(ctx, req.TxID, Branches(op, services))
+	return e.d.Coord.Submit(ctx, req.TxID, Branches(op, services))
 }
 
 // Branches returns one branch per service, each with op: a purchase's
@@ -386,7 +112,7 @@ func Branches(op []byte, services []string) []twopc.Branch {
 // Quiet reports whether nothing is unfinished: the coordinator has no
 // transaction in flight and no service holds an in-doubt branch.
 func (e *Engine) Quiet(ctx context.Context) (bool, error) {
-	st, err := e.coord.Status(ctx)
+	st, err := e.d.Coord.Status(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -395,7 +121,7 @@ func (e *Engine) Quiet(ctx context.Context) (bool, error) {
 	}
 	for _, id := range Services {
 		var n int
-		err := e.services[id].Inspect(ctx, func(m *twopc.Participant, _ participant.Resource) { n = m.InDoubt() })
+		err := e.d.Services[id].Inspect(ctx, func(m *twopc.Participant, _ participant.Resource) { n = m.InDoubt() })
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return false, err
@@ -428,74 +154,76 @@ func (e *Engine) WaitQuiet(ctx context.Context) error {
 }
 
 // State is the state of every component, as `dtx state` prints it.
-type State struct {
-	Inventory inventory.State `json:"inventory"`
-	Payment   payment.State   `json:"payment"`
-	Order     order.State     `json:"order"`
-	// InDoubt lists "service/tx" for every prepared branch without a
-	// decision (empty after recovery).
-	InDoubt     []string    `json:"in_doubt"`
-	Coordinator CoordStatus `json:"coordinator"`
-}
+type State = services.State
 
 // CoordStatus is the coordinator's part of State.
-type CoordStatus struct {
-	Epoch    uint64 `json:"epoch"`
-	Inflight int    `json:"inflight"`
-}
+type CoordStatus = services.CoordStatus
 
 // State reads the state of every component (their in-memory state, which
-// is their log replayed plus what is in flight).
+// is their log replayed plus what is in flight; with a store, the services'
+// committed rows in its database).
 func (e *Engine) State(ctx context.Context) (State, error) {
 	st := State{InDoubt: []string{}}
-	cs, err := e.coord.Status(ctx)
+	cs, err := e.d.Coord.Status(ctx)
 	if err != nil {
 		return st, err
 	}
 	st.Coordinator = CoordStatus{Epoch: cs.Epoch, Inflight: cs.Inflight}
 	for _, id := range Services {
-		err := e.services[id].Inspect(ctx, func(m *twopc.Participant, r participant.Resource) {
+		var serr error
+		err := e.d.Services[id].Inspect(ctx, func(m *twopc.Participant, r participant.Resource) {
 			for _, tx := range m.InDoubtTxs() {
 				st.InDoubt = append(st.InDoubt, id+"/"+tx)
 			}
-			switch r := r.(type) {
-			case *inventory.Store:
-				st.Inventory = r.State()
-			case *payment.Store:
-				st.Payment = r.State()
-			case *order.Store:
-				st.Order = r.State()
+			if e.d.PG == nil {
+				serr = st.Set(id, r)
 			}
 		})
+		if err == nil {
+			err = serr
+		}
 		if err != nil {
 			return st, fmt.Errorf("engine: %s: %w", id, err)
 		}
 	}
-	if e.pg != nil {
+	if e.d.PG != nil {
 		return st, e.storeState(ctx, &st)
 	}
 	return st, nil
 }
 
-// Check verifies the invariants of every service's state (DESIGN.md §3)
-// and atomicity across them: every committed order has exactly one
-// reservation and one charge, and nothing else does.
+// storeState fills the services' part of st from the store's rows.
+func (e *Engine) storeState(ctx context.Context, st *State) error {
+	ps, err := e.d.PG.State(ctx)
+	if err != nil {
+		return err
+	}
+	st.Inventory, st.Payment, st.Order = ps.Inventory, ps.Payment, ps.Order
+	return nil
+}
+
+// Check verifies the invariants of every service's state (stock and money
+// add up, nothing negative; each service's own Check) and atomicity across
+// them: every committed order has exactly one reservation and one charge,
+// and nothing else does. With a store, the services' own checks are the
+// store's (its tables' constraints and sums).
 func (e *Engine) Check(ctx context.Context) error {
 	var errs []error
-	for _, id := range Services {
-		err := e.services[id].Inspect(ctx, func(_ *twopc.Participant, r participant.Resource) {
-			if c, ok := r.(interface{ Check() error }); ok {
-				if err := c.Check(); err != nil {
-					errs = append(errs, err)
-				}
+	for _, svc := range services.Builtin() {
+		err := e.d.Services[svc.ID].Inspect(ctx, func(_ *twopc.Participant, r participant.Resource) {
+			if e.d.PG != nil {
+				return
+			}
+			if err := svc.Check(r); err != nil {
+				errs = append(errs, err)
 			}
 		})
 		if err != nil {
 			return err
 		}
 	}
-	if e.pg != nil {
-		errs = append(errs, e.pg.Check(ctx))
+	if e.d.PG != nil {
+		errs = append(errs, e.d.PG.Check(ctx))
 	}
 	st, err := e.State(ctx)
 	if err != nil {
@@ -507,53 +235,10 @@ func (e *Engine) Check(ctx context.Context) error {
 
 // CheckAtomic returns one error per transaction that is committed at some
 // services and not at others, or whose records disagree.
-func CheckAtomic(st *State) []error {
-	var errs []error
-	ids := map[string]bool{}
-	for tx := range st.Order.Orders {
-		ids[tx] = true
-	}
-	for tx := range st.Inventory.Reservations {
-		ids[tx] = true
-	}
-	for tx := range st.Payment.Charges {
-		ids[tx] = true
-	}
-	for _, tx := range slices.Sorted(func(yield func(string) bool) {
-		for id := range ids {
-			if !yield(id) {
-				return
-			}
-		}
-	}) {
-		o, inOrder := st.Order.Orders[tx]
-		r, inInv := st.Inventory.Reservations[tx]
-		c, inPay := st.Payment.Charges[tx]
-		if !inOrder || !inInv || !inPay {
-			errs = append(errs, fmt.Errorf("atomicity: %s committed partially (order %v, inventory %v, payment %v)", tx, inOrder, inInv, inPay))
-			continue
-		}
-		if !sameItems(r.Items, o.Items) || c.UserID != o.UserID || c.Amount != o.Amount {
-			errs = append(errs, fmt.Errorf("atomicity: %s records disagree: order %+v, reservation %+v, charge %+v", tx, o, r, c))
-		}
-	}
-	return errs
-}
+func CheckAtomic(st *State) []error { return services.CheckAtomic(st) }
 
 // DrainTimeout bounds how long Close waits for unfinished transactions.
 const DrainTimeout = 3 * time.Second
-
-func sameItems(r []inventory.ReservedItem, o []purchase.LineItem) bool {
-	if len(r) != len(o) {
-		return false
-	}
-	for i := range r {
-		if r[i].ItemID != o[i].ItemID || r[i].Quantity != o[i].Quantity {
-			return false
-		}
-	}
-	return true
-}
 
 // Close lets unfinished transactions finish (at most DrainTimeout: decisions
 // reach every service, so a clean stop leaves nothing in doubt), then stops
@@ -565,122 +250,31 @@ func (e *Engine) Close() error {
 		e.WaitQuiet(ctx)
 		cancel()
 	}
-	e.closeAll()
-	e.wg.Wait()
-	return e.lock.Close()
-}
-
-func (e *Engine) closeAll() {
-	var errs []error
-	if e.coord != nil {
-		errs = append(errs, e.coord.Close())
-	}
-	for _, s := range e.services {
-		errs = append(errs, s.Close())
-	}
-	if e.pg != nil {
-		errs = append(errs, e.pg.Close())
-	}
-	if e.cancel != nil {
-		e.cancel()
-	}
-	if err := errors.Join(errs...); err != nil {
-		e.cfg.Logger.Error("close", "err", err)
-	}
-}
-
-// loadWorld reads DIR/world.json, or writes w there if DIR is new.
-func loadWorld(dir string, w *purchase.World) (purchase.World, bool, error) {
-	path := filepath.Join(dir, "world.json")
-	data, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		stored, err := purchase.ParseWorld(data)
-		if err != nil {
-			return purchase.World{}, false, fmt.Errorf("engine: %s: %w", path, err)
-		}
-		if w != nil {
-			given, _ := json.Marshal(w)
-			have, _ := json.Marshal(stored)
-			if !bytes.Equal(given, have) {
-				return purchase.World{}, false, fmt.Errorf("engine: %s already holds a different world; use a new data directory for a new world", dir)
-			}
-		}
-		return stored, false, nil
-	case errors.Is(err, os.ErrNotExist):
-		if w == nil {
-			ex := purchase.ExampleWorld()
-			w = &ex
-		}
-		data, err := json.MarshalIndent(w, "", "  ")
-		if err != nil {
-			return purchase.World{}, false, err
-		}
-		if err := writeFileSync(path, data); err != nil {
-			return purchase.World{}, false, fmt.Errorf("engine: write %s: %w", path, err)
-		}
-		return *w, true, nil
-	default:
-		return purchase.World{}, false, fmt.Errorf("engine: %w", err)
-	}
-}
-
-// writeFileSync writes a file atomically and durably: temp file, fsync,
-// rename, fsync the directory.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func newRand(seed uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	return e.d.Close()
 }
 
 // DeadlockStats returns the coordinator's deadlock counters.
 func (e *Engine) DeadlockStats(ctx context.Context) (twopc.DeadlockStats, error) {
-	return e.coord.DeadlockStats(ctx)
+	return e.d.Coord.DeadlockStats(ctx)
 }
 
 // Syncs returns the number of fdatasync calls made by every log so far
 // (a crashed service's count restarts from zero).
 func (e *Engine) Syncs() uint64 {
-	n := e.coord.Log().Stats().Syncs
-	for _, s := range e.services {
+	n := e.d.Coord.Log().Stats().Syncs
+	for _, s := range e.d.Services {
 		n += s.LogStats().Syncs
 	}
 	return n
 }
 
 // NetStats returns the in-process network's counters.
-func (e *Engine) NetStats() transport.NetStats { return e.net.Stats() }
+func (e *Engine) NetStats() transport.NetStats { return e.d.Net.Stats() }
 
 // Crashes returns how many simulated service crashes happened.
 func (e *Engine) Crashes() uint64 {
 	var n uint64
-	for _, s := range e.services {
+	for _, s := range e.d.Services {
 		n += s.Stats().Crashes
 	}
 	return n

@@ -131,7 +131,8 @@ func (s Set) Hooks(component string) node.Hooks {
 		}
 	}
 	if len(before) > 0 {
-		h.CrashBeforeLog = check(before)
+		fire := check(before)
+		h.CrashBeforeLog = func(rd *twopc.Ready, _ bool) bool { return fire(rd) }
 	}
 	if len(after) > 0 {
 		h.CrashAfterLog = check(after)

@@ -48,7 +48,7 @@ func TestHooksFireOnNthHit(t *testing.T) {
 		t.Fatal("inventory has no failpoint")
 	}
 	c := s.Hooks(twopc.CoordinatorID)
-	if !c.CrashBeforeLog(&twopc.Ready{Records: []twopc.Record{{Type: twopc.RecBegin}, {Type: twopc.RecCommit}}}) {
+	if !c.CrashBeforeLog(&twopc.Ready{Records: []twopc.Record{{Type: twopc.RecBegin}, {Type: twopc.RecCommit}}}, true) {
 		t.Fatal("coordinator before-commit-durable did not fire")
 	}
 }

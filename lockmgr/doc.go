@@ -1,6 +1,7 @@
 // Package lockmgr is the lock table of a dtx participant: exclusive locks on
 // string keys for strict two-phase locking, FIFO wait queues, and the
-// wait-for graph used to detect deadlocks (DESIGN §3, §5).
+// wait-for graph used to detect deadlocks, within one participant and, with
+// the other participants' graphs merged, across them.
 //
 // # Model
 //

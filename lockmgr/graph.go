@@ -313,7 +313,8 @@ func rotate(c []int) []int {
 // age counts every tx as equally old. Victim returns "" for an empty cycle.
 //
 // The caller must leave out txs whose COMMIT is logged; none can be on a
-// cycle, as they wait for no lock (DESIGN §5).
+// cycle, as they wait for no lock (a transaction decides only once every
+// branch holds its locks).
 func Victim(cycle []string, age func(tx string) uint64) string {
 	best := ""
 	var bestAge uint64

@@ -1,8 +1,11 @@
-// Package node runs one twopc state machine: it is the only place with a
-// select loop. The loop feeds the machine messages, calls and ticks, and
-// carries out each Ready under the twopc ordering rule: records are appended
+// Package node is the driver of the twopc state machines. Carrier is the
+// one implementation of the ordering rule: a Ready's records are appended
 // to the log (and synced when the Ready says so) before any message leaves
-// or any outcome is reported.
+// or any outcome is reported. Recover is the one way a machine comes back
+// from its log. Node runs one machine: it is the only place with a select
+// loop, which feeds the machine messages, calls and ticks and has a Carrier
+// carry out each Ready. The simulator drives the machines on its own clock
+// but with the same Carrier and Recover, cutting them through Hooks.
 //
 // While the log syncs, new messages pile up in the inbox; the next turn of
 // the loop takes them all, so one fsync covers every transaction that
@@ -16,6 +19,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -30,20 +34,34 @@ type Machine interface {
 	Advance()
 }
 
-// ErrCrashed is returned by Run when a crash hook stopped the node.
+// ErrCrashed is returned by Run and Carry when a crash hook stopped the
+// node.
 var ErrCrashed = errors.New("node: crashed (simulated)")
 
-// Hooks let a deployment inject faults at the node's crash points. Every
-// hook runs on the loop goroutine; nil hooks do nothing.
+// Hooks let a deployment inject faults at the node's crash points: the
+// failpoints of the kill tests, a participant's simulated crashes, the
+// simulator's crash points and disk faults. Every hook runs on the loop
+// goroutine; nil hooks do nothing. Mutants is zero outside tests.
 type Hooks struct {
-	// CrashBeforeLog is asked before a Ready's records are written; true
-	// crashes the node with nothing of that Ready durable.
-	CrashBeforeLog func(rd *twopc.Ready) bool
-	// CrashAfterLog is asked after a Ready's records are durable and before
-	// any of its messages leave (e.g. after PREPARED, before the YES).
+	// CrashBeforeLog is asked before a Ready's records are written; sync
+	// says whether they will be synced. True crashes the node with nothing
+	// of that Ready written. A simulated disk may arm its faults here (a
+	// failed write or fsync, a halt between the write and the fsync), which
+	// the append then meets.
+	CrashBeforeLog func(rd *twopc.Ready, sync bool) bool
+	// CrashAfterLog is asked after a Ready's records are appended (and
+	// durable, if the Ready syncs) and before any of its messages leave
+	// (e.g. after PREPARED, before the YES).
 	CrashAfterLog func(rd *twopc.Ready) bool
+	// CrashAfterSend is asked after a Ready's messages were handed to the
+	// transport and before its outcomes are reported: a transport that
+	// crashed part way through sending them says so here (true).
+	CrashAfterSend func(rd *twopc.Ready) bool
 	// Delay returns how long to hold an outgoing message (0: send now).
 	Delay func(m *twopc.Message) time.Duration
+	// Mutants plants bugs in the carry and replay paths, for the tests
+	// that show they are caught (package mutant). Zero in production.
+	Mutants mutant.Set
 }
 
 // Config configures a Node.
@@ -74,8 +92,7 @@ type Node struct {
 	m       Machine
 	inbox   chan []twopc.Message
 	calls   chan func()
-	buf     []byte
-	entries []wal.Entry
+	carrier Carrier
 }
 
 // New returns a node for m. Nothing runs until Run.
@@ -94,6 +111,14 @@ func New(cfg Config, m Machine) (*Node, error) {
 		m:     m,
 		inbox: make(chan []twopc.Message, cfg.InboxSize),
 		calls: make(chan func(), 1024),
+		carrier: Carrier{
+			ID:         cfg.ID,
+			Log:        cfg.Log,
+			Transport:  cfg.Transport,
+			OnOutcomes: cfg.OnOutcomes,
+			OnRecord:   cfg.OnRecord,
+			Hooks:      cfg.Hooks,
+		},
 	}, nil
 }
 
@@ -180,69 +205,127 @@ func (n *Node) step(batch []twopc.Message) {
 }
 
 // flush carries out one Ready, if there is one.
-func (n *Node) flush() error {
-	if !n.m.HasReady() {
+func (n *Node) flush() error { return n.carrier.Carry(n.m) }
+
+// Carrier carries out a machine's Readies under the ordering rule: it is the
+// one implementation of it, used by Node's loop and by the simulator, which
+// drives machines on its own clock and cuts the sequence through Hooks.
+//
+// For each Ready: the records are appended to Log, synced when
+// Ready.MustSync() says so (a sync also makes durable everything appended
+// unsynced before), and only then are the messages handed to Transport and
+// the outcomes to OnOutcomes. A Carrier is not safe for concurrent use.
+type Carrier struct {
+	// ID names the node in errors.
+	ID string
+	// Log receives the records. The carrier does not close it.
+	Log *wal.Log
+	// Transport sends the messages.
+	Transport transport.Transport
+	// OnOutcomes receives outcomes after they are durable. It must not
+	// block.
+	OnOutcomes func([]twopc.Outcome)
+	// OnRecord, if set, sees every record after it was appended (metrics,
+	// tracing, checkers). It must not block.
+	OnRecord func(*twopc.Record)
+	Hooks    Hooks
+
+	buf     []byte
+	entries []wal.Entry
+}
+
+// Carry carries out m's Ready, if it has one, and advances m past it. It
+// returns ErrCrashed if a crash hook stopped it (m is then not advanced:
+// the node is dead and must be rebuilt with Recover), or the log's error
+// (never retry an fsync: recover from the log instead).
+func (c *Carrier) Carry(m Machine) error {
+	if !m.HasReady() {
 		return nil
 	}
-	rd := n.m.Ready()
-	h := n.cfg.Hooks
-	if h.CrashBeforeLog != nil && h.CrashBeforeLog(&rd) {
+	rd := m.Ready()
+	h := &c.Hooks
+	sync := rd.MustSync()
+	msgs := rd.Messages
+	reported := false
+	if h.Mutants != 0 {
+		sync = mutantSync(h.Mutants, &rd, sync)
+		var early []twopc.Message
+		early, msgs, reported = mutantEarly(h.Mutants, &rd)
+		c.send(early)
+		if reported {
+			c.report(rd.Outcomes)
+		}
+	}
+	if h.CrashBeforeLog != nil && h.CrashBeforeLog(&rd, sync) {
 		return ErrCrashed
 	}
-	n.buf = n.buf[:0]
-	n.entries = n.entries[:0]
+	c.buf = c.buf[:0]
+	c.entries = c.entries[:0]
 	for i := range rd.Records {
-		start := len(n.buf)
-		n.buf = twopc.AppendRecord(n.buf, &rd.Records[i])
-		n.entries = append(n.entries, wal.Entry{Type: uint8(rd.Records[i].Type), Data: n.buf[start:len(n.buf):len(n.buf)]})
+		start := len(c.buf)
+		c.buf = twopc.AppendRecord(c.buf, &rd.Records[i])
+		c.entries = append(c.entries, wal.Entry{Type: uint8(rd.Records[i].Type), Data: c.buf[start:len(c.buf):len(c.buf)]})
 	}
 	// A forced Append makes everything appended so far durable, even with
 	// no entry of its own: an outcome is a promise, so what was appended
 	// before it, unforced, is synced first.
 	var err error
-	if rd.MustSync() {
-		_, err = n.cfg.Log.Append(n.entries...)
-	} else if len(n.entries) > 0 {
-		_, err = n.cfg.Log.AppendNoSync(n.entries...)
+	if sync {
+		_, err = c.Log.Append(c.entries...)
+	} else if len(c.entries) > 0 {
+		_, err = c.Log.AppendNoSync(c.entries...)
 	}
 	if err != nil {
-		return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
+		return fmt.Errorf("node %s: log: %w", c.ID, err)
 	}
-	if n.cfg.OnRecord != nil {
+	if c.OnRecord != nil {
 		for i := range rd.Records {
-			n.cfg.OnRecord(&rd.Records[i])
+			c.OnRecord(&rd.Records[i])
 		}
 	}
 	if h.CrashAfterLog != nil && h.CrashAfterLog(&rd) {
 		return ErrCrashed
 	}
-	n.send(rd.Messages)
-	if len(rd.Outcomes) > 0 && n.cfg.OnOutcomes != nil {
-		n.cfg.OnOutcomes(rd.Outcomes)
+	c.send(msgs)
+	if h.CrashAfterSend != nil && h.CrashAfterSend(&rd) {
+		return ErrCrashed
 	}
-	n.m.Advance()
+	if !reported {
+		c.report(rd.Outcomes)
+	}
+	m.Advance()
 	return nil
 }
 
-func (n *Node) send(msgs []twopc.Message) {
-	if n.cfg.Hooks.Delay == nil {
-		n.cfg.Transport.Send(msgs)
+func (c *Carrier) report(outs []twopc.Outcome) {
+	if len(outs) > 0 && c.OnOutcomes != nil {
+		c.OnOutcomes(outs)
+	}
+}
+
+func (c *Carrier) send(msgs []twopc.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	if c.Hooks.Delay == nil {
+		c.Transport.Send(msgs)
 		return
 	}
 	now := msgs[:0:0]
 	for i := range msgs {
-		if d := n.cfg.Hooks.Delay(&msgs[i]); d > 0 {
+		if d := c.Hooks.Delay(&msgs[i]); d > 0 {
 			m := []twopc.Message{msgs[i]}
-			time.AfterFunc(d, func() { n.cfg.Transport.Send(m) })
+			time.AfterFunc(d, func() { c.Transport.Send(m) })
 			continue
 		}
 		now = append(now, msgs[i])
 	}
-	n.cfg.Transport.Send(now)
+	c.Transport.Send(now)
 }
 
 // MergeHooks combines two hook sets: a crash point fires if either fires
-// (a is asked first); a's Delay wins when both have one.
+// (a is asked first); a's Delay wins when both have one; the mutants of
+// both are planted.
 func MergeHooks(a, b Hooks) Hooks {
 	or := func(x, y func(*twopc.Ready) bool) func(*twopc.Ready) bool {
 		switch {
@@ -254,9 +337,16 @@ func MergeHooks(a, b Hooks) Hooks {
 		return func(rd *twopc.Ready) bool { return x(rd) || y(rd) }
 	}
 	out := Hooks{
-		CrashBeforeLog: or(a.CrashBeforeLog, b.CrashBeforeLog),
+		CrashBeforeLog: a.CrashBeforeLog,
 		CrashAfterLog:  or(a.CrashAfterLog, b.CrashAfterLog),
+		CrashAfterSend: or(a.CrashAfterSend, b.CrashAfterSend),
 		Delay:          a.Delay,
+		Mutants:        a.Mutants | b.Mutants,
+	}
+	if x, y := a.CrashBeforeLog, b.CrashBeforeLog; x == nil {
+		out.CrashBeforeLog = y
+	} else if y != nil {
+		out.CrashBeforeLog = func(rd *twopc.Ready, sync bool) bool { return x(rd, sync) || y(rd, sync) }
 	}
 	if out.Delay == nil {
 		out.Delay = b.Delay
@@ -264,9 +354,42 @@ func MergeHooks(a, b Hooks) Hooks {
 	return out
 }
 
+// Restorer is a machine that can be rebuilt from its log: both twopc
+// machines.
+type Restorer interface {
+	// Restore applies one logged record (before Start).
+	Restore(twopc.Record) error
+	// Start begins serving after the last record: the coordinator logs a
+	// new epoch and queues its unfinished work; a participant asks about
+	// its branches in doubt.
+	Start()
+}
+
+// Recover is the one way a machine comes back from its log: it opens the
+// log of cfg (cutting a torn tail), replays every record into m and starts
+// m. The work Start queued is m's first Ready, for the caller to carry out.
+// On error the log is closed (if it was opened).
+func Recover(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, error) {
+	log, err := wal.Open(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if err := Replay(log, m.Restore, h); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	m.Start()
+	return log, nil
+}
+
 // Replay decodes every record of log, in order, and hands it to restore
-// (a machine's Restore): the inverse of what flush writes.
-func Replay(log *wal.Log, restore func(twopc.Record) error) error {
+// (a machine's Restore): the inverse of what Carry writes. Recover uses
+// it; so do checkers that rebuild a machine's state from a log without
+// starting it.
+func Replay(log *wal.Log, restore func(twopc.Record) error, h Hooks) error {
+	if h.Mutants != 0 {
+		return mutantReplay(log, restore, h.Mutants)
+	}
 	return log.Replay(func(r wal.Record) error {
 		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
 		if err != nil {

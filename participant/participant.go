@@ -130,13 +130,8 @@ func Open(cfg Config) (*Service, error) {
 func (s *Service) open() (*incarnation, error) {
 	lc := s.cfg.Log
 	lc.Dir = filepath.Clean(s.cfg.Dir)
-	log, err := wal.Open(lc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: open log: %w", s.cfg.ID, err)
-	}
 	res, err := s.cfg.NewResource()
 	if err != nil {
-		log.Close()
 		return nil, fmt.Errorf("%s: %w", s.cfg.ID, err)
 	}
 	raw := res
@@ -147,13 +142,12 @@ func (s *Service) open() (*incarnation, error) {
 	}
 	m, err := twopc.NewParticipant(s.cfg.Machine, res)
 	if err != nil {
-		log.Close()
 		return nil, err
 	}
-	err = node.Replay(log, m.Restore)
+	hooks := s.hooks()
+	log, err := node.Recover(lc, m, hooks)
 	if err != nil {
-		log.Close()
-		return nil, fmt.Errorf("%s: replay: %w", s.cfg.ID, err)
+		return nil, fmt.Errorf("%s: %w", s.cfg.ID, err)
 	}
 	if rc, ok := raw.(Recoverer); ok {
 		if err := rc.Recover(); err != nil {
@@ -164,14 +158,13 @@ func (s *Service) open() (*incarnation, error) {
 	if fault != nil {
 		fault.on = true // never during replay: a logged PREPARED re-applies
 	}
-	m.Start()
 	inc := &incarnation{log: log, m: m, res: raw, done: make(chan struct{})}
 	inc.node, err = node.New(node.Config{
 		ID:        s.cfg.ID,
 		Log:       log,
 		Transport: s.cfg.Network,
 		Tick:      s.cfg.Tick,
-		Hooks:     s.hooks(),
+		Hooks:     hooks,
 		Logger:    s.cfg.Logger,
 	}, m)
 	if err != nil {
@@ -193,7 +186,7 @@ func (s *Service) hooks() node.Hooks {
 			}
 			return false
 		}
-		h.CrashBeforeLog = roll
+		h.CrashBeforeLog = func(rd *twopc.Ready, _ bool) bool { return roll(rd) }
 		h.CrashAfterLog = roll
 	}
 	if f.SlowRate > 0 && f.SlowDelay > 0 {

@@ -28,20 +28,24 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/auth"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/transport/grpcnet"
 )
 
@@ -58,10 +62,35 @@ type Common struct {
 	DataDir string
 	// Peers maps the nodes this one sends to onto their gRPC addresses.
 	Peers map[string]string
-	// TLS, if set, turns on mutual TLS between components (gRPC, both
-	// ways): each side presents its certificate and checks the other's
-	// against the CA.
+	// TLS, if set, turns on mutual TLS and authorization: every gRPC peer
+	// presents a certificate signed by the CA, whose dtx:// identity (see
+	// package auth) says what it may do; this process's own certificate
+	// must name this node. The HTTP endpoints are served over HTTPS and
+	// need a client certificate or a bearer token (HTTPTokens), except
+	// /healthz and /readyz.
 	TLS *TLSFiles
+	// Insecure allows serving without TLS on an address that is not
+	// loopback. Without TLS nobody is authenticated: the role tables still
+	// hold, but a message's sender is taken on its word.
+	Insecure bool
+	// HTTPTokens, if set, is a bearer token file (auth.LoadTokens): HTTP
+	// callers may authenticate with "Authorization: Bearer TOKEN" instead
+	// of a client certificate. With it set and no TLS, HTTP requests need
+	// a token too.
+	HTTPTokens string
+	// MaxConns bounds the connections each listener (gRPC, HTTP) holds at
+	// once; past it new connections wait in the kernel's backlog. 0: a
+	// quarter of the process's file descriptor limit, at most 4096.
+	MaxConns int
+	// HandshakeTimeout bounds a new connection's TLS handshake and first
+	// bytes (default 5s): a connection that says nothing is closed.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a gRPC connection with no call for this long, and
+	// an idle HTTP keep-alive connection (default 2m).
+	IdleTimeout time.Duration
+	// MaxStreams bounds the concurrent calls and streams on one gRPC
+	// connection (default 1024).
+	MaxStreams uint32
 	// Net tunes the transport (timeouts, queues, batches, backoff); zero
 	// fields take grpcnet.DefaultConfig's values.
 	Net grpcnet.Config
@@ -81,11 +110,23 @@ type TLSFiles struct {
 	CA        string // the CA that signs every component's certificate
 }
 
+// Identity returns the dtx identity named by the certificate file.
+func (f *TLSFiles) Identity() (auth.Identity, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return auth.Identity{}, fmt.Errorf("server: TLS key pair: %w", err)
+	}
+	return auth.FromCert(cert.Leaf)
+}
+
 // Load returns the server and client TLS configurations.
 func (f *TLSFiles) Load() (srv, cli *tls.Config, err error) {
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: TLS key pair: %w", err)
+	}
+	if cert.Leaf == nil || time.Now().After(cert.Leaf.NotAfter) {
+		return nil, nil, fmt.Errorf("server: TLS certificate %s has expired", f.Cert)
 	}
 	pem, err := os.ReadFile(f.CA)
 	if err != nil {
@@ -122,6 +163,30 @@ func (c *Common) withDefaults() error {
 	}
 	if c.Grace <= 0 {
 		c.Grace = 10 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = 1024
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = defaultMaxConns()
+	}
+	if c.TLS == nil && !c.Insecure {
+		for _, a := range []string{c.Listen, c.HTTP} {
+			if a != "" && !isLoopback(a) {
+				return fmt.Errorf("server: %s is not a loopback address and TLS is off: nobody would be authenticated; give TLS files, or --insecure to serve plaintext anyway", a)
+			}
+		}
+		for name, a := range c.Peers {
+			if !isLoopback(a) {
+				return fmt.Errorf("server: peer %s at %s is not on loopback and TLS is off: PREPAREs (with the purchase) would cross the network in plaintext; give TLS files, or --insecure", name, a)
+			}
+		}
 	}
 	d := grpcnet.DefaultConfig()
 	n := &c.Net
@@ -173,6 +238,7 @@ type base struct {
 	served   bool
 	wg       sync.WaitGroup
 	metrics  *netMetrics
+	guard    *guard
 }
 
 func newBase(cfg Common) (*base, error) {
@@ -189,21 +255,45 @@ func newBase(cfg Common) (*base, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: data directory: %w", err)
 	}
-	lock, err := engine.LockDir(cfg.DataDir)
+	lock, err := deploy.LockDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
 	b.lock = lock
 	var creds []grpc.ServerOption
+	b.guard = &guard{self: cfg.ID, tls: cfg.TLS != nil, senders: map[string]bool{}}
+	var httpsCfg *tls.Config
 	if cfg.TLS != nil {
 		srv, cli, err := cfg.TLS.Load()
 		if err != nil {
 			return nil, err
 		}
+		id, err := auth.FromCert(srv.Certificates[0].Leaf)
+		if err != nil {
+			return nil, fmt.Errorf("server: own certificate %s: %w", cfg.TLS.Cert, err)
+		}
+		if id.Node() != cfg.ID {
+			return nil, fmt.Errorf("server: own certificate %s is for %s, but this process is node %q", cfg.TLS.Cert, id, cfg.ID)
+		}
 		b.tlsCli = cli
 		cfg.Net.TLS = cli
+		cfg.Net.PeerTLS = func(peer string) *tls.Config { return peerTLS(cli, peer) }
 		creds = append(creds, grpc.Creds(credentials.NewTLS(srv)))
+		httpsCfg = srv.Clone()
+		httpsCfg.ClientAuth = tls.VerifyClientCertIfGiven // or a bearer token
+	} else if !isLoopback(cfg.Listen) || (cfg.HTTP != "" && !isLoopback(cfg.HTTP)) {
+		b.log.Warn("serving WITHOUT TLS on a non-loopback address (--insecure): nobody is authenticated")
+	} else {
+		b.log.Warn("serving without TLS: loopback only, nobody is authenticated")
 	}
+	if cfg.HTTPTokens != "" {
+		t, err := auth.LoadTokens(cfg.HTTPTokens)
+		if err != nil {
+			return nil, err
+		}
+		b.guard.tokens = t
+	}
+	cfg.Net.Authorize = b.guard.message
 	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b.metrics = newNetMetrics(b.reg)
 	cfg.Net.OnCall = b.metrics.onCall
@@ -212,18 +302,36 @@ func newBase(cfg Common) (*base, error) {
 		return nil, err
 	}
 	b.metrics.watch(b.reg, b.net)
+	for kind, f := range map[string]func() float64{
+		"call":    func() float64 { return float64(b.guard.deniedCalls.Load()) },
+		"message": func() float64 { return float64(b.guard.deniedMsgs.Load()) },
+		"http":    func() float64 { return float64(b.guard.deniedHTTP.Load()) },
+	} {
+		b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dtx_unauthorized_total",
+			Help: "Requests refused by authorization: gRPC calls, protocol messages, HTTP requests.", ConstLabels: prometheus.Labels{"kind": kind}}, f))
+	}
 	b.lis, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
+	b.lis = netutil.LimitListener(b.lis, cfg.MaxConns)
 	if cfg.HTTP != "" {
 		b.hlis, err = net.Listen("tcp", cfg.HTTP)
 		if err != nil {
 			return nil, fmt.Errorf("server: listen %s: %w", cfg.HTTP, err)
 		}
+		b.hlis = netutil.LimitListener(b.hlis, cfg.MaxConns)
+		if httpsCfg != nil {
+			b.hlis = tls.NewListener(b.hlis, httpsCfg)
+		}
 	}
 	opts := append(creds, b.net.ServerOptions()...)
-	opts = append(opts, grpc.ChainUnaryInterceptor(b.limitClientCalls))
+	opts = append(opts,
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(cfg.MaxStreams),
+		grpc.InTapHandle(b.guard.tap),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 30 * time.Second, Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(b.limitClientCalls))
 	b.grpc = grpc.NewServer(opts...)
 	b.net.RegisterService(b.grpc)
 	b.health = health.NewServer()
@@ -238,17 +346,34 @@ func newBase(cfg Common) (*base, error) {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	b.mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{Registry: b.reg}))
-	b.mux.HandleFunc("GET /v1/net", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, b.net.Stats()) })
+	b.handle("GET /metrics", auth.ActOperate, promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{Registry: b.reg}).ServeHTTP)
+	b.handle("GET /v1/net", auth.ActOperate, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, b.net.Stats()) })
 	if cfg.Pprof {
-		b.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		b.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		b.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		b.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		b.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		b.handle("/debug/pprof/", auth.ActOperate, pprof.Index)
+		b.handle("/debug/pprof/cmdline", auth.ActOperate, pprof.Cmdline)
+		b.handle("/debug/pprof/profile", auth.ActOperate, pprof.Profile)
+		b.handle("/debug/pprof/symbol", auth.ActOperate, pprof.Symbol)
+		b.handle("/debug/pprof/trace", auth.ActOperate, pprof.Trace)
 	}
 	ok = true
 	return b, nil
+}
+
+// handle serves pattern on the HTTP mux behind the guard's check of action
+// a (0: open to all).
+func (b *base) handle(pattern string, a auth.Action, h http.HandlerFunc) {
+	b.mux.HandleFunc(pattern, b.guard.http(a, h))
+}
+
+// defaultMaxConns is a quarter of the file descriptor limit (a listener
+// must leave room for the logs, the other listener and outgoing
+// connections), at least 16 and at most 4096.
+func defaultMaxConns() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 1024
+	}
+	return int(min(max(lim.Cur/4, 16), 4096))
 }
 
 // limitClientCalls refuses client API calls larger than MaxRequestBytes
@@ -278,8 +403,9 @@ func (b *base) serve() {
 			Handler:           http.MaxBytesHandler(b.mux, int64(b.cfg.MaxRequestBytes)),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			IdleTimeout:       b.cfg.IdleTimeout,
 			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
 		}
 		b.wg.Add(1)
 		go func() {

@@ -7,18 +7,21 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/coordinator"
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -32,9 +35,8 @@ type CoordinatorConfig struct {
 	// examples/shipping) joins purchases by being listed here.
 	Participants []string
 	// Protocol holds the protocol settings: Tick, PrepareTimeout,
-	// CommitRetry, MaxInflight, Deadlock, DetectEvery (the other fields of
-	// engine.Config are not used).
-	Protocol engine.Config
+	// CommitRetry, MaxInflight, MaxAttempts, Deadlock, DetectEvery.
+	Protocol deploy.Protocol
 	// SubmitWait bounds how long an HTTP submission waits for its outcome
 	// (default 30s); past it the reply is PENDING and the caller asks again.
 	SubmitWait time.Duration
@@ -58,7 +60,7 @@ type Coordinator struct {
 // DataDir/coordinator and starts serving.
 func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if len(cfg.Participants) == 0 {
-		cfg.Participants = slices.Clone(engine.Services)
+		cfg.Participants = services.IDs()
 	}
 	if cfg.Common.ID == "" {
 		cfg.Common.ID = twopc.CoordinatorID
@@ -67,16 +69,15 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		cfg.SubmitWait = 30 * time.Second
 	}
 	if cfg.Protocol.Tick == 0 {
-		p := engine.DefaultConfig(cfg.DataDir)
+		p := deploy.DefaultProtocol()
 		p.Deadlock = cfg.Protocol.Deadlock
 		cfg.Protocol = p
 	}
-	cfg.Protocol.DataDir = cfg.DataDir
 	if cfg.Protocol.Deadlock == 0 {
 		cfg.Protocol.Deadlock = twopc.DeadlockDetect
 	}
 	if err := cfg.Protocol.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	for _, p := range cfg.Participants {
 		if _, ok := cfg.Peers[p]; !ok {
@@ -90,10 +91,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	c := &Coordinator{base: b, cfg: cfg, runErr: make(chan error, 1), drain: make(chan struct{})}
 	c.idle = sync.NewCond(&c.mu)
 	c.metrics = newCoordMetrics(b.reg, cfg.Participants)
-	mc := cfg.Protocol.CoordinatorMachine()
-	mc.ID = b.cfg.ID
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	mc.Rand = rng.Uint64
 	var wm *walMetrics
 	var log *wal.Log
 	wm = newWALMetrics(b.reg, func() wal.Stats {
@@ -104,18 +102,15 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	})
 	logCfg := wal.DefaultConfig("")
 	logCfg.FS = wm.fs()
-	c.coord, err = coordinator.Open(coordinator.Config{
-		Dir:      filepath.Join(cfg.DataDir, twopc.CoordinatorID),
-		Machine:  mc,
-		Tick:     cfg.Protocol.Tick,
-		Network:  b.net,
-		Log:      logCfg,
-		OnRecord: c.metrics.onRecord,
-		OnRecovered: func(o twopc.Outcome) {
-			b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
-		},
-		Logger: b.log,
-	})
+	cc := deploy.CoordinatorConfig(cfg.DataDir, cfg.Protocol, b.net, logCfg)
+	cc.Machine.ID = b.cfg.ID
+	cc.Machine.Rand = rng.Uint64
+	cc.OnRecord = c.metrics.onRecord
+	cc.OnRecovered = func(o twopc.Outcome) {
+		b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
+	}
+	cc.Logger = b.log
+	c.coord, err = coordinator.Open(cc)
 	if err != nil {
 		b.closeAll()
 		return nil, err
@@ -130,6 +125,16 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		}
 		return float64(st.Inflight)
 	}))
+	b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dtx_shed_messages_total",
+		Help: "Messages about transactions never heard of, dropped past the sending participant's presumed-abort budget."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.coord.Status(ctx)
+		if err != nil {
+			return 0
+		}
+		return float64(st.Shed)
+	}))
 	go func() { c.runErr <- c.coord.Run(context.Background()) }()
 	st, err := c.coord.Status(context.Background())
 	if err != nil {
@@ -138,10 +143,18 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		return nil, err
 	}
 	b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
+	// Every participant the coordinator may send to may answer: those of
+	// purchases, and a user's own ones that SubmitTx names. The machine
+	// checks that each speaks only of its own branches.
+	for p := range cfg.Peers {
+		if p != b.cfg.ID {
+			b.guard.senders[p] = true
+		}
+	}
 	dtxv1.RegisterCoordinatorServer(b.grpc, &coordAPI{c: c})
-	b.mux.HandleFunc("POST /v1/purchases", c.httpSubmit)
-	b.mux.HandleFunc("GET /v1/transactions/{id}", c.httpOutcome)
-	b.mux.HandleFunc("GET /v1/status", c.httpStatus)
+	b.handle("POST /v1/purchases", auth.ActSubmit, c.httpSubmit)
+	b.handle("GET /v1/transactions/{id}", auth.ActOutcome, c.httpOutcome)
+	b.handle("GET /v1/status", auth.ActOperate, c.httpStatus)
 	b.serve()
 	return c, nil
 }
@@ -186,7 +199,12 @@ func (c *Coordinator) submit(ctx context.Context, tx string, branches []twopc.Br
 	start := time.Now()
 	o, err := c.coord.Submit(ctx, tx, branches)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, twopc.ErrBusy), errors.Is(err, twopc.ErrInvalidTx), errors.Is(err, errDraining):
+			// The caller is told; a flood of these must not flood the log.
+			c.log.Debug("submit refused", "tx", tx, "err", err)
+		default:
 			c.log.Warn("submit failed", "tx", tx, "err", err)
 		}
 		return o, err
@@ -314,18 +332,67 @@ func (c *Coordinator) purchaseRequest(r *dtxv1.PurchaseRequest) (string, []twopc
 }
 
 func (a *coordAPI) SubmitTx(ctx context.Context, r *dtxv1.TxRequest) (*dtxv1.TxOutcome, error) {
-	if r.GetTransactionId() == "" || len(r.GetBranches()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "transaction_id and at least one branch are required")
-	}
-	branches := make([]twopc.Branch, len(r.GetBranches()))
-	for i, b := range r.GetBranches() {
-		if _, ok := a.c.cfg.Peers[b.GetParticipant()]; !ok {
-			return nil, status.Errorf(codes.InvalidArgument, "branch %d: unknown participant %q", i, b.GetParticipant())
-		}
-		branches[i] = twopc.Branch{Node: b.GetParticipant(), Op: b.GetOp()}
+	branches, err := a.c.txBranches(r)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	o, err := a.c.submit(ctx, r.GetTransactionId(), branches)
 	return toProtoOutcome(r.GetTransactionId(), o, err)
+}
+
+// txBranches checks a SubmitTx request and makes its branches. Branches
+// go to known participants only, once each. The participants of purchases
+// (Participants) take whole purchases only: a request that names any of
+// them must be exactly what Submit would make of one purchase (a branch at
+// each, the same valid purchase in each, for this transaction id), so that
+// nobody can commit stock without its payment.
+func (c *Coordinator) txBranches(r *dtxv1.TxRequest) ([]twopc.Branch, error) {
+	tx := r.GetTransactionId()
+	if err := twopc.ValidTxID(tx); err != nil {
+		return nil, fmt.Errorf("transaction_id: %w", err)
+	}
+	in := r.GetBranches()
+	if len(in) == 0 {
+		return nil, errors.New("at least one branch is required")
+	}
+	branches := make([]twopc.Branch, len(in))
+	purchaseBranches := 0
+	for i, b := range in {
+		node := b.GetParticipant()
+		if _, ok := c.cfg.Peers[node]; !ok || node == c.cfg.ID {
+			return nil, fmt.Errorf("branch %d: unknown participant %q", i, node)
+		}
+		for _, prev := range branches[:i] {
+			if prev.Node == node {
+				return nil, fmt.Errorf("branch %d: participant %q has two branches", i, node)
+			}
+		}
+		if slices.Contains(c.cfg.Participants, node) {
+			purchaseBranches++
+		}
+		branches[i] = twopc.Branch{Node: node, Op: b.GetOp()}
+	}
+	if purchaseBranches == 0 {
+		return branches, nil
+	}
+	whole := fmt.Sprintf("branches at %s take whole purchases only: one branch at each of them and no other, all with the same purchase for this transaction_id (or use Submit)", strings.Join(c.cfg.Participants, ", "))
+	if purchaseBranches != len(c.cfg.Participants) || len(branches) != purchaseBranches {
+		return nil, errors.New(whole)
+	}
+	op := branches[0].Op
+	for _, b := range branches[1:] {
+		if !bytes.Equal(b.Op, op) {
+			return nil, errors.New(whole)
+		}
+	}
+	ptx, made, err := c.purchaseBranches(op)
+	if err != nil {
+		return nil, fmt.Errorf("purchase: %w", err)
+	}
+	if ptx != tx {
+		return nil, fmt.Errorf("%s; the purchase is for %q, not %q", whole, ptx, tx)
+	}
+	return made, nil
 }
 
 func (a *coordAPI) Outcome(ctx context.Context, r *dtxv1.OutcomeRequest) (*dtxv1.TxOutcome, error) {
@@ -477,15 +544,7 @@ func (c *Coordinator) httpOutcome(w http.ResponseWriter, r *http.Request) {
 }
 
 // CoordStatusBody is the JSON of GET /v1/status on the coordinator.
-type CoordStatusBody struct {
-	Epoch        uint64   `json:"epoch"`
-	Inflight     int      `json:"inflight"`
-	Draining     bool     `json:"draining"`
-	Participants []string `json:"participants"`
-	// Calls and MessagesPerCall describe the transport's batching.
-	Calls           uint64  `json:"calls"`
-	MessagesPerCall float64 `json:"messages_per_call"`
-}
+type CoordStatusBody = deploy.CoordStatus
 
 func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := c.coord.Status(r.Context())
@@ -496,6 +555,7 @@ func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	ns := c.net.Stats()
 	writeJSON(w, http.StatusOK, CoordStatusBody{
 		Epoch: st.Epoch, Inflight: st.Inflight, Draining: c.draining.Load(), Participants: c.cfg.Participants,
+		Shed: st.Shed, Unauthorized: ns.Unauthorized,
 		Calls: ns.TxCalls, MessagesPerCall: ns.MessagesPerCall(),
 	})
 }

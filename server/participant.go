@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"time"
 
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/auth"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -38,8 +38,8 @@ type ParticipantConfig struct {
 	OpenService func(dataDir string) (Service, error)
 	// Protocol holds the protocol settings: Tick, PrepareTimeout (the
 	// coordinator's, to pace in-doubt inquiries), LockTimeout, Deadlock,
-	// DetectEvery (the other fields of engine.Config are not used).
-	Protocol engine.Config
+	// DetectEvery.
+	Protocol deploy.Protocol
 }
 
 // Participant is a running participant process.
@@ -56,16 +56,15 @@ type Participant struct {
 // for their outcome at once, and keep asking with backoff.
 func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	if cfg.Protocol.Tick == 0 {
-		p := engine.DefaultConfig(cfg.DataDir)
+		p := deploy.DefaultProtocol()
 		p.Deadlock = cfg.Protocol.Deadlock
 		cfg.Protocol = p
 	}
-	cfg.Protocol.DataDir = cfg.DataDir
 	if cfg.Protocol.Deadlock == 0 {
 		cfg.Protocol.Deadlock = twopc.DeadlockDetect
 	}
 	if err := cfg.Protocol.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if cfg.ID == twopc.CoordinatorID || cfg.ID == "" {
 		return nil, fmt.Errorf("server: bad participant name %q", cfg.ID)
@@ -99,17 +98,9 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	})
 	logCfg := wal.DefaultConfig("")
 	logCfg.FS = wm.fs()
-	mc := cfg.Protocol.ParticipantMachine(b.cfg.ID)
-	svc, err = participant.Open(participant.Config{
-		ID:          b.cfg.ID,
-		Dir:         filepath.Join(cfg.DataDir, b.cfg.ID),
-		NewResource: spec.NewResource,
-		Machine:     mc,
-		Tick:        cfg.Protocol.Tick,
-		Network:     b.net,
-		Log:         logCfg,
-		Logger:      b.log,
-	})
+	pc := deploy.ServiceConfig(cfg.DataDir, b.cfg.ID, cfg.Protocol, b.net, logCfg, spec.NewResource)
+	pc.Logger = b.log
+	svc, err = participant.Open(pc)
 	if err != nil {
 		b.closeAll()
 		return nil, err
@@ -129,7 +120,8 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 		return float64(n)
 	}))
 	go func() { p.runErr <- svc.Run(context.Background()) }()
-	b.mux.HandleFunc("GET /v1/state", p.httpState)
+	b.guard.senders[twopc.CoordinatorID] = true
+	b.handle("GET /v1/state", auth.ActOperate, p.httpState)
 	b.serve()
 	return p, nil
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
@@ -44,8 +46,11 @@ type cluster struct {
 	coord    *server.Coordinator
 	parts    map[string]*server.Participant
 	tls      map[string]*server.TLSFiles
+	web      *client.HTTP              // how the test reaches the HTTP endpoints (nil: plain)
+	tokens   string                    // HTTP bearer token file, if any
+	cliTLS   *tls.Config               // the test client's TLS, if any
 	extra    map[string]server.Service // more participants (name -> service)
-	protocol engine.Config
+	protocol deploy.Protocol
 	world    purchase.World
 }
 
@@ -64,7 +69,7 @@ func testWorld(items, buyers int) purchase.World {
 func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), grpc: map[string]string{}, http: map[string]string{},
 		parts: map[string]*server.Participant{}, extra: map[string]server.Service{}}
-	c.protocol = engine.DefaultConfig("")
+	c.protocol = deploy.DefaultProtocol()
 	c.protocol.PrepareTimeout = 2 * time.Second
 	c.world = testWorld(50, 200)
 	return c
@@ -96,6 +101,7 @@ func (c *cluster) common(id string) server.Common {
 	if c.tls != nil {
 		cm.TLS = c.tls[id]
 	}
+	cm.HTTPTokens = c.tokens
 	return cm
 }
 
@@ -156,7 +162,7 @@ func (c *cluster) stop() {
 }
 
 func (c *cluster) client() *client.Client {
-	cl, err := client.Dial(client.Config{Addr: c.grpc[twopc.CoordinatorID], RetryFor: 30 * time.Second})
+	cl, err := client.Dial(client.Config{Addr: c.grpc[twopc.CoordinatorID], TLS: c.cliTLS, RetryFor: 30 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -166,7 +172,7 @@ func (c *cluster) client() *client.Client {
 
 // waitQuiet waits until nothing is in flight or in doubt, then checks every
 // invariant, and returns the state.
-func (c *cluster) waitQuiet() *client.ClusterState {
+func (c *cluster) waitQuiet() *deploy.ClusterState {
 	c.t.Helper()
 	svcs := map[string]string{}
 	for _, n := range c.nodes()[1:] {
@@ -174,7 +180,7 @@ func (c *cluster) waitQuiet() *client.ClusterState {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
+		cs, err := deploy.FetchClusterState(context.Background(), c.web, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatal(err)
@@ -256,7 +262,7 @@ func runAll(t *testing.T, cl *client.Client, reqs []purchase.Request, conc int) 
 	return out
 }
 
-func checkOutcomes(t *testing.T, cs *client.ClusterState, outcomes map[string]twopc.Outcome) {
+func checkOutcomes(t *testing.T, cs *deploy.ClusterState, outcomes map[string]twopc.Outcome) {
 	t.Helper()
 	committed := 0
 	for tx, o := range outcomes {

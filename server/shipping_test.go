@@ -2,26 +2,56 @@ package server_test
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/examples/shipping"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 // TestFourParticipants runs purchases across inventory, payment, order and
 // the example shipping service (a user's own participant, built on the
 // SDK), all over gRPC, and checks that every committed order shipped
 // exactly one parcel and that nothing else shipped.
+//
+// With TLS on, shipping runs with its own certificate
+// (dtx://participant/shipping) and the coordinator takes its messages
+// because it is one of the purchase's participants.
 func TestFourParticipants(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plaintext", true: "tls"}[secure], func(t *testing.T) { fourParticipants(t, secure) })
+	}
+}
+
+func fourParticipants(t *testing.T, secure bool) {
 	c := newCluster(t)
+	if secure {
+		names := append([]string{twopc.CoordinatorID, "client/test", "admin/test", shipping.ID}, engine.Services...)
+		files, err := server.WriteCerts(filepath.Join(c.dir, "certs"), names, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.tls = files
+		c.web = &client.HTTP{}
+		if _, c.web.TLS, err = files["admin/test"].Load(); err != nil {
+			t.Fatal(err)
+		}
+		if _, c.cliTLS, err = files["client/test"].Load(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.extra[shipping.ID] = server.Service{
 		NewResource: func() (participant.Resource, error) { return shipping.New(4, 75), nil },
 		State:       func(r participant.Resource) any { return r.(*shipping.Store).State() },
 		Check:       func(r participant.Resource) error { return r.(*shipping.Store).Check() },
 	}
 	c.start()
-	reqs := genRequests(t, c.world, 400, 4, "s-")
+	reqs := genRequests(t, c.world, 300, 4, "s-")
 	outcomes := runAll(t, c.client(), reqs, 32)
 	cs := c.waitQuiet()
 	checkOutcomes(t, cs, outcomes)

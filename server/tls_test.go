@@ -16,15 +16,20 @@ import (
 // purchases go through, and a client without a certificate is refused.
 func TestMutualTLS(t *testing.T) {
 	c := newCluster(t)
-	names := append([]string{twopc.CoordinatorID, "client"}, engine.Services...)
+	names := append([]string{twopc.CoordinatorID, "client/test", "admin/test"}, engine.Services...)
 	files, err := server.WriteCerts(filepath.Join(c.dir, "certs"), names, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.tls = files
+	_, adminTLS, err := files["admin/test"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.web = &client.HTTP{TLS: adminTLS}
 	c.start()
 
-	_, cliTLS, err := files["client"].Load()
+	_, cliTLS, err := files["client/test"].Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +49,7 @@ func TestMutualTLS(t *testing.T) {
 	if _, _, err := plain.Outcome(context.Background(), "tls-1"); err == nil {
 		t.Fatal("a client without TLS was served")
 	}
-	_, noCert, _ := files["client"].Load()
+	_, noCert, _ := files["client/test"].Load()
 	noCert.Certificates = nil
 	anon, err := client.Dial(client.Config{Addr: c.grpc[twopc.CoordinatorID], TLS: noCert, RetryFor: time.Second})
 	if err != nil {

@@ -111,6 +111,9 @@ func Campaign(cfg Config, runs, workers int, progress func(done int), stop func(
 // ReplayCommand returns the command that replays the run of seed under cfg.
 func ReplayCommand(cfg Config, seed uint64) string {
 	s := fmt.Sprintf("dtx chaos --seed %d --runs 1 --txs %d --faults %s", seed, cfg.Txs, cfg.Faults)
+	if cfg.Deadlock != 0 {
+		s += " --deadlock " + cfg.Deadlock.String()
+	}
 	if cfg.Mutant != MutantNone {
 		s += " --mutant " + string(cfg.Mutant)
 	}

@@ -1,12 +1,13 @@
 package sim
 
 import (
-	"fmt"
 	"maps"
 	"reflect"
 	"slices"
 
 	"github.com/dtx-dev/dtx/money"
+	"github.com/dtx-dev/dtx/node"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/services/inventory"
 	"github.com/dtx-dev/dtx/services/order"
 	"github.com/dtx-dev/dtx/services/payment"
@@ -16,9 +17,14 @@ import (
 
 // checkFinal runs the checkers on a run that healed and became quiet.
 func (s *Sim) checkFinal() {
-	inv := s.comps[1].res.state().(inventory.State)
-	pay := s.comps[2].res.state().(payment.State)
-	ord := s.comps[3].res.state().(order.State)
+	var st services.State
+	for _, c := range s.comps[1:] {
+		if err := st.Set(c.id, c.res.Resource); err != nil {
+			s.violate("config", "%v", err)
+			return
+		}
+	}
+	inv, pay, ord := st.Inventory, st.Payment, st.Order
 	coord := s.comps[0].coord
 
 	// Conservation: stock and money add up, nothing is negative.
@@ -127,13 +133,14 @@ func unknownTxs(known map[string]*client, ms ...any) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// checkReplay makes every log durable, then replays each component's log
-// twice, each time into fresh machines on a copy of its disk, and checks
-// both replays give the state the live component has.
+// checkReplay stops every component as a clean shutdown does (closing its
+// log makes it durable), then replays each component's log twice with the
+// driver's node.Replay, each time into fresh machines on a copy of its
+// disk, and checks both replays give the state the live component had.
 func (s *Sim) checkReplay() {
 	for _, c := range s.comps {
-		if err := c.log.Sync(); err != nil {
-			s.violate("replay", "%s: final sync: %v", c.id, err)
+		if err := c.log.Close(); err != nil {
+			s.violate("replay", "%s: close: %v", c.id, err)
 			return
 		}
 		var states [2]any
@@ -197,14 +204,7 @@ func (s *Sim) replayState(c *comp) (any, error) {
 		}
 		restore, state = m.Restore, res.state
 	}
-	err = l.Replay(func(r wal.Record) error {
-		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", r.Seq, err)
-		}
-		return restore(rec)
-	})
-	if err != nil {
+	if err := node.Replay(l, restore, node.Hooks{Mutants: s.mutants}); err != nil {
 		return nil, err
 	}
 	return state(), nil

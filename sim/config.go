@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/dtx-dev/dtx/internal/mutant"
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 // Fault is one kind of fault the simulator injects (and counts). The zero
@@ -166,13 +169,14 @@ func (s FaultSet) String() string {
 	return strings.Join(names, ",")
 }
 
-// Mutant names a deliberately broken driver, used to show that the
-// campaign catches real bugs. The production code is never changed: the
-// simulator's own driver misbehaves.
+// Mutant names a bug planted in the production driver (package node) or
+// coordinator machine (package twopc), used to show that the campaign
+// catches real bugs. The simulator runs the production code; a mutant is a
+// switch in it (package mutant) that only the simulator and tests turn on.
 type Mutant string
 
 const (
-	// MutantNone is the correct driver.
+	// MutantNone is the correct code.
 	MutantNone Mutant = ""
 	// MutantCommitBeforeLog: the coordinator sends COMMIT (and tells the
 	// client) before its COMMIT record is durable.
@@ -187,19 +191,44 @@ const (
 	// client without syncing the log first (unforced ABORT records may
 	// still be lost).
 	MutantReplyUnforced Mutant = "reply-unforced"
-	// MutantReplaySkipsCommit: the coordinator's recovery skips COMMIT
-	// records of its log.
+	// MutantSkipCommitSync: the driver does not sync a Ready that holds a
+	// COMMIT record.
+	MutantSkipCommitSync Mutant = "skip-commit-sync"
+	// MutantReplaySkipsCommit: recovery skips COMMIT records of the log.
 	MutantReplaySkipsCommit Mutant = "replay-skips-commit"
+	// MutantReplayDropsLast: replay is off by one and drops the last record
+	// of every log.
+	MutantReplayDropsLast Mutant = "replay-drops-last"
+	// MutantOffCycleVictim: the coordinator's deadlock detector aborts the
+	// youngest transaction of the merged wait-for graph, which need not be
+	// on the cycle it names.
+	MutantOffCycleVictim Mutant = "off-cycle-victim"
 	// MutantAckBeforeCommitted: a participant ACKs COMMIT before its
 	// COMMITTED record is durable. Harmless by design: the coordinator
 	// remembers every outcome, and an in-doubt branch asks for it again.
 	MutantAckBeforeCommitted Mutant = "ack-before-committed"
 )
 
+var mutantSets = map[Mutant]mutant.Set{
+	MutantCommitBeforeLog:    mutant.CommitBeforeLog,
+	MutantVoteBeforePrepared: mutant.VoteBeforePrepared,
+	MutantNoForce:            mutant.NoForce,
+	MutantReplyUnforced:      mutant.ReplyUnforced,
+	MutantSkipCommitSync:     mutant.SkipCommitSync,
+	MutantReplaySkipsCommit:  mutant.ReplaySkipsCommit,
+	MutantReplayDropsLast:    mutant.ReplayDropsLast,
+	MutantOffCycleVictim:     mutant.OffCycleVictim,
+	MutantAckBeforeCommitted: mutant.AckBeforeCommitted,
+}
+
+// set is the switch m turns on in the production code.
+func (m Mutant) set() mutant.Set { return mutantSets[m] }
+
 // Mutants lists every mutant.
 func Mutants() []Mutant {
 	return []Mutant{MutantCommitBeforeLog, MutantVoteBeforePrepared, MutantNoForce, MutantReplyUnforced,
-		MutantReplaySkipsCommit, MutantAckBeforeCommitted}
+		MutantSkipCommitSync, MutantReplaySkipsCommit, MutantReplayDropsLast, MutantOffCycleVictim,
+		MutantAckBeforeCommitted}
 }
 
 // Config configures one simulated run, or a campaign of runs (see
@@ -213,9 +242,12 @@ type Config struct {
 	// random subset of them at random rates (swarm testing), so that every
 	// kind also runs without the others masking it.
 	Faults FaultSet
-	// Mutant selects a deliberately broken driver (MutantNone: the real
-	// contract).
+	// Mutant plants a bug in the production driver or coordinator
+	// (MutantNone: the real code).
 	Mutant Mutant
+	// Deadlock forces the deadlock policy of every run (0: each run draws
+	// one).
+	Deadlock twopc.DeadlockPolicy
 	// FaultTicks is how long faults go on; then everything heals.
 	FaultTicks uint64
 	// LivenessTicks bounds the time from healing to "every transaction
@@ -250,6 +282,8 @@ func (c Config) Validate() error {
 		return errors.New("sim: LivenessTicks must be >= 500")
 	case c.MaxEvents < 1000:
 		return errors.New("sim: MaxEvents must be >= 1000")
+	case c.Deadlock > twopc.DeadlockTimeout:
+		return fmt.Errorf("sim: unknown deadlock policy %d", c.Deadlock)
 	case c.Mutant != MutantNone && !slices.Contains(Mutants(), c.Mutant):
 		return fmt.Errorf("sim: unknown mutant %q", c.Mutant)
 	}

@@ -1,7 +1,7 @@
 // Package sim is dtx's deterministic fault simulation: it runs the
 // coordinator and the three example services (inventory, payment, order)
-// as the pure twopc machines, single-threaded, on one simulated clock, and
-// tries to break atomicity.
+// as the twopc machines under the production driver (package node),
+// single-threaded, on one simulated clock, and tries to break atomicity.
 //
 // # One seed drives everything
 //
@@ -21,25 +21,29 @@
 //
 // # The driver
 //
-// The simulator carries out each Ready itself, under the twopc ordering
-// contract: append Ready.Records to the component's log, sync if
-// Ready.MustSync, and only then send Ready.Messages and report
-// Ready.Outcomes. Crash points cut that sequence: before the log, between
-// the write and the fsync (the machine loses power: a torn tail), after the
-// sync and before any message, after some but not all messages. They are
-// named after what they cut (Fault): the coordinator before and after its
-// COMMIT is durable, in the middle of sending COMMIT (or ABORT), after all
-// ACKs and before END; a participant before and after PREPARED or
-// COMMITTED is durable. A failed fsync or write crashes the component
-// (never a retry). Components also crash between steps, several at once
-// (storms), and during recovery itself: the disk halts at a random call
-// while the log is opened and replayed, or the first Ready after Start is
-// cut. A crash is a process crash (the page cache survives) or a power
-// loss (only synced data survives, or a torn part of the rest).
+// The simulator runs the production driver: node.Carrier carries out each
+// Ready under the twopc ordering contract (append Ready.Records to the
+// component's log, sync if Ready.MustSync, and only then send
+// Ready.Messages and report Ready.Outcomes), and node.Recover brings a
+// component back from its log. The simulator only steps the machines on
+// its clock and cuts the carry path through the driver's hooks (node.Hooks)
+// at its crash points: before the log, between the write and the fsync
+// (the disk halts there: the machine loses power, a torn tail), after the
+// sync and before any message, after some but not all messages (its
+// transport sends a prefix and crashes). They are named after what they
+// cut (Fault): the coordinator before and after its COMMIT is durable, in
+// the middle of sending COMMIT (or ABORT), after all ACKs and before END; a
+// participant before and after PREPARED or COMMITTED is durable. A failed
+// fsync or write, armed on the MemFS before the append, crashes the
+// component (never a retry). Components also crash between steps, several
+// at once (storms), and during recovery itself: the disk halts at a random
+// call while node.Recover opens and replays the log, or the first Ready
+// after Start is cut. A crash is a process crash (the page cache survives)
+// or a power loss (only synced data survives, or a torn part of the rest).
 //
-// Recovery is the production recipe: wal.Open on the crashed disk (which
-// cuts a torn tail), a fresh Resource from the service's New, the log
-// replayed into a fresh machine with Restore, then Start.
+// Recovery is the production recipe, node.Recover: wal.Open on the crashed
+// disk (which cuts a torn tail), a fresh Resource from the service's New,
+// the log replayed into a fresh machine with Restore, then Start.
 //
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an
@@ -66,7 +70,10 @@
 //     negative), after every recovery and at the end, and across services
 //     (sold and captured equal what the committed orders say);
 //   - replay: each component's log, made durable, replays twice into fresh
-//     machines to the same state, equal to the live one.
+//     machines to the same state, equal to the live one;
+//   - deadlock victims: every victim of a wait-for cycle (found by the
+//     coordinator or by a participant in its own lock table) is on the
+//     cycle its reason names, and is the transaction aborted.
 //
 // A panic of the code under test is a violation too. Every violation
 // carries the seed that reproduces it: `dtx chaos --seed S --runs 1`
@@ -75,11 +82,14 @@
 //
 // # Mutants
 //
-// Config.Mutant plants a bug in the simulator's driver (never in
-// production code) to show that the campaign catches it: COMMIT sent
+// Config.Mutant plants a bug in the production code (package mutant: a
+// switch in node's carry and replay paths or in the coordinator machine,
+// off in production) to show that the campaign catches it: COMMIT sent
 // before it is logged, YES sent before PREPARED is durable, the Force flag
-// ignored, client answers not synced, COMMIT records skipped on recovery.
-// An ACK sent before COMMITTED is durable is harmless by design (the
-// coordinator remembers every outcome and an in-doubt branch asks again),
-// and the tests check that it is not flagged.
+// ignored, client answers not synced, the sync of a COMMIT skipped, COMMIT
+// records skipped on recovery, the last record of a log dropped on replay,
+// a deadlock victim chosen off the cycle it names. An ACK sent before
+// COMMITTED is durable is harmless by design (the coordinator remembers
+// every outcome and an in-doubt branch asks again), and the tests check
+// that it is not flagged.
 package sim

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/dtx-dev/dtx/services/inventory"
-	"github.com/dtx-dev/dtx/services/order"
-	"github.com/dtx-dev/dtx/services/payment"
+	"github.com/dtx-dev/dtx/internal/mutant"
+	"github.com/dtx-dev/dtx/node"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -36,7 +36,7 @@ const (
 // Violation is a broken invariant found by a checker.
 type Violation struct {
 	Seed   uint64
-	Check  string // atomicity, lost-commit, outcome, duplicate, conservation, liveness, replay, recovery, panic
+	Check  string // atomicity, lost-commit, outcome, duplicate, conservation, liveness, replay, recovery, deadlock, disk, panic
 	Detail string
 }
 
@@ -77,14 +77,6 @@ const (
 	rolePart
 )
 
-type machine interface {
-	Step(twopc.Message)
-	Tick()
-	HasReady() bool
-	Ready() twopc.Ready
-	Advance()
-}
-
 // comp is one simulated component: a machine, its log and its disk.
 type comp struct {
 	idx   int
@@ -95,9 +87,12 @@ type comp struct {
 	coord *twopc.Coordinator
 	part  *twopc.Participant
 	res   *countingResource
-	m     machine
-	up    bool
-	inc   uint64 // incarnation: bumped by every crash
+	m     node.Machine
+	// carrier is the production driver of this incarnation.
+	carrier *node.Carrier
+	plan    plan // of the Ready the carrier is carrying out
+	up      bool
+	inc     uint64 // incarnation: bumped by every crash
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
 }
@@ -178,7 +173,8 @@ type Sim struct {
 	partEnd     uint64
 	hash        hashState
 	res         Result
-	stopErr     error // a violation that makes going on pointless
+	stopErr     error      // a violation that makes going on pointless
+	mutants     mutant.Set // the bugs Config.Mutant plants in the driver
 }
 
 type hashState struct{ h uint64 }
@@ -238,12 +234,13 @@ func newSim(cfg Config) (*Sim, error) {
 		partitioned: -1,
 	}
 	s.hash.h = 14695981039346656037
+	s.mutants = cfg.Mutant.set()
 	s.res.Seed = cfg.Seed
 	s.drawParams()
 	s.res.Enabled = s.p.on
 	s.res.Deadlock = s.p.deadlock
 	s.world = newWorld(s.rng)
-	for i, id := range []string{twopc.CoordinatorID, inventory.ID, payment.ID, order.ID} {
+	for i, id := range append([]string{twopc.CoordinatorID}, services.IDs()...) {
 		c := &comp{idx: i, id: id, role: rolePart, fs: wal.NewMemFS(cfg.Seed*4 + uint64(i) + 1)}
 		if i == 0 {
 			c.role = roleCoord
@@ -295,6 +292,9 @@ func (s *Sim) drawParams() {
 		segSize:     wal.DefaultSegmentSize,
 	}
 	s.p.deadlock = twopc.DeadlockPolicy(1 + r.IntN(3))
+	if s.cfg.Deadlock != 0 {
+		s.p.deadlock = s.cfg.Deadlock
+	}
 	if r.IntN(3) == 0 {
 		s.p.segSize = 2048 + int64(r.IntN(4096)) // many rollovers
 	}
@@ -494,7 +494,14 @@ func (s *Sim) unresolved() string {
 	return strings.Join(parts, "; ")
 }
 
-// ---- the driver ----
+// ---- the driver's hooks ----
+//
+// The simulator carries out Readies and recovers machines with the
+// production driver (node.Carrier, node.Recover). It cuts the carry path
+// through the driver's hooks: before the log (crash; or arm a disk fault,
+// which the append meets: a failed write or fsync, a halt between the
+// write and the fsync), after the sync, and in the middle of sending (its
+// transport sends a prefix and crashes).
 
 type stage uint8
 
@@ -506,14 +513,23 @@ const (
 	stageMidSend         // some but not all messages sent
 )
 
-// flush carries out the component's Ready, if any.
+// plan is what the simulator decided for the Ready being carried out.
+type plan struct {
+	point Fault // the crash point, if st is not stageNone
+	st    stage
+	disk  Fault // a disk fault armed for its append
+	armed bool  // stageMidSend: the transport's next send is cut
+	sent  int   // stageMidSend: messages sent before the crash (0: not cut)
+	of    int
+}
+
+// flush carries out the component's Readies, if any, with the driver.
 func (s *Sim) flush(c *comp) {
 	for c.up && c.m.HasReady() {
-		rd := c.m.Ready()
-		if !s.carryOut(c, &rd) {
-			return // crashed
+		if err := c.carrier.Carry(c.m); err != nil {
+			s.carryFailed(c, err)
+			return
 		}
-		c.m.Advance()
 	}
 }
 
@@ -531,8 +547,101 @@ func countMsgs(rd *twopc.Ready, t twopc.MsgType) int {
 	return n
 }
 
-// crashPoint picks the crash point (if any) at which this Ready is cut.
-func (s *Sim) crashPoint(c *comp, rd *twopc.Ready) (Fault, stage) {
+// hooks returns the driver hooks of c's current incarnation.
+func (s *Sim) hooks(c *comp) node.Hooks {
+	return node.Hooks{
+		CrashBeforeLog: func(rd *twopc.Ready, sync bool) bool { return s.beforeLog(c, rd, sync) },
+		CrashAfterLog:  func(rd *twopc.Ready) bool { return s.afterLog(c) },
+		CrashAfterSend: func(rd *twopc.Ready) bool {
+			c.plan.armed = false // armed for this Ready's send only
+			return c.plan.sent > 0
+		},
+		Mutants: s.mutants,
+	}
+}
+
+// beforeLog picks the crash point of a Ready (if any) and arms the disk
+// fault its append will meet (if any); true crashes before the log.
+func (s *Sim) beforeLog(c *comp, rd *twopc.Ready, sync bool) bool {
+	s.hash.add(uint64(c.idx), uint64(len(rd.Records)), uint64(len(rd.Messages)), uint64(len(rd.Outcomes)))
+	for i := range rd.Records {
+		s.hash.add(uint64(rd.Records[i].Type))
+		s.hash.addString(rd.Records[i].Tx)
+	}
+	c.plan = plan{}
+	c.plan.point, c.plan.st = s.crashPoint(c, rd, sync)
+	if c.plan.st == stageBeforeLog {
+		return true
+	}
+	if len(rd.Records) == 0 {
+		return false
+	}
+	switch {
+	case c.plan.st == stageTorn:
+		c.fs.HaltAfter(1) // the write goes through, the fsync never returns
+	case sync && s.on(FaultFsyncError) && s.roll(s.p.disk):
+		c.fs.FailNth(wal.OpSync, 1, syscall.EIO)
+		c.plan.disk = FaultFsyncError
+	case sync && s.on(FaultWriteError) && s.roll(s.p.disk):
+		c.fs.FailNth(wal.OpWrite, 1, syscall.EIO)
+		c.plan.disk = FaultWriteError
+	case sync && s.on(FaultTornTail) && s.roll(s.p.disk/2):
+		c.fs.HaltAfter(1)
+		c.plan.disk = FaultTornTail
+	}
+	return false
+}
+
+// afterLog runs once the Ready's records are in the log (durable if it
+// synced); true crashes before any message leaves. A mid-send crash is
+// armed here for the transport.
+func (s *Sim) afterLog(c *comp) bool {
+	if c.plan.disk != 0 || c.plan.st == stageTorn {
+		s.violate("disk", "%s: log append succeeded despite an injected fault", c.id)
+	}
+	c.plan.armed = c.plan.st == stageMidSend
+	return c.plan.st == stageAfterSync
+}
+
+// carryFailed crashes c after the driver stopped: at a crash point, or
+// because its log failed.
+func (s *Sim) carryFailed(c *comp, err error) {
+	p := c.plan
+	if errors.Is(err, node.ErrCrashed) {
+		switch p.st {
+		case stageBeforeLog:
+			s.tracef("%s crashes at %s (before the log)", c.id, p.point)
+		case stageAfterSync:
+			s.tracef("%s crashes at %s (after the log)", c.id, p.point)
+		case stageMidSend:
+			s.tracef("%s crashes at %s (%d of %d messages sent)", c.id, p.point, p.sent, p.of)
+		default:
+			s.violate("crash", "%s: the driver crashed with no crash point chosen", c.id)
+		}
+		s.crash(c, p.point, false)
+		return
+	}
+	if !errors.Is(err, wal.ErrFailed) && !errors.Is(err, wal.ErrCrashed) {
+		s.violate("disk", "%s: unexpected log error: %v", c.id, err)
+	}
+	why := p.disk
+	if p.st == stageTorn {
+		why = p.point
+		s.count(FaultTornTail)
+	}
+	if why == 0 {
+		s.violate("disk", "%s: log failed with no fault injected: %v", c.id, err)
+		why = FaultCrashRandom
+	}
+	s.tracef("%s crashes: log append failed (%s): %v", c.id, why, err)
+	// A failed fsync is fatal: crash, never retry. What the disk kept of
+	// the round is unknown: lose power, keeping a torn part.
+	s.crash(c, why, true)
+}
+
+// crashPoint picks the crash point (if any) at which this Ready is cut;
+// sync is whether the driver will sync its append.
+func (s *Sim) crashPoint(c *comp, rd *twopc.Ready, sync bool) (Fault, stage) {
 	if s.healed {
 		return 0, stageNone
 	}
@@ -584,7 +693,7 @@ func (s *Sim) crashPoint(c *comp, rd *twopc.Ready) (Fault, stage) {
 			if st == stageMidSend && len(rd.Messages) < 2 {
 				st = stageAfterSync
 			}
-			if st == stageTorn && (len(rd.Records) == 0 || !s.mustSync(c, rd)) {
+			if st == stageTorn && (len(rd.Records) == 0 || !sync) {
 				st = stageBeforeLog
 			}
 			return cd.f, st
@@ -593,129 +702,41 @@ func (s *Sim) crashPoint(c *comp, rd *twopc.Ready) (Fault, stage) {
 	return 0, stageNone
 }
 
-// mustSync is Ready.MustSync as the (possibly mutant) driver reads it.
-func (s *Sim) mustSync(c *comp, rd *twopc.Ready) bool {
-	switch {
-	case s.cfg.Mutant == MutantNoForce:
-		return len(rd.Outcomes) > 0
-	case s.cfg.Mutant == MutantReplyUnforced && c.role == roleCoord:
-		return slices.ContainsFunc(rd.Records, func(r twopc.Record) bool { return r.Force })
-	}
-	return rd.MustSync()
+// transport is a component's side of the simulated network. It crashes in
+// the middle of a send when the Ready's plan says so: a prefix of the
+// messages leaves, the rest never does.
+type transport struct {
+	s *Sim
+	c *comp
 }
 
-// speaksEarly returns the messages the mutant driver sends before this
-// Ready's records are durable (only the kind its bug is about), the rest,
-// and whether the outcomes go early too.
-func (s *Sim) speaksEarly(c *comp, rd *twopc.Ready) (early, rest []twopc.Message, outcomes bool) {
-	var typ twopc.MsgType
-	switch {
-	case s.cfg.Mutant == MutantCommitBeforeLog && c.role == roleCoord && hasRecord(rd, twopc.RecCommit):
-		typ, outcomes = twopc.MsgCommit, true
-	case s.cfg.Mutant == MutantVoteBeforePrepared && c.role == rolePart && hasRecord(rd, twopc.RecPrepared):
-		typ = twopc.MsgVote
-	case s.cfg.Mutant == MutantAckBeforeCommitted && c.role == rolePart && hasRecord(rd, twopc.RecCommitted):
-		typ = twopc.MsgAck
-	default:
-		return nil, rd.Messages, false
-	}
-	for _, m := range rd.Messages {
-		if m.Type == typ {
-			early = append(early, m)
-		} else {
-			rest = append(rest, m)
+func (t transport) Send(msgs []twopc.Message) {
+	s, c := t.s, t.c
+	if c.plan.armed {
+		c.plan.armed = false
+		if len(msgs) < 2 {
+			s.send(msgs)
+			return
 		}
-	}
-	return early, rest, outcomes
-}
-
-// carryOut carries out one Ready under the ordering contract (records, then
-// a sync if MustSync, then messages and outcomes), crashing the component
-// where a crash point or a disk fault says so. It reports false if the
-// component crashed.
-func (s *Sim) carryOut(c *comp, rd *twopc.Ready) bool {
-	s.hash.add(uint64(c.idx), uint64(len(rd.Records)), uint64(len(rd.Messages)), uint64(len(rd.Outcomes)))
-	for i := range rd.Records {
-		s.hash.add(uint64(rd.Records[i].Type))
-		s.hash.addString(rd.Records[i].Tx)
-	}
-	pt, st := s.crashPoint(c, rd)
-	early, msgs, earlyOutcomes := s.speaksEarly(c, rd)
-	s.send(early)
-	if earlyOutcomes {
-		s.report(rd.Outcomes)
-	}
-	if st == stageBeforeLog {
-		s.tracef("%s crashes at %s (before the log)", c.id, pt)
-		s.crash(c, pt, false)
-		return false
-	}
-	if len(rd.Records) > 0 {
-		entries := make([]wal.Entry, len(rd.Records))
-		for i := range rd.Records {
-			entries[i] = wal.Entry{Type: uint8(rd.Records[i].Type), Data: twopc.AppendRecord(nil, &rd.Records[i])}
-		}
-		sync := s.mustSync(c, rd)
-		diskFault := Fault(0)
-		switch {
-		case st == stageTorn:
-			c.fs.HaltAfter(1) // the write goes through, the fsync never returns
-		case sync && s.on(FaultFsyncError) && s.roll(s.p.disk):
-			c.fs.FailNth(wal.OpSync, 1, syscall.EIO)
-			diskFault = FaultFsyncError
-		case sync && s.on(FaultWriteError) && s.roll(s.p.disk):
-			c.fs.FailNth(wal.OpWrite, 1, syscall.EIO)
-			diskFault = FaultWriteError
-		case sync && s.on(FaultTornTail) && s.roll(s.p.disk/2):
-			c.fs.HaltAfter(1)
-			diskFault = FaultTornTail
-		}
-		var err error
-		if sync {
-			_, err = c.log.Append(entries...)
-		} else {
-			_, err = c.log.AppendNoSync(entries...)
-		}
-		if err != nil {
-			if !errors.Is(err, wal.ErrFailed) && !errors.Is(err, wal.ErrCrashed) {
-				s.violate("disk", "%s: unexpected log error: %v", c.id, err)
-			}
-			why := diskFault
-			if st == stageTorn {
-				why = pt
-				s.count(FaultTornTail)
-			}
-			if why == 0 {
-				s.violate("disk", "%s: log failed with no fault injected: %v", c.id, err)
-				why = FaultCrashRandom
-			}
-			s.tracef("%s crashes: log append failed (%s): %v", c.id, why, err)
-			// A failed fsync is fatal: crash, never retry. What the disk
-			// kept of the round is unknown: lose power, keeping a torn part.
-			s.crash(c, why, true)
-			return false
-		}
-		if diskFault != 0 || st == stageTorn {
-			s.violate("disk", "%s: log append succeeded despite an injected fault", c.id)
-		}
-	}
-	if st == stageAfterSync {
-		s.tracef("%s crashes at %s (after the log)", c.id, pt)
-		s.crash(c, pt, false)
-		return false
-	}
-	if st == stageMidSend && len(msgs) >= 2 {
 		k := 1 + s.rng.IntN(len(msgs)-1)
-		s.send(msgs[:k])
-		s.tracef("%s crashes at %s (%d of %d messages sent)", c.id, pt, k, len(msgs))
-		s.crash(c, pt, false)
-		return false
+		c.plan.sent, c.plan.of = k, len(msgs)
+		msgs = msgs[:k]
 	}
 	s.send(msgs)
-	if !earlyOutcomes {
-		s.report(rd.Outcomes)
+}
+
+// observe sees every record the driver appended. A deadlock victim must be
+// on the cycle it was chosen from, and be the transaction aborted.
+func (s *Sim) observe(c *comp) func(*twopc.Record) {
+	return func(r *twopc.Record) {
+		cycle, victim, ok := twopc.ParseCycleReason(r.Reason)
+		if !ok {
+			return
+		}
+		if r.Tx != victim || !slices.Contains(cycle, victim) {
+			s.violate("deadlock", "%s: %s record aborts %s for %q: the victim must be on the cycle it names, and be the transaction aborted", c.id, r.Type, r.Tx, r.Reason)
+		}
 	}
-	return true
 }
 
 // crash stops c as a crash would: its memory is gone; its disk keeps what
@@ -745,7 +766,7 @@ func (s *Sim) crash(c *comp, why Fault, powerLoss bool) {
 	if c.coord != nil {
 		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
 	}
-	c.log, c.coord, c.part, c.res, c.m = nil, nil, nil, nil, nil
+	c.log, c.coord, c.part, c.res, c.m, c.carrier = nil, nil, nil, nil, nil, nil
 	down := 0
 	for _, x := range s.comps {
 		if !x.up {
@@ -775,14 +796,15 @@ func (s *Sim) openCalls(c *comp) int {
 	before := clone.Calls()
 	l, err := wal.Open(s.logConfig(c, clone))
 	if err == nil {
-		_ = l.Replay(func(wal.Record) error { return nil })
+		_ = node.Replay(l, func(twopc.Record) error { return nil }, node.Hooks{})
 	}
 	return clone.Calls() - before
 }
 
-// restart recovers c from its disk: open the log (cutting a torn tail),
-// replay it into a fresh machine over a fresh Resource, Start. A crash may
-// hit during this, too.
+// restart recovers c from its disk with the driver's node.Recover: open
+// the log (cutting a torn tail), replay it into a fresh machine over a
+// fresh Resource, Start; then the driver carries out the work Start
+// queued. A crash may hit during this, too.
 func (s *Sim) restart(c *comp) {
 	if c.up {
 		return
@@ -794,54 +816,38 @@ func (s *Sim) restart(c *comp) {
 			halt = true
 		}
 	}
-	recoveryCrash := func(what string, err error) {
-		s.tracef("%s crashes during recovery (%s): %v", c.id, what, err)
+	recoveryCrash := func(err error) {
+		s.tracef("%s crashes during recovery: %v", c.id, err)
 		c.up = true // so that crash counts and schedules it
-		c.log = nil
+		c.log, c.coord, c.part, c.res, c.m = nil, nil, nil, nil, nil
 		s.crash(c, CrashRecoveryOpen, s.rng.IntN(2) == 0)
 	}
-	log, err := wal.Open(s.logConfig(c, c.fs))
+	m, err := s.newMachine(c)
 	if err != nil {
-		if halt && c.fs.Halted() {
-			recoveryCrash("open", err)
-			return
-		}
-		s.violate("recovery", "%s: cannot open its log: %v", c.id, err)
-		s.stopErr = err
-		return
-	}
-	if err := s.newMachine(c); err != nil {
 		s.violate("recovery", "%s: %v", c.id, err)
 		s.stopErr = err
 		return
 	}
-	err = log.Replay(func(r wal.Record) error {
-		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", r.Seq, err)
-		}
-		if s.cfg.Mutant == MutantReplaySkipsCommit && rec.Type == twopc.RecCommit {
-			return nil
-		}
-		if c.role == roleCoord {
-			return c.coord.Restore(rec)
-		}
-		return c.part.Restore(rec)
-	})
+	hooks := s.hooks(c)
+	log, err := node.Recover(s.logConfig(c, c.fs), m, hooks)
 	if err != nil {
 		if halt && c.fs.Halted() {
-			recoveryCrash("replay", err)
+			recoveryCrash(err)
 			return
 		}
-		s.violate("recovery", "%s: replay: %v", c.id, err)
+		s.violate("recovery", "%s: %v", c.id, err)
 		s.stopErr = err
 		return
 	}
 	if halt && c.fs.Halted() {
-		recoveryCrash("open", errors.New("disk halted"))
+		recoveryCrash(errors.New("disk halted"))
 		return
 	}
 	c.log = log
+	c.carrier = &node.Carrier{ID: c.id, Log: log, Transport: transport{s, c}, OnRecord: s.observe(c), Hooks: hooks}
+	if c.role == roleCoord {
+		c.carrier.OnOutcomes = s.report
+	}
 	c.up = true
 	s.res.Restarts++
 	s.tracef("%s up (incarnation %d)", c.id, c.inc)
@@ -851,27 +857,25 @@ func (s *Sim) restart(c *comp) {
 		}
 	}
 	c.recovering = true
-	if c.role == roleCoord {
-		c.coord.Start()
-	} else {
-		c.part.Start()
-	}
 	s.flush(c)
 	c.recovering = false
 }
 
-func (s *Sim) newMachine(c *comp) error {
+// newMachine gives c a fresh machine (and a fresh Resource for a
+// participant), as a process does when it starts.
+func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 	if c.role == roleCoord {
 		cfg := twopc.CoordinatorConfig{
 			ID: twopc.CoordinatorID, PrepareTimeout: prepareTimeout, RetryBase: retryBase, RetryMax: retryMax,
 			MaxInflight: maxInflight, Rand: s.rng.Uint64, RestartBase: restartBase, RestartMax: restartMax,
+			Mutants: s.mutants,
 		}
 		m, err := twopc.NewCoordinator(cfg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c.coord, c.m = m, m
-		return nil
+		return m, nil
 	}
 	c.res = s.newResource(c.id)
 	cfg := twopc.ParticipantConfig{
@@ -880,10 +884,10 @@ func (s *Sim) newMachine(c *comp) error {
 	}
 	m, err := twopc.NewParticipant(cfg, c.res)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.part, c.m = m, m
-	return nil
+	return m, nil
 }
 
 // ---- the network ----

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -97,44 +98,41 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
-// TestMutantsCaught: each planted bug in the driver is caught within the
-// CI campaign, and the one that is harmless by design is not flagged.
+// TestMutantsCaught: each bug planted in the production driver or
+// coordinator (package mutant) is caught within the CI campaign's seeds,
+// and the one that is harmless by design is not flagged.
 func TestMutantsCaught(t *testing.T) {
 	for _, m := range Mutants() {
 		t.Run(string(m), func(t *testing.T) {
 			cfg := DefaultConfig(1)
 			cfg.Mutant = m
-			caught := 0
-			var first Violation
 			runs := mutantRuns()
-			if m == MutantAckBeforeCommitted {
+			switch m {
+			case MutantAckBeforeCommitted:
 				runs = min(runs, 150)
+			case MutantOffCycleVictim:
+				// Only the coordinator's detector picks global victims.
+				cfg.Deadlock = twopc.DeadlockDetect
 			}
+			start := time.Now()
 			for seed := uint64(1); seed <= uint64(runs); seed++ {
 				cfg.Seed = seed
 				r := Run(cfg)
-				if len(r.Violations) > 0 {
-					if caught == 0 {
-						first = r.Violations[0]
-					}
-					caught++
-					if m != MutantAckBeforeCommitted && caught >= 3 {
-						break
-					}
+				if len(r.Violations) == 0 {
+					continue
 				}
-			}
-			if m == MutantAckBeforeCommitted {
-				// The coordinator remembers every outcome and an in-doubt
-				// branch asks for it again, so an early ACK is harmless.
-				if caught > 0 {
-					t.Errorf("harmless mutant flagged: %s", first)
+				if m == MutantAckBeforeCommitted {
+					// The coordinator remembers every outcome and an
+					// in-doubt branch asks for it again, so an early ACK
+					// is harmless.
+					t.Fatalf("harmless mutant flagged: %s", r.Violations[0])
 				}
+				t.Logf("caught by run %d of %d (%v): %s", seed, runs, time.Since(start).Round(time.Millisecond), r.Violations[0])
 				return
 			}
-			if caught == 0 {
+			if m != MutantAckBeforeCommitted {
 				t.Fatalf("mutant %s not caught in %d runs", m, runs)
 			}
-			t.Logf("caught at %s", first)
 		})
 	}
 }
@@ -208,30 +206,28 @@ func TestMain(m *testing.M) {
 // TestDeadlockRestarts: with the default MaxAttempts, deadlock victims are
 // restarted (same id, timestamp and ops) under both policies that pick
 // victims, on the hot items and buyers of the workload, with every fault
-// on, and every checker (atomicity, outcomes, conservation, replay) holds.
-// A campaign in which no transaction was restarted would prove nothing
-// about restarts, so that fails too.
+// on, and every checker (atomicity, outcomes, conservation, replay,
+// victims on their cycles) holds. Each policy gets its own runs, so that
+// the test means the same with -short: a campaign in which no transaction
+// was restarted would prove nothing about restarts, so that fails too.
 func TestDeadlockRestarts(t *testing.T) {
-	cfg := DefaultConfig(1)
-	runs := 60
+	runs := 30
 	if testing.Short() {
-		runs = 30
-	}
-	var restarts [4]uint64
-	var runsOf [4]int
-	for seed := uint64(1); seed <= uint64(runs); seed++ {
-		cfg.Seed = seed
-		r := Run(cfg)
-		report(t, cfg, r.Violations)
-		restarts[r.Deadlock] += r.TxRestarts
-		runsOf[r.Deadlock]++
+		runs = 20
 	}
 	for _, p := range []twopc.DeadlockPolicy{twopc.DeadlockDetect, twopc.DeadlockWoundWait} {
-		if restarts[p] == 0 {
-			t.Errorf("%v: no deadlock victim restarted in %d runs", p, runsOf[p])
+		cfg := DefaultConfig(1)
+		cfg.Deadlock = p
+		var restarts uint64
+		for seed := uint64(1); seed <= uint64(runs); seed++ {
+			cfg.Seed = seed
+			r := Run(cfg)
+			report(t, cfg, r.Violations)
+			restarts += r.TxRestarts
 		}
+		if restarts == 0 {
+			t.Errorf("%v: no deadlock victim restarted in %d runs (seeds 1..%d)", p, runs, runs)
+		}
+		t.Logf("%v: %d restarts in %d runs", p, restarts, runs)
 	}
-	t.Logf("restarts: detect %d (%d runs), wound-wait %d (%d runs), timeout %d (%d runs)",
-		restarts[twopc.DeadlockDetect], runsOf[twopc.DeadlockDetect], restarts[twopc.DeadlockWoundWait],
-		runsOf[twopc.DeadlockWoundWait], restarts[twopc.DeadlockTimeout], runsOf[twopc.DeadlockTimeout])
 }

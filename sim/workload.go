@@ -8,9 +8,7 @@ import (
 
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
-	"github.com/dtx-dev/dtx/services/inventory"
-	"github.com/dtx-dev/dtx/services/order"
-	"github.com/dtx-dev/dtx/services/payment"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -123,7 +121,10 @@ func (s *Sim) submit(cl *client) {
 		s.schedule(&event{at: s.now + 5 + uint64(s.rng.IntN(20)), kind: evSubmit, client: cl.idx})
 		return
 	}
-	branches := []twopc.Branch{{Node: inventory.ID, Op: cl.op}, {Node: payment.ID, Op: cl.op}, {Node: order.ID, Op: cl.op}}
+	branches := make([]twopc.Branch, len(s.comps)-1)
+	for i, c := range s.comps[1:] {
+		branches[i] = twopc.Branch{Node: c.id, Op: cl.op}
+	}
 	err := c.coord.Propose(cl.req.TxID, branches)
 	if errors.Is(err, twopc.ErrBusy) {
 		s.schedule(&event{at: s.now + 10, kind: evSubmit, client: cl.idx})
@@ -195,11 +196,13 @@ func status(o twopc.Outcome) string {
 	return s
 }
 
-// countingResource wraps a service's Resource and counts the effects each
-// transaction has in one incarnation (replay included): a branch commits at
-// most once, and is prepared at most once without a decision in between.
+// countingResource wraps a built-in service's Resource and counts the
+// effects each transaction has in one incarnation (replay included): a
+// branch commits at most once, and is prepared at most once without a
+// decision in between.
 type countingResource struct {
 	twopc.Resource
+	svc      services.Service
 	s        *Sim
 	id       string
 	prepared map[string]bool
@@ -207,16 +210,11 @@ type countingResource struct {
 }
 
 func (s *Sim) newResource(id string) *countingResource {
-	var r twopc.Resource
-	switch id {
-	case inventory.ID:
-		r = inventory.New(s.world.w)
-	case payment.ID:
-		r = payment.New(s.world.w, today)
-	default:
-		r = order.New()
+	svc, ok := services.Lookup(id)
+	if !ok {
+		panic("sim: not a built-in service: " + id)
 	}
-	return &countingResource{Resource: r, s: s, id: id, prepared: map[string]bool{}, commits: map[string]int{}}
+	return &countingResource{Resource: svc.New(s.world.w, today), svc: svc, s: s, id: id, prepared: map[string]bool{}, commits: map[string]int{}}
 }
 
 func (r *countingResource) Prepare(tx string, op []byte) error {
@@ -247,22 +245,7 @@ func (r *countingResource) Abort(tx string, op []byte) {
 	r.Resource.Abort(tx, op)
 }
 
-func (r *countingResource) check() error {
-	if c, ok := r.Resource.(interface{ Check() error }); ok {
-		return c.Check()
-	}
-	return nil
-}
+func (r *countingResource) check() error { return r.svc.Check(r.Resource) }
 
-// state returns the service's State().
-func (r *countingResource) state() any {
-	switch x := r.Resource.(type) {
-	case *inventory.Store:
-		return x.State()
-	case *payment.Store:
-		return x.State()
-	case *order.Store:
-		return x.State()
-	}
-	return nil
-}
+// state returns the service's state view.
+func (r *countingResource) state() any { return r.svc.View(r.Resource) }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/lockmgr"
 )
 
@@ -74,6 +75,17 @@ type CoordinatorConfig struct {
 	// since) does not at once wound the next holder of the same keys. 0
 	// means no pause.
 	RestartBase, RestartMax uint64
+	// PresumeBudget bounds, per participant and per PresumeWindow ticks,
+	// the presumed-abort answers about transactions this coordinator never
+	// heard of. Each such answer is a forced record and an outcome kept, so
+	// a participant that sends a flood of votes or inquiries about made-up
+	// ids could otherwise grow the log and the memory without end. Past the
+	// budget the message is dropped and counted (Shed); an honest
+	// participant asks again later. 0 means 4096 per 1000 ticks.
+	PresumeBudget, PresumeWindow uint64
+	// Mutants plants bugs, for the tests that show they are caught
+	// (package mutant). Zero in production.
+	Mutants mutant.Set
 }
 
 // DefaultMaxAttempts is MaxAttempts when it is not set.
@@ -174,6 +186,12 @@ type Coordinator struct {
 	lastTS  uint64
 	waits   map[string]waitReport // latest wait-for report per participant
 	dl      DeadlockStats
+	// presumed counts, per participant, the presumed-abort answers about
+	// unknown transactions in the current window (PresumeBudget).
+	presumed      map[string]uint64
+	presumedSince uint64 // tick the current window began
+	shed          uint64 // messages dropped past the budget
+	ignored       uint64 // peer messages dropped as useless (ignore)
 }
 
 // waitReport is a participant's latest wait-for edges.
@@ -217,13 +235,24 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	if cfg.PresumeBudget == 0 {
+		cfg.PresumeBudget = 4096
+	}
+	if cfg.PresumeWindow == 0 {
+		cfg.PresumeWindow = 1000
+	}
 	return &Coordinator{
-		cfg:    cfg,
-		active: make(map[string]*coordTx),
-		done:   newTxTable(),
-		waits:  make(map[string]waitReport),
+		cfg:      cfg,
+		active:   make(map[string]*coordTx),
+		done:     newTxTable(),
+		waits:    make(map[string]waitReport),
+		presumed: make(map[string]uint64),
 	}, nil
 }
+
+// Shed returns how many messages about unknown transactions were dropped
+// past a participant's PresumeBudget.
+func (c *Coordinator) Shed() uint64 { return c.shed }
 
 // Epoch returns the current epoch (0 before Start).
 func (c *Coordinator) Epoch() uint64 { return c.epoch }
@@ -417,8 +446,11 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 		c.rd.Outcomes = append(c.rd.Outcomes, Outcome{Tx: tx, Committed: f.committed, Reason: f.reason, Duplicate: true})
 		return nil
 	}
-	if tx == "" || len(branches) == 0 {
-		return fmt.Errorf("%w: empty id or no branches", ErrInvalidTx)
+	if len(branches) == 0 {
+		return fmt.Errorf("%w: no branches", ErrInvalidTx)
+	}
+	if err := ValidTxID(tx); err != nil {
+		return err
 	}
 	if c.cfg.MaxInflight > 0 && len(c.active) >= c.cfg.MaxInflight {
 		return ErrBusy
@@ -470,7 +502,7 @@ func (c *Coordinator) Step(m Message) {
 	case MsgWound:
 		// A wound for an earlier attempt is stale: that attempt is aborted
 		// already, and the current one may not even hold the lock.
-		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(m.Attempt) == t.attempt {
+		if t := c.active[m.Tx]; t != nil && t.state == CoordCollecting && AttemptOf(m.Attempt) == t.attempt && t.index(m.From) >= 0 {
 			c.dl.Wounds++
 			reason := m.Reason
 			if reason == "" {
@@ -484,7 +516,7 @@ func (c *Coordinator) Step(m Message) {
 		c.waits[m.From] = waitReport{at: c.now, waits: m.Waits}
 		c.detect()
 	default:
-		c.event(m.Tx, "unexpected message "+m.String())
+		c.ignore()
 	}
 }
 
@@ -501,7 +533,7 @@ func (c *Coordinator) stepVote(m Message) {
 	}
 	i := t.index(m.From)
 	if i < 0 {
-		c.event(m.Tx, "vote from a node that is not a participant: "+m.From)
+		c.ignore()
 		return
 	}
 	if a != t.attempt {
@@ -519,8 +551,16 @@ func (c *Coordinator) stepVote(m Message) {
 			return // duplicate vote
 		}
 		if m.Vote == 0 || m.Vote >= voteEnd {
-			c.event(m.Tx, "invalid vote from "+m.From)
+			c.ignore()
 			return
+		}
+		if m.Epoch > c.epoch && m.Epoch-c.epoch <= MaxEpochStep {
+			// This participant believes in a higher epoch than ours (only a
+			// forged PREPARE can have taught it one), so it fences off our
+			// PREPAREs as stale. Move up to it, so that the next ones pass:
+			// one forged message costs one transaction, not every one.
+			c.epoch = m.Epoch
+			c.rd.Records = append(c.rd.Records, Record{Type: RecEpoch, Epoch: c.epoch, Force: true})
 		}
 		t.votes[i] = m.Vote
 		c.rd.Records = append(c.rd.Records, Record{Type: RecVoted, Tx: m.Tx, Node: m.From, Vote: m.Vote, Reason: m.Reason, Attempt: a})
@@ -592,11 +632,15 @@ func (c *Coordinator) stepAck(m Message) {
 func (c *Coordinator) stepInquire(m Message) {
 	a := AttemptOf(m.Attempt)
 	if t := c.active[m.Tx]; t != nil {
+		if t.index(m.From) < 0 {
+			c.ignore()
+			return
+		}
 		switch {
 		case a < t.attempt:
 			c.send(MsgAbort, m.From, m.Tx, a, fmt.Sprintf("attempt %d superseded by attempt %d", a, t.attempt))
 		case a > t.attempt:
-			c.event(m.Tx, fmt.Sprintf("inquiry from %s about attempt %d, but the transaction is at attempt %d", m.From, a, t.attempt))
+			c.ignore()
 		case t.state == CoordCommitting:
 			c.send(MsgCommit, m.From, m.Tx, a, "")
 		}
@@ -615,6 +659,15 @@ func (c *Coordinator) stepInquire(m Message) {
 func (c *Coordinator) presumeAbort(tx, node string, attempt uint32) {
 	const reason = "presumed abort"
 	if !c.done.Has(tx) {
+		if c.now-c.presumedSince >= c.cfg.PresumeWindow {
+			clear(c.presumed)
+			c.presumedSince = c.now
+		}
+		if c.presumed[node] >= c.cfg.PresumeBudget {
+			c.shed++
+			return
+		}
+		c.presumed[node]++
 		c.rd.Records = append(c.rd.Records, Record{Type: RecAbort, Tx: tx, Nodes: []string{node}, Reason: reason, Force: true, Attempt: attempt})
 		c.finish(tx, finished{reason: reason, attempt: attempt})
 	}
@@ -644,6 +697,9 @@ func (c *Coordinator) detect() {
 			if !c.collecting(w.Waiter) || !c.collecting(w.Holder) || w.Waiter == w.Holder {
 				continue
 			}
+			if c.active[w.Waiter].index(node) < 0 || c.active[w.Holder].index(node) < 0 {
+				continue // a participant speaks only of its own branches
+			}
 			if r.at <= c.active[w.Waiter].started || r.at <= c.active[w.Holder].started {
 				// The report predates the current attempt of one end: the
 				// edge may be its earlier attempt's, which was aborted.
@@ -667,7 +723,11 @@ func (c *Coordinator) detect() {
 		if !alive {
 			continue // broken already by a victim of an earlier cycle
 		}
-		victim := lockmgr.Victim(cycle, func(tx string) uint64 { return c.active[tx].ts })
+		ts := func(tx string) uint64 { return c.active[tx].ts }
+		victim := lockmgr.Victim(cycle, ts)
+		if c.cfg.Mutants.Has(mutant.OffCycleVictim) {
+			victim = offCycleVictim(edges, ts)
+		}
 		youngest := uint64(1<<63 - 1)
 		for i := 0; i+1 < len(cycle); i++ {
 			youngest = min(youngest, age[[2]string{cycle[i], cycle[i+1]}])
@@ -676,10 +736,20 @@ func (c *Coordinator) detect() {
 		if len(c.dl.DetectTicks) < 4096 {
 			c.dl.DetectTicks = append(c.dl.DetectTicks, youngest)
 		}
-		reason := fmt.Sprintf("%scycle %s; victim %s (youngest)", DeadlockReasonPrefix, strings.Join(cycle, "->"), victim)
+		reason := CycleReason(cycle, victim, false)
 		c.event(victim, reason)
 		c.abortOrRestart(c.active[victim], reason)
 	}
+}
+
+// offCycleVictim is the planted bug mutant.OffCycleVictim: the youngest
+// transaction of the whole merged graph, on the cycle or not.
+func offCycleVictim(edges []lockmgr.Edge, ts func(string) uint64) string {
+	txs := make([]string, 0, 2*len(edges))
+	for _, e := range edges {
+		txs = append(txs, e.Waiter, e.Holder)
+	}
+	return lockmgr.Victim(txs, ts)
 }
 
 // stepRestarted resends PREPARE for every transaction still collecting
@@ -834,6 +904,15 @@ func (c *Coordinator) outcome(t *coordTx, o Outcome) {
 		c.rd.Outcomes = append(c.rd.Outcomes, d)
 	}
 }
+
+// ignore drops a peer's message that this coordinator has no use for
+// (from a node that is not a participant of its transaction, about an
+// attempt that does not exist, of a type it does not take). It is counted,
+// not logged: a peer must not be able to grow the log by sending nonsense.
+func (c *Coordinator) ignore() { c.ignored++ }
+
+// Ignored returns how many peer messages were dropped as useless.
+func (c *Coordinator) Ignored() uint64 { return c.ignored }
 
 func (c *Coordinator) event(tx, what string) {
 	c.rd.Records = append(c.rd.Records, Record{Type: RecEvent, Tx: tx, Reason: what})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/dtx-dev/dtx/lockmgr"
 )
@@ -380,9 +379,16 @@ func (p *Participant) Step(m Message) {
 	if !p.started {
 		return // not serving yet: the coordinator retries or times out
 	}
-	if m.Type != MsgPrepare && m.Epoch > p.maxEpoch {
-		p.maxEpoch = m.Epoch
+	if m.Epoch > p.maxEpoch+MaxEpochStep {
+		// No coordinator gets this far ahead in one step (an epoch is one
+		// coordinator restart): believing it would fence off every real
+		// PREPARE for good.
+		// Not logged: whoever sends it must not grow the log.
+		return
 	}
+	// Only a PREPARE this participant can read raises the epoch
+	// (stepPrepare); a COMMIT or ABORT names a decision, and a forged one
+	// must not fence off the real coordinator's PREPAREs.
 	switch m.Type {
 	case MsgPrepare:
 		p.stepPrepare(m)
@@ -391,7 +397,7 @@ func (p *Participant) Step(m Message) {
 	case MsgAbort:
 		p.stepAbort(m)
 	default:
-		p.event(m.Tx, "unexpected message "+m.String())
+		// Not logged, as above.
 	}
 }
 
@@ -440,14 +446,16 @@ func (p *Participant) stepPrepare(m Message) {
 		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, fmt.Sprintf("stale epoch %d (current %d)", m.Epoch, p.maxEpoch))
 		return
 	}
+	// The operation is checked before the epoch is believed: a PREPARE
+	// this participant cannot even read changes nothing but its own vote.
+	keys, err := p.res.Keys(m.Tx, m.Op)
+	if err != nil {
+		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, err.Error())
+		return
+	}
 	p.maxEpoch = m.Epoch
 	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen}
 	p.branches[m.Tx] = b
-	keys, err := p.res.Keys(m.Tx, m.Op)
-	if err != nil {
-		p.voteNo(m.Tx, b, err.Error())
-		return
-	}
 	granted, err := p.locks.Acquire(m.Tx, keys)
 	if err != nil {
 		p.voteNo(m.Tx, b, err.Error())
@@ -510,7 +518,7 @@ func (p *Participant) breakLocal(cycle []string) {
 	if b == nil || b.state != BranchWaiting {
 		panic(fmt.Sprintf("twopc: %s: local deadlock victim %s is not waiting", p.cfg.ID, victim)) // lockmgr invariant
 	}
-	p.voteNo(victim, b, fmt.Sprintf("deadlock: local cycle %s; victim %s (youngest)", strings.Join(cycle, "->"), victim))
+	p.voteNo(victim, b, CycleReason(cycle, victim, true))
 	p.releaseWaiting(victim)
 }
 

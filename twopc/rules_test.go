@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// One test per rule of DESIGN.md §2, driven step by step.
+// One test per rule of forcing and ordering (docs/ARCHITECTURE.md, "The
+// ordering rule, once"), driven step by step.
 
 func prepareMsg(tx, to, op string, epoch uint64) Message {
 	return Message{Type: MsgPrepare, From: CoordinatorID, To: to, Tx: tx, Epoch: epoch, Op: []byte(op)}
@@ -60,6 +61,15 @@ func TestCoordinatorForcesCommitBeforeAnyoneHears(t *testing.T) {
 	rd = c.Ready()
 	if !rd.MustSync() || !hasRecord(rd, RecCommit) {
 		t.Fatalf("COMMIT must be forced: %+v", rd)
+	}
+	// The record itself, not only the Ready it came in: the outcome makes
+	// this Ready sync anyway, but a COMMIT whose client is gone (or any
+	// driver that syncs only forced records) must still be durable before
+	// a COMMIT message leaves.
+	for _, r := range rd.Records {
+		if r.Type == RecCommit && !r.Force {
+			t.Fatalf("the COMMIT record is not forced: %+v", r)
+		}
 	}
 	if len(msgsOf(rd, MsgCommit)) != 2 || len(rd.Outcomes) != 1 || !rd.Outcomes[0].Committed {
 		t.Fatalf("want COMMIT to both and a committed outcome: %+v", rd)

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // CoordinatorID is the node name of the coordinator on the transport.
@@ -98,6 +101,35 @@ type Message struct {
 	Attempt uint32
 }
 
+// MaxEpochStep bounds how far ahead of the highest epoch a participant has
+// seen a message's epoch may be. An epoch is one coordinator incarnation
+// (one restart), so a real coordinator is never this far ahead; a message
+// that is, is ignored rather than believed, since a believed epoch fences
+// off every PREPARE of a lower one for good.
+const MaxEpochStep = 1 << 20
+
+// MaxTxIDBytes bounds a transaction id anywhere in the protocol.
+const MaxTxIDBytes = 256
+
+// ValidTxID checks a transaction id: 1 to MaxTxIDBytes bytes of UTF-8
+// without control or invisible formatting characters.
+func ValidTxID(tx string) error {
+	if tx == "" || len(tx) > MaxTxIDBytes {
+		return fmt.Errorf("%w: id must be 1 to %d bytes (got %d)", ErrInvalidTx, MaxTxIDBytes, len(tx))
+	}
+	if !utf8.ValidString(tx) {
+		return fmt.Errorf("%w: id is not valid UTF-8", ErrInvalidTx)
+	}
+	for _, r := range tx {
+		// Control and invisible formatting characters (bidi overrides,
+		// line separators) have no place in an id and make logs lie.
+		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return fmt.Errorf("%w: id has a control or formatting character (%U)", ErrInvalidTx, r)
+		}
+	}
+	return nil
+}
+
 // AttemptOf normalizes an attempt number: 0 (not set, or a record written
 // before attempts existed) is the first attempt.
 func AttemptOf(a uint32) uint32 { return max(a, 1) }
@@ -107,6 +139,43 @@ func AttemptOf(a uint32) uint32 { return max(a, 1) }
 // cycle's victim voting NO). A coordinator restarts such a transaction
 // instead of reporting the abort, up to MaxAttempts.
 const DeadlockReasonPrefix = "deadlock: "
+
+// CycleReason is the reason given for aborting victim to break cycle (a
+// wait-for cycle, its first transaction repeated at the end). local says
+// that a participant found the cycle in its own lock table; otherwise the
+// coordinator found it in the merged reports.
+func CycleReason(cycle []string, victim string, local bool) string {
+	where := "cycle "
+	if local {
+		where = "local cycle "
+	}
+	return DeadlockReasonPrefix + where + strings.Join(cycle, "->") + "; victim " + victim + " (youngest)"
+}
+
+// ParseCycleReason returns the cycle and the victim that a reason made by
+// CycleReason names (it may have been extended, e.g. with the attempt),
+// and false for any other reason. Checkers use it to hold every victim to
+// the cycle it was chosen from.
+func ParseCycleReason(reason string) (cycle []string, victim string, ok bool) {
+	rest, ok := strings.CutPrefix(reason, DeadlockReasonPrefix)
+	if !ok {
+		return nil, "", false
+	}
+	rest = strings.TrimPrefix(rest, "local ")
+	rest, ok = strings.CutPrefix(rest, "cycle ")
+	if !ok {
+		return nil, "", false
+	}
+	path, rest, ok := strings.Cut(rest, "; victim ")
+	if !ok {
+		return nil, "", false
+	}
+	victim, _, ok = strings.Cut(rest, " (youngest)")
+	if !ok || path == "" || victim == "" {
+		return nil, "", false
+	}
+	return strings.Split(path, "->"), victim, true
+}
 
 // Wait is one wait-for edge at a participant: Waiter waits for a lock that
 // Holder holds, or is queued ahead of it for one. Age is how many ticks

@@ -1,8 +1,9 @@
 // Package wal is dtx's write-ahead log: a segmented, append-only file of
 // checksummed records with group commit, replay after a crash, torn-tail
 // repair and compaction. Every participant and the coordinator force their
-// protocol records through it ("force before you speak", DESIGN.md §2) and
-// rebuild their state from it on restart (§4).
+// protocol records through it ("force before you speak": a record is
+// durable before anyone hears of what it decides) and rebuild their state
+// from it on restart.
 //
 // # Use
 //

@@ -33,6 +33,7 @@ func benchCmd() *cobra.Command {
 		participants int
 		transportArg string
 		jsonOut      bool
+		useTLS       bool
 		plot         string
 		dir          string
 		seed         uint64
@@ -147,7 +148,7 @@ same order). --deadlock all compares the three policies.`,
 						}
 						var r bench.Result
 						if transportArg == "grpc" {
-							gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags}
+							gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags, TLS: useTLS}
 							if cpuProfile != "" {
 								gc.ProfilePrefix = cpuProfile
 							}
@@ -201,6 +202,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&transportArg, "transport", "mem", "transport: mem (one process) or grpc (four dtx serve processes on loopback)")
 	fl.StringVar(&grpcClient, "grpc-client", "stream", "grpc: stream (transactions share SubmitStream streams) or unary (one call each)")
 	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
+	fl.BoolVar(&useTLS, "tls", true, "grpc: mutual TLS and authorization between every process, as a deployment runs (--tls=false: plaintext, to measure their cost)")
 	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
 	fl.Int64Var(&walPrealloc, "wal-prealloc", 0, "mem: zero-fill chunk of every log in bytes (0: the wal default, 4 MiB; -1: no preallocation)")
 	fl.StringVar(&store, "store", "", "also run every level with the services' state in PostgreSQL (postgres://…; a fresh database of that server per run), next to the built-in store")

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dtx-dev/dtx/sim"
+	"github.com/dtx-dev/dtx/twopc"
 )
 
 type chaosFlags struct {
@@ -23,6 +24,7 @@ type chaosFlags struct {
 	faults     string
 	workers    int
 	mutant     string
+	deadlock   string
 	trace      bool
 	faultTicks uint64
 	progress   bool
@@ -33,8 +35,9 @@ func chaosCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "chaos [--seed S] [--runs N] [--txs M] [--faults LIST]",
 		Short: "Run a deterministic fault-simulation campaign that tries to break atomicity",
-		Long: `Chaos runs the coordinator and the three services as pure state machines in
-one deterministic simulation: one seed drives the workload (purchases on a few
+		Long: `Chaos runs the coordinator and the three services as their state machines,
+carried out by the production driver, in one deterministic simulation: one
+seed drives the workload (purchases on a few
 hot items and buyers, resubmissions, business NO votes), the network (drop,
 duplicate, delay and reorder, partition and heal), the clock, the disks
 (fsync and write errors, lost unsynced tails, torn last records, power loss)
@@ -63,8 +66,9 @@ prints them (e.g. crash.coord-mid-commit-send).`,
 	fl.BoolVar(&f.trace, "trace", false, "print every event of the run (with --runs 1)")
 	fl.Uint64Var(&f.faultTicks, "fault-ticks", sim.DefaultConfig(0).FaultTicks, "simulated ticks of faults before everything heals")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
-	fl.StringVar(&f.mutant, "mutant", "", "run a deliberately broken driver (to show the checkers catch it)")
+	fl.StringVar(&f.mutant, "mutant", "", "plant a bug in the production driver or coordinator (to show the checkers catch it)")
 	_ = fl.MarkHidden("mutant")
+	fl.StringVar(&f.deadlock, "deadlock", "", "deadlock policy of every run: detect, wound-wait or timeout (default: each run draws one)")
 	return cmd
 }
 
@@ -83,6 +87,11 @@ func chaosMain(f *chaosFlags) error {
 	cfg.Txs = f.txs
 	cfg.Faults = faults
 	cfg.Mutant = sim.Mutant(f.mutant)
+	if f.deadlock != "" {
+		if cfg.Deadlock, err = twopc.ParseDeadlockPolicy(f.deadlock); err != nil {
+			return usagef("--deadlock: %v", err)
+		}
+	}
 	cfg.FaultTicks = f.faultTicks
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", err)

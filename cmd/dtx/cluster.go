@@ -15,7 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/server"
 	"github.com/dtx-dev/dtx/twopc"
@@ -37,7 +39,7 @@ var clusterComponents = []string{"inventory", "payment", "order", twopc.Coordina
 func clusterUpCmd() *cobra.Command {
 	var dir, world, logLevel string
 	var extra []string
-	var useTLS bool
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "up --dir DIR",
 		Short: "Start the coordinator and the three services as separate processes on 127.0.0.1; stop them all on Ctrl-C",
@@ -45,7 +47,15 @@ func clusterUpCmd() *cobra.Command {
 in its own process with its data directory under --dir and its log in
 DIR/NAME.log, on the fixed localhost addresses (gRPC 7100-7103, HTTP 8100-8103).
 It prints how to use the cluster and waits; Ctrl-C (or SIGTERM) drains and stops
-every process. Running it again on the same --dir recovers the cluster.`,
+every process. Running it again on the same --dir recovers the cluster.
+
+Mutual TLS and authorization are on: on first start it makes a throw-away CA
+and certificates in DIR/certs (one per component, client/dtx for clients,
+admin/dtx for operators) and an HTTP bearer token file (DIR/certs/http-tokens,
+with DIR/certs/client.token and admin.token); later starts reuse them.
+'dtx cluster state --dir DIR', 'dtx cluster load --dir DIR' and 'dtx run
+--coordinator ... --cluster-dir DIR' find them there. --insecure runs plaintext
+(loopback only, nobody authenticated).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -59,14 +69,30 @@ every process. Running it again on the same --dir recovers the cluster.`,
 				return err
 			}
 			var certs map[string]*server.TLSFiles
-			if useTLS {
-				certDir := filepath.Join(dir, "certs")
-				certs, err = server.WriteCerts(certDir, append([]string{"client"}, clusterComponents...), 30*24*time.Hour)
+			var web *client.HTTP
+			certDir := filepath.Join(dir, "certs")
+			tokens := filepath.Join(certDir, "http-tokens")
+			if !insecure {
+				os.Remove(filepath.Join(dir, insecureMarker))
+				var made bool
+				certs, made, err = server.EnsureCerts(certDir, append([]string{clusterClient, clusterAdmin}, clusterComponents...), 365*24*time.Hour)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(os.Stderr, "dtx: mutual TLS on; certificates in %s (clients: --tls-cert %s --tls-key %s --tls-ca %s)\n",
-					certDir, certs["client"].Cert, certs["client"].Key, certs["client"].CA)
+				if made || !fileExists(tokens) {
+					if err := writeClusterTokens(certDir); err != nil {
+						return err
+					}
+				}
+				if web, err = clusterWeb(dir, &tlsFlags{}); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "dtx: mutual TLS and authorization on; certificates in %s (clients: --cluster-dir %s, or --tls-cert %s --tls-key %s --tls-ca %s)\n",
+					certDir, dir, certs[clusterClient].Cert, certs[clusterClient].Key, certs[clusterClient].CA)
+			} else if _, err := os.Stat(filepath.Join(certDir, "ca.pem")); err == nil {
+				return usagef("--insecure: %s holds the certificates of a cluster with TLS; the tools would use them against a plaintext cluster: remove that directory first", certDir)
+			} else if err := os.WriteFile(filepath.Join(dir, insecureMarker), []byte("this cluster runs in plaintext (dtx cluster up --insecure)\n"), 0o644); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -88,7 +114,7 @@ every process. Running it again on the same --dir recovers the cluster.`,
 					args = append(args, extra...)
 				}
 				if f := certs[name]; f != nil {
-					args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA)
+					args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--http-tokens", tokens)
 				}
 				logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 				if err != nil {
@@ -112,13 +138,14 @@ every process. Running it again on the same --dir recovers the cluster.`,
 					close(dead)
 					exited <- fmt.Sprintf("%s exited: %v", name, err)
 				}()
-				if err := client.WaitReady(ctx, defaultAddr(name, true), 30*time.Second, dead); err != nil {
+				if err := client.WaitReady(ctx, web, defaultAddr(name, true), 30*time.Second, dead); err != nil {
 					stopAll()
 					return fmt.Errorf("%s did not come up (see %s): %w", name, filepath.Join(dir, name+".log"), err)
 				}
 				fmt.Fprintf(os.Stderr, "dtx: %-11s pid %-7d grpc %s  http %s\n", name, p.Process.Pid, defaultAddr(name, false), defaultAddr(name, true))
 			}
-			fmt.Fprintf(os.Stderr, `dtx: cluster up. Try:
+			if insecure {
+				fmt.Fprintf(os.Stderr, `dtx: cluster up (plaintext, nobody authenticated). Try:
   curl -s -XPOST localhost:8100/v1/purchases -d '{"transaction_id":"c1","user_id":"alice","item_id":"book","quantity":1,"price":"12.50","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/39","cvv":"123"}}'
   curl -s localhost:8100/v1/transactions/c1
   dtx run --coordinator 127.0.0.1:7100 --input examples/requests.jsonl
@@ -126,6 +153,17 @@ every process. Running it again on the same --dir recovers the cluster.`,
   curl -s localhost:8101/metrics | grep ^dtx_
 Ctrl-C stops the cluster.
 `)
+			} else {
+				c := certs[clusterClient]
+				fmt.Fprintf(os.Stderr, `dtx: cluster up. Try:
+  curl -s --cacert %[1]s --cert %[2]s --key %[3]s -XPOST https://localhost:8100/v1/purchases -d '{"transaction_id":"c1","user_id":"alice","item_id":"book","quantity":1,"price":"12.50","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/39","cvv":"123"}}'
+  curl -s --cacert %[1]s -H "Authorization: Bearer $(cat %[4]s)" https://localhost:8100/v1/transactions/c1
+  dtx run --coordinator 127.0.0.1:7100 --cluster-dir %[5]s --input examples/requests.jsonl
+  dtx cluster state --dir %[5]s
+  curl -s --cacert %[1]s -H "Authorization: Bearer $(cat %[6]s)" https://localhost:8101/metrics | grep ^dtx_
+Ctrl-C stops the cluster.
+`, c.CA, c.Cert, c.Key, filepath.Join(certDir, "client.token"), dir, filepath.Join(certDir, "admin.token"))
+			}
 			select {
 			case <-ctx.Done():
 			case msg := <-exited:
@@ -147,17 +185,20 @@ Ctrl-C stops the cluster.
 	fl.StringVar(&dir, "dir", "", "directory for every component's data directory and log")
 	fl.StringVar(&world, "world", "", "JSON world file for new service data directories (default: the example world)")
 	fl.StringVar(&logLevel, "log-level", "info", "log level of every component")
-	fl.BoolVar(&useTLS, "tls", false, "mutual TLS between the components, with throw-away certificates made in DIR/certs")
+	fl.BoolVar(&insecure, "insecure", false, "plaintext gRPC and HTTP, nobody authenticated (loopback only); the default is mutual TLS with certificates made in DIR/certs")
+	fl.Bool("tls", true, "kept for old scripts: TLS is the default")
+	fl.MarkHidden("tls")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
 	return cmd
 }
 
 func clusterStateCmd() *cobra.Command {
-	var coordHTTP string
+	var coordHTTP, dir string
 	var services []string
 	var wait time.Duration
+	var tf tlsFlags
 	cmd := &cobra.Command{
-		Use:   "state [--coordinator-http ADDR] [--service NAME=HTTPADDR ...]",
+		Use:   "state [--dir DIR] [--coordinator-http ADDR] [--service NAME=HTTPADDR ...]",
 		Short: "Print the state of every process of a running cluster as JSON and check the invariants across them",
 		Long: `State reads GET /v1/status from the coordinator and GET /v1/state from every
 service, waits (up to --wait) until nothing is in flight or in doubt, prints
@@ -179,12 +220,15 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 				}
 				svcs[n] = addr
 			}
+			web, err := clusterWeb(dir, &tf)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
-			var cs *client.ClusterState
-			var err error
+			var cs *deploy.ClusterState
 			for {
-				cs, err = client.FetchClusterState(ctx, nil, coordHTTP, svcs)
+				cs, err = deploy.FetchClusterState(ctx, web, coordHTTP, svcs)
 				if err == nil && cs.Quiet() {
 					break
 				}
@@ -199,7 +243,7 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 			}
 			out := struct {
 				engine.State
-				Services map[string]client.ServiceState `json:"services"`
+				Services map[string]deploy.ServiceState `json:"services"`
 			}{cs.State, cs.Services}
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
@@ -217,7 +261,33 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 	fl.StringVar(&coordHTTP, "coordinator-http", defaultAddr(twopc.CoordinatorID, true), "HTTP address of the coordinator")
 	fl.StringArrayVar(&services, "service", nil, "NAME=HTTPADDR of a service (repeatable; default: the three built-in services at the cluster addresses)")
 	fl.DurationVar(&wait, "wait", 30*time.Second, "longest wait for the cluster to settle")
+	fl.StringVar(&dir, "dir", "", "the --dir of 'dtx cluster up': use its admin certificate (HTTPS); without it and without --tls-*, plain HTTP")
+	tf.add(fl)
 	return cmd
+}
+
+// writeClusterTokens writes the HTTP bearer token file of a cluster
+// (http-tokens: one token for client/dtx, one for admin/dtx) and each
+// token alone (client.token, admin.token), all readable by the owner only.
+func writeClusterTokens(certDir string) error {
+	var lines strings.Builder
+	lines.WriteString("# HTTP bearer tokens of this cluster: IDENTITY TOKEN (see docs/SECURITY.md)\n")
+	for _, who := range []struct{ id, file string }{{clusterClient, "client.token"}, {clusterAdmin, "admin.token"}} {
+		tok, err := auth.NewToken()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&lines, "dtx://%s %s\n", who.id, tok)
+		if err := os.WriteFile(filepath.Join(certDir, who.file), []byte(tok), 0o600); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(certDir, "http-tokens"), []byte(lines.String()), 0o600)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func clusterCertsCmd() *cobra.Command {
@@ -226,7 +296,7 @@ func clusterCertsCmd() *cobra.Command {
 	var valid time.Duration
 	cmd := &cobra.Command{
 		Use:   "certs --out DIR [--name NAME ...]",
-		Short: "Make a throw-away CA and a certificate per component, for trying mutual TLS",
+		Short: "Make a throw-away CA and a certificate per identity (coordinator, a participant's name, client/NAME, app/NAME, admin/NAME)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -243,7 +313,7 @@ func clusterCertsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "directory for the PEM files")
-	cmd.Flags().StringSliceVar(&names, "name", append([]string{"client"}, clusterComponents...), "names to make certificates for")
+	cmd.Flags().StringSliceVar(&names, "name", append([]string{clusterClient, clusterAdmin}, clusterComponents...), "identities to make certificates for: coordinator, a participant's node name, or ROLE/NAME with ROLE client, app (may SubmitTx), admin or participant")
 	cmd.Flags().DurationVar(&valid, "valid", 30*24*time.Hour, "validity")
 	return cmd
 }

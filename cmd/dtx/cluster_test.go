@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -32,7 +33,11 @@ type clCluster struct {
 	http  map[string]string
 	peers map[string]map[string]string // node -> peer -> address (proxies may stand in)
 	procs map[string]*clProc
-	mu    sync.Mutex
+	// flags are extra flags of a node's dtx serve; nofile, if set, is the
+	// file descriptor limit it runs under (ulimit -n).
+	flags  map[string][]string
+	nofile map[string]int
+	mu     sync.Mutex
 }
 
 type clProc struct {
@@ -81,11 +86,15 @@ func (c *clCluster) start(name string) {
 	if name != twopc.CoordinatorID {
 		args = append(args, "--world", c.world)
 	}
+	args = append(args, c.flags[name]...)
 	logf, err := os.OpenFile(filepath.Join(c.dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	cmd := exec.Command(c.bin, args...)
+	if n := c.nofile[name]; n > 0 {
+		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n), c.bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -95,7 +104,7 @@ func (c *clCluster) start(name string) {
 	c.mu.Lock()
 	c.procs[name] = p
 	c.mu.Unlock()
-	if err := client.WaitReady(context.Background(), c.http[name], 30*time.Second, p.done); err != nil {
+	if err := client.WaitReady(context.Background(), nil, c.http[name], 30*time.Second, p.done); err != nil {
 		c.t.Fatalf("%s did not come up: %v\n%s", name, err, c.logTail(name))
 	}
 }
@@ -149,7 +158,7 @@ func (c *clCluster) client() *client.Client {
 
 // settle waits until nothing is in flight or in doubt, checks every
 // invariant through the state endpoints, and returns the state.
-func (c *clCluster) settle(d time.Duration) *client.ClusterState {
+func (c *clCluster) settle(d time.Duration) *deploy.ClusterState {
 	c.t.Helper()
 	svcs := map[string]string{}
 	for _, n := range engine.Services {
@@ -157,7 +166,7 @@ func (c *clCluster) settle(d time.Duration) *client.ClusterState {
 	}
 	deadline := time.Now().Add(d)
 	for {
-		cs, err := client.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
+		cs, err := deploy.FetchClusterState(context.Background(), nil, c.http[twopc.CoordinatorID], svcs)
 		if err == nil && cs.Quiet() {
 			if err := cs.Check(); err != nil {
 				c.t.Fatalf("invariants: %v", err)
@@ -222,7 +231,7 @@ func (l *clLoad) run(cl *client.Client, reqs []purchase.Request, conc int) {
 
 // check compares every outcome a client learned with the durable state,
 // and asks the coordinator for the ones it did not learn.
-func (l *clLoad) check(t *testing.T, cl *client.Client, cs *client.ClusterState) (committed int) {
+func (l *clLoad) check(t *testing.T, cl *client.Client, cs *deploy.ClusterState) (committed int) {
 	t.Helper()
 	for _, s := range l.twice {
 		t.Errorf("two outcomes: %s", s)

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtx-dev/dtx/client"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/transport/grpcnet"
 	"github.com/dtx-dev/dtx/twopc"
@@ -21,7 +20,7 @@ import (
 
 // clusterLoadCmd measures a running cluster over gRPC.
 func clusterLoadCmd() *cobra.Command {
-	var coord, world, prefix string
+	var coord, world, prefix, dir string
 	var httpAddrs []string
 	var count int
 	var concs []int
@@ -66,6 +65,13 @@ transport (read from each process's GET /v1/net before and after).`,
 				}
 			}
 			remote.coordinator = coord
+			if remote.clusterDir == "" {
+				remote.clusterDir = dir
+			}
+			web, err := clusterWeb(dir, &remote.tls)
+			if err != nil {
+				return err
+			}
 			cl, err := remote.dial()
 			if err != nil {
 				return err
@@ -88,7 +94,7 @@ transport (read from each process's GET /v1/net before and after).`,
 						reqs = append(reqs, ln.Req)
 					}
 				}
-				before, err := netTotals(cmd.Context(), procs)
+				before, err := netTotals(cmd.Context(), web, procs)
 				if err != nil {
 					return err
 				}
@@ -123,7 +129,7 @@ transport (read from each process's GET /v1/net before and after).`,
 				close(jobs)
 				wg.Wait()
 				elapsed := time.Since(start)
-				after, err := netTotals(cmd.Context(), procs)
+				after, err := netTotals(cmd.Context(), web, procs)
 				if err != nil {
 					return err
 				}
@@ -151,26 +157,17 @@ transport (read from each process's GET /v1/net before and after).`,
 	fl.Int64Var(&seed, "seed", 1, "generator seed")
 	fl.StringVar(&prefix, "prefix", "load-", "transaction id prefix")
 	remote.tls.add(fl)
+	fl.StringVar(&dir, "dir", "", "the --dir of 'dtx cluster up': use its client and admin certificates")
 	return cmd
 }
 
 // netTotals sums the transport counters of every process.
-func netTotals(ctx context.Context, procs map[string]string) (grpcnet.Stats, error) {
+func netTotals(ctx context.Context, web *client.HTTP, procs map[string]string) (grpcnet.Stats, error) {
 	var sum grpcnet.Stats
 	for name, addr := range procs {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/net", nil)
-		if err != nil {
-			return sum, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return sum, fmt.Errorf("%s: %w", name, err)
-		}
 		var st grpcnet.Stats
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil {
-			return sum, fmt.Errorf("%s /v1/net: %w", name, err)
+		if err := web.Get(ctx, addr, "/v1/net", &st); err != nil {
+			return sum, fmt.Errorf("%s: %w", name, err)
 		}
 		sum.TxCalls += st.TxCalls
 		sum.TxSent += st.TxSent

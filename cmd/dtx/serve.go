@@ -14,9 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -50,6 +51,10 @@ type serveFlags struct {
 	cpuProfile                             string
 	pprof                                  bool
 	store                                  string
+	insecure                               bool
+	httpTokens                             string
+	maxConns                               int
+	handshakeTimeout, idleTimeout          time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -69,6 +74,14 @@ The coordinator serves the client API: gRPC dtx.v1.Coordinator, and HTTP/JSON
   GET  /v1/transactions/{id}  the outcome of a transaction
 Every process serves GET /healthz, /readyz and /metrics (Prometheus); a service
 also GET /v1/state (its state and in-doubt branches, as JSON).
+
+Security: with --tls-cert/--tls-key/--tls-ca every peer is authenticated by its
+certificate's dtx:// identity (dtx://coordinator, dtx://participant/NAME,
+dtx://client/NAME, dtx://app/NAME, dtx://admin/NAME; 'dtx cluster certs' makes
+them) and may only do what its role may (docs/SECURITY.md); the HTTP endpoints
+are HTTPS and need a client certificate or a bearer token (--http-tokens),
+except /healthz and /readyz. Without TLS nobody is authenticated: dtx serve
+then binds loopback addresses only, unless --insecure is given.
 
 Without --listen, --http and --peer, the addresses of 'dtx cluster up' are used:
 coordinator 127.0.0.1:7100, inventory :7101, payment :7102, order :7103, each
@@ -99,12 +112,17 @@ with HTTP on the port + 1000.`,
 	fl.StringVar(&f.store, "store", "", "services: keep the state in this PostgreSQL database (postgres://…) instead of the log")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (structured JSON logs on stderr)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the process's whole life to this file (written at exit)")
-	fl.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address (bind it to a private address)")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address (admin identity required with TLS)")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow serving without TLS on a non-loopback address: nobody is authenticated")
+	fl.StringVar(&f.httpTokens, "http-tokens", "", "file of HTTP bearer tokens, one 'dtx://ROLE/NAME TOKEN' a line (mode 600); HTTP callers may use a token instead of a client certificate")
+	fl.IntVar(&f.maxConns, "max-conns", 0, "most connections each listener holds at once (0: a quarter of the file descriptor limit, at most 4096)")
+	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 5*time.Second, "a new connection that has not finished its TLS handshake and first bytes by then is closed")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 2*time.Minute, "a connection with no call for this long is closed")
 	return cmd
 }
 
 func serveMain(ctx context.Context, name string, f *serveFlags) error {
-	builtin := name == twopc.CoordinatorID || slices.Contains(engine.Services, name)
+	builtin := name == twopc.CoordinatorID || slices.Contains(services.IDs(), name)
 	if !builtin {
 		return usagef("unknown component %q: want coordinator, inventory, payment or order (a service of your own runs as its own binary: see examples/shipping)", name)
 	}
@@ -163,7 +181,7 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	protocol := engine.DefaultConfig(f.dataDir)
+	protocol := deploy.DefaultProtocol()
 	protocol.PrepareTimeout = f.prepareTimeout
 	protocol.CommitRetry = f.commitRetry
 	protocol.LockTimeout = f.lockTimeout
@@ -175,6 +193,8 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	common := server.Common{
 		ID: name, Listen: listen, HTTP: httpAddr, DataDir: f.dataDir, Peers: peers, TLS: tlsFiles,
 		MaxRequestBytes: f.maxRequest, Grace: f.grace, Logger: log, Pprof: f.pprof,
+		Insecure: f.insecure, HTTPTokens: f.httpTokens, MaxConns: f.maxConns,
+		HandshakeTimeout: f.handshakeTimeout, IdleTimeout: f.idleTimeout,
 	}
 	common.Net.CallTimeout = f.callTimeout
 	common.Net.Streams = f.streams

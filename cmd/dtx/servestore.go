@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/server"
@@ -15,7 +15,8 @@ import (
 
 // builtinService returns server.Builtin's service, or with store set the
 // same service with its state in that PostgreSQL database (the world
-// seeds it on first use). closeStore closes the database after the
+// seeds it on first use; deploy.OpenStore checks and writes the data
+// directory's store marker). closeStore closes the database after the
 // service has stopped.
 func builtinService(id string, world *purchase.World, store string) (open func(dir string) (server.Service, error), closeStore func(), err error) {
 	if store == "" {
@@ -32,20 +33,12 @@ func builtinService(id string, world *purchase.World, store string) (open func(d
 		}
 	}
 	open = func(dir string) (server.Service, error) {
-		w, fresh, err := engine.LoadWorld(dir, world)
+		w, fresh, err := deploy.LoadWorld(dir, world)
 		if err != nil {
 			return server.Service{}, err
 		}
-		if err := engine.CheckStore(dir, store, fresh); err != nil {
-			return server.Service{}, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		st, err = pgstore.Open(ctx, pgstore.Config{DSN: store, World: w, Services: []string{id}})
+		st, err = deploy.OpenStore(deploy.StoreConfig{DataDir: dir, Store: store, World: w, Fresh: fresh, Services: []string{id}})
 		if err != nil {
-			return server.Service{}, err
-		}
-		if err := engine.MarkStore(dir); err != nil {
 			return server.Service{}, err
 		}
 		read := func() (pgstore.State, error) {

@@ -40,7 +40,7 @@ type Reservation struct {
 
 	// ItemID and Quantity repeat Items[0] when the order has exactly one
 	// item, and are empty otherwise (like purchase.Request's). They are
-	// not in the JSON form: they are kept for engine.CheckAtomic, which
+	// not in the JSON form: they are kept for services.CheckAtomic, which
 	// compares them with the order's, until it compares Items.
 	ItemID   string `json:"-"`
 	Quantity int64  `json:"-"`

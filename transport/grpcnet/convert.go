@@ -10,7 +10,7 @@ import (
 // Limits on what one message may carry, checked on receipt (a peer is not
 // trusted to respect them).
 const (
-	maxIDBytes     = 1024
+	maxIDBytes     = 128
 	maxReasonBytes = 64 << 10
 	maxWaits       = 1 << 16
 )
@@ -61,12 +61,24 @@ func FromProto(p *dtxv1.Message) (twopc.Message, error) {
 		return m, fmt.Errorf("unknown vote %d", p.GetVote())
 	case m.From == "" || m.To == "":
 		return m, fmt.Errorf("%s without from or to", m.Type)
-	case len(m.From) > maxIDBytes || len(m.To) > maxIDBytes || len(m.Tx) > maxIDBytes:
-		return m, fmt.Errorf("%s: id longer than %d bytes", m.Type, maxIDBytes)
+	case len(m.From) > maxIDBytes || len(m.To) > maxIDBytes:
+		return m, fmt.Errorf("%s: node name longer than %d bytes", m.Type, maxIDBytes)
+	case m.Type != twopc.MsgWaits && m.Type != twopc.MsgRestarted && twopc.ValidTxID(m.Tx) != nil:
+		return m, fmt.Errorf("%s: transaction id: %v", m.Type, twopc.ValidTxID(m.Tx))
+	case (m.Type == twopc.MsgWaits || m.Type == twopc.MsgRestarted) && m.Tx != "":
+		return m, fmt.Errorf("%s names a transaction", m.Type)
+	case m.Type == twopc.MsgVote && m.Vote == 0:
+		return m, fmt.Errorf("VOTE without a vote")
+
 	case len(m.Reason) > maxReasonBytes:
 		return m, fmt.Errorf("%s: reason longer than %d bytes", m.Type, maxReasonBytes)
 	case len(p.GetWaits()) > maxWaits:
 		return m, fmt.Errorf("%s: more than %d wait-for edges", m.Type, maxWaits)
+	}
+	for i, w := range p.GetWaits() {
+		if twopc.ValidTxID(w.GetWaiter()) != nil || twopc.ValidTxID(w.GetHolder()) != nil {
+			return m, fmt.Errorf("WAITS: edge %d: bad transaction id", i)
+		}
 	}
 	if ws := p.GetWaits(); len(ws) > 0 {
 		m.Waits = make([]twopc.Wait, len(ws))

@@ -115,7 +115,17 @@ func TestFromProtoRejects(t *testing.T) {
 		"unknown type": func(p *dtxv1.Message) { p.Type = 200 },
 		"bad vote":     func(p *dtxv1.Message) { p.Vote = 99 },
 		"no from":      func(p *dtxv1.Message) { p.From = "" },
-		"long tx":      func(p *dtxv1.Message) { p.Tx = strings.Repeat("x", maxIDBytes+1) },
+		"long tx":      func(p *dtxv1.Message) { p.Tx = strings.Repeat("x", twopc.MaxTxIDBytes+1) },
+		"no tx":        func(p *dtxv1.Message) { p.Tx = "" },
+		"control tx":   func(p *dtxv1.Message) { p.Tx = "t\x001" },
+		"bad utf8 tx":  func(p *dtxv1.Message) { p.Tx = "t\xff" },
+		"long from":    func(p *dtxv1.Message) { p.From = strings.Repeat("c", maxIDBytes+1) },
+		"waits tx":     func(p *dtxv1.Message) { p.Type = dtxv1.MsgType_MSG_TYPE_WAITS },
+		"empty vote":   func(p *dtxv1.Message) { p.Type = dtxv1.MsgType_MSG_TYPE_VOTE },
+		"bad edge": func(p *dtxv1.Message) {
+			p.Type, p.Tx = dtxv1.MsgType_MSG_TYPE_WAITS, ""
+			p.Waits = []*dtxv1.Wait{{Waiter: "t1", Holder: ""}}
+		},
 	} {
 		p := proto.Clone(ok).(*dtxv1.Message)
 		mut(p)

@@ -64,11 +64,21 @@ type Config struct {
 	// TLS, if set, is the client side of mutual TLS (a certificate and the
 	// CA that signs the peers'). Nil means plaintext.
 	TLS *tls.Config
+	// PeerTLS, if set, returns the client TLS configuration for one peer
+	// (TLS with a check of that peer's identity); it takes precedence
+	// over TLS.
+	PeerTLS func(peer string) *tls.Config
 	// MaxMsgBytes bounds the encoded size of one call, sent or received.
 	MaxMsgBytes int
 	// InboxWait is how long Deliver waits for room in a full inbox before
 	// it refuses the batch (RESOURCE_EXHAUSTED).
 	InboxWait time.Duration
+	// Authorize, if set, is asked about every message of a received batch
+	// before any of it reaches an inbox, with the call's context (which
+	// holds the peer's verified certificate under mutual TLS). An error
+	// refuses the whole batch (PERMISSION_DENIED), counted in
+	// Stats.Unauthorized; nothing of it is delivered.
+	Authorize func(ctx context.Context, m *twopc.Message) error
 	// OnCall, if set, sees every finished Deliver call this node made: the
 	// destination, the number of messages, how long it took, and its error.
 	OnCall func(to string, msgs int, took time.Duration, err error)
@@ -123,7 +133,10 @@ type Stats struct {
 	Local           uint64 // messages delivered in this process, without a call
 	Dropped         uint64 // messages lost here: full queue, unknown node, failed call
 	Received        uint64 // messages accepted from peers
-	Refused         uint64 // messages refused: node down, inbox full, filtered, malformed
+	Refused         uint64 // messages refused: node down, inbox full, filtered, malformed, unauthorized
+	// Unauthorized counts the batches refused because a message was not
+	// allowed from its sender (Config.Authorize).
+	Unauthorized uint64
 }
 
 // MessagesPerCall returns TxSent / TxCalls (0 before any call).
@@ -148,14 +161,15 @@ type Network struct {
 	mu    sync.RWMutex
 	inbox map[string]chan []twopc.Message
 
-	filter atomic.Pointer[func(*twopc.Message) bool]
+	filter     atomic.Pointer[func(*twopc.Message) bool]
+	lastDenied atomic.Int64 // unix nanos of the last unauthorized batch logged
 
 	smu     sync.Mutex
 	senders map[string]*sender
 	closed  bool
 
 	st struct {
-		calls, callErrors, sent, txCalls, txSent, local, dropped, received, refused atomic.Uint64
+		calls, callErrors, sent, txCalls, txSent, local, dropped, received, refused, unauthorized atomic.Uint64
 	}
 }
 
@@ -209,6 +223,7 @@ func (n *Network) Stats() Stats {
 		TxCalls: n.st.txCalls.Load(), TxSent: n.st.txSent.Load(),
 		Local: n.st.local.Load(), Dropped: n.st.dropped.Load(),
 		Received: n.st.received.Load(), Refused: n.st.refused.Load(),
+		Unauthorized: n.st.unauthorized.Load(),
 	}
 }
 
@@ -249,7 +264,7 @@ func (n *Network) sender(to string) *sender {
 	if !ok || n.closed {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, n.dialOptions()...)
+	conn, err := grpc.NewClient(addr, n.dialOptions(to)...)
 	if err != nil {
 		n.cfg.Logger.Error("grpcnet: bad peer address", "peer", to, "addr", addr, "err", err)
 		return nil
@@ -263,9 +278,12 @@ func (n *Network) sender(to string) *sender {
 	return s
 }
 
-func (n *Network) dialOptions() []grpc.DialOption {
+func (n *Network) dialOptions(peer string) []grpc.DialOption {
 	creds := insecure.NewCredentials()
-	if n.cfg.TLS != nil {
+	switch {
+	case n.cfg.PeerTLS != nil:
+		creds = credentials.NewTLS(n.cfg.PeerTLS(peer))
+	case n.cfg.TLS != nil:
 		creds = credentials.NewTLS(n.cfg.TLS)
 	}
 	return []grpc.DialOption{
@@ -329,6 +347,14 @@ func (n *Network) Deliver(ctx context.Context, b *dtxv1.Batch) (*dtxv1.DeliverRe
 			n.st.refused.Add(uint64(len(in)))
 			return nil, status.Errorf(codes.InvalidArgument, "message %d: %v", i, err)
 		}
+		if n.cfg.Authorize != nil {
+			if err := n.cfg.Authorize(ctx, &m); err != nil {
+				n.st.refused.Add(uint64(len(in)))
+				n.st.unauthorized.Add(1)
+				n.noteDenied(err)
+				return nil, status.Errorf(codes.PermissionDenied, "message %d: %v", i, err)
+			}
+		}
 		if filter != nil && !filter(&m) {
 			n.st.refused.Add(1)
 			continue
@@ -369,6 +395,17 @@ func (n *Network) Deliver(ctx context.Context, b *dtxv1.Batch) (*dtxv1.DeliverRe
 	}
 	n.st.received.Add(uint64(len(msgs)))
 	return &dtxv1.DeliverReply{Accepted: uint32(len(msgs))}, nil
+}
+
+// noteDenied logs a refused batch, at most once a second (a flood must not
+// become a flood of log lines).
+func (n *Network) noteDenied(err error) {
+	now := time.Now().UnixNano()
+	last := n.lastDenied.Load()
+	if now-last < int64(time.Second) || !n.lastDenied.CompareAndSwap(last, now) {
+		return
+	}
+	n.cfg.Logger.Warn("grpcnet: refused a batch from an unauthorized sender", "err", err, "refused_batches", n.st.unauthorized.Load())
 }
 
 // DeliverStream implements the Transport service: every batch of the

@@ -34,7 +34,20 @@ func main() {
 	coord := flag.String("coordinator", "127.0.0.1:7100", "the coordinator's gRPC address")
 	zones := flag.Int("zones", 16, "delivery zones")
 	capacity := flag.Int64("capacity", 1_000_000, "parcels per zone")
+	cert := flag.String("tls-cert", "", "PEM certificate naming dtx://participant/shipping (mutual TLS; with --tls-key and --tls-ca)")
+	key := flag.String("tls-key", "", "PEM key of --tls-cert")
+	ca := flag.String("tls-ca", "", "PEM certificate of the CA")
+	tokens := flag.String("http-tokens", "", "HTTP bearer token file (see docs/SECURITY.md)")
+	insecure := flag.Bool("insecure", false, "allow plaintext on a non-loopback address (nobody authenticated)")
 	flag.Parse()
+	var tlsFiles *server.TLSFiles
+	switch {
+	case *cert != "" && *key != "" && *ca != "":
+		tlsFiles = &server.TLSFiles{Cert: *cert, Key: *key, CA: *ca}
+	case *cert != "" || *key != "" || *ca != "":
+		fmt.Fprintln(os.Stderr, "shipping: --tls-cert, --tls-key and --tls-ca go together")
+		os.Exit(2)
+	}
 	if *zones < 1 || *capacity < 0 {
 		fmt.Fprintln(os.Stderr, "shipping: --zones must be >= 1 and --capacity >= 0")
 		os.Exit(2)
@@ -43,7 +56,8 @@ func main() {
 	p, err := server.StartParticipant(server.ParticipantConfig{
 		Common: server.Common{
 			ID: shipping.ID, Listen: *listen, HTTP: *httpAddr, DataDir: *dir,
-			Peers:  map[string]string{twopc.CoordinatorID: *coord},
+			Peers: map[string]string{twopc.CoordinatorID: *coord},
+			TLS:   tlsFiles, HTTPTokens: *tokens, Insecure: *insecure,
 			Logger: log,
 		},
 		Service: server.Service{
