@@ -13,7 +13,8 @@ import (
 	"github.com/dtx-dev/dtx/services/pgstore"
 )
 
-// builtinService returns server.Builtin's service, or with store set the
+// builtinService returns server.Builtin's service (refused on a data
+// directory made with a store), or with store set the
 // same service with its state in that PostgreSQL database (the world
 // seeds it on first use; deploy.OpenStore checks and writes the data
 // directory's store marker). closeStore closes the database after the
@@ -21,7 +22,18 @@ import (
 func builtinService(id string, world *purchase.World, store string) (open func(dir string) (server.Service, error), closeStore func(), err error) {
 	if store == "" {
 		open, err := server.Builtin(id, world, time.Time{})
-		return open, func() {}, err
+		if err != nil {
+			return nil, nil, err
+		}
+		// A data directory made with --store holds only the protocol's
+		// records in its log: without its store it would serve the world's
+		// initial state.
+		return func(dir string) (server.Service, error) {
+			if err := deploy.CheckStore(dir, "", false); err != nil {
+				return server.Service{}, err
+			}
+			return open(dir)
+		}, func() {}, nil
 	}
 	if err := checkStore(store); err != nil {
 		return nil, nil, err
