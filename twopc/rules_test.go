@@ -605,4 +605,3 @@ func TestParticipantCommittedForcedBeforeAck(t *testing.T) {
 		t.Fatalf("after a synced COMMITTED only t2 may be in doubt, got %d", p.InDoubt())
 	}
 }
-
