@@ -66,6 +66,16 @@ type Protocol struct {
 	MaxAttempts int
 	// MaxInflight bounds unfinished transactions at the coordinator.
 	MaxInflight int
+	// DedupWindow is how long the coordinator keeps a finished
+	// transaction's outcome for resubmissions of its id: at least this
+	// long (of running time) and less than twice; then, for as long again,
+	// a resubmission is refused with "outcome expired"; after that the id
+	// is new. 0 keeps every outcome forever (the log is never compacted).
+	DedupWindow time.Duration
+	// DedupCount, with a DedupWindow, also ends a generation of outcomes
+	// once it holds this many, so at most about twice this many outcomes
+	// are kept. 0: no count bound.
+	DedupCount int
 }
 
 // DefaultProtocol returns the protocol settings of `dtx run`.
@@ -78,6 +88,7 @@ func DefaultProtocol() Protocol {
 		Deadlock:       twopc.DeadlockDetect,
 		DetectEvery:    5 * time.Millisecond,
 		MaxInflight:    1 << 16,
+		DedupWindow:    24 * time.Hour,
 	}
 }
 
@@ -94,6 +105,14 @@ func (p Protocol) Validate() error {
 		return fmt.Errorf("lock timeout %v is shorter than a tick (%v)", p.LockTimeout, p.Tick)
 	case p.MaxAttempts < 0:
 		return fmt.Errorf("max attempts %d is negative (0: default %d, 1: no restarts)", p.MaxAttempts, twopc.DefaultMaxAttempts)
+	case p.DedupWindow < 0:
+		return fmt.Errorf("dedup window %v is negative (0: keep every outcome)", p.DedupWindow)
+	case p.DedupWindow > 0 && p.DedupWindow < p.PrepareTimeout:
+		return fmt.Errorf("dedup window %v is shorter than the prepare timeout (%v): a client could not resubmit in time", p.DedupWindow, p.PrepareTimeout)
+	case p.DedupCount < 0:
+		return fmt.Errorf("dedup count %d is negative (0: no count bound)", p.DedupCount)
+	case p.DedupCount > 0 && p.DedupWindow == 0:
+		return errors.New("a dedup count needs a dedup window (0 keeps every outcome)")
 	}
 	return nil
 }
@@ -127,6 +146,10 @@ func (p Protocol) CoordinatorMachine() twopc.CoordinatorConfig {
 	mc.RetryMax = 20 * mc.RetryBase
 	mc.MaxInflight = p.MaxInflight
 	mc.MaxAttempts = p.MaxAttempts
+	if p.DedupWindow > 0 {
+		mc.Retention = Ticks(p.DedupWindow, p.Tick)
+		mc.RetainMax = p.DedupCount
+	}
 	if p.DetectEvery > 0 {
 		mc.WaitsTTL = 4 * Ticks(p.DetectEvery, p.Tick)
 	}

@@ -42,6 +42,8 @@ type runFlags struct {
 	json           bool
 	progress       bool
 	deadlock       string
+	dedupWindow    time.Duration
+	dedupCount     int
 	maxAttempts    int
 	remote         remoteFlags
 }
@@ -79,6 +81,8 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 250*time.Millisecond, "longest wait for a lock at a service before it votes NO")
 	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
+	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome, never compact the coordinator's log)")
+	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
@@ -164,6 +168,8 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.LockTimeout = f.lockTimeout
 	cfg.Deadlock = policy
 	cfg.MaxAttempts = f.maxAttempts
+	cfg.DedupWindow = f.dedupWindow
+	cfg.DedupCount = f.dedupCount
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)
@@ -245,6 +251,11 @@ func runMain(ctx context.Context, f *runFlags) error {
 			defer wg.Done()
 			for ln := range jobs {
 				o, err := eng.Submit(ctx, &ln.Req)
+				if errors.Is(err, twopc.ErrOutcomeExpired) {
+					// Used before, outcome no longer kept: not run again.
+					emit(&result{Line: ln.No, TxID: ln.Req.TxID, Status: "REJECTED", Reason: "outcome expired: this transaction_id was used and its outcome is past --dedup-window; it was not run again"})
+					continue
+				}
 				if err != nil {
 					if fatal.Load() == nil {
 						e := fmt.Errorf("line %d (%s) was not run: %w", ln.No, ln.Req.TxID, err)
