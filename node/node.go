@@ -59,9 +59,11 @@ type Hooks struct {
 	CrashAfterSend func(rd *twopc.Ready) bool
 	// Delay returns how long to hold an outgoing message (0: send now).
 	Delay func(m *twopc.Message) time.Duration
-	// CrashCompact is asked before the carrier compacts the log (the
-	// segments before a checkpoint, after a later one is durable).
-	CrashCompact func() bool
+	// CrashCompact is asked before the carrier compacts the log (removes
+	// the segments wholly before seq upTo, once a later checkpoint is
+	// durable). True crashes the node before it; a simulated disk may
+	// also arm a halt that the compaction then meets.
+	CrashCompact func(upTo uint64) bool
 	// Mutants plants bugs in the carry and replay paths, for the tests
 	// that show they are caught (package mutant). Zero in production.
 	Mutants mutant.Set
@@ -270,7 +272,7 @@ func (c *Carrier) compact() error {
 		return nil
 	}
 	c.Checkpoints = c.Checkpoints[n-keepCheckpoints:]
-	if c.Hooks.CrashCompact != nil && c.Hooks.CrashCompact() {
+	if c.Hooks.CrashCompact != nil && c.Hooks.CrashCompact(c.Checkpoints[0]) {
 		return ErrCrashed
 	}
 	return c.Log.Compact(c.Checkpoints[0])
@@ -402,7 +404,7 @@ func MergeHooks(a, b Hooks) Hooks {
 		out.CrashCompact = b.CrashCompact
 	} else if y := b.CrashCompact; y != nil {
 		x := out.CrashCompact
-		out.CrashCompact = func() bool { return x() || y() }
+		out.CrashCompact = func(upTo uint64) bool { return x(upTo) || y(upTo) }
 	}
 	if x, y := a.CrashBeforeLog, b.CrashBeforeLog; x == nil {
 		out.CrashBeforeLog = y

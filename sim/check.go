@@ -51,7 +51,7 @@ func (s *Sim) checkFinal() {
 		}
 		cs, known := coord.State(tx)
 		switch {
-		case committed && cs != twopc.CoordCommitted:
+		case committed && cs != twopc.CoordCommitted && (known || s.p.retention == 0):
 			s.violate("atomicity", "%s committed at every service but the coordinator has it %v (known %v)", tx, cs, known)
 		case n == 0 && known && (cs == twopc.CoordCommitted || cs == twopc.CoordCommitting):
 			s.violate("atomicity", "%s committed by the coordinator but at no service", tx)
