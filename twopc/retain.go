@@ -42,13 +42,15 @@ import (
 // continuing it.
 const CheckpointChunk = 1024
 
-// expiredSet holds the id hashes of a dropped generation: the slots of its
-// txTable without the entries and bytes (no copy at rotation, 16 bytes per
-// slot, at most 2 slots per id). A hash match means "seen" (a false match,
-// 1 in 2^64 per pair, refuses a new id as expired: the safe direction).
+// expiredSet holds the id hashes of a dropped generation: the hashes of
+// its txTable's slots, in the same open-addressing layout, without the
+// entries and bytes (8 bytes per slot, 2 to 4 slots per id; copying them at
+// rotation is one pass over an array). A hash match means "seen" (a false
+// match, 1 in 2^64 per pair, refuses a new id as expired: the safe
+// direction).
 type expiredSet struct {
 	seed  maphash.Seed
-	slots []txSlot
+	slots []uint64
 }
 
 func (e *expiredSet) has(key string) bool {
@@ -61,7 +63,7 @@ func (e *expiredSet) has(key string) bool {
 	}
 	mask := uint64(len(e.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
-		switch e.slots[i].hash {
+		switch e.slots[i] {
 		case 0:
 			return false
 		case h:
@@ -102,7 +104,11 @@ func (c *Coordinator) expired(tx string) bool { return c.exp.has(tx) }
 func (c *Coordinator) rotate() {
 	c.exp, c.expiredN = expiredSet{}, 0
 	if c.prev != nil {
-		c.exp = expiredSet{seed: c.prev.seed, slots: c.prev.slots}
+		hashes := make([]uint64, len(c.prev.slots))
+		for i := range c.prev.slots {
+			hashes[i] = c.prev.slots[i].hash
+		}
+		c.exp = expiredSet{seed: c.prev.seed, slots: hashes}
 		c.expiredN = c.prev.Len()
 	}
 	c.prev = c.done

@@ -2,6 +2,8 @@ package twopc
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
 	"testing"
 )
 
@@ -230,5 +232,42 @@ func TestCheckpointChunks(t *testing.T) {
 	}
 	if r.Inflight() != n {
 		t.Fatalf("after replay %d unfinished, want %d", r.Inflight(), n)
+	}
+}
+
+// TestRetainedBytes measures the heap per retained outcome (an id of 24
+// bytes, committed) and per expired id, and prints them (go test -v -run
+// RetainedBytes ./twopc).
+func TestRetainedBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	const n = 200_000
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	cfg := testCoordConfig()
+	cfg.Retention = 1 << 40
+	c, err := NewCoordinator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := heap()
+	for i := range n {
+		c.finish(fmt.Sprintf("order-%018d", i), finished{committed: true, attempt: 1})
+	}
+	retained := heap()
+	c.rotate()
+	c.rotate() // the outcomes are now expired: only their hashes are kept
+	expired := heap()
+	runtime.KeepAlive(c)
+	perOutcome := float64(retained-before) / n
+	perExpired := float64(expired-before) / n
+	t.Logf("retained outcome (24-byte id): %.1f bytes each (%.1f besides the id); expired id: %.1f bytes each", perOutcome, perOutcome-24, perExpired)
+	if perOutcome > 24+110 || perExpired > 40 {
+		t.Fatalf("retention costs more than expected: %.1f per outcome, %.1f per expired id", perOutcome, perExpired)
 	}
 }
