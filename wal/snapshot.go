@@ -61,9 +61,9 @@ func parseSnapshotName(name string) (uint64, bool) {
 type SnapshotStep uint8
 
 const (
-	SnapWrite  SnapshotStep = 1 + iota // the temporary file is written (not synced)
-	SnapSynced                         // the temporary file is synced
-	SnapRenamed                        // renamed, the directory not yet synced
+	SnapWrite   SnapshotStep = 1 + iota // the temporary file is written (not synced)
+	SnapSynced                          // the temporary file is synced
+	SnapRenamed                         // renamed, the directory not yet synced
 )
 
 // WriteSnapshot writes data as the snapshot covering seq in dir: temporary
