@@ -72,6 +72,11 @@ type Protocol struct {
 	// a resubmission is refused with "outcome expired"; after that the id
 	// is new. 0 keeps every outcome forever (the log is never compacted).
 	DedupWindow time.Duration
+	// SnapshotEvery and SnapshotLogBytes say when each service snapshots
+	// its state and compacts its log: after this long while records are
+	// logged, or after this many bytes of records (0 and 0: never).
+	SnapshotEvery    time.Duration
+	SnapshotLogBytes uint64
 	// DedupCount, with a DedupWindow, also ends a generation of outcomes
 	// once it holds this many, so at most about twice this many outcomes
 	// are kept. 0: no count bound.
@@ -89,6 +94,9 @@ func DefaultProtocol() Protocol {
 		DetectEvery:    5 * time.Millisecond,
 		MaxInflight:    1 << 16,
 		DedupWindow:    24 * time.Hour,
+		SnapshotEvery:  time.Minute,
+		// About 64 MiB of log at 125 B per transaction and service.
+		SnapshotLogBytes: 64 << 20,
 	}
 }
 
@@ -109,6 +117,8 @@ func (p Protocol) Validate() error {
 		return fmt.Errorf("dedup window %v is negative (0: keep every outcome)", p.DedupWindow)
 	case p.DedupWindow > 0 && p.DedupWindow < p.PrepareTimeout:
 		return fmt.Errorf("dedup window %v is shorter than the prepare timeout (%v): a client could not resubmit in time", p.DedupWindow, p.PrepareTimeout)
+	case p.SnapshotEvery < 0:
+		return fmt.Errorf("snapshot interval %v is negative (0: no time trigger)", p.SnapshotEvery)
 	case p.DedupCount < 0:
 		return fmt.Errorf("dedup count %d is negative (0: no count bound)", p.DedupCount)
 	case p.DedupCount > 0 && p.DedupWindow == 0:
@@ -184,6 +194,7 @@ func ServiceConfig(dataDir, id string, p Protocol, net transport.Network, log wa
 		Tick:        p.Tick,
 		Network:     net,
 		Log:         log,
+		Snapshot:    participant.SnapshotConfig{Every: p.SnapshotEvery, LogBytes: p.SnapshotLogBytes},
 	}
 }
 

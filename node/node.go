@@ -417,6 +417,26 @@ func MergeHooks(a, b Hooks) Hooks {
 	return out
 }
 
+// ErrBusy is returned by DoQuiet when the machine has work not yet
+// carried out; try again.
+var ErrBusy = errors.New("node: machine has a Ready not yet carried out")
+
+// DoQuiet is Do for f that needs the machine between two Readies, its
+// state exactly what its log holds (a snapshot): if the machine has a
+// Ready not carried out yet, f does not run and DoQuiet returns ErrBusy.
+func (n *Node) DoQuiet(ctx context.Context, done <-chan struct{}, f func()) error {
+	var busy bool
+	err := n.Do(ctx, done, func() {
+		if busy = n.m.HasReady(); !busy {
+			f()
+		}
+	})
+	if err == nil && busy {
+		err = ErrBusy
+	}
+	return err
+}
+
 // Restorer is a machine that can be rebuilt from its log: both twopc
 // machines.
 type Restorer interface {
@@ -435,6 +455,41 @@ type Restorer interface {
 func Recover(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, error) {
 	log, _, err := RecoverCheckpoints(cfg, m, h)
 	return log, err
+}
+
+// RecoverAfter is Recover for a machine already loaded from a snapshot
+// that covers the log up to seq after: only the records after it are
+// replayed. The log must still hold them all (compaction keeps the
+// segments after the oldest snapshot kept); a log compacted past after+1
+// is an error, never a silently shorter history.
+func RecoverAfter(cfg wal.Config, m Restorer, h Hooks, after uint64) (*wal.Log, error) {
+	log, err := wal.Open(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if first := log.FirstSeq(); first > after+1 {
+		log.Close()
+		if after == 0 {
+			return nil, fmt.Errorf("replay: the log starts at record %d and there is no valid snapshot of what came before", first)
+		}
+		return nil, fmt.Errorf("replay: the log starts at record %d, after the snapshot's record %d: records in between are missing", first, after)
+	}
+	if last := log.LastSeq(); last < after {
+		log.Close()
+		return nil, fmt.Errorf("replay: the log ends at record %d, before the snapshot's record %d", last, after)
+	}
+	restore := func(r twopc.Record, seq uint64) error {
+		if seq <= after {
+			return nil
+		}
+		return m.Restore(r)
+	}
+	if err := replaySeq(log, restore, h); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	m.Start()
+	return log, nil
 }
 
 // RecoverCheckpoints is Recover that also returns the seqs of the

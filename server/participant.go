@@ -108,6 +108,7 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 		Tick:        cfg.Protocol.Tick,
 		Network:     b.net,
 		Log:         logCfg,
+		Snapshot:    participant.SnapshotConfig{Every: cfg.Protocol.SnapshotEvery, LogBytes: cfg.Protocol.SnapshotLogBytes},
 		Logger:      b.log,
 	})
 	if err != nil {
