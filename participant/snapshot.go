@@ -197,16 +197,20 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if err := wal.WriteSnapshot(fsys, dir, seq, data, s.cfg.SnapshotHook); err != nil {
 		return err
 	}
-	if err := wal.PruneSnapshots(fsys, dir, seq, 2); err != nil {
+	if _, err := wal.ReadSnapshot(fsys, dir, seq); err != nil {
+		return fmt.Errorf("participant: %s: snapshot not readable after writing it: %w", s.cfg.ID, err)
+	}
+	// Keep the newest valid snapshot before this one, and the log from it
+	// on: if this one is ever found damaged, recovery falls back to it.
+	older, ok := wal.OlderSnapshot(fsys, dir, seq)
+	keep := []uint64{seq}
+	if ok {
+		keep = append(keep, older)
+	}
+	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
 		return err
 	}
-	snap, _, _, err := wal.LoadSnapshot(fsys, dir) // the newest: the one just written
-	if err != nil || snap.Seq != seq {
-		return fmt.Errorf("participant: %s: snapshot %d not readable after writing it: %v", s.cfg.ID, seq, err)
-	}
-	if older := s.olderSnapshot(fsys, dir, seq); older > 0 {
-		// Keep the log from the older snapshot on: if the newer one is
-		// ever found damaged, recovery falls back to the older.
+	if ok {
 		if err := inc.log.Compact(older + 1); err != nil {
 			return err
 		}
@@ -215,23 +219,6 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
 	return nil
-}
-
-// olderSnapshot returns the seq of the newest valid snapshot before seq
-// (0: none).
-func (s *Service) olderSnapshot(fsys wal.FS, dir string, seq uint64) uint64 {
-	names, err := fsys.ReadDir(dir)
-	if err != nil {
-		return 0
-	}
-	var best uint64
-	for _, name := range names {
-		var v uint64
-		if _, err := fmt.Sscanf(name, "snap-%016x.snap", &v); err == nil && name == wal.SnapshotName(v) && v < seq && v > best {
-			best = v
-		}
-	}
-	return best
 }
 
 // SnapshotStats returns the service's snapshot counters.

@@ -217,10 +217,36 @@ func readSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
 	return Snapshot{Seq: seq, Data: data, Name: name}, nil
 }
 
-// PruneSnapshots removes all but the newest keep snapshot files of dir
-// that are older than newest (the snapshot just written), and leftover
-// temporary snapshot files, then syncs the directory.
-func PruneSnapshots(fsys FS, dir string, newest uint64, keep int) error {
+// ReadSnapshot reads and checks the snapshot covering seq in dir (an
+// error wrapping ErrBadSnapshot if it is missing, torn or damaged).
+func ReadSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
+	return readSnapshot(fsys, dir, seq)
+}
+
+// OlderSnapshot returns the newest valid snapshot in dir that covers less
+// than before (ok false if there is none): the one to fall back to if the
+// newest is ever found damaged, so the log must be kept from it on.
+func OlderSnapshot(fsys FS, dir string, before uint64) (seq uint64, ok bool) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	seqs := snapshotSeqs(names)
+	for i := len(seqs) - 1; i >= 0; i-- {
+		if seqs[i] >= before {
+			continue
+		}
+		if _, err := readSnapshot(fsys, dir, seqs[i]); err == nil {
+			return seqs[i], true
+		}
+	}
+	return 0, false
+}
+
+// PruneSnapshots removes every snapshot file of dir but those covering the
+// seqs in keep, and leftover temporary snapshot files, then syncs the
+// directory.
+func PruneSnapshots(fsys FS, dir string, keep ...uint64) error {
 	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("wal: list %s: %w", dir, err)
@@ -231,17 +257,10 @@ func PruneSnapshots(fsys FS, dir string, newest uint64, keep int) error {
 			if _, ok := parseSnapshotName(base); ok {
 				victims = append(victims, name)
 			}
+			continue
 		}
-	}
-	var older []uint64
-	for _, seq := range snapshotSeqs(names) {
-		if seq <= newest {
-			older = append(older, seq)
-		}
-	}
-	if len(older) > keep {
-		for _, seq := range older[:len(older)-keep] {
-			victims = append(victims, SnapshotName(seq))
+		if seq, ok := parseSnapshotName(name); ok && !slices.Contains(keep, seq) {
+			victims = append(victims, name)
 		}
 	}
 	if len(victims) == 0 {

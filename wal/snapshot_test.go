@@ -120,7 +120,7 @@ func TestSnapshotPrune(t *testing.T) {
 	}
 	f, _ := fsys.OpenFile(filepath.Join(cfg.Dir, SnapshotName(4)+tmpSuffix), os.O_RDWR|os.O_CREATE, 0o644)
 	f.Close()
-	if err := PruneSnapshots(fsys, cfg.Dir, 3, 2); err != nil {
+	if err := PruneSnapshots(fsys, cfg.Dir, 3, 2); err != nil { // keep 2 and 3
 		t.Fatal(err)
 	}
 	var snaps []string
