@@ -526,6 +526,17 @@ func Replay(log *wal.Log, restore func(twopc.Record) error, h Hooks) error {
 	return replaySeq(log, func(r twopc.Record, _ uint64) error { return restore(r) }, h)
 }
 
+// ReplayAfter is Replay of the records after seq after only (those of a
+// snapshot's tail).
+func ReplayAfter(log *wal.Log, restore func(twopc.Record) error, h Hooks, after uint64) error {
+	return replaySeq(log, func(r twopc.Record, seq uint64) error {
+		if seq <= after {
+			return nil
+		}
+		return restore(r)
+	}, h)
+}
+
 func replaySeq(log *wal.Log, restore func(twopc.Record, uint64) error, h Hooks) error {
 	if h.Mutants != 0 {
 		return mutantReplay(log, restore, h.Mutants)

@@ -67,6 +67,14 @@ const (
 	// removing a segment and syncing the directory: a power loss then
 	// brings the segment back).
 	CrashCompact
+	// CrashSnapshot: a participant crashes (power loss) while writing a
+	// snapshot: after writing the temporary file, after syncing it, or
+	// after the rename before the directory sync (the rename is lost).
+	CrashSnapshot
+	// FaultSnapshotDamage: the newest snapshot of a participant is found
+	// torn (cut short) or with a flipped bit: recovery must use the one
+	// before.
+	FaultSnapshotDamage
 	numFaults
 )
 
@@ -79,6 +87,7 @@ var faultNames = [numFaults]string{"",
 	"crash.part-before-prepared-durable", "crash.part-after-prepared-durable",
 	"crash.part-before-committed-durable", "crash.part-after-committed-durable",
 	"crash.recovery-open", "crash.recovery-start", "crash.compact",
+	"crash.snapshot", "disk.snapshot-damage",
 }
 
 func (f Fault) String() string {
@@ -126,12 +135,12 @@ var faultGroups = map[string][]Fault{
 	"dup":       {FaultDuplicate},
 	"delay":     {FaultDelay},
 	"partition": {FaultPartition},
-	"disk":      {FaultFsyncError, FaultWriteError, FaultTornTail, FaultLoseUnsynced, FaultPowerLoss},
+	"disk":      {FaultFsyncError, FaultWriteError, FaultTornTail, FaultLoseUnsynced, FaultPowerLoss, FaultSnapshotDamage},
 	"crash": {FaultCrashRandom, FaultCrashStorm, CrashCoordBeforeCommitDurable, CrashCoordAfterCommitDurable,
 		CrashCoordMidCommitSend, CrashCoordAfterAcksBeforeEnd, CrashCoordMidAbortSend,
 		CrashPartBeforePreparedDurable, CrashPartAfterPreparedDurable, CrashPartBeforeCommittedDurable,
 		CrashPartAfterCommittedDurable},
-	"recovery": {CrashRecoveryOpen, CrashRecoveryStart, CrashCompact},
+	"recovery": {CrashRecoveryOpen, CrashRecoveryStart, CrashCompact, CrashSnapshot},
 }
 
 // ParseFaults parses a comma-separated list of fault names (as Fault.String

@@ -55,6 +55,7 @@ type Result struct {
 	Messages   int
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
+	Snapshots  int // participant snapshots written
 	// Deadlock is the policy this run drew; TxRestarts counts deadlock
 	// victims the coordinator restarted as a new attempt (all incarnations).
 	Deadlock   twopc.DeadlockPolicy
@@ -94,6 +95,7 @@ type comp struct {
 	inc     uint64 // incarnation: bumped by every crash
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
+	lastSnap   uint64 // tick of the last snapshot (participants)
 }
 
 type evKind uint8
@@ -155,6 +157,7 @@ type params struct {
 	retention     uint64
 	clientTimeout uint64
 	resubmit      int
+	snapEvery     uint64 // ticks between participant snapshots (0: none)
 	deadlock      twopc.DeadlockPolicy
 }
 
@@ -303,6 +306,9 @@ func (s *Sim) drawParams() {
 	if r.IntN(3) == 0 {
 		s.p.segSize = 2048 + int64(r.IntN(4096)) // many rollovers
 	}
+	if r.IntN(3) != 0 {
+		s.p.snapEvery = uint64(10 + r.IntN(200))
+	}
 	s.p.clientTimeout, s.p.resubmit = 150, 400
 	if r.IntN(4) != 0 {
 		// Outcomes are forgotten, some quickly: a client resubmits within
@@ -398,6 +404,7 @@ func (s *Sim) tick() {
 		if c.up {
 			c.m.Tick()
 			s.flush(c)
+			s.maybeSnapshot(c)
 		}
 	}
 	if s.healed && s.quiet() {
@@ -877,7 +884,17 @@ func (s *Sim) restart(c *comp) {
 		return
 	}
 	hooks := s.hooks(c)
-	log, ckpts, err := node.RecoverCheckpoints(s.logConfig(c, c.fs), m, hooks)
+	var log *wal.Log
+	var ckpts []uint64
+	if c.role == rolePart {
+		var after uint64
+		after, err = s.loadSnapshot(c, c.fs, c.part, c.res)
+		if err == nil {
+			log, err = node.RecoverAfter(s.logConfig(c, c.fs), m, hooks, after)
+		}
+	} else {
+		log, ckpts, err = node.RecoverCheckpoints(s.logConfig(c, c.fs), m, hooks)
+	}
 	if err != nil {
 		if halt && c.fs.Halted() {
 			recoveryCrash(err)
