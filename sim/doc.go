@@ -43,11 +43,21 @@
 //
 // Recovery is the production recipe, node.Recover: wal.Open on the crashed
 // disk (which cuts a torn tail), a fresh Resource from the service's New,
-// the log replayed into a fresh machine with Restore, then Start.
+// the log replayed into a fresh machine with Restore, then Start. A
+// participant first loads its newest valid snapshot and replays only the
+// records after it (node.RecoverAfter).
+//
+// Bounded state: in most runs the coordinator forgets outcomes after a
+// retention drawn per run (some very short, so that a branch back from a
+// long crash asks about a forgotten transaction), checkpoints and compacts
+// its log; participants snapshot every few ticks and compact theirs. The
+// faults crash.snapshot, crash.compact and disk.snapshot-damage cut those
+// steps (sim/snapshot.go).
 //
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an
-// answer.
+// answer, always within the retention window (a timeout of at most half of
+// it, extra resubmissions at most a quarter apart).
 //
 // # Checkers
 //
