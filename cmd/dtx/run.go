@@ -43,6 +43,8 @@ type runFlags struct {
 	progress       bool
 	deadlock       string
 	dedupWindow    time.Duration
+	snapshotEvery  time.Duration
+	snapshotBytes  uint64
 	dedupCount     int
 	maxAttempts    int
 	remote         remoteFlags
@@ -83,6 +85,8 @@ log; any command that opens it recovers first.`,
 	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome, never compact the coordinator's log)")
 	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
+	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each service snapshots its state and compacts its log this often while it logs (0: no time trigger)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 64<<20, "each service also snapshots after this many bytes of log records (0: no size trigger; both 0: never)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
@@ -170,6 +174,8 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.MaxAttempts = f.maxAttempts
 	cfg.DedupWindow = f.dedupWindow
 	cfg.DedupCount = f.dedupCount
+	cfg.SnapshotEvery = f.snapshotEvery
+	cfg.SnapshotLogBytes = f.snapshotBytes
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)
