@@ -218,6 +218,7 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	s.snapStats.Taken++
 	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
+	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", keep[len(keep)-1])
 	return nil
 }
 
