@@ -98,8 +98,7 @@
 // before it is logged, YES sent before PREPARED is durable, the Force flag
 // ignored, client answers not synced, the sync of a COMMIT skipped, COMMIT
 // records skipped on recovery, the last record of a log dropped on replay,
-// a deadlock victim chosen off the cycle it names. An ACK sent before
-// COMMITTED is durable is harmless by design (the coordinator remembers
-// every outcome and an in-doubt branch asks again), and the tests check
-// that it is not flagged.
+// a deadlock victim chosen off the cycle it names, an ACK sent before
+// COMMITTED is durable (caught once the coordinator has forgotten the
+// outcome: the branch that lost COMMITTED is told ABORT).
 package sim
