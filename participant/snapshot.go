@@ -71,37 +71,110 @@ func decodeSnapshot(b []byte) (machine, res []byte, err error) {
 	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
-// loadSnapshot restores m and res from the newest valid snapshot in dir and
-// returns the seq it covers (0: none). The caller holds snapMu.
-func (s *Service) loadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (uint64, error) {
+// LoadSnapshot restores a fresh machine m and its fresh Resource res
+// from the newest whole, valid snapshot in dir and returns the seq it
+// covers (0: none, or res is not a Snapshotter), with an error for each
+// newer snapshot it skipped as torn or damaged. Replay the log after seq
+// (node.RecoverAfter). participant.Service and the simulator both use it.
+func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (seq uint64, skipped []error, err error) {
 	sn, ok := res.(Snapshotter)
+	if !ok {
+		return 0, nil, nil
+	}
+	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
+	if err != nil || !found {
+		return 0, skipped, err
+	}
+	mb, rb, err := decodeSnapshot(snap.Data)
+	if err != nil {
+		return 0, skipped, err
+	}
+	if err := sn.RestoreSnapshot(rb); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: resource: %w", snap.Name, err)
+	}
+	if err := m.RestoreSnapshot(mb); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
+	}
+	return snap.Seq, skipped, nil
+}
+
+// TakeSnapshot serializes m and res, which must be between two Readies
+// (on the loop; it is the loop's whole pause), as the snapshot covering
+// the log up to log.LastSeq().
+func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, data []byte, err error) {
+	sn, ok := res.(Snapshotter)
+	if !ok {
+		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
+	}
+	mb, err := m.AppendSnapshot(nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	rb, err := sn.Snapshot()
+	if err != nil {
+		return 0, nil, err
+	}
+	return log.LastSeq(), encodeSnapshot(mb, rb), nil
+}
+
+// SnapshotHooks cut WriteSnapshot for crash tests.
+type SnapshotHooks struct {
+	// Step is called after each step of writing the file and may stop
+	// the write there with an error (returned as is).
+	Step func(wal.SnapshotStep) error
+	// BeforeCompact is called before the log is compacted up to upTo.
+	BeforeCompact func(upTo uint64)
+}
+
+// WriteSnapshot makes a snapshot taken by TakeSnapshot durable, off the
+// loop: it syncs log up to the snapshot's record (a snapshot may never get
+// ahead of its log: if the log then lost its unsynced tail, new records
+// would reuse seqs the snapshot claims to cover), writes the file
+// (wal.WriteSnapshot), checks it reads back, keeps it and the newest valid
+// older snapshot, removes the others, and compacts the log up to that
+// older one, so that recovery can fall back to it. It returns the seq the
+// log is kept from (0: all of it).
+func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data []byte, h SnapshotHooks) (keptFrom uint64, err error) {
+	if err := log.Sync(); err != nil {
+		return 0, err
+	}
+	if err := wal.WriteSnapshot(fsys, dir, seq, data, h.Step); err != nil {
+		return 0, err
+	}
+	if _, err := wal.ReadSnapshot(fsys, dir, seq); err != nil {
+		return 0, fmt.Errorf("participant: snapshot not readable after writing it: %w", err)
+	}
+	older, ok := wal.OlderSnapshot(fsys, dir, seq)
+	keep := []uint64{seq}
+	if ok {
+		keep = append(keep, older)
+	}
+	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
+		return 0, err
+	}
 	if !ok {
 		return 0, nil
 	}
-	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
-	if err != nil {
+	if h.BeforeCompact != nil {
+		h.BeforeCompact(older + 1)
+	}
+	if err := log.Compact(older + 1); err != nil {
 		return 0, err
 	}
+	return older + 1, nil
+}
+
+// loadSnapshot is LoadSnapshot for the service, recording what it found.
+// The caller holds snapMu.
+func (s *Service) loadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (uint64, error) {
+	seq, skipped, err := LoadSnapshot(fsys, dir, m, res)
 	s.snapStats.Skipped = nil
 	for _, e := range skipped {
 		s.cfg.Logger.Warn("snapshot skipped", "service", s.cfg.ID, "err", e)
 		s.snapStats.Skipped = append(s.snapStats.Skipped, e.Error())
 	}
-	s.snapStats.Loaded = snap.Seq
-	if !found {
-		return 0, nil
-	}
-	mb, rb, err := decodeSnapshot(snap.Data)
-	if err != nil {
-		return 0, err
-	}
-	if err := sn.RestoreSnapshot(rb); err != nil {
-		return 0, fmt.Errorf("snapshot %s: resource: %w", snap.Name, err)
-	}
-	if err := m.RestoreSnapshot(mb); err != nil {
-		return 0, fmt.Errorf("snapshot %s: %w", snap.Name, err)
-	}
-	return snap.Seq, nil
+	s.snapStats.Loaded = seq
+	return seq, err
 }
 
 // snapshotter runs the service's snapshots until ctx ends: it checks the
@@ -152,29 +225,14 @@ func (s *Service) snapshotter(ctx context.Context) {
 // two. It returns node.ErrBusy if the loop had work in hand (try again).
 func (s *Service) SnapshotNow(ctx context.Context) error {
 	inc := s.inc.Load()
-	sn, ok := inc.res.(Snapshotter)
-	if !ok {
-		return fmt.Errorf("participant: %s: the resource does not implement Snapshotter", s.cfg.ID)
-	}
 	var data []byte
 	var seq uint64
 	var serr error
 	var pause time.Duration
 	err := inc.node.DoQuiet(ctx, inc.done, func() {
 		start := time.Now()
-		defer func() { pause = time.Since(start) }()
-		mb, err := inc.m.AppendSnapshot(nil)
-		if err != nil {
-			serr = err
-			return
-		}
-		rb, err := sn.Snapshot()
-		if err != nil {
-			serr = err
-			return
-		}
-		seq = inc.log.LastSeq()
-		data = encodeSnapshot(mb, rb)
+		seq, data, serr = TakeSnapshot(inc.m, inc.res, inc.log)
+		pause = time.Since(start)
 	})
 	if err == nil {
 		err = serr
@@ -187,38 +245,14 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if s.inc.Load() != inc {
 		return node.ErrBusy // crashed meanwhile
 	}
-	// The snapshot may not get ahead of the log: if it did and the log
-	// then lost its unsynced tail, new records would reuse seqs the
-	// snapshot claims to cover.
-	if err := inc.log.Sync(); err != nil {
-		return err
-	}
-	fsys, dir := s.fs(), s.dir()
-	if err := wal.WriteSnapshot(fsys, dir, seq, data, s.cfg.SnapshotHook); err != nil {
-		return err
-	}
-	if _, err := wal.ReadSnapshot(fsys, dir, seq); err != nil {
-		return fmt.Errorf("participant: %s: snapshot not readable after writing it: %w", s.cfg.ID, err)
-	}
-	// Keep the newest valid snapshot before this one, and the log from it
-	// on: if this one is ever found damaged, recovery falls back to it.
-	older, ok := wal.OlderSnapshot(fsys, dir, seq)
-	keep := []uint64{seq}
-	if ok {
-		keep = append(keep, older)
-	}
-	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
-		return err
-	}
-	if ok {
-		if err := inc.log.Compact(older + 1); err != nil {
-			return err
-		}
+	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook})
+	if err != nil {
+		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}
 	s.snapStats.Taken++
 	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
-	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", keep[len(keep)-1])
+	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", from)
 	return nil
 }
 

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
+	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -13,109 +13,84 @@ import (
 // ---- participant snapshots ----
 //
 // Every snapEvery ticks a participant that is up and between two Readies
-// snapshots its machine and its Resource, as participant.Service does:
-// sync the log, write the snapshot (temporary file, sync, rename, sync
-// dir), keep it and the newest valid one before it, compact the log up to
-// that one. The faults: a crash after each step of the write, a crash in
-// the middle of the compaction, and damage to the newest snapshot.
-
-type snapshotter interface {
-	Snapshot() ([]byte, error)
-	RestoreSnapshot([]byte) error
-}
+// snapshots its machine and its Resource with participant.TakeSnapshot and
+// participant.WriteSnapshot, the steps participant.Service takes: sync the
+// log, write the snapshot (temporary file, sync, rename, sync dir), keep
+// it and the newest valid one before it, compact the log up to that one.
+// The faults: a crash after each step of the write, a crash in the middle
+// of the compaction, and damage to the newest snapshot.
 
 var errSnapCrash = errors.New("sim: crash while writing a snapshot")
 
 func (s *Sim) snapDir(c *comp) string { return "/" + c.id }
 
-func encodeSnap(mb, rb []byte) []byte {
-	b := fmt.Appendf(nil, "%d:", len(mb))
-	b = append(b, mb...)
-	return append(b, rb...)
-}
-
-func decodeSnap(b []byte) (mb, rb []byte, err error) {
-	var n int
-	head, rest, ok := strings.Cut(string(b[:min(len(b), 24)]), ":")
-	if _, err := fmt.Sscanf(head, "%d", &n); !ok || err != nil || n < 0 || len(head)+1+n > len(b) {
-		return nil, nil, fmt.Errorf("sim: bad snapshot framing %q", rest)
+// Snapshot and RestoreSnapshot make the counting wrapper a
+// participant.Snapshotter when the service's store is one.
+func (r *countingResource) Snapshot() ([]byte, error) {
+	sn, ok := r.Resource.(participant.Snapshotter)
+	if !ok {
+		return nil, errors.New("sim: not a Snapshotter")
 	}
-	b = b[len(head)+1:]
-	return b[:n], b[n:], nil
+	return sn.Snapshot()
 }
 
-// maybeSnapshot snapshots participant c if it is due.
+func (r *countingResource) RestoreSnapshot(b []byte) error {
+	sn, ok := r.Resource.(participant.Snapshotter)
+	if !ok {
+		return errors.New("sim: not a Snapshotter")
+	}
+	return sn.RestoreSnapshot(b)
+}
+
+// maybeSnapshot snapshots participant c if it is due, with the SDK's own
+// steps (participant.TakeSnapshot, participant.WriteSnapshot), cut by the
+// faults.
 func (s *Sim) maybeSnapshot(c *comp) {
 	if s.p.snapEvery == 0 || c.role != rolePart || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
 		return
 	}
 	c.lastSnap = s.now
-	sn, ok := c.res.Resource.(snapshotter)
-	if !ok {
-		return
-	}
-	mb, err := c.part.AppendSnapshot(nil)
+	seq, data, err := participant.TakeSnapshot(c.part, c.res, c.log)
 	if err != nil {
 		s.violate("recovery", "%s: snapshot: %v", c.id, err)
 		return
 	}
-	rb, err := sn.Snapshot()
-	if err != nil {
-		s.violate("recovery", "%s: snapshot: %v", c.id, err)
-		return
-	}
-	seq := c.log.LastSeq()
-	if err := c.log.Sync(); err != nil {
-		s.violate("disk", "%s: sync before a snapshot: %v", c.id, err)
-		return
-	}
-	dir := s.snapDir(c)
 	var stop wal.SnapshotStep
 	if !s.healed && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
 		stop = []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(3)]
 	}
-	err = wal.WriteSnapshot(c.fs, dir, seq, encodeSnap(mb, rb), func(st wal.SnapshotStep) error {
-		if st == stop {
-			return errSnapCrash
-		}
-		return nil
+	halted := false
+	dir := s.snapDir(c)
+	_, err = participant.WriteSnapshot(c.fs, dir, c.log, seq, data, participant.SnapshotHooks{
+		Step: func(st wal.SnapshotStep) error {
+			if st == stop {
+				return errSnapCrash
+			}
+			return nil
+		},
+		BeforeCompact: func(upTo uint64) {
+			if !s.healed && s.on(CrashCompact) && s.roll(s.p.crashPoint) {
+				if n := s.segmentsBefore(c, upTo); n > 0 {
+					c.fs.HaltAfter(s.rng.IntN(2 * n)) // each removal: a remove and a directory sync
+					halted = true
+				}
+			}
+		},
 	})
-	if errors.Is(err, errSnapCrash) {
+	switch {
+	case errors.Is(err, errSnapCrash):
 		s.tracef("%s crashes writing snapshot %d (after step %d)", c.id, seq, stop)
 		s.crash(c, CrashSnapshot, true)
 		return
-	}
-	if err != nil {
-		s.violate("disk", "%s: write snapshot: %v", c.id, err)
+	case err != nil && halted:
+		s.tracef("%s crashes compacting its log after snapshot %d", c.id, seq)
+		s.crash(c, CrashCompact, true)
+		return
+	case err != nil:
+		s.violate("disk", "%s: snapshot: %v", c.id, err)
 		return
 	}
 	s.res.Snapshots++
-	older, ok := wal.OlderSnapshot(c.fs, dir, seq)
-	keep := []uint64{seq}
-	if ok {
-		keep = append(keep, older)
-	}
-	if err := wal.PruneSnapshots(c.fs, dir, keep...); err != nil {
-		s.violate("disk", "%s: prune snapshots: %v", c.id, err)
-		return
-	}
-	if ok {
-		halted := false
-		if !s.healed && s.on(CrashCompact) && s.roll(s.p.crashPoint) {
-			if n := s.segmentsBefore(c, older+1); n > 0 {
-				c.fs.HaltAfter(s.rng.IntN(2 * n))
-				halted = true
-			}
-		}
-		if err := c.log.Compact(older + 1); err != nil {
-			if !halted {
-				s.violate("disk", "%s: compact: %v", c.id, err)
-			}
-			s.tracef("%s crashes compacting its log after snapshot %d", c.id, seq)
-			s.crash(c, CrashCompact, true)
-			return
-		}
-	}
 	if !s.healed && s.on(FaultSnapshotDamage) && s.roll(s.p.disk) {
 		path := dir + "/" + wal.SnapshotName(seq)
 		b, err := c.fs.ReadFile(path)
@@ -152,28 +127,15 @@ func (s *Sim) segmentsBefore(c *comp, upTo uint64) int {
 }
 
 // loadSnapshot restores a fresh participant machine m over res from the
-// newest valid snapshot on fsys and returns the seq it covers (0: none).
+// newest valid snapshot on fsys (participant.LoadSnapshot) and returns the
+// seq it covers (0: none).
 func (s *Sim) loadSnapshot(c *comp, fsys *wal.MemFS, m *twopc.Participant, res *countingResource) (uint64, error) {
-	sn, ok := res.Resource.(snapshotter)
-	if !ok {
-		return 0, nil
-	}
-	snap, found, _, err := wal.LoadSnapshot(fsys, s.snapDir(c))
-	if err != nil || !found {
-		return 0, err
-	}
-	mb, rb, err := decodeSnap(snap.Data)
-	if err != nil {
-		return 0, err
-	}
-	if err := sn.RestoreSnapshot(rb); err != nil {
-		return 0, err
-	}
-	if err := m.RestoreSnapshot(mb); err != nil {
+	seq, _, err := participant.LoadSnapshot(fsys, s.snapDir(c), m, res)
+	if err != nil || seq == 0 {
 		return 0, err
 	}
 	for _, tx := range m.InDoubtTxs() {
 		res.prepared[tx] = true
 	}
-	return snap.Seq, nil
+	return seq, nil
 }
