@@ -54,6 +54,9 @@ type Config struct {
 	LockTimeout, PrepareTimeout time.Duration
 	// MaxAttempts bounds the runs of a deadlock victim (0: the default).
 	MaxAttempts int
+	// DedupWindow is the coordinator's outcome retention (mem transport;
+	// 0: the engine's default; negative: keep every outcome).
+	DedupWindow time.Duration
 	// Participants per transaction: the first 1, 2 or 3 of inventory,
 	// payment, order (0: all three).
 	Participants int
@@ -161,6 +164,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	ec.Tick = tick
 	ec.Deadlock = cfg.Deadlock
 	ec.MaxAttempts = cfg.MaxAttempts
+	switch {
+	case cfg.DedupWindow > 0:
+		ec.DedupWindow = cfg.DedupWindow
+	case cfg.DedupWindow < 0:
+		ec.DedupWindow = 0
+	}
 	ec.WALPrealloc = cfg.WALPrealloc
 	if cfg.LockTimeout > 0 {
 		ec.LockTimeout = cfg.LockTimeout

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,6 +245,11 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 			return twopc.Outcome{}, fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
 		case codes.PermissionDenied, codes.Unauthenticated:
 			return twopc.Outcome{}, fmt.Errorf("%w (nothing ran): %w", ErrDenied, status.Convert(err).Err())
+		case codes.FailedPrecondition:
+			if strings.Contains(status.Convert(err).Message(), "outcome expired") {
+				return twopc.Outcome{}, fmt.Errorf("client: %w", twopc.ErrOutcomeExpired)
+			}
+			ambiguous = true
 		case codes.ResourceExhausted: // refused before it started
 		default:
 			ambiguous = true

@@ -76,7 +76,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := node.Recover(lc, m, cfg.Hooks)
+	log, ckpts, err := node.RecoverCheckpoints(lc, m, cfg.Hooks)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
@@ -90,14 +90,15 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
 	c.node, err = node.New(node.Config{
-		ID:         cfg.Machine.ID,
-		Log:        log,
-		Transport:  cfg.Network,
-		Tick:       cfg.Tick,
-		OnOutcomes: c.deliver,
-		OnRecord:   cfg.OnRecord,
-		Hooks:      cfg.Hooks,
-		Logger:     cfg.Logger,
+		ID:          cfg.Machine.ID,
+		Log:         log,
+		Transport:   cfg.Network,
+		Tick:        cfg.Tick,
+		OnOutcomes:  c.deliver,
+		OnRecord:    cfg.OnRecord,
+		Hooks:       cfg.Hooks,
+		Logger:      cfg.Logger,
+		Checkpoints: ckpts,
 	}, m)
 	if err != nil {
 		log.Close()

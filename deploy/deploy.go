@@ -71,6 +71,21 @@ type Protocol struct {
 	MaxAttempts int
 	// MaxInflight bounds unfinished transactions at the coordinator.
 	MaxInflight int
+	// DedupWindow is how long the coordinator keeps a finished
+	// transaction's outcome for resubmissions of its id: at least this
+	// long (of running time) and less than twice; then, for as long again,
+	// a resubmission is refused with "outcome expired"; after that the id
+	// is new. 0 keeps every outcome forever (the log is never compacted).
+	DedupWindow time.Duration
+	// SnapshotEvery and SnapshotLogBytes say when each service snapshots
+	// its state and compacts its log: after this long while records are
+	// logged, or after this many bytes of records (0 and 0: never).
+	SnapshotEvery    time.Duration
+	SnapshotLogBytes uint64
+	// DedupCount, with a DedupWindow, also ends a generation of outcomes
+	// once it holds this many, so at most about twice this many outcomes
+	// are kept. 0: no count bound.
+	DedupCount int
 }
 
 // DefaultProtocol returns the protocol settings of `dtx run`.
@@ -83,6 +98,10 @@ func DefaultProtocol() Protocol {
 		Deadlock:       twopc.DeadlockDetect,
 		DetectEvery:    5 * time.Millisecond,
 		MaxInflight:    1 << 16,
+		DedupWindow:    24 * time.Hour,
+		SnapshotEvery:  time.Minute,
+		// About 64 MiB of log at 125 B per transaction and service.
+		SnapshotLogBytes: 64 << 20,
 	}
 }
 
@@ -99,6 +118,16 @@ func (p Protocol) Validate() error {
 		return fmt.Errorf("lock timeout %v is shorter than a tick (%v)", p.LockTimeout, p.Tick)
 	case p.MaxAttempts < 0:
 		return fmt.Errorf("max attempts %d is negative (0: default %d, 1: no restarts)", p.MaxAttempts, twopc.DefaultMaxAttempts)
+	case p.DedupWindow < 0:
+		return fmt.Errorf("dedup window %v is negative (0: keep every outcome)", p.DedupWindow)
+	case p.DedupWindow > 0 && p.DedupWindow < p.PrepareTimeout:
+		return fmt.Errorf("dedup window %v is shorter than the prepare timeout (%v): a client could not resubmit in time", p.DedupWindow, p.PrepareTimeout)
+	case p.SnapshotEvery < 0:
+		return fmt.Errorf("snapshot interval %v is negative (0: no time trigger)", p.SnapshotEvery)
+	case p.DedupCount < 0:
+		return fmt.Errorf("dedup count %d is negative (0: no count bound)", p.DedupCount)
+	case p.DedupCount > 0 && p.DedupWindow == 0:
+		return errors.New("a dedup count needs a dedup window (0 keeps every outcome)")
 	}
 	return nil
 }
@@ -132,6 +161,10 @@ func (p Protocol) CoordinatorMachine() twopc.CoordinatorConfig {
 	mc.RetryMax = 20 * mc.RetryBase
 	mc.MaxInflight = p.MaxInflight
 	mc.MaxAttempts = p.MaxAttempts
+	if p.DedupWindow > 0 {
+		mc.Retention = Ticks(p.DedupWindow, p.Tick)
+		mc.RetainMax = p.DedupCount
+	}
 	if p.DetectEvery > 0 {
 		mc.WaitsTTL = 4 * Ticks(p.DetectEvery, p.Tick)
 	}
@@ -166,6 +199,7 @@ func ServiceConfig(dataDir, id string, p Protocol, net transport.Network, log wa
 		Tick:        p.Tick,
 		Network:     net,
 		Log:         log,
+		Snapshot:    participant.SnapshotConfig{Every: p.SnapshotEvery, LogBytes: p.SnapshotLogBytes},
 	}
 }
 

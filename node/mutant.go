@@ -65,8 +65,9 @@ func mutantEarly(ms mutant.Set, rd *twopc.Ready) (early, rest []twopc.Message, o
 }
 
 // mutantReplay is Replay with the replay bugs of ms planted.
-func mutantReplay(log *wal.Log, restore func(twopc.Record) error, ms mutant.Set) error {
+func mutantReplay(log *wal.Log, restore func(twopc.Record, uint64) error, ms mutant.Set) error {
 	var held *twopc.Record // ReplayDropsLast: one record behind, the last never handed over
+	var heldSeq uint64
 	return log.Replay(func(r wal.Record) error {
 		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
 		if err != nil {
@@ -76,13 +77,13 @@ func mutantReplay(log *wal.Log, restore func(twopc.Record) error, ms mutant.Set)
 			return nil
 		}
 		if ms.Has(mutant.ReplayDropsLast) {
-			prev := held
-			held = &rec
+			prev, prevSeq := held, heldSeq
+			held, heldSeq = &rec, r.Seq
 			if prev == nil {
 				return nil
 			}
-			return restore(*prev)
+			return restore(*prev, prevSeq)
 		}
-		return restore(rec)
+		return restore(rec, r.Seq)
 	})
 }

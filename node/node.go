@@ -59,6 +59,11 @@ type Hooks struct {
 	CrashAfterSend func(rd *twopc.Ready) bool
 	// Delay returns how long to hold an outgoing message (0: send now).
 	Delay func(m *twopc.Message) time.Duration
+	// CrashCompact is asked before the carrier compacts the log (removes
+	// the segments wholly before seq upTo, once a later checkpoint is
+	// durable). True crashes the node before it; a simulated disk may
+	// also arm a halt that the compaction then meets.
+	CrashCompact func(upTo uint64) bool
 	// Mutants plants bugs in the carry and replay paths, for the tests
 	// that show they are caught (package mutant). Zero in production.
 	Mutants mutant.Set
@@ -84,6 +89,9 @@ type Config struct {
 	OnRecord func(*twopc.Record)
 	Hooks    Hooks
 	Logger   *slog.Logger
+	// Checkpoints are the checkpoint seqs RecoverCheckpoints found in Log
+	// (see Carrier.Checkpoints).
+	Checkpoints []uint64
 }
 
 // Node drives one machine.
@@ -112,12 +120,13 @@ func New(cfg Config, m Machine) (*Node, error) {
 		inbox: make(chan []twopc.Message, cfg.InboxSize),
 		calls: make(chan func(), 1024),
 		carrier: Carrier{
-			ID:         cfg.ID,
-			Log:        cfg.Log,
-			Transport:  cfg.Transport,
-			OnOutcomes: cfg.OnOutcomes,
-			OnRecord:   cfg.OnRecord,
-			Hooks:      cfg.Hooks,
+			ID:          cfg.ID,
+			Log:         cfg.Log,
+			Transport:   cfg.Transport,
+			OnOutcomes:  cfg.OnOutcomes,
+			OnRecord:    cfg.OnRecord,
+			Hooks:       cfg.Hooks,
+			Checkpoints: cfg.Checkpoints,
 		},
 	}, nil
 }
@@ -230,8 +239,43 @@ type Carrier struct {
 	OnRecord func(*twopc.Record)
 	Hooks    Hooks
 
+	// Checkpoints holds the seqs of the latest checkpoint records (a
+	// coordinator's RecCheckpoint heads) of Log, oldest first: Recover
+	// finds them in the log, Carry adds those it appends. Once a third is
+	// durable, the log before the oldest of the three is compacted.
+	Checkpoints []uint64
+
 	buf     []byte
 	entries []wal.Entry
+}
+
+// keepCheckpoints is how many checkpoints the log keeps: replay from the
+// one two rotations back rebuilds the current, the previous and the
+// expired generation of outcomes (twopc/retain.go).
+const keepCheckpoints = 3
+
+// noteCheckpoints records the seqs of rd's checkpoint heads, appended with
+// lastSeq as the seq of the last record.
+func (c *Carrier) noteCheckpoints(rd *twopc.Ready, lastSeq uint64) {
+	for i := range rd.Records {
+		if r := &rd.Records[i]; r.Type == twopc.RecCheckpoint && r.Attempt == 0 {
+			c.Checkpoints = append(c.Checkpoints, lastSeq-uint64(len(rd.Records)-1-i))
+		}
+	}
+}
+
+// compact removes the log segments before the oldest kept checkpoint once
+// the newest is durable.
+func (c *Carrier) compact() error {
+	n := len(c.Checkpoints)
+	if n < keepCheckpoints || c.Log.DurableSeq() < c.Checkpoints[n-1] {
+		return nil
+	}
+	c.Checkpoints = c.Checkpoints[n-keepCheckpoints:]
+	if c.Hooks.CrashCompact != nil && c.Hooks.CrashCompact(c.Checkpoints[0]) {
+		return ErrCrashed
+	}
+	return c.Log.Compact(c.Checkpoints[0])
 }
 
 // Carry carries out m's Ready, if it has one, and advances m past it. It
@@ -270,13 +314,25 @@ func (c *Carrier) Carry(m Machine) error {
 	// no entry of its own: an outcome is a promise, so what was appended
 	// before it, unforced, is synced first.
 	var err error
+	var last uint64
 	if sync {
-		_, err = c.Log.Append(c.entries...)
+		last, err = c.Log.Append(c.entries...)
 	} else if len(c.entries) > 0 {
-		_, err = c.Log.AppendNoSync(c.entries...)
+		last, err = c.Log.AppendNoSync(c.entries...)
 	}
 	if err != nil {
 		return fmt.Errorf("node %s: log: %w", c.ID, err)
+	}
+	if len(c.entries) > 0 {
+		c.noteCheckpoints(&rd, last)
+	}
+	if len(c.Checkpoints) >= keepCheckpoints {
+		if err := c.compact(); err != nil {
+			if err == ErrCrashed {
+				return err
+			}
+			return fmt.Errorf("node %s: compact log: %w", c.ID, err)
+		}
 	}
 	if c.OnRecord != nil {
 		for i := range rd.Records {
@@ -342,6 +398,13 @@ func MergeHooks(a, b Hooks) Hooks {
 		CrashAfterSend: or(a.CrashAfterSend, b.CrashAfterSend),
 		Delay:          a.Delay,
 		Mutants:        a.Mutants | b.Mutants,
+		CrashCompact:   a.CrashCompact,
+	}
+	if out.CrashCompact == nil {
+		out.CrashCompact = b.CrashCompact
+	} else if y := b.CrashCompact; y != nil {
+		x := out.CrashCompact
+		out.CrashCompact = func(upTo uint64) bool { return x(upTo) || y(upTo) }
 	}
 	if x, y := a.CrashBeforeLog, b.CrashBeforeLog; x == nil {
 		out.CrashBeforeLog = y
@@ -352,6 +415,26 @@ func MergeHooks(a, b Hooks) Hooks {
 		out.Delay = b.Delay
 	}
 	return out
+}
+
+// ErrBusy is returned by DoQuiet when the machine has work not yet
+// carried out; try again.
+var ErrBusy = errors.New("node: machine has a Ready not yet carried out")
+
+// DoQuiet is Do for f that needs the machine between two Readies, its
+// state exactly what its log holds (a snapshot): if the machine has a
+// Ready not carried out yet, f does not run and DoQuiet returns ErrBusy.
+func (n *Node) DoQuiet(ctx context.Context, done <-chan struct{}, f func()) error {
+	var busy bool
+	err := n.Do(ctx, done, func() {
+		if busy = n.m.HasReady(); !busy {
+			f()
+		}
+	})
+	if err == nil && busy {
+		err = ErrBusy
+	}
+	return err
 }
 
 // Restorer is a machine that can be rebuilt from its log: both twopc
@@ -370,11 +453,38 @@ type Restorer interface {
 // m. The work Start queued is m's first Ready, for the caller to carry out.
 // On error the log is closed (if it was opened).
 func Recover(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, error) {
+	log, _, err := RecoverCheckpoints(cfg, m, h)
+	return log, err
+}
+
+// RecoverAfter is Recover for a machine already loaded from a snapshot
+// that covers the log up to seq after: only the records after it are
+// replayed. The log must still hold them all (compaction keeps the
+// segments after the oldest snapshot kept); a log compacted past after+1
+// is an error, never a silently shorter history.
+func RecoverAfter(cfg wal.Config, m Restorer, h Hooks, after uint64) (*wal.Log, error) {
 	log, err := wal.Open(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
-	if err := Replay(log, m.Restore, h); err != nil {
+	if first := log.FirstSeq(); first > after+1 {
+		log.Close()
+		if after == 0 {
+			return nil, fmt.Errorf("replay: the log starts at record %d and there is no valid snapshot of what came before", first)
+		}
+		return nil, fmt.Errorf("replay: the log starts at record %d, after the snapshot's record %d: records in between are missing", first, after)
+	}
+	if last := log.LastSeq(); last < after {
+		log.Close()
+		return nil, fmt.Errorf("replay: the log ends at record %d, before the snapshot's record %d", last, after)
+	}
+	restore := func(r twopc.Record, seq uint64) error {
+		if seq <= after {
+			return nil
+		}
+		return m.Restore(r)
+	}
+	if err := replaySeq(log, restore, h); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("replay: %w", err)
 	}
@@ -382,11 +492,52 @@ func Recover(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, error) {
 	return log, nil
 }
 
+// RecoverCheckpoints is Recover that also returns the seqs of the
+// checkpoint heads it replayed (the latest few, oldest first), for
+// Carrier.Checkpoints.
+func RecoverCheckpoints(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, []uint64, error) {
+	log, err := wal.Open(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open log: %w", err)
+	}
+	var ckpts []uint64
+	restore := func(r twopc.Record, seq uint64) error {
+		if r.Type == twopc.RecCheckpoint && r.Attempt == 0 {
+			if len(ckpts) == keepCheckpoints {
+				ckpts = append(ckpts[:0], ckpts[1:]...)
+			}
+			ckpts = append(ckpts, seq)
+		}
+		return m.Restore(r)
+	}
+	if err := replaySeq(log, restore, h); err != nil {
+		log.Close()
+		return nil, nil, fmt.Errorf("replay: %w", err)
+	}
+	m.Start()
+	return log, ckpts, nil
+}
+
 // Replay decodes every record of log, in order, and hands it to restore
 // (a machine's Restore): the inverse of what Carry writes. Recover uses
 // it; so do checkers that rebuild a machine's state from a log without
 // starting it.
 func Replay(log *wal.Log, restore func(twopc.Record) error, h Hooks) error {
+	return replaySeq(log, func(r twopc.Record, _ uint64) error { return restore(r) }, h)
+}
+
+// ReplayAfter is Replay of the records after seq after only (those of a
+// snapshot's tail).
+func ReplayAfter(log *wal.Log, restore func(twopc.Record) error, h Hooks, after uint64) error {
+	return replaySeq(log, func(r twopc.Record, seq uint64) error {
+		if seq <= after {
+			return nil
+		}
+		return restore(r)
+	}, h)
+}
+
+func replaySeq(log *wal.Log, restore func(twopc.Record, uint64) error, h Hooks) error {
 	if h.Mutants != 0 {
 		return mutantReplay(log, restore, h.Mutants)
 	}
@@ -395,6 +546,6 @@ func Replay(log *wal.Log, restore func(twopc.Record) error, h Hooks) error {
 		if err != nil {
 			return fmt.Errorf("log record %d: %w", r.Seq, err)
 		}
-		return restore(rec)
+		return restore(rec, r.Seq)
 	})
 }

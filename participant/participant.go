@@ -73,8 +73,14 @@ type Config struct {
 	Faults      Faults
 	// Hooks are extra crash points for tests (failpoints), checked before
 	// the simulated faults.
-	Hooks  node.Hooks
-	Logger *slog.Logger
+	Hooks node.Hooks
+	// Snapshot says when to snapshot the service's state (a Resource that
+	// implements Snapshotter) and compact its log. Zero: never.
+	Snapshot SnapshotConfig
+	// SnapshotHook, if set, is called after each step of writing a
+	// snapshot and may stop it there with an error (crash tests).
+	SnapshotHook func(wal.SnapshotStep) error
+	Logger       *slog.Logger
 }
 
 // Stats counts what happened to a service.
@@ -96,6 +102,10 @@ type Service struct {
 		running, closed bool
 	}
 	done chan struct{}
+	// snapMu serializes writing a snapshot (and compacting after it) with
+	// loading one at a restart; it guards snapStats.
+	snapMu    sync.Mutex
+	snapStats SnapshotStats
 }
 
 // incarnation is one life of the service, from its log to its crash.
@@ -145,7 +155,13 @@ func (s *Service) open() (*incarnation, error) {
 		return nil, err
 	}
 	hooks := s.hooks()
-	log, err := node.Recover(lc, m, hooks)
+	s.snapMu.Lock()
+	after, err := s.loadSnapshot(s.fs(), lc.Dir, m, raw)
+	var log *wal.Log
+	if err == nil {
+		log, err = node.RecoverAfter(lc, m, hooks, after)
+	}
+	s.snapMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.cfg.ID, err)
 	}
@@ -215,6 +231,13 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.stop, cancel)()
+	if s.cfg.Snapshot.on() {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); s.snapshotter(ctx) }()
+		defer wg.Wait()
+		defer cancel()
+	}
 	for {
 		inc := s.inc.Load()
 		inbox := inc.node.Inbox()

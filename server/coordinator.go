@@ -442,6 +442,8 @@ func grpcError(err error) error {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, twopc.ErrInvalidTx):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, twopc.ErrOutcomeExpired):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "no outcome yet: ask again with the same transaction_id")
 	case errors.Is(err, context.Canceled):

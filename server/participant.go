@@ -99,6 +99,7 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	logCfg := wal.DefaultConfig("")
 	logCfg.FS = wm.fs()
 	pc := deploy.ServiceConfig(cfg.DataDir, b.cfg.ID, cfg.Protocol, b.net, logCfg, spec.NewResource)
+	pc.Snapshot = participant.SnapshotConfig{Every: cfg.Protocol.SnapshotEvery, LogBytes: cfg.Protocol.SnapshotLogBytes}
 	pc.Logger = b.log
 	svc, err = participant.Open(pc)
 	if err != nil {

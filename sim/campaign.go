@@ -21,6 +21,7 @@ type Summary struct {
 	Aborted    int
 	Crashes    int
 	Restarts   int
+	Snapshots  int // participant snapshots written
 	// TxRestarts counts deadlock victims restarted as a new attempt.
 	TxRestarts uint64
 	MultiDown  int   // crashes that left two or more components down at once
@@ -48,6 +49,7 @@ func (s *Summary) Add(r *Result) {
 	s.Aborted += r.Aborted
 	s.Crashes += r.Crashes
 	s.Restarts += r.Restarts
+	s.Snapshots += r.Snapshots
 	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
 	s.MaxDown = max(s.MaxDown, r.MaxDown)
@@ -152,6 +154,7 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "deadlock victims restarted (same id and timestamp): %d\n", s.TxRestarts)
 	fmt.Fprintf(w, "crashes: %d (%d recoveries); %d left two or more components down at once (at most %d)\n",
 		s.Crashes, s.Restarts, s.MultiDown, s.MaxDown)
+	fmt.Fprintf(w, "participant snapshots written: %d\n", s.Snapshots)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",
 		Percentile(s.HealToQuiet, 50), Percentile(s.HealToQuiet, 99), Percentile(s.HealToQuiet, 100))
 	fmt.Fprintf(w, "events: %d\n", s.Events)

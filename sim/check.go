@@ -51,7 +51,7 @@ func (s *Sim) checkFinal() {
 		}
 		cs, known := coord.State(tx)
 		switch {
-		case committed && cs != twopc.CoordCommitted:
+		case committed && cs != twopc.CoordCommitted && (known || s.p.retention == 0):
 			s.violate("atomicity", "%s committed at every service but the coordinator has it %v (known %v)", tx, cs, known)
 		case n == 0 && known && (cs == twopc.CoordCommitted || cs == twopc.CoordCommitting):
 			s.violate("atomicity", "%s committed by the coordinator but at no service", tx)
@@ -189,6 +189,7 @@ func (s *Sim) replayState(c *comp) (any, error) {
 	defer l.Close()
 	var restore func(twopc.Record) error
 	var state func() any
+	var after uint64
 	if c.role == roleCoord {
 		m, err := twopc.NewCoordinator(twopc.CoordinatorConfig{ID: twopc.CoordinatorID, PrepareTimeout: 1, RetryBase: 1, RetryMax: 1})
 		if err != nil {
@@ -203,8 +204,11 @@ func (s *Sim) replayState(c *comp) (any, error) {
 			return nil, err
 		}
 		restore, state = m.Restore, res.state
+		if after, err = s.loadSnapshot(c, c.fs.Clone(), m, res); err != nil {
+			return nil, err
+		}
 	}
-	if err := node.Replay(l, restore, node.Hooks{Mutants: s.mutants}); err != nil {
+	if err := node.ReplayAfter(l, restore, node.Hooks{Mutants: s.mutants}, after); err != nil {
 		return nil, err
 	}
 	return state(), nil

@@ -62,6 +62,19 @@ const (
 	// Start (the coordinator's new epoch and its resends; a participant's
 	// inquiries).
 	CrashRecoveryStart
+	// CrashCompact: a crash just before the coordinator compacts its log
+	// behind a checkpoint, or the disk halts in the middle of it (between
+	// removing a segment and syncing the directory: a power loss then
+	// brings the segment back).
+	CrashCompact
+	// CrashSnapshot: a participant crashes (power loss) while writing a
+	// snapshot: after writing the temporary file, after syncing it, or
+	// after the rename before the directory sync (the rename is lost).
+	CrashSnapshot
+	// FaultSnapshotDamage: the newest snapshot of a participant is found
+	// torn (cut short) or with a flipped bit: recovery must use the one
+	// before.
+	FaultSnapshotDamage
 	numFaults
 )
 
@@ -73,7 +86,8 @@ var faultNames = [numFaults]string{"",
 	"crash.coord-after-acks-before-end", "crash.coord-mid-abort-send",
 	"crash.part-before-prepared-durable", "crash.part-after-prepared-durable",
 	"crash.part-before-committed-durable", "crash.part-after-committed-durable",
-	"crash.recovery-open", "crash.recovery-start",
+	"crash.recovery-open", "crash.recovery-start", "crash.compact",
+	"crash.snapshot", "disk.snapshot-damage",
 }
 
 func (f Fault) String() string {
@@ -121,12 +135,12 @@ var faultGroups = map[string][]Fault{
 	"dup":       {FaultDuplicate},
 	"delay":     {FaultDelay},
 	"partition": {FaultPartition},
-	"disk":      {FaultFsyncError, FaultWriteError, FaultTornTail, FaultLoseUnsynced, FaultPowerLoss},
+	"disk":      {FaultFsyncError, FaultWriteError, FaultTornTail, FaultLoseUnsynced, FaultPowerLoss, FaultSnapshotDamage},
 	"crash": {FaultCrashRandom, FaultCrashStorm, CrashCoordBeforeCommitDurable, CrashCoordAfterCommitDurable,
 		CrashCoordMidCommitSend, CrashCoordAfterAcksBeforeEnd, CrashCoordMidAbortSend,
 		CrashPartBeforePreparedDurable, CrashPartAfterPreparedDurable, CrashPartBeforeCommittedDurable,
 		CrashPartAfterCommittedDurable},
-	"recovery": {CrashRecoveryOpen, CrashRecoveryStart},
+	"recovery": {CrashRecoveryOpen, CrashRecoveryStart, CrashCompact, CrashSnapshot},
 }
 
 // ParseFaults parses a comma-separated list of fault names (as Fault.String
@@ -204,8 +218,9 @@ const (
 	// on the cycle it names.
 	MutantOffCycleVictim Mutant = "off-cycle-victim"
 	// MutantAckBeforeCommitted: a participant ACKs COMMIT before its
-	// COMMITTED record is durable. Harmless by design: the coordinator
-	// remembers every outcome, and an in-doubt branch asks for it again.
+	// COMMITTED record is durable. Once the coordinator has forgotten the
+	// outcome (the retention window), a branch that lost COMMITTED asks
+	// and is told ABORT.
 	MutantAckBeforeCommitted Mutant = "ack-before-committed"
 )
 

@@ -43,11 +43,21 @@
 //
 // Recovery is the production recipe, node.Recover: wal.Open on the crashed
 // disk (which cuts a torn tail), a fresh Resource from the service's New,
-// the log replayed into a fresh machine with Restore, then Start.
+// the log replayed into a fresh machine with Restore, then Start. A
+// participant first loads its newest valid snapshot and replays only the
+// records after it (node.RecoverAfter).
+//
+// Bounded state: in most runs the coordinator forgets outcomes after a
+// retention drawn per run (some very short, so that a branch back from a
+// long crash asks about a forgotten transaction), checkpoints and compacts
+// its log; participants snapshot every few ticks and compact theirs. The
+// faults crash.snapshot, crash.compact and disk.snapshot-damage cut those
+// steps (sim/snapshot.go).
 //
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an
-// answer.
+// answer, always within the retention window (a timeout of at most half of
+// it, extra resubmissions at most a quarter apart).
 //
 // # Checkers
 //
@@ -88,8 +98,7 @@
 // before it is logged, YES sent before PREPARED is durable, the Force flag
 // ignored, client answers not synced, the sync of a COMMIT skipped, COMMIT
 // records skipped on recovery, the last record of a log dropped on replay,
-// a deadlock victim chosen off the cycle it names. An ACK sent before
-// COMMITTED is durable is harmless by design (the coordinator remembers
-// every outcome and an in-doubt branch asks again), and the tests check
-// that it is not flagged.
+// a deadlock victim chosen off the cycle it names, an ACK sent before
+// COMMITTED is durable (caught once the coordinator has forgotten the
+// outcome: the branch that lost COMMITTED is told ABORT).
 package sim

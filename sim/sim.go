@@ -29,7 +29,6 @@ const (
 	lockTimeout    = 20
 	inquireAfter   = 30
 	inquireMax     = 120
-	clientTimeout  = 150
 	maxInflight    = 64
 )
 
@@ -56,6 +55,7 @@ type Result struct {
 	Messages   int
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
+	Snapshots  int // participant snapshots written
 	// Deadlock is the policy this run drew; TxRestarts counts deadlock
 	// victims the coordinator restarted as a new attempt (all incarnations).
 	Deadlock   twopc.DeadlockPolicy
@@ -95,6 +95,7 @@ type comp struct {
 	inc     uint64 // incarnation: bumped by every crash
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
+	lastSnap   uint64 // tick of the last snapshot (participants)
 }
 
 type evKind uint8
@@ -150,7 +151,14 @@ type params struct {
 	power       float64 // share of crashes that are power losses
 	maxDown     uint64
 	segSize     int64
-	deadlock    twopc.DeadlockPolicy
+	// retention is the coordinator's outcome retention (0: forever);
+	// clientTimeout and resubmit (the most a client waits before an extra
+	// resubmission) keep every resubmission of an id within the window.
+	retention     uint64
+	clientTimeout uint64
+	resubmit      int
+	snapEvery     uint64 // ticks between participant snapshots (0: none)
+	deadlock      twopc.DeadlockPolicy
 }
 
 // Sim is one simulated run. It is single-threaded and deterministic.
@@ -298,6 +306,19 @@ func (s *Sim) drawParams() {
 	if r.IntN(3) == 0 {
 		s.p.segSize = 2048 + int64(r.IntN(4096)) // many rollovers
 	}
+	if r.IntN(3) != 0 {
+		s.p.snapEvery = uint64(10 + r.IntN(200))
+	}
+	s.p.clientTimeout, s.p.resubmit = 150, 400
+	if r.IntN(4) != 0 {
+		// Outcomes are forgotten, some quickly: a client resubmits within
+		// the window (a timeout of at most R/2, extra resubmissions at most
+		// R/4 apart), but a branch that comes back after a long crash asks
+		// about a transaction the coordinator has forgotten.
+		s.p.retention = uint64(20 + r.IntN(400))
+		s.p.clientTimeout = min(150, s.p.retention/2)
+		s.p.resubmit = int(s.p.retention / 4)
+	}
 }
 
 func (s *Sim) on(f Fault) bool { return !s.healed && s.p.on.Has(f) }
@@ -383,6 +404,7 @@ func (s *Sim) tick() {
 		if c.up {
 			c.m.Tick()
 			s.flush(c)
+			s.maybeSnapshot(c)
 		}
 	}
 	if s.healed && s.quiet() {
@@ -511,6 +533,7 @@ const (
 	stageTorn            // written, the machine loses power before the fsync returns
 	stageAfterSync       // durable, nothing sent
 	stageMidSend         // some but not all messages sent
+	stageCompact         // durable, before the log is compacted
 )
 
 // plan is what the simulator decided for the Ready being carried out.
@@ -556,7 +579,8 @@ func (s *Sim) hooks(c *comp) node.Hooks {
 			c.plan.armed = false // armed for this Ready's send only
 			return c.plan.sent > 0
 		},
-		Mutants: s.mutants,
+		CrashCompact: func(upTo uint64) bool { return s.beforeCompact(c, upTo) },
+		Mutants:      s.mutants,
 	}
 }
 
@@ -592,6 +616,35 @@ func (s *Sim) beforeLog(c *comp, rd *twopc.Ready, sync bool) bool {
 	return false
 }
 
+// beforeCompact may crash c before it compacts its log up to upTo, or arm
+// a halt of its disk in the middle of the compaction (the carrier then
+// fails with the disk's error).
+func (s *Sim) beforeCompact(c *comp, upTo uint64) bool {
+	if s.healed || !s.on(CrashCompact) || !s.roll(s.p.crashPoint) {
+		return false
+	}
+	var firsts []uint64
+	for _, name := range c.fs.List("/" + c.id) {
+		var first uint64
+		if _, err := fmt.Sscanf(name, "%016x.wal", &first); err == nil && strings.HasSuffix(name, ".wal") {
+			firsts = append(firsts, first)
+		}
+	}
+	slices.Sort(firsts)
+	victims := 0
+	for i := 0; i+1 < len(firsts) && firsts[i+1] <= upTo; i++ {
+		victims++
+	}
+	c.plan.point = CrashCompact
+	if victims == 0 || s.rng.IntN(2) == 0 {
+		c.plan.st = stageCompact
+		return true
+	}
+	c.fs.HaltAfter(s.rng.IntN(2 * victims)) // each removal is a remove and a directory sync
+	c.plan.disk = CrashCompact
+	return false
+}
+
 // afterLog runs once the Ready's records are in the log (durable if it
 // synced); true crashes before any message leaves. A mid-send crash is
 // armed here for the transport.
@@ -615,6 +668,8 @@ func (s *Sim) carryFailed(c *comp, err error) {
 			s.tracef("%s crashes at %s (after the log)", c.id, p.point)
 		case stageMidSend:
 			s.tracef("%s crashes at %s (%d of %d messages sent)", c.id, p.point, p.sent, p.of)
+		case stageCompact:
+			s.tracef("%s crashes at %s (before compacting its log)", c.id, p.point)
 		default:
 			s.violate("crash", "%s: the driver crashed with no crash point chosen", c.id)
 		}
@@ -829,7 +884,17 @@ func (s *Sim) restart(c *comp) {
 		return
 	}
 	hooks := s.hooks(c)
-	log, err := node.Recover(s.logConfig(c, c.fs), m, hooks)
+	var log *wal.Log
+	var ckpts []uint64
+	if c.role == rolePart {
+		var after uint64
+		after, err = s.loadSnapshot(c, c.fs, c.part, c.res)
+		if err == nil {
+			log, err = node.RecoverAfter(s.logConfig(c, c.fs), m, hooks, after)
+		}
+	} else {
+		log, ckpts, err = node.RecoverCheckpoints(s.logConfig(c, c.fs), m, hooks)
+	}
 	if err != nil {
 		if halt && c.fs.Halted() {
 			recoveryCrash(err)
@@ -844,7 +909,7 @@ func (s *Sim) restart(c *comp) {
 		return
 	}
 	c.log = log
-	c.carrier = &node.Carrier{ID: c.id, Log: log, Transport: transport{s, c}, OnRecord: s.observe(c), Hooks: hooks}
+	c.carrier = &node.Carrier{ID: c.id, Log: log, Transport: transport{s, c}, OnRecord: s.observe(c), Hooks: hooks, Checkpoints: ckpts}
 	if c.role == roleCoord {
 		c.carrier.OnOutcomes = s.report
 	}
@@ -868,7 +933,7 @@ func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 		cfg := twopc.CoordinatorConfig{
 			ID: twopc.CoordinatorID, PrepareTimeout: prepareTimeout, RetryBase: retryBase, RetryMax: retryMax,
 			MaxInflight: maxInflight, Rand: s.rng.Uint64, RestartBase: restartBase, RestartMax: restartMax,
-			Mutants: s.mutants,
+			Mutants: s.mutants, Retention: s.p.retention,
 		}
 		m, err := twopc.NewCoordinator(cfg)
 		if err != nil {

@@ -138,7 +138,7 @@ func (s *Sim) submit(cl *client) {
 	cl.waiting = true
 	cl.gen++
 	s.tracef("client %s submits (#%d)", cl.req.TxID, cl.submits)
-	s.schedule(&event{at: s.now + clientTimeout, kind: evClientTimeout, client: cl.idx, gen: cl.gen})
+	s.schedule(&event{at: s.now + s.p.clientTimeout, kind: evClientTimeout, client: cl.idx, gen: cl.gen})
 	s.flush(c)
 }
 
@@ -170,7 +170,7 @@ func (s *Sim) report(outs []twopc.Outcome) {
 		cl.waiting = false
 		if cl.extra > 0 {
 			cl.extra--
-			s.schedule(&event{at: s.now + 1 + uint64(s.rng.IntN(400)), kind: evSubmit, client: cl.idx})
+			s.schedule(&event{at: s.now + 1 + uint64(s.rng.IntN(s.p.resubmit)), kind: evSubmit, client: cl.idx})
 		}
 	}
 }

@@ -83,6 +83,16 @@ type CoordinatorConfig struct {
 	// budget the message is dropped and counted (Shed); an honest
 	// participant asks again later. 0 means 4096 per 1000 ticks.
 	PresumeBudget, PresumeWindow uint64
+	// Retention is how long, in ticks of running time, a finished
+	// transaction's outcome is kept for duplicate detection: at least
+	// Retention, less than 2×Retention; then its id is remembered as
+	// expired for another Retention (see retain.go). 0 keeps every outcome
+	// forever and never checkpoints.
+	Retention uint64
+	// RetainMax, with Retention set, also rotates the generations once
+	// the current one holds RetainMax outcomes (checked every tick), so
+	// at most about 2×RetainMax outcomes are kept. 0: no count bound.
+	RetainMax int
 	// Mutants plants bugs, for the tests that show they are caught
 	// (package mutant). Zero in production.
 	Mutants mutant.Set
@@ -116,6 +126,10 @@ func (c CoordinatorConfig) Validate() error {
 		return fmt.Errorf("twopc: need 0 < RetryBase <= RetryMax (got %d, %d)", c.RetryBase, c.RetryMax)
 	case c.MaxInflight < 0:
 		return fmt.Errorf("twopc: MaxInflight must be >= 0")
+	case c.RetainMax < 0:
+		return fmt.Errorf("twopc: RetainMax must be >= 0")
+	case c.RetainMax > 0 && c.Retention == 0:
+		return fmt.Errorf("twopc: RetainMax needs a Retention")
 	case c.MaxAttempts < 0:
 		return fmt.Errorf("twopc: MaxAttempts must be >= 0 (0: default %d, 1: no restarts)", DefaultMaxAttempts)
 	}
@@ -168,6 +182,9 @@ func (c *Coordinator) finish(tx string, f finished) {
 // finishedTx returns what is remembered of a finished tx.
 func (c *Coordinator) finishedTx(tx string) (finished, bool) {
 	v, reason, ok := c.done.Get(tx)
+	if !ok && c.prev != nil {
+		v, reason, ok = c.prev.Get(tx)
+	}
 	return finished{committed: v.state == 1, reason: reason, attempt: v.a}, ok
 }
 
@@ -180,12 +197,19 @@ type Coordinator struct {
 	started bool
 	now     uint64
 	active  map[string]*coordTx // collecting or committing
-	done    *txTable            // committed (END) or aborted
-	timers  timers
-	rd      Ready
-	lastTS  uint64
-	waits   map[string]waitReport // latest wait-for report per participant
-	dl      DeadlockStats
+	done    *txTable            // committed (END) or aborted: current generation
+	prev    *txTable            // the previous generation (nil before the first rotation)
+	exp     expiredSet          // ids of the generation before (outcomes dropped)
+	// expiredN counts the ids in exp; genStart is the tick the current
+	// generation began; checkpoints counts rotations.
+	expiredN    int
+	genStart    uint64
+	checkpoints uint64
+	timers      timers
+	rd          Ready
+	lastTS      uint64
+	waits       map[string]waitReport // latest wait-for report per participant
+	dl          DeadlockStats
 	// presumed counts, per participant, the presumed-abort answers about
 	// unknown transactions in the current window (PresumeBudget).
 	presumed      map[string]uint64
@@ -296,7 +320,7 @@ func (c *Coordinator) Restore(r Record) error {
 		if _, ok := c.active[r.Tx]; ok {
 			return bad("transaction begun twice")
 		}
-		if c.done.Has(r.Tx) {
+		if c.known(r.Tx) {
 			return bad("transaction begun after it finished")
 		}
 		c.active[r.Tx] = newCoordTx(r.Tx, r.Nodes)
@@ -324,7 +348,7 @@ func (c *Coordinator) Restore(r Record) error {
 	case RecEnd:
 		t := c.active[r.Tx]
 		if t == nil || t.state != CoordCommitting {
-			if c.done.Has(r.Tx) || t != nil {
+			if c.known(r.Tx) || t != nil {
 				return bad("END for a transaction that is not committing")
 			}
 		}
@@ -350,6 +374,8 @@ func (c *Coordinator) Restore(r Record) error {
 		}
 		delete(c.active, r.Tx)
 		c.finish(r.Tx, finished{reason: r.Reason, attempt: AttemptOf(r.Attempt)})
+	case RecCheckpoint:
+		return c.restoreCheckpoint(r)
 	case RecEvent:
 	default:
 		return bad("not a coordinator record")
@@ -375,7 +401,7 @@ func newCoordTx(id string, nodes []string) *coordTx {
 func (c *Coordinator) collectingAt(r Record) (*coordTx, string) {
 	t := c.active[r.Tx]
 	if t == nil {
-		if c.done.Has(r.Tx) {
+		if c.known(r.Tx) {
 			return nil, "after the transaction finished"
 		}
 		t = newCoordTx(r.Tx, r.Nodes) // BEGIN compacted away
@@ -402,6 +428,7 @@ func (c *Coordinator) Start() {
 		return
 	}
 	c.started = true
+	c.genStart = c.now
 	c.epoch++
 	c.rd.Records = append(c.rd.Records, Record{Type: RecEpoch, Epoch: c.epoch, Force: true})
 	ids := make([]string, 0, len(c.active))
@@ -445,6 +472,9 @@ func (c *Coordinator) Propose(tx string, branches []Branch) error {
 	if f, ok := c.finishedTx(tx); ok {
 		c.rd.Outcomes = append(c.rd.Outcomes, Outcome{Tx: tx, Committed: f.committed, Reason: f.reason, Duplicate: true})
 		return nil
+	}
+	if c.expired(tx) {
+		return ErrOutcomeExpired
 	}
 	if len(branches) == 0 {
 		return fmt.Errorf("%w: no branches", ErrInvalidTx)
@@ -658,7 +688,13 @@ func (c *Coordinator) stepInquire(m Message) {
 // (Found by sim: TestRegressPresumedAbortForgotten.)
 func (c *Coordinator) presumeAbort(tx, node string, attempt uint32) {
 	const reason = "presumed abort"
-	if !c.done.Has(tx) {
+	if c.expired(tx) {
+		// Its outcome was dropped: not remembered as aborted (it may have
+		// committed), and a resubmission stays refused as expired.
+		c.send(MsgAbort, node, tx, attempt, reason)
+		return
+	}
+	if !c.known(tx) {
 		if c.now-c.presumedSince >= c.cfg.PresumeWindow {
 			clear(c.presumed)
 			c.presumedSince = c.now
@@ -925,6 +961,7 @@ func (c *Coordinator) Tick() {
 	if !c.started {
 		return
 	}
+	c.maybeCheckpoint()
 	for {
 		tm, ok := c.timers.pop(c.now)
 		if !ok {

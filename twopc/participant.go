@@ -665,11 +665,11 @@ func (p *Participant) stepCommit(m Message) {
 	case b != nil && b.state == BranchPrepared:
 		op := b.op
 		p.res.CommitAttempt(m.Tx, a, op)
-		// Not forced: the coordinator remembers every outcome, so a branch
-		// that loses this record in a crash is in doubt again, asks, and
-		// is told COMMIT again. The next forced record of this log (any
-		// PREPARED) makes it durable on the way.
-		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx, Attempt: a})
+		// Forced before the ACK leaves: the ACK lets the coordinator END
+		// the transaction and, once its outcome leaves the retention
+		// window, forget it; an in-doubt branch asking after that would be
+		// answered with a presumed ABORT.
+		p.rd.Records = append(p.rd.Records, Record{Type: RecCommitted, Tx: m.Tx, Attempt: a, Force: true})
 		p.finish(m.Tx, b, BranchCommitted)
 		p.send(MsgAck, m.Tx, a, 0, "")
 	case b != nil && b.state == BranchCommitted:

@@ -259,11 +259,11 @@ func TestParticipantIdempotency(t *testing.T) {
 	if v := msgsOf(rd, MsgVote); len(v) != 1 || v[0].Vote != VoteYes || hasRecord(rd, RecPrepared) {
 		t.Fatalf("duplicate PREPARE: %+v", rd)
 	}
-	// COMMIT twice: applied once, ACKed twice; COMMITTED is logged but not
-	// forced (see TestParticipantLosesUnforcedCommitted).
+	// COMMIT twice: applied once, ACKed twice; COMMITTED is forced before
+	// the ACK (see TestParticipantCommittedForcedBeforeAck).
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
 	rd = take(&l, p)
-	if rd.MustSync() || !hasRecord(rd, RecCommitted) || len(msgsOf(rd, MsgAck)) != 1 {
+	if !rd.MustSync() || !hasRecord(rd, RecCommitted) || len(msgsOf(rd, MsgAck)) != 1 {
 		t.Fatalf("COMMIT: %+v", rd)
 	}
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
@@ -539,12 +539,14 @@ func TestRestartNoticeResendsPrepare(t *testing.T) {
 	}
 }
 
-// TestParticipantLosesUnforcedCommitted: COMMITTED is not forced and the ACK
-// leaves at once, so the coordinator may END a transaction whose COMMITTED
-// a participant then loses in a crash. The branch comes back in doubt, with
-// its locks; its inquiry is answered COMMIT from the coordinator's outcome
-// table (even after a coordinator restart), and it commits exactly once.
-func TestParticipantLosesUnforcedCommitted(t *testing.T) {
+// TestParticipantCommittedForcedBeforeAck: COMMITTED is forced in the
+// Ready that carries the ACK, so once the coordinator has an ACK (and may
+// END and later forget the transaction) the branch's outcome is durable
+// and a crash cannot put it back in doubt. A crash before that Ready is
+// carried out loses both the record and the ACK: the branch is in doubt,
+// keeps its locks, asks, and the coordinator (still COMMITTING: no ACK
+// came) answers COMMIT; it commits exactly once.
+func TestParticipantCommittedForcedBeforeAck(t *testing.T) {
 	var cl, pl memLog
 	c := mustCoord(t, &cl)
 	take(&cl, c)
@@ -558,25 +560,22 @@ func TestParticipantLosesUnforcedCommitted(t *testing.T) {
 	c.Step(msgsOf(take(&pl, p), MsgVote)[0])
 	commit := msgsOf(take(&cl, c), MsgCommit)
 	p.Step(commit[0])
-	rd := take(&pl, p)
-	if rd.MustSync() {
-		t.Fatalf("COMMITTED alone must not force a sync: %+v", rd)
+	rd := p.Ready()
+	if !rd.MustSync() || !hasRecord(rd, RecCommitted) || len(msgsOf(rd, MsgAck)) != 1 {
+		t.Fatalf("COMMITTED must be forced with the ACK: %+v", rd)
 	}
-	c.Step(msgsOf(rd, MsgAck)[0])
-	take(&cl, c) // END
-	if st, _ := c.State("t1"); st != CoordCommitted {
-		t.Fatalf("coordinator: %v, want COMMITTED", st)
-	}
-	// The participant crashes before anything forces its log: COMMITTED is
-	// gone. The coordinator restarts too.
+	// Crash with that Ready not carried out: no record, no ACK.
 	pl.crash()
 	cl.crash()
 	c = mustCoord(t, &cl)
 	take(&cl, c)
+	if st, _ := c.State("t1"); st != CoordCommitting {
+		t.Fatalf("coordinator: %v, want COMMITTING (no ACK came)", st)
+	}
 	res2 := newKV()
 	p = mustPart(t, "a", &pl, res2)
 	if p.InDoubt() != 1 {
-		t.Fatalf("after losing COMMITTED the branch must be in doubt, got %d in doubt", p.InDoubt())
+		t.Fatalf("the branch must be in doubt, got %d in doubt", p.InDoubt())
 	}
 	// A conflicting PREPARE waits: the in-doubt branch holds its lock.
 	p.Step(prepareMsg("t2", "a", "k1", 2))
@@ -587,7 +586,7 @@ func TestParticipantLosesUnforcedCommitted(t *testing.T) {
 	c.Step(inq[0])
 	ans := msgsOf(take(&cl, c), MsgCommit)
 	if len(ans) != 1 {
-		t.Fatalf("inquiry after END must be answered COMMIT, got %v", ans)
+		t.Fatalf("inquiry must be answered COMMIT, got %v", ans)
 	}
 	p.Step(ans[0])
 	rd = take(&pl, p)
@@ -596,5 +595,13 @@ func TestParticipantLosesUnforcedCommitted(t *testing.T) {
 	}
 	if v := msgsOf(rd, MsgVote); len(v) != 1 || v[0].Tx != "t2" || v[0].Vote != VoteYes {
 		t.Fatalf("t2 must get the lock and vote YES once t1 committed: %+v", rd)
+	}
+	// The ACK's Ready was synced: a crash now keeps COMMITTED.
+	c.Step(msgsOf(rd, MsgAck)[0])
+	take(&cl, c)
+	pl.crash()
+	p = mustPart(t, "a", &pl, newKV())
+	if p.InDoubt() != 1 { // t2 only
+		t.Fatalf("after a synced COMMITTED only t2 may be in doubt, got %d", p.InDoubt())
 	}
 }

@@ -274,11 +274,17 @@ const (
 	// attempt Attempt+1 starts, with the same timestamp and operations. No
 	// outcome is reported for it.
 	RecRestart
+	// RecCheckpoint (coordinator): the outcome generations rotate (Attempt
+	// 0; see CoordinatorConfig.Retention); Op carries unfinished
+	// transactions (a long list continues in records with Attempt 1, 2,
+	// ...), Epoch the current epoch. The log before the checkpoint two
+	// rotations back is no longer needed.
+	RecCheckpoint
 	recTypeEnd
 )
 
 var recTypeNames = [...]string{"", "EPOCH", "BEGIN", "VOTED", "COMMIT", "ABORT", "ACKED", "END", "EVENT",
-	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED", "RESTART"}
+	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED", "RESTART", "CHECKPOINT"}
 
 func (t RecType) String() string {
 	if t == 0 || t >= recTypeEnd {
@@ -400,11 +406,14 @@ func (rd *Ready) Empty() bool {
 
 // Errors returned by the machines.
 var (
-	ErrNotStarted  = errors.New("twopc: machine not started (call Start after Restore)")
-	ErrStarted     = errors.New("twopc: Restore after Start")
-	ErrBusy        = errors.New("twopc: too many transactions in flight")
-	ErrInvalidTx   = errors.New("twopc: invalid transaction")
-	ErrBadRecord   = errors.New("twopc: record does not fit the log replayed so far")
-	ErrInvariant   = errors.New("twopc: invariant violated")
-	ErrUnknownNode = errors.New("twopc: unknown participant")
+	ErrNotStarted = errors.New("twopc: machine not started (call Start after Restore)")
+	ErrStarted    = errors.New("twopc: Restore after Start")
+	ErrBusy       = errors.New("twopc: too many transactions in flight")
+	// ErrOutcomeExpired: the id was used, but its outcome is past the
+	// retention window (CoordinatorConfig.Retention); it is not run again.
+	ErrOutcomeExpired = errors.New("twopc: outcome expired: this transaction id was used and its outcome is past the retention window; it is not run again (use a new id)")
+	ErrInvalidTx      = errors.New("twopc: invalid transaction")
+	ErrBadRecord      = errors.New("twopc: record does not fit the log replayed so far")
+	ErrInvariant      = errors.New("twopc: invariant violated")
+	ErrUnknownNode    = errors.New("twopc: unknown participant")
 )

@@ -43,7 +43,14 @@
 // writing waits for it; past the zeros it just grows the file). The zeros
 // are cut (truncate, then sync) when a segment is sealed at a rollover —
 // before the next segment is created — and on Close. Files named "<segment name>.tmp" are leftovers of a
-// crashed segment creation, removed by Open. Other files are ignored.
+// crashed segment creation, removed by Open (a creation that fails without
+// a crash removes its own). Other files are ignored.
+//
+// A full disk (ENOSPC) while preallocating at Open or when creating a
+// segment is not an error: the zeros written are given back and the Log
+// goes on without preallocation (a warning says so), so that a log
+// stopped cleanly, whose zeros were cut, restarts on a disk that filled
+// up meanwhile. A full disk while writing records still fails the log.
 //
 // # Segment format (version 1)
 //

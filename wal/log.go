@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // Entry is one record to append.
@@ -265,6 +266,18 @@ func (l *Log) open() error {
 		l.flushMu.Lock()
 		err := l.maybeExtendLocked(true)
 		l.flushMu.Unlock()
+		if errors.Is(err, syscall.ENOSPC) {
+			// A full disk (e.g. the zeros a clean stop gave back are
+			// taken): preallocation is only a speed-up. Cut what was
+			// written of the zeros and go on without it; nothing else was
+			// written, so the log has not failed.
+			if err = f.Truncate(l.active.phys); err == nil {
+				err = f.Sync()
+			}
+			l.pa.err, l.pa.alloc, l.pa.phys = nil, l.active.phys, l.active.phys
+			l.mu.failed = nil
+			l.noPrealloc(syscall.ENOSPC)
+		}
 		if err != nil {
 			f.Close()
 			l.file = nil
@@ -272,6 +285,12 @@ func (l *Log) open() error {
 		}
 	}
 	return nil
+}
+
+// noPrealloc turns preallocation off for the rest of this Log's life.
+func (l *Log) noPrealloc(cause error) {
+	l.cfg.PreallocSize = 0
+	l.logger.Warn("wal: preallocation off: the disk is full", "err", cause)
 }
 
 // createSegment creates the segment whose first record will have seq first,
@@ -287,6 +306,11 @@ func (l *Log) createSegment(first uint64) (*segment, File, error) {
 	}
 	fail := func(op string, err error) (*segment, File, error) {
 		f.Close()
+		// Leave no half-written temporary file behind (Open would remove
+		// it, but a start that fails here may never be retried).
+		if rerr := l.fs.Remove(tmp); rerr == nil {
+			_ = l.fs.SyncDir(l.cfg.Dir)
+		}
 		return nil, nil, fmt.Errorf("create segment %s: %s: %w", path, op, err)
 	}
 	h := encodeSegmentHeader(first)
@@ -301,11 +325,20 @@ func (l *Log) createSegment(first uint64) (*segment, File, error) {
 		// The first chunk of zeros goes in with the header, under the
 		// temporary name and with the same sync.
 		to := min(phys+l.cfg.PreallocSize, l.cfg.SegmentSize)
-		if err := writeZeros(f, phys, to); err != nil {
+		switch err := writeZeros(f, phys, to); {
+		case errors.Is(err, syscall.ENOSPC):
+			// A full disk: preallocation is only a speed-up. Give the
+			// zeros back and go on without it.
+			if err := f.Truncate(phys); err != nil {
+				return fail("preallocate: give back", err)
+			}
+			l.noPrealloc(err)
+		case err != nil:
 			return fail("preallocate", err)
+		default:
+			l.st.preallocBytes.Add(uint64(to - phys))
+			phys = max(phys, to)
 		}
-		l.st.preallocBytes.Add(uint64(to - phys))
-		phys = max(phys, to)
 	}
 	l.st.syncs.Add(1)
 	if err := f.Sync(); err != nil {

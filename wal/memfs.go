@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -92,6 +93,43 @@ type MemFS struct {
 	haltAt  int // halt when calls reaches haltAt (0: never)
 	halted  bool
 	faults  []memFault
+	// capacity bounds the bytes of every file's content together (0: no
+	// bound); a write that would pass it writes what fits and fails with
+	// ENOSPC, as a full disk does.
+	capacity int64
+}
+
+// SetCapacity bounds the bytes all files may hold together (0: no bound):
+// a write past it writes what fits and fails with syscall.ENOSPC.
+func (m *MemFS) SetCapacity(bytes int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capacity = bytes
+}
+
+// usedLocked returns the bytes held by the files of the namespace.
+func (m *MemFS) usedLocked() int64 {
+	var n int64
+	for _, f := range m.files {
+		n += int64(len(f.data))
+	}
+	return n
+}
+
+// roomLocked returns how many bytes of p, written at off into n, fit.
+func (m *MemFS) roomLocked(n *memNode, p []byte, off int64) int {
+	if m.capacity <= 0 {
+		return len(p)
+	}
+	grow := off + int64(len(p)) - int64(len(n.data))
+	if grow <= 0 {
+		return len(p)
+	}
+	free := m.capacity - m.usedLocked()
+	if grow <= free {
+		return len(p)
+	}
+	return max(0, len(p)-int(grow-max(free, 0)))
 }
 
 var _ FS = (*MemFS)(nil)
@@ -625,8 +663,14 @@ func (f *memFile) Write(p []byte) (int, error) {
 	if f.flag&os.O_APPEND != 0 {
 		f.off = int64(len(f.node.data))
 	}
-	f.node.writeAt(p, f.off)
-	f.off += int64(len(p))
+	k := f.fs.roomLocked(f.node, p, f.off)
+	if k > 0 {
+		f.node.writeAt(p[:k], f.off)
+	}
+	f.off += int64(k)
+	if k < len(p) {
+		return k, &fs.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
+	}
 	return len(p), nil
 }
 
@@ -654,7 +698,13 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: errors.New("negative offset")}
 	}
-	f.node.writeAt(p, off)
+	k := f.fs.roomLocked(f.node, p, off)
+	if k > 0 {
+		f.node.writeAt(p[:k], off)
+	}
+	if k < len(p) {
+		return k, &fs.PathError{Op: "writeat", Path: f.name, Err: syscall.ENOSPC}
+	}
 	return len(p), nil
 }
 

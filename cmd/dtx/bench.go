@@ -30,6 +30,7 @@ func benchCmd() *cobra.Command {
 		jitter       time.Duration
 		lockTimeout  time.Duration
 		maxAttempts  int
+		dedupWindow  time.Duration
 		participants int
 		transportArg string
 		jsonOut      bool
@@ -144,7 +145,7 @@ same order). --deadlock all compares the three policies.`,
 							Store: st,
 							Dir:   dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
 							NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
-							WALPrealloc: walPrealloc,
+							WALPrealloc: walPrealloc, DedupWindow: dedupWindow,
 						}
 						var r bench.Result
 						if transportArg == "grpc" {
@@ -197,6 +198,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&policy, "deadlock", "detect", "deadlock policy: detect, wound-wait, timeout, or all")
 	fl.DurationVar(&jitter, "net-jitter", 0, "delay half the messages by up to this much (reorders them)")
 	fl.DurationVar(&lockTimeout, "lock-timeout", 0, "lock-wait timeout (0: engine default 500ms)")
+	fl.DurationVar(&dedupWindow, "dedup-window", 0, "mem: the coordinator's outcome retention (0: the default, 24h; negative: keep every outcome, as before)")
 	fl.IntVar(&maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
 	fl.IntVar(&participants, "participants", 3, "participants per transaction: 1 (inventory), 2 (and payment) or 3 (and order)")
 	fl.StringVar(&transportArg, "transport", "mem", "transport: mem (one process) or grpc (four dtx serve processes on loopback)")

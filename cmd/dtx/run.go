@@ -42,6 +42,10 @@ type runFlags struct {
 	json           bool
 	progress       bool
 	deadlock       string
+	dedupWindow    time.Duration
+	snapshotEvery  time.Duration
+	snapshotBytes  uint64
+	dedupCount     int
 	maxAttempts    int
 	store          string
 	remote         remoteFlags
@@ -80,6 +84,10 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 250*time.Millisecond, "longest wait for a lock at a service before it votes NO")
 	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
+	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome, never compact the coordinator's log)")
+	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
+	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each service snapshots its state and compacts its log this often while it logs (0: no time trigger)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 64<<20, "each service also snapshots after this many bytes of log records (0: no size trigger; both 0: never)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.StringVar(&f.store, "store", "", "keep the services' state in this PostgreSQL database (postgres://…) instead of their logs")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
@@ -170,6 +178,10 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.Deadlock = policy
 	cfg.MaxAttempts = f.maxAttempts
 	cfg.Store = f.store
+	cfg.DedupWindow = f.dedupWindow
+	cfg.DedupCount = f.dedupCount
+	cfg.SnapshotEvery = f.snapshotEvery
+	cfg.SnapshotLogBytes = f.snapshotBytes
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)
@@ -251,6 +263,11 @@ func runMain(ctx context.Context, f *runFlags) error {
 			defer wg.Done()
 			for ln := range jobs {
 				o, err := eng.Submit(ctx, &ln.Req)
+				if errors.Is(err, twopc.ErrOutcomeExpired) {
+					// Used before, outcome no longer kept: not run again.
+					emit(&result{Line: ln.No, TxID: ln.Req.TxID, Status: "REJECTED", Reason: "outcome expired: this transaction_id was used and its outcome is past --dedup-window; it was not run again"})
+					continue
+				}
 				if err != nil {
 					if fatal.Load() == nil {
 						e := fmt.Errorf("line %d (%s) was not run: %w", ln.No, ln.Req.TxID, err)

@@ -44,6 +44,10 @@ type serveFlags struct {
 	prepareTimeout, commitRetry            time.Duration
 	lockTimeout, grace                     time.Duration
 	deadlock                               string
+	dedupWindow                            time.Duration
+	snapshotEvery                          time.Duration
+	snapshotBytes                          uint64
+	dedupCount                             int
 	maxAttempts                            int
 	maxRequest                             int
 	callTimeout                            time.Duration
@@ -104,6 +108,10 @@ with HTTP on the port + 1000.`,
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "coordinator: first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 500*time.Millisecond, "services: longest wait for a lock before voting NO")
 	fl.IntVar(&f.maxAttempts, "max-attempts", twopc.DefaultMaxAttempts, "coordinator: most runs of a deadlock victim: it is restarted with its id and timestamp instead of rolled back (1: no restarts)")
+	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome, never compact the coordinator's log)")
+	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
+	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each service snapshots its state and compacts its log this often while it logs (0: no time trigger)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 64<<20, "each service also snapshots after this many bytes of log records (0: no size trigger; both 0: never)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect, wound-wait or timeout (the same on every component)")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "longest graceful drain on SIGTERM")
 	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
@@ -187,6 +195,10 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	protocol.LockTimeout = f.lockTimeout
 	protocol.Deadlock = policy
 	protocol.MaxAttempts = f.maxAttempts
+	protocol.DedupWindow = f.dedupWindow
+	protocol.DedupCount = f.dedupCount
+	protocol.SnapshotEvery = f.snapshotEvery
+	protocol.SnapshotLogBytes = f.snapshotBytes
 	if err := protocol.Validate(); err != nil {
 		return usagef("%v", err)
 	}

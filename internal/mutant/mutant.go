@@ -5,8 +5,7 @@
 // plants nothing and costs one test of a word per Ready or per cycle found.
 //
 // The simulator (package sim) turns them on one at a time, and its tests
-// check that the fault campaign catches each one, except AckBeforeCommitted,
-// which is harmless by design and must not be flagged.
+// check that the fault campaign catches each one.
 package mutant
 
 // Set is a set of planted bugs.
@@ -20,9 +19,8 @@ const (
 	// leave before its records are written.
 	VoteBeforePrepared
 	// AckBeforeCommitted: the ACKs of a Ready that holds a COMMITTED record
-	// leave before its records are written (harmless by design: the
-	// coordinator remembers every outcome, and an in-doubt branch asks
-	// again).
+	// leave before its records are written (caught once the coordinator
+	// forgets outcomes: the branch that lost COMMITTED is told ABORT).
 	AckBeforeCommitted
 	// NoForce: the driver ignores the Force flag of records; only an
 	// outcome still makes it sync.

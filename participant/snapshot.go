@@ -1,0 +1,275 @@
+package participant
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/dtx-dev/dtx/node"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// Snapshotter is the optional interface of a Resource whose state can be
+// snapshotted, so that the service's log is compacted and a restart
+// replays only the records after the snapshot. Snapshot is called on the
+// service's loop between two Readies: it must capture everything the
+// Resource holds, prepared branches' tentative changes included, and
+// share nothing with the live state (or be copied before it returns).
+// RestoreSnapshot is called on a fresh Resource (from NewResource) before
+// any record is replayed into it.
+type Snapshotter interface {
+	Snapshot() ([]byte, error)
+	RestoreSnapshot([]byte) error
+}
+
+// SnapshotConfig says when a service snapshots its state. Zero disables
+// snapshots (the log then keeps every record).
+type SnapshotConfig struct {
+	// Every is the longest time between two snapshots while records are
+	// logged (0: no time trigger).
+	Every time.Duration
+	// LogBytes snapshots once this many bytes of records were logged since
+	// the last snapshot (0: no size trigger).
+	LogBytes uint64
+	// Check is how often the triggers are checked (0: 100 ms).
+	Check time.Duration
+}
+
+func (c SnapshotConfig) on() bool { return c.Every > 0 || c.LogBytes > 0 }
+
+// SnapshotStats describes the snapshots of a service.
+type SnapshotStats struct {
+	Taken uint64
+	// LastPause and MaxPause are how long the service's loop stopped to
+	// serialize the machine and the Resource (the write, fsyncs, rename
+	// and compaction run off the loop).
+	LastPause, MaxPause time.Duration
+	LastBytes           int
+	LastSeq             uint64
+	// Loaded is the snapshot the service last started from (0: none), and
+	// Skipped the damaged ones it passed over.
+	Loaded  uint64
+	Skipped []string
+}
+
+// encodeSnapshot joins the machine's and the Resource's snapshots.
+func encodeSnapshot(machine, res []byte) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(machine)+len(res)), uint64(len(machine)))
+	b = append(b, machine...)
+	return append(b, res...)
+}
+
+func decodeSnapshot(b []byte) (machine, res []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, nil, errors.New("participant: snapshot: bad machine length")
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+// LoadSnapshot restores a fresh machine m and its fresh Resource res
+// from the newest whole, valid snapshot in dir and returns the seq it
+// covers (0: none, or res is not a Snapshotter), with an error for each
+// newer snapshot it skipped as torn or damaged. Replay the log after seq
+// (node.RecoverAfter). participant.Service and the simulator both use it.
+func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (seq uint64, skipped []error, err error) {
+	sn, ok := res.(Snapshotter)
+	if !ok {
+		return 0, nil, nil
+	}
+	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
+	if err != nil || !found {
+		return 0, skipped, err
+	}
+	mb, rb, err := decodeSnapshot(snap.Data)
+	if err != nil {
+		return 0, skipped, err
+	}
+	if err := sn.RestoreSnapshot(rb); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: resource: %w", snap.Name, err)
+	}
+	if err := m.RestoreSnapshot(mb); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
+	}
+	return snap.Seq, skipped, nil
+}
+
+// TakeSnapshot serializes m and res, which must be between two Readies
+// (on the loop; it is the loop's whole pause), as the snapshot covering
+// the log up to log.LastSeq().
+func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, data []byte, err error) {
+	sn, ok := res.(Snapshotter)
+	if !ok {
+		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
+	}
+	mb, err := m.AppendSnapshot(nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	rb, err := sn.Snapshot()
+	if err != nil {
+		return 0, nil, err
+	}
+	return log.LastSeq(), encodeSnapshot(mb, rb), nil
+}
+
+// SnapshotHooks cut WriteSnapshot for crash tests.
+type SnapshotHooks struct {
+	// Step is called after each step of writing the file and may stop
+	// the write there with an error (returned as is).
+	Step func(wal.SnapshotStep) error
+	// BeforeCompact is called before the log is compacted up to upTo.
+	BeforeCompact func(upTo uint64)
+}
+
+// WriteSnapshot makes a snapshot taken by TakeSnapshot durable, off the
+// loop: it syncs log up to the snapshot's record (a snapshot may never get
+// ahead of its log: if the log then lost its unsynced tail, new records
+// would reuse seqs the snapshot claims to cover), writes the file
+// (wal.WriteSnapshot), checks it reads back, keeps it and the newest valid
+// older snapshot, removes the others, and compacts the log up to that
+// older one, so that recovery can fall back to it. It returns the seq the
+// log is kept from (0: all of it).
+func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data []byte, h SnapshotHooks) (keptFrom uint64, err error) {
+	if err := log.Sync(); err != nil {
+		return 0, err
+	}
+	if err := wal.WriteSnapshot(fsys, dir, seq, data, h.Step); err != nil {
+		return 0, err
+	}
+	if _, err := wal.ReadSnapshot(fsys, dir, seq); err != nil {
+		return 0, fmt.Errorf("participant: snapshot not readable after writing it: %w", err)
+	}
+	older, ok := wal.OlderSnapshot(fsys, dir, seq)
+	keep := []uint64{seq}
+	if ok {
+		keep = append(keep, older)
+	}
+	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, nil
+	}
+	if h.BeforeCompact != nil {
+		h.BeforeCompact(older + 1)
+	}
+	if err := log.Compact(older + 1); err != nil {
+		return 0, err
+	}
+	return older + 1, nil
+}
+
+// loadSnapshot is LoadSnapshot for the service, recording what it found.
+// The caller holds snapMu.
+func (s *Service) loadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (uint64, error) {
+	seq, skipped, err := LoadSnapshot(fsys, dir, m, res)
+	s.snapStats.Skipped = nil
+	for _, e := range skipped {
+		s.cfg.Logger.Warn("snapshot skipped", "service", s.cfg.ID, "err", e)
+		s.snapStats.Skipped = append(s.snapStats.Skipped, e.Error())
+	}
+	s.snapStats.Loaded = seq
+	return seq, err
+}
+
+// snapshotter runs the service's snapshots until ctx ends: it checks the
+// triggers, serializes on the loop (DoQuiet) and writes, prunes and
+// compacts off it.
+func (s *Service) snapshotter(ctx context.Context) {
+	c := s.cfg.Snapshot
+	check := c.Check
+	if check <= 0 {
+		check = 100 * time.Millisecond
+	}
+	t := time.NewTicker(check)
+	defer t.Stop()
+	var lastAt time.Time = time.Now()
+	var lastBytes uint64
+	var lastInc *incarnation
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		inc := s.inc.Load()
+		st := inc.log.Stats()
+		if inc != lastInc { // a new incarnation: its counters start at zero
+			lastInc, lastBytes = inc, 0
+		}
+		due := c.LogBytes > 0 && st.BytesWritten-lastBytes >= c.LogBytes ||
+			c.Every > 0 && time.Since(lastAt) >= c.Every && st.BytesWritten > lastBytes
+		if !due {
+			continue
+		}
+		if err := s.SnapshotNow(ctx); err != nil {
+			if !errors.Is(err, node.ErrBusy) && ctx.Err() == nil {
+				s.cfg.Logger.Warn("snapshot failed", "service", s.cfg.ID, "err", err)
+			}
+			continue
+		}
+		lastAt, lastBytes = time.Now(), st.BytesWritten
+	}
+}
+
+// SnapshotNow takes a snapshot of the running service now: the machine and
+// the Resource are serialized on the loop, between two Readies; then, off
+// the loop, the log is synced up to the snapshot's record, the snapshot
+// written (temp file, fsync, rename, fsync dir), older snapshots pruned
+// (the newest two are kept) and the log compacted up to the older of the
+// two. It returns node.ErrBusy if the loop had work in hand (try again).
+func (s *Service) SnapshotNow(ctx context.Context) error {
+	inc := s.inc.Load()
+	var data []byte
+	var seq uint64
+	var serr error
+	var pause time.Duration
+	err := inc.node.DoQuiet(ctx, inc.done, func() {
+		start := time.Now()
+		seq, data, serr = TakeSnapshot(inc.m, inc.res, inc.log)
+		pause = time.Since(start)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if s.inc.Load() != inc {
+		return node.ErrBusy // crashed meanwhile
+	}
+	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook})
+	if err != nil {
+		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
+	}
+	s.snapStats.Taken++
+	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
+	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
+	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", from)
+	return nil
+}
+
+// SnapshotStats returns the service's snapshot counters.
+func (s *Service) SnapshotStats() SnapshotStats {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	st := s.snapStats
+	st.Skipped = append([]string(nil), st.Skipped...)
+	return st
+}
+
+func (s *Service) fs() wal.FS {
+	if s.cfg.Log.FS != nil {
+		return s.cfg.Log.FS
+	}
+	return wal.OSFS()
+}
+
+func (s *Service) dir() string { return filepath.Clean(s.cfg.Dir) }

@@ -1,0 +1,62 @@
+package payment
+
+import (
+	"bytes"
+	"encoding/gob"
+	"fmt"
+)
+
+// snapState is the store's snapshot: every account (holds included), the
+// held charges of prepared branches and the captured ones in commit order.
+// The date the store checks cards against is not in it: it is today's.
+type snapState struct {
+	Accounts map[string]Account
+	Held     map[string]Charge
+	Charges  []snapCapture
+}
+
+type snapCapture struct {
+	Tx string
+	C  Charge
+}
+
+// Snapshot implements participant.Snapshotter.
+func (s *Store) Snapshot() ([]byte, error) {
+	st := snapState{Accounts: make(map[string]Account, len(s.accounts)), Held: s.held, Charges: make([]snapCapture, 0, s.charges.Len())}
+	for id, a := range s.accounts {
+		st.Accounts[id] = *a
+	}
+	for x := range s.charges.All() {
+		st.Charges = append(st.Charges, snapCapture{x.tx, x.c})
+	}
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(st); err != nil {
+		return nil, fmt.Errorf("payment: snapshot: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// RestoreSnapshot implements participant.Snapshotter.
+func (s *Store) RestoreSnapshot(b []byte) error {
+	var st snapState
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
+		return fmt.Errorf("payment: snapshot: %w", err)
+	}
+	s.accounts = make(map[string]*Account, len(st.Accounts))
+	for id, a := range st.Accounts {
+		s.accounts[id] = &a
+	}
+	s.held = st.Held
+	if s.held == nil {
+		s.held = map[string]Charge{}
+	}
+	for _, x := range st.Charges {
+		s.charges.Append(capture{x.Tx, x.C})
+	}
+	return nil
+}
+
+var _ interface {
+	Snapshot() ([]byte, error)
+	RestoreSnapshot([]byte) error
+} = (*Store)(nil)

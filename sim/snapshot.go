@@ -1,0 +1,141 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dtx-dev/dtx/participant"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// ---- participant snapshots ----
+//
+// Every snapEvery ticks a participant that is up and between two Readies
+// snapshots its machine and its Resource with participant.TakeSnapshot and
+// participant.WriteSnapshot, the steps participant.Service takes: sync the
+// log, write the snapshot (temporary file, sync, rename, sync dir), keep
+// it and the newest valid one before it, compact the log up to that one.
+// The faults: a crash after each step of the write, a crash in the middle
+// of the compaction, and damage to the newest snapshot.
+
+var errSnapCrash = errors.New("sim: crash while writing a snapshot")
+
+func (s *Sim) snapDir(c *comp) string { return "/" + c.id }
+
+// Snapshot and RestoreSnapshot make the counting wrapper a
+// participant.Snapshotter when the service's store is one.
+func (r *countingResource) Snapshot() ([]byte, error) {
+	sn, ok := r.Resource.(participant.Snapshotter)
+	if !ok {
+		return nil, errors.New("sim: not a Snapshotter")
+	}
+	return sn.Snapshot()
+}
+
+func (r *countingResource) RestoreSnapshot(b []byte) error {
+	sn, ok := r.Resource.(participant.Snapshotter)
+	if !ok {
+		return errors.New("sim: not a Snapshotter")
+	}
+	return sn.RestoreSnapshot(b)
+}
+
+// maybeSnapshot snapshots participant c if it is due, with the SDK's own
+// steps (participant.TakeSnapshot, participant.WriteSnapshot), cut by the
+// faults.
+func (s *Sim) maybeSnapshot(c *comp) {
+	if s.p.snapEvery == 0 || c.role != rolePart || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
+		return
+	}
+	c.lastSnap = s.now
+	seq, data, err := participant.TakeSnapshot(c.part, c.res, c.log)
+	if err != nil {
+		s.violate("recovery", "%s: snapshot: %v", c.id, err)
+		return
+	}
+	var stop wal.SnapshotStep
+	if !s.healed && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
+		stop = []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(3)]
+	}
+	halted := false
+	dir := s.snapDir(c)
+	_, err = participant.WriteSnapshot(c.fs, dir, c.log, seq, data, participant.SnapshotHooks{
+		Step: func(st wal.SnapshotStep) error {
+			if st == stop {
+				return errSnapCrash
+			}
+			return nil
+		},
+		BeforeCompact: func(upTo uint64) {
+			if !s.healed && s.on(CrashCompact) && s.roll(s.p.crashPoint) {
+				if n := s.segmentsBefore(c, upTo); n > 0 {
+					c.fs.HaltAfter(s.rng.IntN(2 * n)) // each removal: a remove and a directory sync
+					halted = true
+				}
+			}
+		},
+	})
+	switch {
+	case errors.Is(err, errSnapCrash):
+		s.tracef("%s crashes writing snapshot %d (after step %d)", c.id, seq, stop)
+		s.crash(c, CrashSnapshot, true)
+		return
+	case err != nil && halted:
+		s.tracef("%s crashes compacting its log after snapshot %d", c.id, seq)
+		s.crash(c, CrashCompact, true)
+		return
+	case err != nil:
+		s.violate("disk", "%s: snapshot: %v", c.id, err)
+		return
+	}
+	s.res.Snapshots++
+	if !s.healed && s.on(FaultSnapshotDamage) && s.roll(s.p.disk) {
+		path := dir + "/" + wal.SnapshotName(seq)
+		b, err := c.fs.ReadFile(path)
+		if err == nil && len(b) > 0 {
+			if s.rng.IntN(2) == 0 {
+				b = b[:s.rng.IntN(len(b))] // torn
+			} else {
+				b[s.rng.IntN(len(b))] ^= byte(1 << s.rng.IntN(8))
+			}
+			if err := c.fs.WriteFile(path, b); err == nil {
+				s.count(FaultSnapshotDamage)
+				s.tracef("%s: snapshot %d damaged", c.id, seq)
+			}
+		}
+	}
+}
+
+// segmentsBefore counts the log segments of c that a compaction up to upTo
+// removes.
+func (s *Sim) segmentsBefore(c *comp, upTo uint64) int {
+	var firsts []uint64
+	for _, name := range c.fs.List("/" + c.id) {
+		var first uint64
+		if _, err := fmt.Sscanf(name, "%016x.wal", &first); err == nil && name == wal.SegmentName(first) {
+			firsts = append(firsts, first)
+		}
+	}
+	slices.Sort(firsts)
+	n := 0
+	for i := 0; i+1 < len(firsts) && firsts[i+1] <= upTo; i++ {
+		n++
+	}
+	return n
+}
+
+// loadSnapshot restores a fresh participant machine m over res from the
+// newest valid snapshot on fsys (participant.LoadSnapshot) and returns the
+// seq it covers (0: none).
+func (s *Sim) loadSnapshot(c *comp, fsys *wal.MemFS, m *twopc.Participant, res *countingResource) (uint64, error) {
+	seq, _, err := participant.LoadSnapshot(fsys, s.snapDir(c), m, res)
+	if err != nil || seq == 0 {
+		return 0, err
+	}
+	for _, tx := range m.InDoubtTxs() {
+		res.prepared[tx] = true
+	}
+	return seq, nil
+}
