@@ -19,8 +19,10 @@ func TestParticipants(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d participants: %v", k, err)
 		}
-		// (A rare COMMIT resend under a loaded CI machine adds a little.)
-		if r.Committed == 0 || r.MsgsPerTx < float64(4*k) || r.MsgsPerTx >= float64(4*k+1) {
+		// (A rare COMMIT resend under a loaded CI machine adds a little;
+		// ACKs of the last transactions, which wait for their forced
+		// COMMITTED, may fall after the measured window and take a little.)
+		if r.Committed == 0 || r.MsgsPerTx <= float64(4*k)-0.5 || r.MsgsPerTx >= float64(4*k+1) {
 			t.Fatalf("%d participants: %d committed, %.2f messages per transaction, want > 0 and about %d", k, r.Committed, r.MsgsPerTx, 4*k)
 		}
 	}
