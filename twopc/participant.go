@@ -431,7 +431,13 @@ func (p *Participant) stepPrepare(m Message) {
 				}
 				p.send(MsgVote, m.Tx, a, VoteYes, "")
 			case BranchCommitted:
-				p.send(MsgVote, m.Tx, a, VoteYes, "")
+				// A late copy of the PREPARE of the attempt that committed:
+				// the decision is made, nobody waits for this vote. Not
+				// answered: once the coordinator has forgotten the
+				// transaction (past its retention window), a YES would be
+				// taken for a transaction it never heard of and answered
+				// with a remembered presumed abort, a second outcome for
+				// the id.
 			case BranchAborted:
 				reason := b.reason
 				if reason == "" {
