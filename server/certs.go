@@ -46,8 +46,9 @@ func extKeyUsage(id auth.Identity) []x509.ExtKeyUsage {
 	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 }
 
-// certFileBase is the file name (without .pem) of a WriteCerts name.
-func certFileBase(name string) string { return strings.ReplaceAll(name, "/", "-") }
+// CertFileBase is the file name (without .pem) of a WriteCerts name
+// ("client/web" -> "client-web").
+func CertFileBase(name string) string { return strings.ReplaceAll(name, "/", "-") }
 
 // WriteCerts makes a throw-away CA and one certificate per name in dir:
 // ca.pem (and ca-key.pem), NAME.pem and NAME-key.pem ("/" in a name becomes
@@ -130,7 +131,7 @@ func WriteCerts(dir string, names []string, valid time.Duration) (map[string]*TL
 		if err != nil {
 			return nil, err
 		}
-		base := certFileBase(name)
+		base := CertFileBase(name)
 		f := &TLSFiles{Cert: filepath.Join(dir, base+".pem"), Key: filepath.Join(dir, base+"-key.pem"), CA: caPath}
 		if err := writePEM(f.Key, "PRIVATE KEY", keyDER, 0o600); err != nil {
 			return nil, err
@@ -151,7 +152,7 @@ func EnsureCerts(dir string, names []string, valid time.Duration) (map[string]*T
 	caPath := filepath.Join(dir, "ca.pem")
 	complete := fileExists(caPath)
 	for _, name := range names {
-		base := certFileBase(name)
+		base := CertFileBase(name)
 		f := &TLSFiles{Cert: filepath.Join(dir, base+".pem"), Key: filepath.Join(dir, base+"-key.pem"), CA: caPath}
 		if complete {
 			if _, _, err := f.Load(); err != nil {

@@ -128,7 +128,7 @@ func clusterCert(dir, name string) (*server.TLSFiles, error) {
 		}
 		return nil, usagef("%s has no certificates (certs/ca.pem) and is not a cluster started with --insecure: is it the --dir of 'dtx cluster up'?", dir)
 	}
-	base := strings.ReplaceAll(name, "/", "-")
+	base := server.CertFileBase(name)
 	f := &server.TLSFiles{Cert: filepath.Join(certDir, base+".pem"), Key: filepath.Join(certDir, base+"-key.pem"), CA: filepath.Join(certDir, "ca.pem")}
 	if _, _, err := f.Load(); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", dir, err)
