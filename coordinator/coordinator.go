@@ -38,8 +38,28 @@ type Config struct {
 	// Called on the loop goroutine; it must not block.
 	OnRecord func(*twopc.Record)
 	// Hooks are crash points for tests (failpoints).
-	Hooks  node.Hooks
+	Hooks node.Hooks
+	// Tracer, if set, sees each transaction's life (package tracing makes
+	// spans of it). Nil: no tracing, and nothing of it on the hot path.
+	Tracer Tracer
 	Logger *slog.Logger
+}
+
+// Tracer sees what the coordinator does with each transaction. Every
+// method is called on the loop goroutine and must not block.
+type Tracer interface {
+	// Begin: tx was proposed (new, not a duplicate) by a caller whose
+	// context is ctx (its span, if any, is the transaction's parent).
+	Begin(ctx context.Context, tx string, branches []twopc.Branch)
+	// Send: msgs are about to go to the transport, every record before
+	// them durable; it may set their Trace.
+	Send(msgs []twopc.Message)
+	// Step: m is about to be taken by the machine.
+	Step(m *twopc.Message)
+	// Record: r was appended (and is durable if forced).
+	Record(r *twopc.Record)
+	// Outcome: o is about to be reported to its caller.
+	Outcome(o *twopc.Outcome)
 }
 
 // Coordinator runs the coordinator machine.
@@ -89,7 +109,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
-	c.node, err = node.New(node.Config{
+	nc := node.Config{
 		ID:          cfg.Machine.ID,
 		Log:         log,
 		Transport:   cfg.Network,
@@ -99,7 +119,19 @@ func Open(cfg Config) (*Coordinator, error) {
 		Hooks:       cfg.Hooks,
 		Logger:      cfg.Logger,
 		Checkpoints: ckpts,
-	}, m)
+	}
+	var machine node.Machine = m
+	if t := cfg.Tracer; t != nil {
+		nc.Transport = tracedTransport{cfg.Network, t}
+		nc.OnRecord = func(r *twopc.Record) {
+			if cfg.OnRecord != nil {
+				cfg.OnRecord(r)
+			}
+			t.Record(r)
+		}
+		machine = tracedMachine{m, t}
+	}
+	c.node, err = node.New(nc, machine)
 	if err != nil {
 		log.Close()
 		return nil, err
@@ -144,6 +176,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // deliver hands each outcome to the oldest waiter for its transaction.
 func (c *Coordinator) deliver(outs []twopc.Outcome) {
 	for _, o := range outs {
+		if c.cfg.Tracer != nil {
+			c.cfg.Tracer.Outcome(&o)
+		}
 		c.answerLookups(o)
 		ws := c.waiters[o.Tx]
 		if len(ws) == 0 {
@@ -177,7 +212,7 @@ func (c *Coordinator) Submit(ctx context.Context, tx string, branches []twopc.Br
 	// outcome, so the caller waits on one channel, not two.
 	ch := make(chan result, 1)
 	err := c.node.Post(ctx, c.done, func() {
-		if err := c.proposeLocked(tx, branches, waiter{ch: ch}); err != nil {
+		if err := c.proposeLocked(ctx, tx, branches, waiter{ch: ch}); err != nil {
 			ch <- result{err: err}
 		}
 	})
@@ -212,8 +247,11 @@ type result struct {
 
 // proposeLocked proposes tx and registers w for its outcome (loop
 // goroutine only).
-func (c *Coordinator) proposeLocked(tx string, branches []twopc.Branch, w waiter) error {
+func (c *Coordinator) proposeLocked(ctx context.Context, tx string, branches []twopc.Branch, w waiter) error {
 	c.waiters[tx] = append(c.waiters[tx], w)
+	if c.cfg.Tracer != nil {
+		return c.proposeTraced(ctx, tx, branches)
+	}
 	err := c.m.Propose(tx, branches)
 	if err != nil {
 		ws := c.waiters[tx]
@@ -226,10 +264,61 @@ func (c *Coordinator) proposeLocked(tx string, branches []twopc.Branch, w waiter
 	return err
 }
 
+// proposeTraced is proposeLocked's proposal with a Tracer: a new
+// transaction (not a duplicate) begins its trace.
+func (c *Coordinator) proposeTraced(ctx context.Context, tx string, branches []twopc.Branch) error {
+	_, known := c.m.State(tx)
+	err := c.m.Propose(tx, branches)
+	if err != nil {
+		c.dropWaiter(tx)
+	} else if !known {
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		c.cfg.Tracer.Begin(ctx, tx, branches)
+	}
+	return err
+}
+
+// dropWaiter removes the waiter proposeLocked added last for tx.
+func (c *Coordinator) dropWaiter(tx string) {
+	ws := c.waiters[tx]
+	if len(ws) == 1 {
+		delete(c.waiters, tx)
+	} else {
+		c.waiters[tx] = ws[:len(ws)-1]
+	}
+}
+
+// tracedTransport shows a Tracer the messages before they leave.
+type tracedTransport struct {
+	transport.Transport
+	t Tracer
+}
+
+func (tt tracedTransport) Send(msgs []twopc.Message) {
+	tt.t.Send(msgs)
+	tt.Transport.Send(msgs)
+}
+
+// tracedMachine shows a Tracer the messages the machine takes.
+type tracedMachine struct {
+	*twopc.Coordinator
+	t Tracer
+}
+
+func (tm tracedMachine) Step(m twopc.Message) {
+	tm.t.Step(&m)
+	tm.Coordinator.Step(m)
+}
+
 // Proposal is one transaction of SubmitAsync.
 type Proposal struct {
 	Tx       string
 	Branches []twopc.Branch
+	// Ctx, if set, is the caller's context for tracing: its span is the
+	// transaction's parent (see Config.Tracer). Nil: none.
+	Ctx context.Context
 }
 
 // SubmitAsync proposes every transaction of ps in one turn of the loop
@@ -249,7 +338,7 @@ func (c *Coordinator) SubmitAsync(ps []Proposal, done func(i int, o twopc.Outcom
 	err := c.node.Do(context.Background(), c.done, func() {
 		for i := range ps {
 			w := waiter{fn: func(o twopc.Outcome, err error) { answer(i, o, err) }}
-			if err := c.proposeLocked(ps[i].Tx, ps[i].Branches, w); err != nil {
+			if err := c.proposeLocked(ps[i].Ctx, ps[i].Tx, ps[i].Branches, w); err != nil {
 				answer(i, twopc.Outcome{}, err)
 			}
 		}

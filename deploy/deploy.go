@@ -41,6 +41,7 @@ import (
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services"
 	"github.com/dtx-dev/dtx/services/pgstore"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -227,8 +228,12 @@ type Config struct {
 	WALPrealloc int64
 	// Store, if set (postgres://…), keeps the services' state in that
 	// PostgreSQL database instead of in their logs (package pgstore).
-	Store  string
-	Logger *slog.Logger
+	Store string
+	// Tracing, if set, makes spans of every transaction at the coordinator
+	// and the services (package tracing). The caller shuts it down after
+	// the deployment is closed.
+	Tracing *tracing.Provider
+	Logger  *slog.Logger
 }
 
 // DefaultConfig returns the defaults of `dtx run` with no faults.
@@ -359,6 +364,9 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 		sc.Faults = faults
 		sc.Hooks = cfg.Failpoints.Hooks(id)
 		sc.Logger = cfg.Logger
+		if cfg.Tracing != nil {
+			sc.Tracer = tracing.NewParticipant(cfg.Tracing, id)
+		}
 		s, err := participant.Open(sc)
 		if err != nil {
 			return err
@@ -376,6 +384,9 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 	cc.Hooks = cfg.Failpoints.Hooks(twopc.CoordinatorID)
 	cc.OnRecovered = onRecovered
 	cc.Logger = cfg.Logger
+	if cfg.Tracing != nil {
+		cc.Tracer = tracing.NewCoordinator(cfg.Tracing, twopc.CoordinatorID)
+	}
 	d.Coord, err = coordinator.Open(cc)
 	if err != nil {
 		return err

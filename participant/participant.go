@@ -80,7 +80,27 @@ type Config struct {
 	// SnapshotHook, if set, is called after each step of writing a
 	// snapshot and may stop it there with an error (crash tests).
 	SnapshotHook func(wal.SnapshotStep) error
-	Logger       *slog.Logger
+	// Tracer, if set, sees the service's branches: messages taken,
+	// business checks, records appended (package tracing makes spans of
+	// them). Nil: no tracing, and nothing of it on the hot path.
+	Tracer Tracer
+	Logger *slog.Logger
+}
+
+// Tracer sees what a service does with its branches. Every method is
+// called on the service's loop goroutine and must not block.
+type Tracer interface {
+	// Step: m is about to be taken by the machine.
+	Step(m *twopc.Message)
+	// CheckStart and CheckEnd surround a branch's business check
+	// (Resource.Prepare), which runs once the branch holds its locks.
+	CheckStart(tx string, attempt uint32)
+	CheckEnd(tx string, attempt uint32, err error)
+	// Record: r was appended (and is durable if forced).
+	Record(r *twopc.Record)
+	// Reset: the service comes back from its log; whatever was open is
+	// lost.
+	Reset()
 }
 
 // Stats counts what happened to a service.
@@ -150,6 +170,11 @@ func (s *Service) open() (*incarnation, error) {
 		fault = &faulty{AttemptResource: twopc.AsAttemptResource(res), rate: f, rng: s.rng}
 		res = fault
 	}
+	tr := s.cfg.Tracer
+	if tr != nil {
+		tr.Reset()
+		res = tracedResource{twopc.AsAttemptResource(res), tr}
+	}
 	m, err := twopc.NewParticipant(s.cfg.Machine, res)
 	if err != nil {
 		return nil, err
@@ -175,14 +200,20 @@ func (s *Service) open() (*incarnation, error) {
 		fault.on = true // never during replay: a logged PREPARED re-applies
 	}
 	inc := &incarnation{log: log, m: m, res: raw, done: make(chan struct{})}
-	inc.node, err = node.New(node.Config{
+	nc := node.Config{
 		ID:        s.cfg.ID,
 		Log:       log,
 		Transport: s.cfg.Network,
 		Tick:      s.cfg.Tick,
 		Hooks:     hooks,
 		Logger:    s.cfg.Logger,
-	}, m)
+	}
+	var machine node.Machine = m
+	if tr != nil {
+		nc.OnRecord = tr.Record
+		machine = tracedMachine{m, tr}
+	}
+	inc.node, err = node.New(nc, machine)
 	if err != nil {
 		log.Close()
 		return nil, err
@@ -311,6 +342,30 @@ func (s *Service) Close() error {
 		<-s.done
 	}
 	return s.inc.Load().log.Close()
+}
+
+// tracedResource shows a Tracer each business check.
+type tracedResource struct {
+	twopc.AttemptResource
+	t Tracer
+}
+
+func (r tracedResource) PrepareAttempt(tx string, attempt uint32, op []byte) error {
+	r.t.CheckStart(tx, attempt)
+	err := r.AttemptResource.PrepareAttempt(tx, attempt, op)
+	r.t.CheckEnd(tx, attempt, err)
+	return err
+}
+
+// tracedMachine shows a Tracer the messages the machine takes.
+type tracedMachine struct {
+	*twopc.Participant
+	t Tracer
+}
+
+func (tm tracedMachine) Step(m twopc.Message) {
+	tm.t.Step(&m)
+	tm.Participant.Step(m)
 }
 
 // faulty makes a Resource fail some prepares on purpose.

@@ -46,6 +46,7 @@ import (
 
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/deploy"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/transport/grpcnet"
 )
 
@@ -100,8 +101,14 @@ type Common struct {
 	// Grace bounds the graceful part of Shutdown (default 10s).
 	Grace time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP address.
-	Pprof  bool
-	Logger *slog.Logger
+	Pprof bool
+	// Trace says whether and where the process exports the spans of the
+	// transactions it takes part in (package tracing). Zero: off.
+	Trace tracing.Config
+	// Tracing, if set, is a span pipeline of the caller's, used instead of
+	// Trace (tests, an embedding program); the caller shuts it down.
+	Tracing *tracing.Provider
+	Logger  *slog.Logger
 }
 
 // TLSFiles names the PEM files of mutual TLS.
@@ -239,6 +246,7 @@ type base struct {
 	wg       sync.WaitGroup
 	metrics  *netMetrics
 	guard    *guard
+	tracing  *tracing.Provider // nil: tracing off
 }
 
 func newBase(cfg Common) (*base, error) {
@@ -260,6 +268,9 @@ func newBase(cfg Common) (*base, error) {
 		return nil, err
 	}
 	b.lock = lock
+	if err := b.startTracing(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	var creds []grpc.ServerOption
 	b.guard = &guard{self: cfg.ID, tls: cfg.TLS != nil, senders: map[string]bool{}}
 	var httpsCfg *tls.Config
@@ -454,6 +465,14 @@ func (b *base) closeAll() {
 		if b.hlis != nil {
 			b.hlis.Close()
 		}
+	}
+	if b.tracing != nil && b.cfg.Tracing == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := b.tracing.Shutdown(ctx); err != nil {
+			b.log.Warn("tracing: flushing spans", "err", err)
+		}
+		cancel()
+		b.tracing = nil
 	}
 	if b.lock != nil {
 		b.lock.Close()

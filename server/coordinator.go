@@ -22,6 +22,7 @@ import (
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -110,6 +111,9 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
 	}
 	cc.Logger = b.log
+	if b.tracing != nil {
+		cc.Tracer = tracing.NewCoordinator(b.tracing, b.cfg.ID)
+	}
 	c.coord, err = coordinator.Open(cc)
 	if err != nil {
 		b.closeAll()
@@ -300,7 +304,7 @@ func (a *coordAPI) Submit(ctx context.Context, r *dtxv1.PurchaseRequest) (*dtxv1
 	if err != nil {
 		return nil, err
 	}
-	o, err := a.c.submit(ctx, tx, branches)
+	o, err := a.c.submit(a.c.grpcTraceParent(ctx), tx, branches)
 	return toProtoOutcome(tx, o, err)
 }
 
@@ -336,7 +340,7 @@ func (a *coordAPI) SubmitTx(ctx context.Context, r *dtxv1.TxRequest) (*dtxv1.TxO
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	o, err := a.c.submit(ctx, r.GetTransactionId(), branches)
+	o, err := a.c.submit(a.c.grpcTraceParent(ctx), r.GetTransactionId(), branches)
 	return toProtoOutcome(r.GetTransactionId(), o, err)
 }
 
@@ -497,7 +501,7 @@ func (c *Coordinator) httpSubmit(w http.ResponseWriter, r *http.Request) {
 			wait = min(d, c.cfg.SubmitWait)
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	ctx, cancel := context.WithTimeout(c.httpTraceParent(r), wait)
 	defer cancel()
 	o, err := c.submit(ctx, tx, branches)
 	if err != nil {

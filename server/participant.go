@@ -10,6 +10,7 @@ import (
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -101,6 +102,9 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	pc := deploy.ServiceConfig(cfg.DataDir, b.cfg.ID, cfg.Protocol, b.net, logCfg, spec.NewResource)
 	pc.Snapshot = participant.SnapshotConfig{Every: cfg.Protocol.SnapshotEvery, LogBytes: cfg.Protocol.SnapshotLogBytes}
 	pc.Logger = b.log
+	if b.tracing != nil {
+		pc.Tracer = tracing.NewParticipant(b.tracing, b.cfg.ID)
+	}
 	svc, err = participant.Open(pc)
 	if err != nil {
 		b.closeAll()

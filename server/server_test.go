@@ -21,6 +21,7 @@ import (
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -52,6 +53,7 @@ type cluster struct {
 	extra    map[string]server.Service // more participants (name -> service)
 	protocol deploy.Protocol
 	world    purchase.World
+	tracing  func(id string) *tracing.Provider // each component's span pipeline (nil: off)
 }
 
 // testWorld is a world where most generated purchases can commit.
@@ -102,6 +104,9 @@ func (c *cluster) common(id string) server.Common {
 		cm.TLS = c.tls[id]
 	}
 	cm.HTTPTokens = c.tokens
+	if c.tracing != nil {
+		cm.Tracing = c.tracing(id)
+	}
 	return cm
 }
 

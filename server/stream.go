@@ -37,7 +37,8 @@ type submitStream struct {
 	slot chan struct{} // one token per request in flight (cap streamInflight)
 	wake chan struct{} // cap 1: outcomes are queued
 
-	inflight atomic.Int64 // requests read whose outcome is not sent yet
+	inflight atomic.Int64    // requests read whose outcome is not sent yet
+	trace    context.Context // for tracing (nil when off)
 
 	mu  sync.Mutex
 	out []*dtxv1.StreamOutcome
@@ -48,6 +49,9 @@ func (a *coordAPI) SubmitStream(ss dtxv1.Coordinator_SubmitStreamServer) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	s := &submitStream{c: a.c, ss: ss, slot: make(chan struct{}, streamInflight), wake: make(chan struct{}, 1)}
+	if a.c.tracing != nil {
+		s.trace = a.c.grpcTraceParent(ctx) // the stream's trace context: every transaction's parent
+	}
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- s.read(ctx) }()
 	drain := a.c.drain
@@ -122,7 +126,7 @@ func (s *submitStream) read(ctx context.Context) error {
 				s.push(errorOutcome(r.GetSeq(), err))
 				continue
 			}
-			props = append(props, coordinator.Proposal{Tx: tx, Branches: branches})
+			props = append(props, coordinator.Proposal{Tx: tx, Branches: branches, Ctx: s.trace})
 			seqs = append(seqs, r.GetSeq())
 		}
 		if len(props) > 0 {

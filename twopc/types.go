@@ -99,6 +99,11 @@ type Message struct {
 	// attempt k+1, with the same id, timestamp and operations. 0 means 1
 	// (messages of peers that predate attempts).
 	Attempt uint32
+	// Trace is the sender's trace context (a W3C traceparent), opaque to
+	// the machines: the drivers set it on the messages they send and read
+	// it on the ones they take, to link the spans of one transaction
+	// across processes (package tracing). Empty when not traced.
+	Trace []byte
 }
 
 // MaxEpochStep bounds how far ahead of the highest epoch a participant has

@@ -298,7 +298,10 @@ type Message struct {
 	// The attempt of the transaction a message is about (PREPARE, VOTE,
 	// COMMIT, ABORT, ACK, INQUIRE, WOUND): a deadlock victim is restarted by
 	// its coordinator as attempt k+1 with the same id and timestamp. 0 means 1.
-	Attempt       uint32 `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The sender's trace context, a W3C traceparent (tracing); empty when
+	// the transaction is not traced. It never changes what a message means.
+	Trace         []byte `protobuf:"bytes,12,opt,name=trace,proto3" json:"trace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +411,13 @@ func (x *Message) GetAttempt() uint32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *Message) GetTrace() []byte {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
 }
 
 // Batch is every message one node has for another at the moment of sending.
@@ -1005,7 +1015,7 @@ const file_dtx_proto_rawDesc = "" +
 	"\x04Wait\x12\x16\n" +
 	"\x06waiter\x18\x01 \x01(\tR\x06waiter\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x10\n" +
-	"\x03age\x18\x03 \x01(\x04R\x03age\"\x90\x02\n" +
+	"\x03age\x18\x03 \x01(\x04R\x03age\"\xa6\x02\n" +
 	"\aMessage\x12#\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x0f.dtx.v1.MsgTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
@@ -1018,7 +1028,8 @@ const file_dtx_proto_rawDesc = "" +
 	"\x02ts\x18\t \x01(\x04R\x02ts\x12\"\n" +
 	"\x05waits\x18\n" +
 	" \x03(\v2\f.dtx.v1.WaitR\x05waits\x12\x18\n" +
-	"\aattempt\x18\v \x01(\rR\aattempt\"4\n" +
+	"\aattempt\x18\v \x01(\rR\aattempt\x12\x14\n" +
+	"\x05trace\x18\f \x01(\fR\x05trace\"4\n" +
 	"\x05Batch\x12+\n" +
 	"\bmessages\x18\x01 \x03(\v2\x0f.dtx.v1.MessageR\bmessages\"*\n" +
 	"\fDeliverReply\x12\x1a\n" +

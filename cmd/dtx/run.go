@@ -24,6 +24,7 @@ import (
 	"github.com/dtx-dev/dtx/failpoint"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -49,6 +50,7 @@ type runFlags struct {
 	maxAttempts    int
 	store          string
 	remote         remoteFlags
+	trace          traceFlags
 }
 
 func runCmd() *cobra.Command {
@@ -72,6 +74,7 @@ log; any command that opens it recovers first.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runMain(cmd.Context(), &f) },
 	}
 	fl := cmd.Flags()
+	f.trace.add(fl)
 	fl.StringVar(&f.dataDir, "data-dir", "dtx-data", "data directory (created if missing)")
 	fl.StringVar(&f.world, "world", "", "JSON file with the initial state of a new data directory (default: the built-in example world)")
 	fl.StringVar(&f.input, "input", "-", "JSON Lines file of requests, or - for standard input")
@@ -195,6 +198,19 @@ func runMain(ctx context.Context, f *runFlags) error {
 		defer cl.Close()
 		eng = cl
 	} else {
+		tc, err := f.trace.config()
+		if err != nil {
+			return err
+		}
+		if tc.Exporter == "stdout" && (tc.Endpoint == "" || tc.Endpoint == "-") {
+			return usagef("--trace stdout: dtx run prints its outcomes on standard output; give --trace-endpoint FILE")
+		}
+		tp, err := tracing.Start(ctx, tc, "dtx")
+		if err != nil {
+			return err
+		}
+		defer tp.Shutdown(context.Background())
+		cfg.Tracing = tp
 		e, err := engine.Open(cfg)
 		if err != nil {
 			return err

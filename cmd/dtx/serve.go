@@ -59,6 +59,7 @@ type serveFlags struct {
 	httpTokens                             string
 	maxConns                               int
 	handshakeTimeout, idleTimeout          time.Duration
+	trace                                  traceFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -104,6 +105,7 @@ with HTTP on the port + 1000.`,
 	fl.StringArrayVar(&f.peers, "peer", nil, "NAME=ADDR: gRPC address of another component (repeatable; a built-in component not named is at its cluster address)")
 	fl.StringSliceVar(&f.participants, "participants", nil, "coordinator: the participants of every purchase, in order (default inventory,payment,order); each needs an address")
 	f.tls.add(fl)
+	f.trace.add(fl)
 	fl.DurationVar(&f.prepareTimeout, "prepare-timeout", time.Second, "time for all votes to arrive before a rollback (services: paces in-doubt inquiries)")
 	fl.DurationVar(&f.commitRetry, "commit-retry", 50*time.Millisecond, "coordinator: first delay between resends of a decision (backs off)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 500*time.Millisecond, "services: longest wait for a lock before voting NO")
@@ -178,6 +180,10 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	traceCfg, err := f.trace.config()
+	if err != nil {
+		return err
+	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
@@ -207,6 +213,7 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 		MaxRequestBytes: f.maxRequest, Grace: f.grace, Logger: log, Pprof: f.pprof,
 		Insecure: f.insecure, HTTPTokens: f.httpTokens, MaxConns: f.maxConns,
 		HandshakeTimeout: f.handshakeTimeout, IdleTimeout: f.idleTimeout,
+		Trace: traceCfg,
 	}
 	common.Net.CallTimeout = f.callTimeout
 	common.Net.Streams = f.streams

@@ -13,6 +13,7 @@ const (
 	maxIDBytes     = 128
 	maxReasonBytes = 64 << 10
 	maxWaits       = 1 << 16
+	maxTraceBytes  = 512
 )
 
 // ToProto maps a twopc.Message to its wire form. Every field of
@@ -29,6 +30,7 @@ func ToProto(m *twopc.Message) *dtxv1.Message {
 		Op:      m.Op,
 		Ts:      m.TS,
 		Attempt: m.Attempt,
+		Trace:   m.Trace,
 	}
 	if len(m.Waits) > 0 {
 		p.Waits = make([]*dtxv1.Wait, len(m.Waits))
@@ -53,6 +55,7 @@ func FromProto(p *dtxv1.Message) (twopc.Message, error) {
 		Op:      p.GetOp(),
 		TS:      p.GetTs(),
 		Attempt: p.GetAttempt(),
+		Trace:   p.GetTrace(),
 	}
 	switch {
 	case p.GetType() <= 0 || p.GetType() > 255 || !knownMsgType(m.Type):
@@ -72,6 +75,8 @@ func FromProto(p *dtxv1.Message) (twopc.Message, error) {
 
 	case len(m.Reason) > maxReasonBytes:
 		return m, fmt.Errorf("%s: reason longer than %d bytes", m.Type, maxReasonBytes)
+	case len(m.Trace) > maxTraceBytes:
+		return m, fmt.Errorf("%s: trace context longer than %d bytes", m.Type, maxTraceBytes)
 	case len(p.GetWaits()) > maxWaits:
 		return m, fmt.Errorf("%s: more than %d wait-for edges", m.Type, maxWaits)
 	}
