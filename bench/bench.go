@@ -28,6 +28,7 @@ import (
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services"
+	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -66,6 +67,36 @@ type Config struct {
 	// Store, if set (postgres://…), keeps the services' state in a fresh
 	// database of that server (engine.Config.Store), dropped after the run.
 	Store string
+	// TraceSample, if > 0, traces this fraction of the transactions in
+	// every process (package tracing), exporting to TraceExporter:
+	// "discard" (spans made, then dropped) or "stdout" (JSON to a file per
+	// process in the run's directory). 0: tracing off.
+	TraceSample   float64
+	TraceExporter string
+}
+
+// traceConfig returns the tracing configuration of a process whose spans
+// go to file (stdout exporter).
+func (cfg Config) traceConfig(file string) tracing.Config {
+	if cfg.TraceSample <= 0 {
+		return tracing.Config{}
+	}
+	tc := tracing.Config{Exporter: cfg.TraceExporter, Sample: cfg.TraceSample}
+	if tc.Exporter == "" {
+		tc.Exporter = "discard"
+	}
+	if tc.Exporter == "stdout" {
+		tc.Endpoint = file
+	}
+	return tc
+}
+
+// TraceLabel names a run's tracing: "off", or the percentage sampled.
+func TraceLabel(sample float64) string {
+	if sample <= 0 {
+		return "off"
+	}
+	return strconv.FormatFloat(100*sample, 'g', 3, 64) + "%"
 }
 
 // services returns the participants of every transaction of cfg.
@@ -112,6 +143,9 @@ type Result struct {
 	// PGSyncsPerTx is PostgreSQL's WAL syncs per transaction (store
 	// postgres; the whole server's, from pg_stat_wal).
 	PGSyncsPerTx float64 `json:"pg_wal_syncs_per_tx,omitempty"`
+	// Trace is the run's tracing: "off" or the percentage of transactions
+	// traced (TraceLabel).
+	Trace string `json:"trace"`
 }
 
 // AbortClass names the kind of a rollback reason.
@@ -189,6 +223,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.NetJitter > 0 {
 		ec.NetFaults = transport.Faults{Delay: 0.5, MaxDelay: cfg.NetJitter}
 	}
+	tp, err := tracing.Start(ctx, cfg.traceConfig(filepath.Join(dir, "trace.json")), "dtx")
+	if err != nil {
+		return Result{}, err
+	}
+	defer tp.Shutdown(context.Background())
+	ec.Tracing = tp
 	eng, err := engine.Open(ec)
 	if err != nil {
 		return Result{}, err
@@ -328,6 +368,7 @@ func (ld load) result(cfg Config) Result {
 	res := Result{
 		Policy: cfg.Deadlock.String(), Store: "log", Concurrency: cfg.Concurrency, HotKeys: cfg.HotKeys,
 		Aborts: map[string]int64{}, Elapsed: ld.elapsed, Committed: ld.committed,
+		Trace: TraceLabel(cfg.TraceSample),
 	}
 	for k, v := range ld.aborts {
 		res.Aborts[k] += v

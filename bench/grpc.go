@@ -248,6 +248,12 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 		if cfg.ProfilePrefix != "" {
 			args = append(args, "--cpuprofile", cfg.ProfilePrefix+"."+name)
 		}
+		if tc := cfg.traceConfig(filepath.Join(dir, "trace-"+name+".json")); tc.On() {
+			args = append(args, "--trace", tc.Exporter, "--trace-sample", strconv.FormatFloat(tc.Sample, 'g', -1, 64))
+			if tc.Endpoint != "" {
+				args = append(args, "--trace-endpoint", tc.Endpoint)
+			}
+		}
 		args = append(args, cfg.ServeFlags...)
 		p, err := startProc(cfg.Binary, name, filepath.Join(dir, name+".log"), args)
 		if err != nil {

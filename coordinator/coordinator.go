@@ -54,8 +54,10 @@ type Tracer interface {
 	// Send: msgs are about to go to the transport, every record before
 	// them durable; it may set their Trace.
 	Send(msgs []twopc.Message)
-	// Step: m is about to be taken by the machine.
-	Step(m *twopc.Message)
+	// Step: m, which carries a trace context (the participants set it on
+	// the VOTEs and ACKs of traced branches), is about to be taken by the
+	// machine.
+	Step(m twopc.Message)
 	// Record: r was appended (and is durable if forced).
 	Record(r *twopc.Record)
 	// Outcome: o is about to be reported to its caller.
@@ -122,6 +124,10 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	var machine node.Machine = m
 	if t := cfg.Tracer; t != nil {
+		if cfg.Hooks.Delay != nil {
+			log.Close()
+			return nil, errors.New("coordinator: a Tracer with Hooks.Delay: held messages would reach the tracer off the loop goroutine")
+		}
 		nc.Transport = tracedTransport{cfg.Network, t}
 		nc.OnRecord = func(r *twopc.Record) {
 			if cfg.OnRecord != nil {
@@ -308,7 +314,9 @@ type tracedMachine struct {
 }
 
 func (tm tracedMachine) Step(m twopc.Message) {
-	tm.t.Step(&m)
+	if len(m.Trace) > 0 {
+		tm.t.Step(m)
+	}
 	tm.Coordinator.Step(m)
 }
 

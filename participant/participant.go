@@ -90,8 +90,13 @@ type Config struct {
 // Tracer sees what a service does with its branches. Every method is
 // called on the service's loop goroutine and must not block.
 type Tracer interface {
-	// Step: m is about to be taken by the machine.
-	Step(m *twopc.Message)
+	// Step: m, which carries a trace context, is about to be taken by the
+	// machine.
+	Step(m twopc.Message)
+	// Send: msgs are about to go to the transport, every record before
+	// them durable; it may set their Trace. (Not called with simulated
+	// slow votes, Faults.SlowRate, which send from a timer.)
+	Send(msgs []twopc.Message)
 	// CheckStart and CheckEnd surround a branch's business check
 	// (Resource.Prepare), which runs once the branch holds its locks.
 	CheckStart(tx string, attempt uint32)
@@ -212,6 +217,9 @@ func (s *Service) open() (*incarnation, error) {
 	if tr != nil {
 		nc.OnRecord = tr.Record
 		machine = tracedMachine{m, tr}
+		if hooks.Delay == nil { // a held message leaves from a timer, off the loop
+			nc.Transport = tracedTransport{s.cfg.Network, tr}
+		}
 	}
 	inc.node, err = node.New(nc, machine)
 	if err != nil {
@@ -364,8 +372,21 @@ type tracedMachine struct {
 }
 
 func (tm tracedMachine) Step(m twopc.Message) {
-	tm.t.Step(&m)
+	if len(m.Trace) > 0 {
+		tm.t.Step(m)
+	}
 	tm.Participant.Step(m)
+}
+
+// tracedTransport shows a Tracer the messages before they leave.
+type tracedTransport struct {
+	transport.Transport
+	t Tracer
+}
+
+func (tt tracedTransport) Send(msgs []twopc.Message) {
+	tt.t.Send(msgs)
+	tt.Transport.Send(msgs)
 }
 
 // faulty makes a Resource fail some prepares on purpose.

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -68,11 +69,14 @@ type Coordinator struct {
 	// messages, sent after it, still carry their branches' contexts.
 	aborted []string
 	now     func() time.Time
+	sample  float64
+	rng     *rand.Rand
 }
 
 // NewCoordinator returns the span maker of coordinator node id.
 func NewCoordinator(p *Provider, id string) *Coordinator {
-	return &Coordinator{tr: p.Tracer(), id: id, txs: make(map[string]*coordTx), now: time.Now}
+	return &Coordinator{tr: p.Tracer(), id: id, txs: make(map[string]*coordTx), now: time.Now,
+		sample: p.sample, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 }
 
 type coordTx struct {
@@ -96,6 +100,13 @@ func (t *coordTx) index(node string) int { return slices.Index(t.nodes, node) }
 // followed further.
 func (c *Coordinator) Begin(ctx context.Context, tx string, branches []twopc.Branch) {
 	if _, ok := c.txs[tx]; ok || len(c.txs) >= MaxLive {
+		return
+	}
+	if p := trace.SpanContextFromContext(ctx); p.IsValid() {
+		if !p.IsSampled() {
+			return // the caller does not trace it
+		}
+	} else if c.sample < 1 && c.rng.Float64() >= c.sample {
 		return
 	}
 	ctx, span := c.tr.Start(ctx, SpanTransaction, trace.WithSpanKind(trace.SpanKindServer),
@@ -190,7 +201,7 @@ func (c *Coordinator) endBranches(t *coordTx, why string) {
 
 // Step sees a participant's message before the machine takes it: a vote
 // ends its branch's prepare span, an ACK its commit span.
-func (c *Coordinator) Step(m *twopc.Message) {
+func (c *Coordinator) Step(m twopc.Message) {
 	t := c.txs[m.Tx]
 	if t == nil || t.done || twopc.AttemptOf(m.Attempt) != t.attempt {
 		return

@@ -19,6 +19,9 @@ type Participant struct {
 	id  string
 	brs map[string]*branchTrace
 	now func() time.Time
+	// ended are branches whose last record was seen: their NO vote or
+	// ACK, sent after it, still carries their trace context.
+	ended []string
 }
 
 // NewParticipant returns the span maker of participant node id.
@@ -27,6 +30,7 @@ func NewParticipant(p *Provider, id string) *Participant {
 }
 
 type branchTrace struct {
+	tp      []byte // the trace context its PREPARE (then COMMIT) carried
 	attempt uint32
 	parent  context.Context // the coordinator's branch span (remote)
 	ctx     context.Context // the span below
@@ -34,6 +38,7 @@ type branchTrace struct {
 	wait    trace.Span      // dtx.lock_wait while waiting
 	check   trace.Span      // dtx.check while it runs
 	force   time.Time       // when the record to force was made
+	done    bool            // ended; kept until its last message leaves
 }
 
 // parentOf returns the remote context a message carries, or nil if it
@@ -46,8 +51,28 @@ func parentOf(m *twopc.Message) context.Context {
 	return trace.ContextWithRemoteSpanContext(context.Background(), sc)
 }
 
-// Step sees a coordinator's message before the machine takes it.
-func (p *Participant) Step(m *twopc.Message) {
+// Send sets on each VOTE and ACK of a traced branch its trace context
+// (what its PREPARE or COMMIT carried), so that the coordinator looks only
+// at the messages that carry one.
+func (p *Participant) Send(msgs []twopc.Message) {
+	if len(p.brs) == 0 {
+		return
+	}
+	defer p.forgetEnded()
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Type != twopc.MsgVote && m.Type != twopc.MsgAck {
+			continue
+		}
+		if b := p.brs[m.Tx]; b != nil {
+			m.Trace = b.tp
+		}
+	}
+}
+
+// Step sees a coordinator's message that carries a trace context, before
+// the machine takes it.
+func (p *Participant) Step(m twopc.Message) {
 	a := twopc.AttemptOf(m.Attempt)
 	b := p.brs[m.Tx]
 	switch m.Type {
@@ -55,7 +80,7 @@ func (p *Participant) Step(m *twopc.Message) {
 		if b != nil && b.attempt >= a {
 			return // a duplicate: the machine answers it with the same vote
 		}
-		parent := parentOf(m)
+		parent := parentOf(&m)
 		if parent == nil {
 			return
 		}
@@ -65,13 +90,13 @@ func (p *Participant) Step(m *twopc.Message) {
 		if len(p.brs) >= MaxLive {
 			return
 		}
-		b = &branchTrace{attempt: a, parent: parent}
+		b = &branchTrace{attempt: a, parent: parent, tp: m.Trace}
 		b.ctx, b.span = p.tr.Start(parent, SpanPartPrepare, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(AttrTx.String(m.Tx), AttrNode.String(p.id), AttrAttempt.Int64(int64(a))))
 		_, b.wait = p.tr.Start(b.ctx, SpanLockWait)
 		p.brs[m.Tx] = b
 	case twopc.MsgCommit, twopc.MsgAbort:
-		parent := parentOf(m)
+		parent := parentOf(&m)
 		if b != nil {
 			if b.attempt != a || b.wait != nil || b.check != nil {
 				return // not this branch's decision, or not prepared: the machine refuses it
@@ -97,6 +122,7 @@ func (p *Participant) Step(m *twopc.Message) {
 			b = &branchTrace{attempt: a, parent: parent}
 			p.brs[m.Tx] = b
 		}
+		b.tp = m.Trace
 		b.ctx, b.span = p.tr.Start(parent, name, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(AttrTx.String(m.Tx), AttrNode.String(p.id), AttrAttempt.Int64(int64(a))))
 		b.force = p.now()
@@ -171,7 +197,7 @@ func (p *Participant) forced(b *branchTrace, rec string) {
 	b.force = time.Time{}
 }
 
-// end ends what is open of b and forgets it.
+// end ends what is open of b; b is forgotten once its last message left.
 func (p *Participant) end(tx string, b *branchTrace, why string) {
 	for _, s := range []trace.Span{b.wait, b.check, b.span} {
 		if s != nil {
@@ -181,12 +207,26 @@ func (p *Participant) end(tx string, b *branchTrace, why string) {
 			s.End()
 		}
 	}
-	delete(p.brs, tx)
+	b.wait, b.check, b.span, b.done = nil, nil, nil, true
+	p.ended = append(p.ended, tx)
+}
+
+// forgetEnded drops the ended branches once their last messages left.
+func (p *Participant) forgetEnded() {
+	for _, tx := range p.ended {
+		if b := p.brs[tx]; b != nil && b.done {
+			delete(p.brs, tx)
+		}
+	}
+	p.ended = p.ended[:0]
 }
 
 // Reset forgets every branch (the service restarts from its log: its
 // open spans are lost with the crashed incarnation).
-func (p *Participant) Reset() { clear(p.brs) }
+func (p *Participant) Reset() {
+	clear(p.brs)
+	p.ended = p.ended[:0]
+}
 
 // Live returns how many branches are followed (tests).
 func (p *Participant) Live() int { return len(p.brs) }

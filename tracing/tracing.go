@@ -15,8 +15,15 @@
 //
 // A transaction recovered from the log after a coordinator restart is not
 // traced again: its spans up to the crash were exported, or lost with the
-// process; the COMMITs resent for it carry no trace context. A participant
-// that still holds a traced branch keeps making that branch's spans.
+// process; the COMMITs resent for it carry no trace context.
+//
+// Sampling is decided once per transaction, at the coordinator, before any
+// span is made: a caller's trace context is followed (sampled or not), and
+// a transaction without one is traced with probability Config.Sample. The
+// services trace exactly the branches whose messages carry a sampled
+// context, and their VOTEs and ACKs carry it back, so that the coordinator
+// looks at no other message. An untraced transaction costs a random draw
+// and a map lookup or two per message: no allocation.
 package tracing
 
 import (
@@ -83,6 +90,11 @@ func (c Config) Validate() error {
 type Provider struct {
 	tp     *sdktrace.TracerProvider
 	closer io.Closer
+	// sample is the fraction of transactions without a caller's trace
+	// context that the coordinator traces. It decides before it makes any
+	// span, so that an untraced transaction costs no allocation; the SDK's
+	// sampler then follows the parent (or samples a root).
+	sample float64
 }
 
 // Start builds the span pipeline of c for the process named service (the
@@ -151,16 +163,16 @@ func NewProvider(exp sdktrace.SpanExporter, sample float64, service string, clos
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(sample))),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
 	)
-	return &Provider{tp: tp, closer: closer}
+	return &Provider{tp: tp, closer: closer, sample: sample}
 }
 
 // NewSyncProvider is NewProvider with every span exported as it ends, and
 // all sampled (tests).
 func NewSyncProvider(exp sdktrace.SpanExporter, service string) *Provider {
 	res := resource.NewSchemaless(attribute.String("service.name", service))
-	return &Provider{tp: sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(res))}
+	return &Provider{tp: sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(res)), sample: 1}
 }
 
 // Tracer returns the provider's tracer for dtx spans.

@@ -45,6 +45,8 @@ func benchCmd() *cobra.Command {
 		serveFlags   []string
 		walPrealloc  int64
 		store        string
+		traceSamples []float64
+		traceExp     string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -75,6 +77,14 @@ same order). --deadlock all compares the three policies.`,
 			}
 			if err := checkStore(store); err != nil {
 				return err
+			}
+			if traceExp != "discard" && traceExp != "stdout" {
+				return usagef("--trace-exporter %q: want discard or stdout", traceExp)
+			}
+			for _, s := range traceSamples {
+				if s < 0 || s > 1 {
+					return usagef("--trace-sample %v: want fractions in [0, 1] (0: tracing off)", s)
+				}
 			}
 			if store != "" && transportArg != "mem" {
 				return usagef("--store is for --transport mem only")
@@ -138,31 +148,34 @@ same order). --deadlock all compares the three policies.`,
 			for _, p := range policies {
 				for _, c := range conc {
 					for _, st := range stores {
-						if tty {
-							fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d for %v...   ", p, c, duration)
-						}
-						bc := bench.Config{
-							Store: st,
-							Dir:   dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
-							NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
-							WALPrealloc: walPrealloc, DedupWindow: dedupWindow,
-						}
-						var r bench.Result
-						if transportArg == "grpc" {
-							gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags, TLS: useTLS}
-							if cpuProfile != "" {
-								gc.ProfilePrefix = cpuProfile
+						for _, ts := range traceSamples {
+							if tty {
+								fmt.Fprintf(os.Stderr, "\rbench: %s at concurrency %d (trace %s) for %v...   ", p, c, bench.TraceLabel(ts), duration)
 							}
-							r, err = bench.RunGRPC(ctx, gc)
-						} else {
-							r, err = bench.Run(ctx, bc)
-						}
-						if err != nil {
-							return err
-						}
-						results = append(results, r)
-						if ctx.Err() != nil {
-							return ctx.Err()
+							bc := bench.Config{
+								Store: st,
+								Dir:   dir, Concurrency: c, Duration: duration, HotKeys: hotKeys, Deadlock: p,
+								NetJitter: jitter, LockTimeout: lockTimeout, MaxAttempts: maxAttempts, Participants: participants, Seed: seed,
+								WALPrealloc: walPrealloc, DedupWindow: dedupWindow,
+								TraceSample: ts, TraceExporter: traceExp,
+							}
+							var r bench.Result
+							if transportArg == "grpc" {
+								gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags, TLS: useTLS}
+								if cpuProfile != "" {
+									gc.ProfilePrefix = cpuProfile
+								}
+								r, err = bench.RunGRPC(ctx, gc)
+							} else {
+								r, err = bench.Run(ctx, bc)
+							}
+							if err != nil {
+								return err
+							}
+							results = append(results, r)
+							if ctx.Err() != nil {
+								return ctx.Err()
+							}
 						}
 					}
 				}
@@ -208,6 +221,8 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
 	fl.Int64Var(&walPrealloc, "wal-prealloc", 0, "mem: zero-fill chunk of every log in bytes (0: the wal default, 4 MiB; -1: no preallocation)")
 	fl.StringVar(&store, "store", "", "also run every level with the services' state in PostgreSQL (postgres://…; a fresh database of that server per run), next to the built-in store")
+	fl.Float64SliceVar(&traceSamples, "trace-sample", []float64{0}, "trace this fraction of the transactions in every process, one run per value at each level, e.g. 0,0.01,1 (0: tracing off)")
+	fl.StringVar(&traceExp, "trace-exporter", "discard", "where traced spans go: discard (made, then dropped) or stdout (JSON, a file per process in the run's directory)")
 	fl.BoolVar(&jsonOut, "json", false, "print JSON")
 	fl.StringVar(&plot, "plot", "", "write an SVG plot of throughput and p99 latency against concurrency")
 	fl.StringVar(&dir, "dir", ".dtx-bench", "where to put the benchmark's data directories (on the disk under test)")
@@ -247,6 +262,9 @@ func printBench(w io.Writer, floor bench.Floor, rs []bench.Result) {
 		policy := r.Policy
 		if r.Store == "postgres" {
 			policy += "/pg"
+		}
+		if r.Trace != "" && r.Trace != "off" {
+			policy += "/trace " + r.Trace
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%v\t%v\t%v\t%v\t%v\t%.0f\t%.2f\t%.1f\t%s\t%d\t%s\t\n",
 			policy, r.Concurrency, r.TxPerSec, r.TxPerSec/floor.FsyncPerSec, 100*r.AbortRate,
