@@ -89,8 +89,9 @@ type coordTx struct {
 	branch   []trace.Span // per node: its dtx.prepare.branch or dtx.commit.branch
 	tp       [][]byte     // per node: the branch span's traceparent
 	attempt  uint32
-	lastVote time.Time
-	done     bool // ended (aborted; kept until its ABORTs are sent)
+	voted    int       // votes of the current attempt seen
+	lastVote time.Time // when the vote that decided came (a NO, or the last one)
+	done     bool      // ended (aborted; kept until its ABORTs are sent)
 }
 
 func (t *coordTx) index(node string) int { return slices.Index(t.nodes, node) }
@@ -217,8 +218,12 @@ func (c *Coordinator) Step(m twopc.Message) {
 		if m.Reason != "" {
 			s.SetAttributes(AttrReason.String(m.Reason))
 		}
-		t.lastVote = c.now()
-		s.End(trace.WithTimestamp(t.lastVote))
+		t.voted++
+		now := c.now()
+		if m.Vote == twopc.VoteNo || t.voted == len(t.nodes) {
+			t.lastVote = now // this vote decides
+		}
+		s.End(trace.WithTimestamp(now))
 	case m.Type == twopc.MsgAck && t.commit:
 		s.End()
 	default:
@@ -256,10 +261,12 @@ func (c *Coordinator) Record(r *twopc.Record) {
 		// The old attempt's ABORTs, sent next, keep its branches' contexts;
 		// the new attempt's PREPAREs start new branch spans.
 		t.attempt = twopc.AttemptOf(r.Attempt) + 1
+		t.voted, t.lastVote = 0, time.Time{}
 	}
 }
 
-// decided makes the dtx.decision span and ends the prepare phase.
+// decided makes the dtx.decision span, when a vote decided (not a
+// timeout or a deadlock victim's abort), and ends the prepare phase.
 func (c *Coordinator) decided(t *coordTx, what string) {
 	if t.commit {
 		return

@@ -170,9 +170,6 @@ func (p *Participant) Record(r *twopc.Record) {
 		b.span.End()
 		b.span = nil // kept for the decision
 	case twopc.RecVotedNo:
-		if b.wait != nil {
-			b.wait.End()
-		}
 		b.span.SetAttributes(AttrVote.String(twopc.VoteNo.String()), AttrReason.String(r.Reason))
 		p.end(r.Tx, b, "")
 	case twopc.RecCommitted:

@@ -121,7 +121,7 @@ func Start(ctx context.Context, c Config, service string) (*Provider, error) {
 			}
 			w, closer = f, f
 		}
-		exp, err = stdouttrace.New(stdouttrace.WithWriter(w), stdouttrace.WithoutTimestamps())
+		exp, err = stdouttrace.New(stdouttrace.WithWriter(w))
 	case "otlp-grpc":
 		opts := []otlptracegrpc.Option{}
 		if c.Endpoint != "" {
