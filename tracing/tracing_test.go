@@ -185,3 +185,68 @@ func TestUntracedCostsNothing(t *testing.T) {
 		t.Errorf("untraced: trace %q, %d followed, %d spans", prep[0].Trace, c.Live(), len(exp.GetSpans()))
 	}
 }
+
+// BenchmarkTransaction is the tracers' cost for one committed transaction
+// of three branches (coordinator and services in one process), spans
+// batched to an exporter that drops them: sampled, and not sampled.
+func BenchmarkTransaction(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		sample float64
+	}{{"traced", 1}, {"untraced", 1e-12}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := NewProvider(discard{}, bc.sample, "bench", nil)
+			defer p.Shutdown(context.Background())
+			c := NewCoordinator(p, twopc.CoordinatorID)
+			nodes := []string{"inventory", "payment", "order"}
+			parts := make([]*Participant, len(nodes))
+			bs := make([]twopc.Branch, len(nodes))
+			for i, n := range nodes {
+				parts[i] = NewParticipant(p, n)
+				bs[i] = twopc.Branch{Node: n}
+			}
+			out := make([]twopc.Message, len(nodes))
+			one := make([]twopc.Message, 1)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				tx := "tx"
+				c.Begin(context.Background(), tx, bs)
+				for j, n := range nodes {
+					out[j] = twopc.Message{Type: twopc.MsgPrepare, To: n, Tx: tx, Attempt: 1}
+				}
+				c.Send(out)
+				for j, part := range parts {
+					part.Step(out[j])
+					part.CheckStart(tx, 1)
+					part.CheckEnd(tx, 1, nil)
+					part.Record(&twopc.Record{Type: twopc.RecPrepared, Tx: tx, Attempt: 1})
+					one[0] = twopc.Message{Type: twopc.MsgVote, From: nodes[j], Tx: tx, Vote: twopc.VoteYes, Attempt: 1}
+					part.Send(one)
+					if len(one[0].Trace) > 0 {
+						c.Step(one[0])
+					}
+				}
+				c.Record(&twopc.Record{Type: twopc.RecCommit, Tx: tx, Attempt: 1})
+				for j, n := range nodes {
+					out[j] = twopc.Message{Type: twopc.MsgCommit, To: n, Tx: tx, Attempt: 1}
+				}
+				c.Send(out)
+				for j, part := range parts {
+					if len(out[j].Trace) > 0 {
+						part.Step(out[j])
+					}
+					part.Record(&twopc.Record{Type: twopc.RecCommitted, Tx: tx, Attempt: 1})
+					one[0] = twopc.Message{Type: twopc.MsgAck, From: nodes[j], Tx: tx, Attempt: 1}
+					part.Send(one)
+					if len(one[0].Trace) > 0 {
+						c.Step(one[0])
+					}
+				}
+				c.Record(&twopc.Record{Type: twopc.RecEnd, Tx: tx, Attempt: 1})
+			}
+			if c.Live() != 0 {
+				b.Fatalf("%d transactions still followed", c.Live())
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dtx-dev/dtx/tracing"
 	"github.com/dtx-dev/dtx/twopc"
@@ -73,8 +74,10 @@ func TestServeTraceStdout(t *testing.T) {
 	if out.Status != "COMMITTED" {
 		t.Fatalf("purchase: %+v (HTTP %d)", out, resp.StatusCode)
 	}
-	c.settle(0)
-	for _, n := range clusterComponents { // drain: the spans are flushed
+	// Every ACK in (the last spans have ended), then drain: the spans are
+	// flushed.
+	c.settle(20 * time.Second)
+	for _, n := range clusterComponents {
 		c.kill(n, syscall.SIGTERM)
 	}
 	var spans []stdoutSpan
