@@ -1,0 +1,98 @@
+package twopc
+
+import (
+	"slices"
+	"testing"
+)
+
+// The operator's view of a coordinator: who each transaction waits for,
+// who is in doubt, and what a retry resends.
+func TestCoordinatorTransactionsAndRetry(t *testing.T) {
+	var l memLog
+	c := mustCoord(t, &l)
+	take(&l, c)
+	c.Propose("t1", branches("k1", "k2"))
+	c.Propose("t2", branches("k3", "k4"))
+	take(&l, c)
+	c.Tick()
+	c.Step(vote("t1", "a", VoteYes, ""))
+	take(&l, c)
+
+	txs := c.Transactions()
+	if len(txs) != 2 || txs[0].Tx != "t1" {
+		t.Fatalf("want t1 and t2: %+v", txs)
+	}
+	t1 := txs[0]
+	if t1.State != CoordCollecting || !slices.Equal(t1.Waiting, []string{"b"}) || !slices.Equal(t1.InDoubt, []string{"a"}) || t1.Ticks != 1 {
+		t.Fatalf("t1: %+v", t1)
+	}
+	// Retry while collecting: PREPARE to the one that has not voted.
+	sent, err := c.Retry("t1")
+	rd := take(&l, c)
+	if err != nil || !slices.Equal(sent, []string{"b"}) {
+		t.Fatalf("retry t1: %v %v", sent, err)
+	}
+	if p := msgsOf(rd, MsgPrepare); len(p) != 1 || p[0].To != "b" || string(p[0].Op) != "k2" {
+		t.Fatalf("want PREPARE to b with its op: %v", rd.Messages)
+	}
+
+	c.Step(vote("t1", "b", VoteYes, ""))
+	take(&l, c)
+	c.Step(Message{Type: MsgAck, From: "a", To: CoordinatorID, Tx: "t1", Attempt: 1})
+	take(&l, c)
+	txs = c.Transactions()
+	t1 = txs[slices.IndexFunc(txs, func(x TxInfo) bool { return x.Tx == "t1" })]
+	if t1.State != CoordCommitting || !slices.Equal(t1.Waiting, []string{"b"}) || !slices.Equal(t1.InDoubt, []string{"b"}) {
+		t.Fatalf("committing t1: %+v", t1)
+	}
+	// Retry while committing: COMMIT to the one that has not ACKed.
+	sent, err = c.Retry("t1")
+	rd = take(&l, c)
+	if err != nil || !slices.Equal(sent, []string{"b"}) {
+		t.Fatalf("retry t1: %v %v", sent, err)
+	}
+	if m := msgsOf(rd, MsgCommit); len(m) != 1 || m[0].To != "b" {
+		t.Fatalf("want COMMIT to b: %v", rd.Messages)
+	}
+	c.Step(Message{Type: MsgAck, From: "b", To: CoordinatorID, Tx: "t1", Attempt: 1})
+	take(&l, c)
+	if _, err := c.Retry("t1"); err == nil {
+		t.Fatal("a finished transaction has nothing to resend")
+	}
+	if _, err := c.Retry("ghost"); err == nil {
+		t.Fatal("an unknown transaction has nothing to resend")
+	}
+}
+
+// The wait-for graph shows the fresh edges between collecting
+// transactions only.
+func TestCoordinatorWaitGraph(t *testing.T) {
+	var l memLog
+	cfg := testCoordConfig()
+	cfg.PrepareTimeout, cfg.WaitsTTL = 1000, 5
+	c, err := NewCoordinator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	take(&l, c)
+	c.Propose("t1", branches("k", "k"))
+	c.Propose("t2", branches("k", "k"))
+	take(&l, c)
+	c.Step(Message{Type: MsgWaits, From: "a", To: CoordinatorID, Waits: []Wait{{Waiter: "t2", Holder: "t1", Age: 3}, {Waiter: "t2", Holder: "gone", Age: 1}}})
+	take(&l, c)
+	g := c.WaitGraph()
+	if len(g) != 1 || g[0] != (WaitEdge{Waiter: "t2", Holder: "t1", Node: "a", Ticks: 3}) {
+		t.Fatalf("graph: %+v", g)
+	}
+	for range 5 {
+		c.Tick()
+	}
+	if g := c.WaitGraph(); len(g) != 1 || g[0].Ticks != 8 {
+		t.Fatalf("a report ages with the coordinator's clock: %+v", g)
+	}
+	c.Tick() // past WaitsTTL
+	if g := c.WaitGraph(); len(g) != 0 {
+		t.Fatalf("a stale report must not show: %+v", g)
+	}
+}
