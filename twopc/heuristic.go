@@ -38,6 +38,10 @@ import (
 // later attempt after a heuristic abort starts a new branch as after any
 // abort).
 
+// HeuristicMismatchPrefix starts the Reason of the ACK a branch sends for a
+// COMMIT that contradicts its heuristic abort; the coordinator logs it.
+const HeuristicMismatchPrefix = "heuristic mismatch: "
+
 // MaxHeuristicNote bounds the operator's note of a heuristic decision.
 const MaxHeuristicNote = 512
 
@@ -156,13 +160,16 @@ func (p *Participant) stepHeuristic(m Message) bool {
 	a := AttemptOf(m.Attempt)
 	switch {
 	case m.Type == MsgCommit && a == h.attempt:
+		reason := ""
 		if !h.committed {
 			p.mismatch(m.Tx, h, VoteYes, a)
+			reason = HeuristicMismatchPrefix + mismatchReason(h, VoteYes, a)
 		} else {
 			h.coord = VoteYes
 		}
-		// ACKed either way: the coordinator must be able to END it.
-		p.send(MsgAck, m.Tx, a, 0, "")
+		// ACKed either way: the coordinator must be able to END it. The
+		// ACK of a mismatch says so, for the coordinator's log.
+		p.send(MsgAck, m.Tx, a, 0, reason)
 	case m.Type == MsgAbort && a == h.attempt && !h.committed:
 		h.coord = VoteNo
 	case m.Type == MsgAbort && a >= h.attempt && h.committed:

@@ -3,6 +3,7 @@ package twopc
 import (
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 )
 
@@ -102,8 +103,8 @@ func TestHeuristicMismatchOnCommit(t *testing.T) {
 	if len(rd.Records) != 1 || rd.Records[0].Type != RecHeuristicMismatch || !rd.Records[0].Force || rd.Records[0].Vote != VoteYes {
 		t.Fatalf("want one forced HEURISTIC_MISMATCH (vote YES = COMMIT): %v", rd.Records)
 	}
-	if a := msgsOf(rd, MsgAck); len(a) != 1 || a[0].Tx != "t1" {
-		t.Fatalf("the branch must ACK so the coordinator can finish: %v", rd.Messages)
+	if a := msgsOf(rd, MsgAck); len(a) != 1 || a[0].Tx != "t1" || !strings.HasPrefix(a[0].Reason, HeuristicMismatchPrefix) {
+		t.Fatalf("the branch must ACK (saying why) so the coordinator can finish: %v", rd.Messages)
 	}
 	if res.calls["commit t1"] != 0 {
 		t.Fatal("a heuristically aborted branch must not be committed")
@@ -238,5 +239,30 @@ func TestHeuristicReplayChecks(t *testing.T) {
 	}
 	if err := p.Restore(Record{Type: RecHeuristicMismatch, Tx: "t1", Vote: VoteYes}); !errors.Is(err, ErrBadRecord) {
 		t.Fatalf("mismatch without a decision: %v", err)
+	}
+}
+
+// The coordinator keeps the mismatch an ACK reports in its log, once.
+func TestCoordinatorLogsHeuristicMismatch(t *testing.T) {
+	var l memLog
+	c := mustCoord(t, &l)
+	take(&l, c)
+	c.Propose("t1", branches("k1", "k2"))
+	c.Step(vote("t1", "a", VoteYes, ""))
+	c.Step(vote("t1", "b", VoteYes, ""))
+	take(&l, c)
+	ack := Message{Type: MsgAck, From: "a", To: CoordinatorID, Tx: "t1", Attempt: 1, Reason: HeuristicMismatchPrefix + "attempt 1 was heuristically ABORTED here"}
+	c.Step(ack)
+	rd := take(&l, c)
+	if len(rd.Records) != 2 || rd.Records[1].Type != RecEvent || rd.Records[1].Reason != "a: "+ack.Reason {
+		t.Fatalf("want ACKED and the mismatch event: %v", rd.Records)
+	}
+	c.Step(ack)
+	if rd := take(&l, c); len(rd.Records) != 0 {
+		t.Fatalf("a duplicate ACK logs nothing: %v", rd.Records)
+	}
+	c.Step(Message{Type: MsgAck, From: "b", To: CoordinatorID, Tx: "t1", Attempt: 1})
+	if rd := take(&l, c); len(rd.Records) != 2 || rd.Records[1].Type != RecEnd {
+		t.Fatalf("a plain ACK: ACKED and END only: %v", rd.Records)
 	}
 }
