@@ -239,6 +239,7 @@ type base struct {
 	wg       sync.WaitGroup
 	metrics  *netMetrics
 	guard    *guard
+	admin    adminState
 }
 
 func newBase(cfg Common) (*base, error) {
@@ -333,7 +334,7 @@ func newBase(cfg Common) (*base, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 30 * time.Second, Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(b.limitClientCalls))
 	b.grpc = grpc.NewServer(opts...)
-	b.net.RegisterService(b.grpc)
+	b.registerServices()
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
 	b.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
