@@ -25,13 +25,37 @@ func (c *Coordinator) WaitGraph(ctx context.Context) ([]twopc.WaitEdge, error) {
 }
 
 // Retry resends at once what tx waits for (twopc.Coordinator.Retry) and
-// returns the participants sent to.
+// returns the participants sent to. For an aborted transaction it resends
+// ABORT to the participants its ABORT record in the log names
+// (twopc.Coordinator.ResendAbort).
 func (c *Coordinator) Retry(ctx context.Context, tx string) ([]string, error) {
 	var (
-		sent []string
-		rerr error
+		sent    []string
+		rerr    error
+		aborted bool
 	)
-	err := c.do(ctx, func() { sent, rerr = c.m.Retry(tx) })
+	err := c.do(ctx, func() {
+		if st, ok := c.m.State(tx); ok && st == twopc.CoordAborted {
+			aborted = true
+			return
+		}
+		sent, rerr = c.m.Retry(tx)
+	})
+	if err != nil || !aborted {
+		if err != nil {
+			return nil, err
+		}
+		return sent, rerr
+	}
+	var nodes []string
+	if err := c.Records(tx, func(_ uint64, r twopc.Record) {
+		if r.Type == twopc.RecAbort {
+			nodes = r.Nodes
+		}
+	}); err != nil {
+		return nil, err
+	}
+	err = c.do(ctx, func() { sent, rerr = c.m.ResendAbort(tx, nodes) })
 	if err != nil {
 		return nil, err
 	}

@@ -229,8 +229,13 @@ func TestAdminInDoubtAndHeuristics(t *testing.T) {
 	if tl.Status != "ROLLED_BACK" || len(tl.Errors) != 0 || !slices.Equal(seq, want) {
 		t.Fatalf("timeline: status %s errors %v\n got %v\nwant %v", tl.Status, tl.Errors, seq, want)
 	}
-	if code, body := sc.do(t, http.MethodPost, co, "/v1/admin/transactions/byhand/retry", "admin/test", "", nil); code != http.StatusConflict {
-		t.Fatalf("retry of a finished transaction: want 409, got %d %s", code, body)
+	// Retry of an aborted transaction resends ABORT to those its ABORT
+	// record names; the mismatch is not recorded twice.
+	if code, body := sc.do(t, http.MethodPost, co, "/v1/admin/transactions/byhand/retry", "admin/test", "", nil); code != http.StatusOK || !strings.Contains(body, `"sent":["inventory","payment","order"]`) {
+		t.Fatalf("retry of an aborted transaction: %d %s", code, body)
+	}
+	if code, body := sc.do(t, http.MethodPost, co, "/v1/admin/transactions/never-seen/retry", "admin/test", "", nil); code != http.StatusConflict {
+		t.Fatalf("retry of an unknown transaction: want 409, got %d %s", code, body)
 	}
 	var w server.AdminWaits
 	sc.adminGet(t, co, "/v1/admin/waits", &w)

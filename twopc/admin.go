@@ -154,3 +154,36 @@ func (c *Coordinator) Retry(tx string) ([]string, error) {
 	}
 	return sent, nil
 }
+
+// ResendAbort sends ABORT again, now, to nodes for a transaction that was
+// aborted: the participants its ABORT record named (the driver reads them
+// from the log; the machine forgets them once a transaction is finished).
+// An ABORT is not acknowledged, so one that was lost is otherwise only
+// made up for by the branch's own inquiries. It returns the nodes sent to.
+func (c *Coordinator) ResendAbort(tx string, nodes []string) ([]string, error) {
+	if !c.started {
+		return nil, ErrNotStarted
+	}
+	if _, ok := c.active[tx]; ok {
+		return nil, fmt.Errorf("twopc: %q is in flight, not aborted", tx)
+	}
+	f, ok := c.finishedTx(tx)
+	if !ok || f.committed {
+		if ok {
+			return nil, fmt.Errorf("twopc: %q committed: no ABORT to resend", tx)
+		}
+		return nil, fmt.Errorf("twopc: %q is not known (or past the retention window)", tx)
+	}
+	var sent []string
+	for _, n := range nodes {
+		if n == "" || n == c.cfg.ID || slices.Contains(sent, n) {
+			continue
+		}
+		c.send(MsgAbort, n, tx, f.attempt, f.reason)
+		sent = append(sent, n)
+	}
+	if len(sent) > 0 {
+		c.event(tx, "abort resent by an operator to "+strings.Join(sent, ", "))
+	}
+	return sent, nil
+}

@@ -96,3 +96,33 @@ func TestCoordinatorWaitGraph(t *testing.T) {
 		t.Fatalf("a stale report must not show: %+v", g)
 	}
 }
+
+// ResendAbort resends ABORT, with the first reason and attempt, for an
+// aborted transaction only.
+func TestCoordinatorResendAbort(t *testing.T) {
+	var l memLog
+	c := mustCoord(t, &l)
+	take(&l, c)
+	c.Propose("t1", branches("k1", "k2"))
+	c.Step(vote("t1", "a", VoteNo, "no stock"))
+	take(&l, c)
+	sent, err := c.ResendAbort("t1", []string{"b", "b", CoordinatorID})
+	rd := take(&l, c)
+	if err != nil || !slices.Equal(sent, []string{"b"}) {
+		t.Fatalf("resend: %v %v", sent, err)
+	}
+	if m := msgsOf(rd, MsgAbort); len(m) != 1 || m[0].To != "b" || m[0].Reason != "a: no stock" || m[0].Attempt != 1 {
+		t.Fatalf("want ABORT to b with the first reason: %v", rd.Messages)
+	}
+	c.Propose("t2", branches("k1", "k2"))
+	take(&l, c)
+	if _, err := c.ResendAbort("t2", []string{"a"}); err == nil {
+		t.Fatal("a transaction in flight has no ABORT to resend")
+	}
+	c.Step(vote("t2", "a", VoteYes, ""))
+	c.Step(vote("t2", "b", VoteYes, ""))
+	take(&l, c)
+	if _, err := c.ResendAbort("t2", []string{"a"}); err == nil {
+		t.Fatal("a committed transaction has no ABORT to resend")
+	}
+}
