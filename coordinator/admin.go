@@ -10,11 +10,12 @@ import (
 
 // The operator's view: read from the machine on its loop, like Status.
 
-// Transactions returns the transactions in flight (twopc.Coordinator.Transactions).
-func (c *Coordinator) Transactions(ctx context.Context) ([]twopc.TxInfo, error) {
-	var out []twopc.TxInfo
-	err := c.do(ctx, func() { out = c.m.Transactions() })
-	return out, err
+// Transactions returns the oldest limit transactions in flight (0: all),
+// the number in flight and the number with a participant in doubt
+// (twopc.Coordinator.Transactions).
+func (c *Coordinator) Transactions(ctx context.Context, limit int) (txs []twopc.TxInfo, inFlight, inDoubt int, err error) {
+	err = c.do(ctx, func() { txs, inFlight, inDoubt = c.m.Transactions(limit) })
+	return txs, inFlight, inDoubt, err
 }
 
 // WaitGraph returns the merged wait-for graph of global deadlock detection.

@@ -154,7 +154,11 @@ func (c *Coordinator) ms(ticks uint64) int64 {
 }
 
 func (c *Coordinator) adminTransactions(ctx context.Context, r adminReq) (any, error) {
-	txs, err := c.coord.Transactions(ctx)
+	limit := r.Limit
+	if limit <= 0 {
+		limit = 500
+	}
+	txs, n, inDoubt, err := c.coord.Transactions(ctx, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -162,19 +166,8 @@ func (c *Coordinator) adminTransactions(ctx context.Context, r adminReq) (any, e
 	if err != nil {
 		return nil, err
 	}
-	limit := r.Limit
-	if limit <= 0 {
-		limit = 500
-	}
-	out := AdminTransactions{Epoch: st.Epoch, InFlight: len(txs), Transactions: []AdminTx{}}
+	out := AdminTransactions{Epoch: st.Epoch, InFlight: n, InDoubt: inDoubt, Truncated: n > len(txs), Transactions: []AdminTx{}}
 	for _, t := range txs {
-		if len(t.InDoubt) > 0 {
-			out.InDoubt++
-		}
-		if len(out.Transactions) >= limit {
-			out.Truncated = true
-			continue
-		}
 		a := AdminTx{ID: t.Tx, Phase: t.State.String(), Attempt: t.Attempt, AgeMS: c.ms(t.Ticks), Resends: t.Resends,
 			Waiting: nonNil(t.Waiting), InDoubt: nonNil(t.InDoubt)}
 		for _, n := range t.Nodes {

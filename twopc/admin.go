@@ -39,11 +39,68 @@ type TxNode struct {
 }
 
 // Transactions returns the transactions in flight, oldest attempt first
-// (then by id).
-func (c *Coordinator) Transactions() []TxInfo {
-	out := make([]TxInfo, 0, len(c.active))
+// (then by id), at most limit of them (0: all), with the number in flight
+// and the number with a participant in doubt. Only the ones returned are
+// described, so that a console asking every second for the oldest few
+// costs the loop little more than a scan of the ids.
+func (c *Coordinator) Transactions(limit int) (txs []TxInfo, inFlight, inDoubt int) {
+	type aged struct {
+		ticks uint64
+		t     *coordTx
+	}
+	older := func(a, b aged) int { // sorts the oldest first
+		if a.ticks != b.ticks {
+			if a.ticks > b.ticks {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.t.id, b.t.id)
+	}
+	if limit <= 0 || limit > len(c.active) {
+		limit = len(c.active)
+	}
+	// The oldest limit, kept in a heap whose root is the youngest of
+	// them: most transactions are compared with the root once and left.
+	h := make([]aged, 0, limit)
+	down := func(i int) {
+		for {
+			l, m := 2*i+1, i
+			if l < len(h) && older(h[l], h[m]) > 0 {
+				m = l
+			}
+			if l+1 < len(h) && older(h[l+1], h[m]) > 0 {
+				m = l + 1
+			}
+			if m == i {
+				return
+			}
+			h[i], h[m] = h[m], h[i]
+			i = m
+		}
+	}
 	for _, t := range c.active {
-		info := TxInfo{Tx: t.id, State: t.state, Attempt: t.attempt, Ticks: c.now - min(t.started, c.now), Resends: t.attempts}
+		if t.state == CoordCommitting && slices.Contains(t.acked, false) || t.state == CoordCollecting && slices.Contains(t.votes, VoteYes) {
+			inDoubt++
+		}
+		x := aged{c.now - min(t.started, c.now), t}
+		switch {
+		case len(h) < limit:
+			h = append(h, x)
+			for i := len(h) - 1; i > 0 && older(h[(i-1)/2], h[i]) < 0; i = (i - 1) / 2 {
+				h[i], h[(i-1)/2] = h[(i-1)/2], h[i]
+			}
+		case limit > 0 && older(x, h[0]) < 0:
+			h[0] = x
+			down(0)
+		}
+	}
+	all := h
+	slices.SortFunc(all, older)
+	out := make([]TxInfo, 0, len(all))
+	for _, x := range all {
+		t := x.t
+		info := TxInfo{Tx: t.id, State: t.state, Attempt: t.attempt, Ticks: x.ticks, Resends: t.attempts}
 		for i, n := range t.nodes {
 			info.Nodes = append(info.Nodes, TxNode{Node: n, Vote: t.votes[i], Acked: t.acked[i]})
 			switch t.state {
@@ -62,16 +119,7 @@ func (c *Coordinator) Transactions() []TxInfo {
 		}
 		out = append(out, info)
 	}
-	slices.SortFunc(out, func(a, b TxInfo) int {
-		if a.Ticks != b.Ticks {
-			if a.Ticks > b.Ticks {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.Tx, b.Tx)
-	})
-	return out
+	return out, len(c.active), inDoubt
 }
 
 // WaitEdge is one edge of the coordinator's merged wait-for graph: Waiter

@@ -1,6 +1,7 @@
 package twopc
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -18,9 +19,12 @@ func TestCoordinatorTransactionsAndRetry(t *testing.T) {
 	c.Step(vote("t1", "a", VoteYes, ""))
 	take(&l, c)
 
-	txs := c.Transactions()
-	if len(txs) != 2 || txs[0].Tx != "t1" {
-		t.Fatalf("want t1 and t2: %+v", txs)
+	txs, n, inDoubt := c.Transactions(0)
+	if len(txs) != 2 || txs[0].Tx != "t1" || n != 2 || inDoubt != 1 {
+		t.Fatalf("want t1 and t2, t1 in doubt: %+v %d %d", txs, n, inDoubt)
+	}
+	if one, n, _ := c.Transactions(1); len(one) != 1 || one[0].Tx != "t1" || n != 2 {
+		t.Fatalf("limit 1: want the oldest of 2: %+v %d", one, n)
 	}
 	t1 := txs[0]
 	if t1.State != CoordCollecting || !slices.Equal(t1.Waiting, []string{"b"}) || !slices.Equal(t1.InDoubt, []string{"a"}) || t1.Ticks != 1 {
@@ -40,7 +44,7 @@ func TestCoordinatorTransactionsAndRetry(t *testing.T) {
 	take(&l, c)
 	c.Step(Message{Type: MsgAck, From: "a", To: CoordinatorID, Tx: "t1", Attempt: 1})
 	take(&l, c)
-	txs = c.Transactions()
+	txs, _, _ = c.Transactions(0)
 	t1 = txs[slices.IndexFunc(txs, func(x TxInfo) bool { return x.Tx == "t1" })]
 	if t1.State != CoordCommitting || !slices.Equal(t1.Waiting, []string{"b"}) || !slices.Equal(t1.InDoubt, []string{"b"}) {
 		t.Fatalf("committing t1: %+v", t1)
@@ -124,5 +128,73 @@ func TestCoordinatorResendAbort(t *testing.T) {
 	take(&l, c)
 	if _, err := c.ResendAbort("t2", []string{"a"}); err == nil {
 		t.Fatal("a committed transaction has no ABORT to resend")
+	}
+}
+
+// BenchmarkTransactionsList: what the console's poll of the oldest 200
+// transactions costs the coordinator's loop with 10,000 in flight.
+func BenchmarkTransactionsList(b *testing.B) {
+	var l memLog
+	cfg := testCoordConfig()
+	cfg.MaxInflight, cfg.PrepareTimeout = 0, 1<<40
+	c, err := NewCoordinator(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.Start()
+	for i := range 10000 {
+		if err := c.Propose(fmt.Sprintf("tx-%05d", i), branches("k1", "k2", "k3")); err != nil {
+			b.Fatal(err)
+		}
+		if i%100 == 0 {
+			c.Tick()
+		}
+	}
+	take(&l, c)
+	b.ResetTimer()
+	for b.Loop() {
+		if txs, n, _ := c.Transactions(200); len(txs) != 200 || n != 10000 {
+			b.Fatal(len(txs), n)
+		}
+	}
+}
+
+// The oldest limit transactions are the first limit of the whole list.
+func TestCoordinatorTransactionsLimit(t *testing.T) {
+	var l memLog
+	cfg := testCoordConfig()
+	cfg.PrepareTimeout = 1000
+	c, err := NewCoordinator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	for i := range 60 {
+		c.Propose(fmt.Sprintf("t%02d", (i*37)%60), branches("k1"))
+		if i%7 == 0 {
+			c.Tick()
+		}
+	}
+	take(&l, c)
+	all, n, _ := c.Transactions(0)
+	if n != 60 || len(all) != 60 {
+		t.Fatalf("want 60: %d %d", n, len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].Ticks < all[i].Ticks || all[i-1].Ticks == all[i].Ticks && all[i-1].Tx > all[i].Tx {
+			t.Fatalf("not oldest first at %d: %+v %+v", i, all[i-1], all[i])
+		}
+	}
+	for _, k := range []int{1, 2, 5, 13, 59, 60, 61} {
+		got, _, _ := c.Transactions(k)
+		want := all[:min(k, 60)]
+		if len(got) != len(want) {
+			t.Fatalf("limit %d: %d", k, len(got))
+		}
+		for i := range got {
+			if got[i].Tx != want[i].Tx {
+				t.Fatalf("limit %d: at %d %s, want %s", k, i, got[i].Tx, want[i].Tx)
+			}
+		}
 	}
 }

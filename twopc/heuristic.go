@@ -308,8 +308,8 @@ func (p *Participant) restoreHeuristics(d *decoder) {
 		return
 	}
 	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b)) {
-		d.fail("heuristic count %d exceeds payload", n)
+	if d.err == nil && (n == 0 || n > uint64(len(d.b))) { // written only when there is one
+		d.fail("heuristic count %d does not fit the payload", n)
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		tx := d.string()
