@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -99,16 +101,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	shots := os.Getenv("DTX_SCREENSHOTS")
-	shot := func(name string) chromedp.Action[chromedp.Void] {
+	// shot saves a PNG of the whole page, or of what the window shows.
+	shot := func(name string, full bool) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			if shots == "" {
 				return nil
 			}
-			png, err := chromedp.FullScreenshot(100)(ctx, tg)
+			take := chromedp.CaptureScreenshot()
+			if full {
+				take = chromedp.FullScreenshot(100) // 100: PNG, not JPEG
+			}
+			b, err := take(ctx, tg)
 			if err != nil {
 				return err
 			}
-			return os.WriteFile(filepath.Join(shots, name), png, 0o644)
+			img, err := png.Decode(bytes.NewReader(b))
+			if err != nil {
+				return err
+			}
+			var out bytes.Buffer
+			if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&out, img); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name), out.Bytes(), 0o644)
 		})
 	}
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -160,7 +175,6 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	run("screenshot", shot("console-overview.png"))
 
 	// A service stops: purchases pile up, in doubt at the others, and wait
 	// for each other's locks there.
@@ -174,7 +188,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("an in-doubt row must name who is in doubt (inventory) and whom it waits for (order): %q", s)
 	}
 	run("the wait-for graph draws", chromedp.WaitVisible(chromedp.CSS(`#graph g.node`)))
-	run("screenshot", shot("console-in-doubt.png"))
+	run("screenshot", shot("console.png", true))
 
 	// A timeline opens from a row.
 	run("timeline",
@@ -193,7 +207,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text("#confirm"); !strings.Contains(s, "Resend") {
 		t.Fatalf("confirmation dialog: %q", s)
 	}
-	run("screenshot", shot("console-confirm.png"))
+	run("screenshot", shot("console-timeline.png", false))
 	run("cancel",
 		chromedp.Click(chromedp.CSS(`#confirm-cancel`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#confirm[open]`)),
