@@ -99,16 +99,15 @@ func TestAdminInDoubtAndHeuristics(t *testing.T) {
 			return slices.Equal(inDoubtIDs(d), []string{"alone", "byhand"})
 		})
 	}
+	// The coordinator learns the votes a moment after the branches
+	// prepared.
 	var txs server.AdminTransactions
-	sc.adminGet(t, co, "/v1/admin/transactions", &txs)
-	if txs.InFlight != 2 || txs.InDoubt != 2 {
-		t.Fatalf("coordinator: want 2 in flight, 2 with branches in doubt: %+v", txs)
-	}
-	for _, x := range txs.Transactions {
-		if x.Phase != "COLLECTING" || !slices.Equal(x.Waiting, []string{"order"}) || !slices.Equal(x.InDoubt, []string{"inventory", "payment"}) {
-			t.Fatalf("coordinator: %+v", x)
-		}
-	}
+	waitFor(t, "both purchases waiting for order's vote at the coordinator", func() bool {
+		sc.adminGet(t, co, "/v1/admin/transactions", &txs)
+		return txs.InFlight == 2 && txs.InDoubt == 2 && !slices.ContainsFunc(txs.Transactions, func(x server.AdminTx) bool {
+			return x.Phase != "COLLECTING" || !slices.Equal(x.Waiting, []string{"order"}) || !slices.Equal(x.InDoubt, []string{"inventory", "payment"})
+		})
+	})
 	// Retry now: PREPARE again to the one that has not voted.
 	code, body := sc.do(t, http.MethodPost, co, "/v1/admin/transactions/alone/retry", "admin/test", "", nil)
 	if code != http.StatusOK || !strings.Contains(body, `"sent":["order"]`) {
@@ -219,7 +218,9 @@ func TestAdminInDoubtAndHeuristics(t *testing.T) {
 	sc.adminGet(t, co, "/v1/admin/transactions/byhand/timeline", &tl)
 	var seq []string
 	for _, e := range tl.Entries {
-		if e.Type != "EVENT" {
+		// order may or may not have heard the ABORT, depending on how soon
+		// it came back.
+		if e.Type != "EVENT" && e.Component != "order" {
 			seq = append(seq, e.Component+" "+e.Type)
 		}
 	}
