@@ -30,6 +30,9 @@ import (
 //     ACK under presumed abort.) Later copies of that decision change
 //     nothing more.
 //
+// Until the decision arrives, the branch asks the coordinator for it every
+// InquireAfter ticks, as an in-doubt branch does.
+//
 // Which messages are the decision about the heuristic branch: a COMMIT of
 // its attempt; an ABORT of its attempt; and, for a branch heuristically
 // committed, an ABORT of a later attempt too (the coordinator aborted the
@@ -148,6 +151,21 @@ func (p *Participant) applyHeuristic(tx string, b *branch, commit bool, note str
 	// A late duplicate PREPARE votes NO with this reason.
 	b.reason = "heuristically aborted by an operator"
 	p.finish(tx, b, BranchAborted)
+}
+
+// inquireHeuristics asks the coordinator for the decision of every
+// heuristic branch that has not heard it (since the last restart: an
+// agreement is not logged). Without it, a decision lost on the way would
+// leave a mismatch unreported for good: the coordinator sends an ABORT
+// once, and resends COMMIT only until the branch ACKs. The answer is
+// true: a transaction that committed stays in flight at the coordinator
+// until this branch ACKs, so it is never forgotten and presumed aborted.
+func (p *Participant) inquireHeuristics() {
+	for _, h := range p.Heuristics() {
+		if h.Coordinator == "" {
+			p.send(MsgInquire, h.Tx, h.Attempt, 0, "")
+		}
+	}
 }
 
 // stepHeuristic applies a coordinator's decision about a heuristic branch

@@ -266,3 +266,37 @@ func TestCoordinatorLogsHeuristicMismatch(t *testing.T) {
 		t.Fatalf("a plain ACK: ACKED and END only: %v", rd.Records)
 	}
 }
+
+// A heuristic branch asks the coordinator for its decision, every
+// InquireAfter ticks, until it hears it (the coordinator sends an ABORT
+// only once).
+func TestHeuristicInquiresUntilDecided(t *testing.T) {
+	var l memLog
+	p := preparedWithWaiter(t, &l, newKV())
+	p.ForceOutcome("t1", true, "")
+	take(&l, p)
+	p.Step(commitMsg("t2", "a", 1)) // t2 decided: only t1 is left to ask about
+	take(&l, p)
+	inquiries := func(ticks int) int {
+		n := 0
+		for range ticks {
+			p.Tick()
+			for _, m := range msgsOf(take(&l, p), MsgInquire) {
+				if m.Tx != "t1" || m.Attempt != 1 {
+					t.Fatalf("unexpected inquiry %v", m)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	every := int(testPartConfig("a").InquireAfter)
+	if n := inquiries(3 * every); n != 3 {
+		t.Fatalf("want 3 inquiries in %d ticks, got %d", 3*every, n)
+	}
+	p.Step(abortMsg("t1", "a", 1))
+	take(&l, p)
+	if n := inquiries(3 * every); n != 0 {
+		t.Fatalf("the decision arrived: want no more inquiries, got %d", n)
+	}
+}

@@ -762,6 +762,9 @@ func (p *Participant) Tick() {
 	if p.cfg.Deadlock != DeadlockTimeout && p.now%p.cfg.DetectEvery == 0 {
 		p.detect()
 	}
+	if p.heur != nil && p.now%p.cfg.InquireAfter == 0 {
+		p.inquireHeuristics()
+	}
 	for {
 		tm, ok := p.timers.pop(p.now)
 		if !ok {
