@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -98,17 +99,25 @@ func TestAdminAfterCoordinatorSIGKILL(t *testing.T) {
 			t.Fatalf("%s after the coordinator's SIGKILL: %+v", svc, d)
 		}
 	}
-	for svc, outcome := range map[string]string{"inventory": "COMMIT", "payment": "ABORT"} {
-		resp, err := http.Post("http://"+c.http[svc]+"/v1/admin/transactions/byhand/force", "application/json",
-			bytes.NewReader([]byte(`{"outcome":"`+outcome+`","note":"coordinator gone"}`)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("force %s at %s: %d %s", outcome, svc, resp.StatusCode, b)
-		}
+	// At inventory with the CLI; at payment with the HTTP API.
+	out := dtx(t, bin, "admin", "force", "byhand", "--http", c.http["inventory"], "--outcome", "commit", "--note", "coordinator gone", "--yes")
+	if !strings.Contains(string(out), `"outcome": "HEURISTIC_COMMITTED"`) {
+		t.Fatalf("dtx admin force: %s", out)
+	}
+	cmd := exec.Command(bin, "admin", "force", "alone", "--http", c.http["inventory"], "--outcome", "abort")
+	cmd.Stdin = strings.NewReader("no\n")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not confirmed") {
+		t.Fatalf("dtx admin force without confirmation must do nothing: %v %s", err, out)
+	}
+	resp, err := http.Post("http://"+c.http["payment"]+"/v1/admin/transactions/byhand/force", "application/json",
+		bytes.NewReader([]byte(`{"outcome":"ABORT","note":"coordinator gone"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("force ABORT at payment: %d %s", resp.StatusCode, b)
 	}
 
 	c.start(twopc.CoordinatorID)
@@ -128,7 +137,7 @@ func TestAdminAfterCoordinatorSIGKILL(t *testing.T) {
 	if d := get("payment"); d.Heuristics[0].Mismatch {
 		t.Fatalf("payment: want an agreement: %+v", d)
 	}
-	resp, err := http.Get("http://" + c.http["inventory"] + "/metrics")
+	resp, err = http.Get("http://" + c.http["inventory"] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +147,10 @@ func TestAdminAfterCoordinatorSIGKILL(t *testing.T) {
 		t.Fatal("inventory's dtx_heuristic_mismatch_total is not 1")
 	}
 	wait("the mismatch in inventory's error log", func() bool { return strings.Contains(c.logTail("inventory"), "HEURISTIC MISMATCH") })
+	if out := dtx(t, bin, "admin", "in-doubt", "--http", c.http["inventory"]); !strings.Contains(string(out), `"mismatch": true`) {
+		t.Fatalf("dtx admin in-doubt: %s", out)
+	}
+	if out := dtx(t, bin, "admin", "timeline", "byhand", "--http", c.http[twopc.CoordinatorID]); !strings.Contains(string(out), "HEURISTIC_MISMATCH") {
+		t.Fatalf("dtx admin timeline: %s", out)
+	}
 }
