@@ -1,6 +1,6 @@
 // The dtx wire protocol, version 1.
 //
-// Three services:
+// Four services:
 //
 //   - Transport: the two-phase commit protocol between the coordinator and
 //     the participants. Every node (the coordinator and each participant)
