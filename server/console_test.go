@@ -70,7 +70,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	ctx := browser(t)
 	c := newCluster(t)
-	c.protocol.PrepareTimeout = 20 * time.Second
+	c.protocol.PrepareTimeout = time.Minute // the purchases stay in doubt while the test looks
 	tok, err := auth.NewToken()
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			defer wg.Done()
 			for i := 0; lctx.Err() == nil; i++ {
 				line := fmt.Sprintf(`{"transaction_id":"w%d-%d","user_id":"user-%d","item_id":"item-%d","quantity":1,"price":"1.00","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/39","cvv":"123"}}`, w, i, w, i%4)
-				sctx, cancel := context.WithTimeout(lctx, 30*time.Second)
+				sctx, cancel := context.WithTimeout(lctx, 2*time.Minute)
 				cl.SubmitLine(sctx, line)
 				cancel()
 			}
@@ -214,6 +214,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	)
 	if s := text("#toast"); strings.Contains(s, "resent") {
 		t.Fatalf("a cancelled retry must not be sent: %q", s)
+	}
+	// Confirmed, it is sent: PREPARE again to order, which has not voted.
+	run("retry, confirmed",
+		chromedp.Click(chromedp.CSS(`#indoubt tbody tr[data-tx] button.link:nth-of-type(2)`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm[open]`)),
+		chromedp.Click(chromedp.CSS(`#confirm-ok`)),
+		chromedp.WaitVisible(chromedp.CSS(`#toast.show`)),
+	)
+	if s := text("#toast"); !strings.Contains(s, "resent") || !strings.Contains(s, "to order") {
+		t.Fatalf("a confirmed retry is sent to the one that has not voted: %q", s)
 	}
 	c.startService("order")
 }
