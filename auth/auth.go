@@ -238,10 +238,17 @@ const (
 	// ActDeliver: the transport (Deliver, DeliverStream); each message is
 	// then checked on its own (AllowedMessage).
 	ActDeliver
+	// ActAdmin: the admin API (server/admin.go): transactions in flight
+	// and in doubt, timelines, the wait-for graph, and the actions that
+	// change things (resend now, decide an in-doubt branch by hand).
+	ActAdmin
+	// ActRecords: Transport.Records, a component's log records about one
+	// transaction, which the coordinator gathers for a timeline.
+	ActRecords
 	actionEnd
 )
 
-var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver"}
+var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver", "admin", "records"}
 
 func (a Action) String() string {
 	if a == 0 || a >= actionEnd {
@@ -252,11 +259,11 @@ func (a Action) String() string {
 
 // actions is the authorization table: role × action → allowed.
 var actions = [roleEnd][actionEnd]bool{
-	RoleCoordinator: {ActDeliver: true},
+	RoleCoordinator: {ActDeliver: true, ActRecords: true},
 	RoleParticipant: {ActDeliver: true},
 	RoleClient:      {ActSubmit: true, ActOutcome: true},
 	RoleApp:         {ActSubmit: true, ActSubmitTx: true, ActOutcome: true},
-	RoleAdmin:       {ActOutcome: true, ActOperate: true},
+	RoleAdmin:       {ActOutcome: true, ActOperate: true, ActAdmin: true},
 }
 
 // Allowed reports whether id may do a.

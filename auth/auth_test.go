@@ -225,11 +225,11 @@ func TestFromHTTPS(t *testing.T) {
 // this test.
 func TestAllowed(t *testing.T) {
 	want := map[Role][]Action{
-		RoleCoordinator: {ActDeliver},
+		RoleCoordinator: {ActDeliver, ActRecords},
 		RoleParticipant: {ActDeliver},
 		RoleClient:      {ActSubmit, ActOutcome},
 		RoleApp:         {ActSubmit, ActSubmitTx, ActOutcome},
-		RoleAdmin:       {ActOutcome, ActOperate},
+		RoleAdmin:       {ActOutcome, ActOperate, ActAdmin},
 	}
 	for r := Role(0); r <= roleEnd+1; r++ {
 		for a := Action(0); a <= actionEnd+1; a++ {
@@ -246,7 +246,7 @@ func TestAllowed(t *testing.T) {
 			}
 		}
 	}
-	if roleEnd != 6 || actionEnd != 6 {
+	if roleEnd != 6 || actionEnd != 8 {
 		t.Fatalf("a role or an action was added (roles %d, actions %d): extend this test", roleEnd-1, actionEnd-1)
 	}
 	if Allowed(Identity{}, ActOutcome) == nil {
@@ -376,7 +376,7 @@ func TestRoleActionStrings(t *testing.T) {
 		}
 	}
 	for a, want := range map[Action]string{0: "Action(0)", ActSubmit: "submit", ActSubmitTx: "submit-tx",
-		ActOutcome: "outcome", ActOperate: "operate", ActDeliver: "deliver", actionEnd: "Action(6)"} {
+		ActOutcome: "outcome", ActOperate: "operate", ActDeliver: "deliver", ActAdmin: "admin", ActRecords: "records", actionEnd: "Action(8)"} {
 		if a.String() != want {
 			t.Errorf("Action %d: %q, want %q", a, a, want)
 		}

@@ -247,6 +247,7 @@ type base struct {
 	metrics  *netMetrics
 	guard    *guard
 	tracing  *tracing.Provider // nil: tracing off
+	admin    adminState
 }
 
 func newBase(cfg Common) (*base, error) {
@@ -344,7 +345,7 @@ func newBase(cfg Common) (*base, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 30 * time.Second, Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(b.limitClientCalls))
 	b.grpc = grpc.NewServer(opts...)
-	b.net.RegisterService(b.grpc)
+	b.registerServices()
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
 	b.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

@@ -49,6 +49,7 @@ type Coordinator struct {
 	cfg     CoordinatorConfig
 	coord   *coordinator.Coordinator
 	metrics *coordMetrics
+	adm     coordAdmin
 	runErr  chan error
 
 	mu       sync.Mutex
@@ -106,7 +107,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	cc := deploy.CoordinatorConfig(cfg.DataDir, cfg.Protocol, b.net, logCfg)
 	cc.Machine.ID = b.cfg.ID
 	cc.Machine.Rand = rng.Uint64
-	cc.OnRecord = c.metrics.onRecord
+	cc.OnRecord = c.onRecord
 	cc.OnRecovered = func(o twopc.Outcome) {
 		b.log.Info("recovered transaction", "tx", o.Tx, "committed", o.Committed, "reason", o.Reason)
 	}
@@ -159,6 +160,7 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	b.handle("POST /v1/purchases", auth.ActSubmit, c.httpSubmit)
 	b.handle("GET /v1/transactions/{id}", auth.ActOutcome, c.httpOutcome)
 	b.handle("GET /v1/status", auth.ActOperate, c.httpStatus)
+	c.startAdmin()
 	b.serve()
 	return c, nil
 }

@@ -41,6 +41,8 @@ var grpcActions = map[string]auth.Action{
 	"/dtx.v1.Coordinator/SubmitStream": auth.ActSubmit,
 	"/dtx.v1.Coordinator/SubmitTx":     auth.ActSubmitTx,
 	"/dtx.v1.Coordinator/Outcome":      auth.ActOutcome,
+	"/dtx.v1.Transport/Records":        auth.ActRecords,
+	"/dtx.v1.Admin/Call":               auth.ActAdmin,
 }
 
 // openMethod reports whether any authenticated peer may call method: the

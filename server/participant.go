@@ -127,6 +127,7 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 	go func() { p.runErr <- svc.Run(context.Background()) }()
 	b.guard.senders[twopc.CoordinatorID] = true
 	b.handle("GET /v1/state", auth.ActOperate, p.httpState)
+	p.startAdmin()
 	b.serve()
 	return p, nil
 }
@@ -146,6 +147,9 @@ func (p *Participant) inDoubt(ctx context.Context) (int, error) {
 type StateBody struct {
 	Service string   `json:"service"`
 	InDoubt []string `json:"in_doubt"`
+	// Heuristics are the branches decided by hand (admin API), with any
+	// mismatch with the coordinator's decision.
+	Heuristics []AdminHeuristic `json:"heuristics,omitempty"`
 	// Check is the resource's invariant violation, "" if none.
 	Check string `json:"check,omitempty"`
 	State any    `json:"state,omitempty"`
@@ -156,6 +160,9 @@ func (p *Participant) State(ctx context.Context) (StateBody, error) {
 	body := StateBody{Service: p.cfg.ID, InDoubt: []string{}}
 	err := p.svcRef.Inspect(ctx, func(m *twopc.Participant, r participant.Resource) {
 		body.InDoubt = append(body.InDoubt, m.InDoubtTxs()...)
+		for _, h := range m.Heuristics() {
+			body.Heuristics = append(body.Heuristics, toAdminHeuristic(h))
+		}
 		if p.spec.State != nil {
 			body.State = p.spec.State(r)
 		}

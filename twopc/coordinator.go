@@ -647,6 +647,11 @@ func (c *Coordinator) stepAck(m Message) {
 	}
 	t.acked[i] = true
 	c.rd.Records = append(c.rd.Records, Record{Type: RecAcked, Tx: m.Tx, Node: m.From})
+	if strings.HasPrefix(m.Reason, HeuristicMismatchPrefix) && len(m.Reason) <= 1024 {
+		// The branch was decided by hand the other way (heuristic.go):
+		// kept in the log, once (a duplicate ACK does not come here).
+		c.event(m.Tx, m.From+": "+m.Reason)
+	}
 	for _, a := range t.acked {
 		if !a {
 			return

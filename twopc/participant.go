@@ -151,6 +151,7 @@ type branch struct {
 	ts        uint64 // the transaction's timestamp (from PREPARE)
 	waitSince uint64 // tick the current lock wait began
 	wounded   bool   // a wound request for it was sent
+	since     uint64 // tick the branch prepared (0 if replayed): its age in doubt
 	// attempt is the transaction's attempt this branch belongs to (1-based).
 	// A PREPARE of a later attempt replaces the branch (aborting it first if
 	// it is prepared); messages of an earlier attempt are stale.
@@ -172,6 +173,9 @@ type Participant struct {
 	inDoubt  int
 	timers   timers
 	rd       Ready
+	// heur holds the branches an operator decided heuristically
+	// (heuristic.go); nil until the first.
+	heur map[string]*heuristic
 }
 
 // NewParticipant returns a participant over res with no history. Replay the
@@ -311,6 +315,10 @@ func (p *Participant) Restore(r Record) error {
 		case b.state == BranchCommitted:
 			return bad("ABORTED after COMMITTED")
 		}
+	case RecHeuristicCommitted, RecHeuristicAborted, RecHeuristicMismatch:
+		if why := p.restoreHeuristic(r, b); why != "" {
+			return bad(why)
+		}
 	case RecEvent:
 	default:
 		return bad("not a participant record")
@@ -389,6 +397,9 @@ func (p *Participant) Step(m Message) {
 	// Only a PREPARE this participant can read raises the epoch
 	// (stepPrepare); a COMMIT or ABORT names a decision, and a forged one
 	// must not fence off the real coordinator's PREPAREs.
+	if p.heur != nil && p.stepHeuristic(m) {
+		return
+	}
 	switch m.Type {
 	case MsgPrepare:
 		p.stepPrepare(m)
@@ -634,6 +645,7 @@ func (p *Participant) prepare(tx string, b *branch) {
 	}
 	b.state = BranchPrepared
 	b.gen++
+	b.since = p.now
 	p.inDoubt++
 	p.rd.Records = append(p.rd.Records, Record{Type: RecPrepared, Tx: tx, Epoch: p.maxEpoch, Op: b.op, Force: true, Attempt: b.attempt})
 	p.send(MsgVote, tx, b.attempt, VoteYes, "")
@@ -749,6 +761,9 @@ func (p *Participant) Tick() {
 	}
 	if p.cfg.Deadlock != DeadlockTimeout && p.now%p.cfg.DetectEvery == 0 {
 		p.detect()
+	}
+	if p.heur != nil && p.now%p.cfg.InquireAfter == 0 {
+		p.inquireHeuristics()
 	}
 	for {
 		tm, ok := p.timers.pop(p.now)

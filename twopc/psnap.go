@@ -18,6 +18,7 @@ import (
 //	maxEpoch uvarint
 //	prepared uvarint count, then each: tx, attempt uvarint, op
 //	finished uvarint count, then each: tx, state byte, attempt uvarint, gen uvarint, reason
+//	heuristic decisions, only if there are any (heuristic.go)
 //
 // (strings and byte slices: uvarint length + bytes)
 
@@ -55,7 +56,7 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 		b = appendString(b, reason)
 		return true
 	})
-	return b, nil
+	return p.appendHeuristics(b), nil
 }
 
 // RestoreSnapshot loads a snapshot into a participant that has restored
@@ -110,6 +111,7 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 			p.finished.Put(tx, txVal{state: st, a: uint32(a), b: uint32(g)}, reason)
 		}
 	}
+	p.restoreHeuristics(&d)
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))
 	}

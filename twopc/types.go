@@ -285,11 +285,22 @@ const (
 	// ...), Epoch the current epoch. The log before the checkpoint two
 	// rotations back is no longer needed.
 	RecCheckpoint
+	// RecHeuristicCommitted (participant, forced): an operator forced the
+	// in-doubt branch of attempt Attempt to commit, without its
+	// coordinator (heuristic.go); Reason is the operator's note.
+	RecHeuristicCommitted
+	// RecHeuristicAborted (participant, forced): the same, forced to abort.
+	RecHeuristicAborted
+	// RecHeuristicMismatch (participant, forced): the coordinator's
+	// decision (Vote: YES for COMMIT, NO for ABORT) differs from the
+	// heuristic one already applied; Reason says what happened.
+	RecHeuristicMismatch
 	recTypeEnd
 )
 
 var recTypeNames = [...]string{"", "EPOCH", "BEGIN", "VOTED", "COMMIT", "ABORT", "ACKED", "END", "EVENT",
-	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED", "RESTART", "CHECKPOINT"}
+	"PREPARED", "VOTED_NO", "COMMITTED", "ABORTED", "RESTART", "CHECKPOINT",
+	"HEURISTIC_COMMITTED", "HEURISTIC_ABORTED", "HEURISTIC_MISMATCH"}
 
 func (t RecType) String() string {
 	if t == 0 || t >= recTypeEnd {

@@ -1,6 +1,6 @@
 // The dtx wire protocol, version 1.
 //
-// Three services:
+// Four services:
 //
 //   - Transport: the two-phase commit protocol between the coordinator and
 //     the participants. Every node (the coordinator and each participant)
@@ -13,6 +13,7 @@
 //     and retries, and every message is idempotent.
 //   - Coordinator: the client API of the coordinator: submit a purchase (or
 //     any transaction), ask for the outcome of a transaction id.
+//   - Admin: the operator's API of every process (admin role only).
 //   - The standard grpc.health.v1.Health service is served by every process.
 //
 // Regenerate the Go code with `go generate ./api/...` (needs protoc and the
@@ -1007,6 +1008,293 @@ func (x *TxOutcome) GetDuplicate() bool {
 	return false
 }
 
+type RecordsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransactionId string                 `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"` // most records returned; 0 means the server's bound
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsRequest) Reset() {
+	*x = RecordsRequest{}
+	mi := &file_dtx_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsRequest) ProtoMessage() {}
+
+func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
+func (*RecordsRequest) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RecordsRequest) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *RecordsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// LogRecord is one log record (twopc.Record) as the log dump prints it.
+type LogRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`  // its sequence number in the node's log
+	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // record type name: PREPARED, COMMIT, HEURISTIC_ABORTED, ...
+	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Text          string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"` // the whole record in one line
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogRecord) Reset() {
+	*x = LogRecord{}
+	mi := &file_dtx_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogRecord) ProtoMessage() {}
+
+func (x *LogRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
+func (*LogRecord) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LogRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LogRecord) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *LogRecord) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *LogRecord) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type RecordsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*LogRecord           `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"` // more records matched than the limit
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsReply) Reset() {
+	*x = RecordsReply{}
+	mi := &file_dtx_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsReply) ProtoMessage() {}
+
+func (x *RecordsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsReply.ProtoReflect.Descriptor instead.
+func (*RecordsReply) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RecordsReply) GetRecords() []*LogRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *RecordsReply) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type AdminRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// transactions, timeline, waits, retry (coordinator); in-doubt,
+	// heuristics, force (participant); overview (coordinator).
+	Action        string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	TransactionId string `protobuf:"bytes,2,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"` // timeline, retry, force
+	Outcome       string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`                                  // force: COMMIT or ABORT
+	Note          string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`                                        // force: the operator's note, kept in the log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminRequest) Reset() {
+	*x = AdminRequest{}
+	mi := &file_dtx_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminRequest) ProtoMessage() {}
+
+func (x *AdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
+func (*AdminRequest) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AdminRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type AdminReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Json          []byte                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminReply) Reset() {
+	*x = AdminReply{}
+	mi := &file_dtx_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminReply) ProtoMessage() {}
+
+func (x *AdminReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
+func (*AdminReply) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AdminReply) GetJson() []byte {
+	if x != nil {
+		return x.Json
+	}
+	return nil
+}
+
 var File_dtx_proto protoreflect.FileDescriptor
 
 const file_dtx_proto_rawDesc = "" +
@@ -1061,7 +1349,26 @@ const file_dtx_proto_rawDesc = "" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12&\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x0e.dtx.v1.StatusR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate*\xdd\x01\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"M\n" +
+	"\x0eRecordsRequest\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"_\n" +
+	"\tLogRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"Y\n" +
+	"\fRecordsReply\x12+\n" +
+	"\arecords\x18\x01 \x03(\v2\x11.dtx.v1.LogRecordR\arecords\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"{\n" +
+	"\fAdminRequest\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12%\n" +
+	"\x0etransaction_id\x18\x02 \x01(\tR\rtransactionId\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\" \n" +
+	"\n" +
+	"AdminReply\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json*\xdd\x01\n" +
 	"\aMsgType\x12\x18\n" +
 	"\x14MSG_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MSG_TYPE_PREPARE\x10\x01\x12\x11\n" +
@@ -1083,15 +1390,18 @@ const file_dtx_proto_rawDesc = "" +
 	"\x10STATUS_COMMITTED\x10\x01\x12\x16\n" +
 	"\x12STATUS_ROLLED_BACK\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_PENDING\x10\x03\x12\x12\n" +
-	"\x0eSTATUS_UNKNOWN\x10\x042s\n" +
+	"\x0eSTATUS_UNKNOWN\x10\x042\xac\x01\n" +
 	"\tTransport\x12.\n" +
 	"\aDeliver\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply\x126\n" +
-	"\rDeliverStream\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply(\x012\xea\x01\n" +
+	"\rDeliverStream\x12\r.dtx.v1.Batch\x1a\x14.dtx.v1.DeliverReply(\x01\x127\n" +
+	"\aRecords\x12\x16.dtx.v1.RecordsRequest\x1a\x14.dtx.v1.RecordsReply2\xea\x01\n" +
 	"\vCoordinator\x124\n" +
 	"\x06Submit\x12\x17.dtx.v1.PurchaseRequest\x1a\x11.dtx.v1.TxOutcome\x120\n" +
 	"\bSubmitTx\x12\x11.dtx.v1.TxRequest\x1a\x11.dtx.v1.TxOutcome\x124\n" +
 	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
-	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x0129\n" +
+	"\x05Admin\x120\n" +
+	"\x04Call\x12\x14.dtx.v1.AdminRequest\x1a\x12.dtx.v1.AdminReplyB(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -1106,7 +1416,7 @@ func file_dtx_proto_rawDescGZIP() []byte {
 }
 
 var file_dtx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_dtx_proto_goTypes = []any{
 	(MsgType)(0),            // 0: dtx.v1.MsgType
 	(Vote)(0),               // 1: dtx.v1.Vote
@@ -1124,6 +1434,11 @@ var file_dtx_proto_goTypes = []any{
 	(*TxRequest)(nil),       // 13: dtx.v1.TxRequest
 	(*OutcomeRequest)(nil),  // 14: dtx.v1.OutcomeRequest
 	(*TxOutcome)(nil),       // 15: dtx.v1.TxOutcome
+	(*RecordsRequest)(nil),  // 16: dtx.v1.RecordsRequest
+	(*LogRecord)(nil),       // 17: dtx.v1.LogRecord
+	(*RecordsReply)(nil),    // 18: dtx.v1.RecordsReply
+	(*AdminRequest)(nil),    // 19: dtx.v1.AdminRequest
+	(*AdminReply)(nil),      // 20: dtx.v1.AdminReply
 }
 var file_dtx_proto_depIdxs = []int32{
 	0,  // 0: dtx.v1.Message.type:type_name -> dtx.v1.MsgType
@@ -1136,23 +1451,28 @@ var file_dtx_proto_depIdxs = []int32{
 	9,  // 7: dtx.v1.OutcomeBatch.outcomes:type_name -> dtx.v1.StreamOutcome
 	12, // 8: dtx.v1.TxRequest.branches:type_name -> dtx.v1.Branch
 	2,  // 9: dtx.v1.TxOutcome.status:type_name -> dtx.v1.Status
-	5,  // 10: dtx.v1.Transport.Deliver:input_type -> dtx.v1.Batch
-	5,  // 11: dtx.v1.Transport.DeliverStream:input_type -> dtx.v1.Batch
-	11, // 12: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
-	13, // 13: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
-	14, // 14: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
-	8,  // 15: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
-	6,  // 16: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	6,  // 17: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
-	15, // 18: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 19: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 20: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 21: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	17, // 10: dtx.v1.RecordsReply.records:type_name -> dtx.v1.LogRecord
+	5,  // 11: dtx.v1.Transport.Deliver:input_type -> dtx.v1.Batch
+	5,  // 12: dtx.v1.Transport.DeliverStream:input_type -> dtx.v1.Batch
+	16, // 13: dtx.v1.Transport.Records:input_type -> dtx.v1.RecordsRequest
+	11, // 14: dtx.v1.Coordinator.Submit:input_type -> dtx.v1.PurchaseRequest
+	13, // 15: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
+	14, // 16: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
+	8,  // 17: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
+	19, // 18: dtx.v1.Admin.Call:input_type -> dtx.v1.AdminRequest
+	6,  // 19: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 20: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	18, // 21: dtx.v1.Transport.Records:output_type -> dtx.v1.RecordsReply
+	15, // 22: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 23: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 24: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 25: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	20, // 26: dtx.v1.Admin.Call:output_type -> dtx.v1.AdminReply
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dtx_proto_init() }
@@ -1166,9 +1486,9 @@ func file_dtx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dtx_proto_rawDesc), len(file_dtx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   18,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_dtx_proto_goTypes,
 		DependencyIndexes: file_dtx_proto_depIdxs,

@@ -1,6 +1,6 @@
 // The dtx wire protocol, version 1.
 //
-// Three services:
+// Four services:
 //
 //   - Transport: the two-phase commit protocol between the coordinator and
 //     the participants. Every node (the coordinator and each participant)
@@ -13,6 +13,7 @@
 //     and retries, and every message is idempotent.
 //   - Coordinator: the client API of the coordinator: submit a purchase (or
 //     any transaction), ask for the outcome of a transaction id.
+//   - Admin: the operator's API of every process (admin role only).
 //   - The standard grpc.health.v1.Health service is served by every process.
 //
 // Regenerate the Go code with `go generate ./api/...` (needs protoc and the
@@ -41,6 +42,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Transport_Deliver_FullMethodName       = "/dtx.v1.Transport/Deliver"
 	Transport_DeliverStream_FullMethodName = "/dtx.v1.Transport/DeliverStream"
+	Transport_Records_FullMethodName       = "/dtx.v1.Transport/Records"
 )
 
 // TransportClient is the client API for Transport service.
@@ -61,6 +63,9 @@ type TransportClient interface {
 	// The reply, at the end of the stream, counts the messages accepted.
 	// One stream message per batch costs much less than one call.
 	DeliverStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, DeliverReply], error)
+	// Records returns the serving node's log records about one transaction,
+	// for the coordinator's admin timeline. Only the coordinator may call it.
+	Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsReply, error)
 }
 
 type transportClient struct {
@@ -94,6 +99,16 @@ func (c *transportClient) DeliverStream(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Transport_DeliverStreamClient = grpc.ClientStreamingClient[Batch, DeliverReply]
 
+func (c *transportClient) Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordsReply)
+	err := c.cc.Invoke(ctx, Transport_Records_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TransportServer is the server API for Transport service.
 // All implementations must embed UnimplementedTransportServer
 // for forward compatibility.
@@ -112,6 +127,9 @@ type TransportServer interface {
 	// The reply, at the end of the stream, counts the messages accepted.
 	// One stream message per batch costs much less than one call.
 	DeliverStream(grpc.ClientStreamingServer[Batch, DeliverReply]) error
+	// Records returns the serving node's log records about one transaction,
+	// for the coordinator's admin timeline. Only the coordinator may call it.
+	Records(context.Context, *RecordsRequest) (*RecordsReply, error)
 	mustEmbedUnimplementedTransportServer()
 }
 
@@ -127,6 +145,9 @@ func (UnimplementedTransportServer) Deliver(context.Context, *Batch) (*DeliverRe
 }
 func (UnimplementedTransportServer) DeliverStream(grpc.ClientStreamingServer[Batch, DeliverReply]) error {
 	return status.Error(codes.Unimplemented, "method DeliverStream not implemented")
+}
+func (UnimplementedTransportServer) Records(context.Context, *RecordsRequest) (*RecordsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Records not implemented")
 }
 func (UnimplementedTransportServer) mustEmbedUnimplementedTransportServer() {}
 func (UnimplementedTransportServer) testEmbeddedByValue()                   {}
@@ -174,6 +195,24 @@ func _Transport_DeliverStream_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Transport_DeliverStreamServer = grpc.ClientStreamingServer[Batch, DeliverReply]
 
+func _Transport_Records_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransportServer).Records(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transport_Records_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransportServer).Records(ctx, req.(*RecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Transport_ServiceDesc is the grpc.ServiceDesc for Transport service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -184,6 +223,10 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deliver",
 			Handler:    _Transport_Deliver_Handler,
+		},
+		{
+			MethodName: "Records",
+			Handler:    _Transport_Records_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -454,5 +497,115 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
+	Metadata: "dtx.proto",
+}
+
+const (
+	Admin_Call_FullMethodName = "/dtx.v1.Admin/Call"
+)
+
+// AdminClient is the client API for Admin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Admin is the operator's API, the same on every process as its HTTP face
+// (/v1/admin/...; docs/SERVE.md): one call names an action and gets back
+// the JSON document the HTTP API answers with.
+type AdminClient interface {
+	Call(ctx context.Context, in *AdminRequest, opts ...grpc.CallOption) (*AdminReply, error)
+}
+
+type adminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
+	return &adminClient{cc}
+}
+
+func (c *adminClient) Call(ctx context.Context, in *AdminRequest, opts ...grpc.CallOption) (*AdminReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdminReply)
+	err := c.cc.Invoke(ctx, Admin_Call_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AdminServer is the server API for Admin service.
+// All implementations must embed UnimplementedAdminServer
+// for forward compatibility.
+//
+// Admin is the operator's API, the same on every process as its HTTP face
+// (/v1/admin/...; docs/SERVE.md): one call names an action and gets back
+// the JSON document the HTTP API answers with.
+type AdminServer interface {
+	Call(context.Context, *AdminRequest) (*AdminReply, error)
+	mustEmbedUnimplementedAdminServer()
+}
+
+// UnimplementedAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAdminServer struct{}
+
+func (UnimplementedAdminServer) Call(context.Context, *AdminRequest) (*AdminReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
+func (UnimplementedAdminServer) testEmbeddedByValue()               {}
+
+// UnsafeAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AdminServer will
+// result in compilation errors.
+type UnsafeAdminServer interface {
+	mustEmbedUnimplementedAdminServer()
+}
+
+func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
+	// If the following call panics, it indicates UnimplementedAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Admin_ServiceDesc, srv)
+}
+
+func _Admin_Call_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Call(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Call_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Call(ctx, req.(*AdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Admin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dtx.v1.Admin",
+	HandlerType: (*AdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Call",
+			Handler:    _Admin_Call_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "dtx.proto",
 }

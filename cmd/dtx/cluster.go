@@ -151,6 +151,7 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
   dtx run --coordinator 127.0.0.1:7100 --input examples/requests.jsonl
   dtx cluster state
   curl -s localhost:8101/metrics | grep ^dtx_
+Web console: http://localhost:8100/console/
 Ctrl-C stops the cluster.
 `)
 			} else {
@@ -161,6 +162,9 @@ Ctrl-C stops the cluster.
   dtx run --coordinator 127.0.0.1:7100 --cluster-dir %[5]s --input examples/requests.jsonl
   dtx cluster state --dir %[5]s
   curl -s --cacert %[1]s -H "Authorization: Bearer $(cat %[6]s)" https://localhost:8101/metrics | grep ^dtx_
+Web console: https://localhost:8100/console/
+  (the browser must trust %[1]s, or be told to go on; the page asks for the
+  admin bearer token in %[6]s)
 Ctrl-C stops the cluster.
 `, c.CA, c.Cert, c.Key, filepath.Join(certDir, "client.token"), dir, filepath.Join(certDir, "admin.token"))
 			}

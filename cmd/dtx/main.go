@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), recoverCmd(), stateCmd(), logCmd(), genCmd(), benchCmd(), chaosCmd(), serveCmd(), clusterCmd())
+	root.AddCommand(runCmd(), recoverCmd(), stateCmd(), logCmd(), genCmd(), benchCmd(), chaosCmd(), serveCmd(), clusterCmd(), adminCmd())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "dtx:", err)
