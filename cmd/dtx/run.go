@@ -49,6 +49,7 @@ type runFlags struct {
 	maxAttempts    int
 	store          string
 	remote         remoteFlags
+	diag           diagFlags
 }
 
 func runCmd() *cobra.Command {
@@ -93,6 +94,7 @@ log; any command that opens it recovers first.`,
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	addRemoteFlags(fl, &f.remote)
+	addDiagFlags(fl, &f.diag)
 	return cmd
 }
 
@@ -212,8 +214,15 @@ func runMain(ctx context.Context, f *runFlags) error {
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)
 	var outMu sync.Mutex
 	var sum summary
+	var done atomic.Int64
+	stopDiag, err := f.diag.start("dtx run: resident set size", done.Load)
+	if err != nil {
+		return err
+	}
+	defer stopDiag()
 	emit := func(r *result) {
 		sum.add(r)
+		done.Add(1)
 		outMu.Lock()
 		defer outMu.Unlock()
 		if f.json {
