@@ -149,6 +149,10 @@ func (p Protocol) ParticipantMachine(id string) twopc.ParticipantConfig {
 		mc.DetectEvery = Ticks(p.DetectEvery, p.Tick)
 		mc.DetectAfter = mc.DetectEvery
 	}
+	if p.DedupWindow > 0 {
+		// Twice the coordinator's: see twopc.Participant.rotate.
+		mc.Retention = 2 * Ticks(p.DedupWindow, p.Tick)
+	}
 	return mc
 }
 

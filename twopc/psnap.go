@@ -14,14 +14,23 @@ import (
 // holds the prepared branches' tentative changes, so RestoreSnapshot takes
 // their locks again but does not call Resource.Prepare.
 //
-//	version byte (1)
+//	version byte (2)
 //	maxEpoch uvarint
 //	prepared uvarint count, then each: tx, attempt uvarint, op
 //	finished uvarint count, then each: tx, state byte, attempt uvarint, gen uvarint, reason
+//	  (the previous generation's branches)
+//	finished, the same, of the current generation
+//	forgot byte (1: a generation was dropped)
 //
-// (strings and byte slices: uvarint length + bytes)
+// (strings and byte slices: uvarint length + bytes). Version 1 has one
+// list of finished branches and no flag; it loads as the current
+// generation. A restored current generation starts its Retention afresh
+// (the safe side: remembered longer).
 
-const snapshotVersion = 1
+const (
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
+)
 
 // AppendSnapshot appends the machine's snapshot to b. Take it between two
 // Readies (HasReady false): the state must be what the log holds.
@@ -46,8 +55,21 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(br.op)))
 		b = append(b, br.op...)
 	}
-	b = binary.AppendUvarint(b, uint64(p.finished.Len()))
-	p.finished.All(func(tx string, v txVal, reason string) bool {
+	b = appendFinished(b, p.prevFin)
+	b = appendFinished(b, p.finished)
+	var f byte
+	if p.forgot {
+		f = 1
+	}
+	return append(b, f), nil
+}
+
+func appendFinished(b []byte, t *txTable) []byte {
+	if t == nil {
+		return binary.AppendUvarint(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(t.Len()))
+	t.All(func(tx string, v txVal, reason string) bool {
 		b = appendString(b, tx)
 		b = append(b, v.state)
 		b = binary.AppendUvarint(b, uint64(v.a))
@@ -55,7 +77,7 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 		b = appendString(b, reason)
 		return true
 	})
-	return b, nil
+	return b
 }
 
 // RestoreSnapshot loads a snapshot into a participant that has restored
@@ -66,8 +88,9 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 		return fmt.Errorf("twopc: %s: RestoreSnapshot on a participant that is not fresh", p.cfg.ID)
 	}
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != snapshotVersion {
-		return fmt.Errorf("%w: snapshot version %d", ErrDecode, v)
+	version := d.byte()
+	if d.err == nil && version != snapshotVersion && version != snapshotVersionV1 {
+		return fmt.Errorf("%w: snapshot version %d", ErrDecode, version)
 	}
 	p.maxEpoch = d.uvarint()
 	n := d.uvarint()
@@ -93,7 +116,35 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 		p.branches[tx] = &branch{state: BranchPrepared, op: op, attempt: uint32(max(attempt, 1))}
 		p.inDoubt++
 	}
-	n = d.uvarint()
+	if version == snapshotVersionV1 {
+		readFinished(&d, p.finished)
+	} else {
+		prev := newTxTable()
+		readFinished(&d, prev)
+		readFinished(&d, p.finished)
+		if prev.Len() > 0 {
+			p.prevFin = prev
+		}
+		switch f := d.byte(); {
+		case d.err != nil:
+		case f > 1:
+			d.fail("forgot flag %d", f)
+		default:
+			p.forgot = f == 1
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return fmt.Errorf("snapshot: %w", d.err)
+	}
+	p.restored = true
+	return nil
+}
+
+func readFinished(d *decoder, t *txTable) {
+	n := d.uvarint()
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.fail("finished count %d exceeds payload", n)
 	}
@@ -107,15 +158,7 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 			d.fail("finished branch %s in state %d", tx, st)
 		}
 		if d.err == nil {
-			p.finished.Put(tx, txVal{state: st, a: uint32(a), b: uint32(g)}, reason)
+			t.Put(tx, txVal{state: st, a: uint32(a), b: uint32(g)}, reason)
 		}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
-	}
-	if d.err != nil {
-		return fmt.Errorf("snapshot: %w", d.err)
-	}
-	p.restored = true
-	return nil
 }
