@@ -181,9 +181,9 @@ type Participant struct {
 	// from then on an unknown id may be a forgotten one.
 	forgot    bool
 	rotations uint64
-	inDoubt  int
-	timers   timers
-	rd       Ready
+	inDoubt   int
+	timers    timers
+	rd        Ready
 }
 
 // NewParticipant returns a participant over res with no history. Replay the
