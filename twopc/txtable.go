@@ -1,6 +1,9 @@
 package twopc
 
-import "hash/maphash"
+import (
+	"hash/maphash"
+	"slices"
+)
 
 // txTable remembers finished transactions: for each id, a small value and
 // an optional text (an abort reason). A machine remembers every transaction
@@ -152,6 +155,38 @@ func (t *txTable) All(f func(key string, v txVal, text string) bool) {
 		e := t.entry(i)
 		k, text := t.data(e)
 		if !f(string(k), e.v, string(text)) {
+			return
+		}
+	}
+}
+
+// txFrozen is a copy of a txTable's entries as they were, for reading by
+// another goroutine while the table changes: the entries are copied (an
+// entry is changed in place by Put), the byte chunks are shared (bytes
+// already stored are never written again, and a chunk never moves).
+type txFrozen struct {
+	entries [][]txEntry
+	bytes   [][]byte
+	n       int
+}
+
+// freeze copies the entries: one memmove per chunk of 4096 entries, 24
+// bytes each, no hashing and no allocation per entry.
+func (t *txTable) freeze() txFrozen {
+	f := txFrozen{entries: make([][]txEntry, len(t.entries)), bytes: slices.Clone(t.bytes), n: t.n}
+	for i, c := range t.entries {
+		f.entries[i] = slices.Clone(c)
+	}
+	return f
+}
+
+// All is txTable.All over the frozen copy.
+func (f *txFrozen) All(fn func(key string, v txVal, text string) bool) {
+	for i := range uint64(f.n) {
+		e := &f.entries[i/txEntryChunk][i%txEntryChunk]
+		c := f.bytes[e.loc>>32]
+		off := uint32(e.loc)
+		if !fn(string(c[off:off+e.klen]), e.v, string(c[off+e.klen:off+e.klen+e.tlen])) {
 			return
 		}
 	}
