@@ -362,6 +362,12 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 		sc := ServiceConfig(cfg.DataDir, id, cfg.Protocol, d.Net, logCfg, newRes)
 		sc.Faults = faults
 		sc.Hooks = cfg.Failpoints.Hooks(id)
+		sc.SnapshotHook = cfg.Failpoints.SnapshotHook(id)
+		sc.CompactHook = cfg.Failpoints.CompactHook(id)
+		if sc.Log.FS == nil {
+			sc.Log.FS = wal.OSFS()
+		}
+		sc.Log.FS = cfg.Failpoints.FS(id, sc.Log.FS)
 		sc.Logger = cfg.Logger
 		s, err := participant.Open(sc)
 		if err != nil {

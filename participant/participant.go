@@ -80,7 +80,10 @@ type Config struct {
 	// SnapshotHook, if set, is called after each step of writing a
 	// snapshot and may stop it there with an error (crash tests).
 	SnapshotHook func(wal.SnapshotStep) error
-	Logger       *slog.Logger
+	// CompactHook, if set, is called before a snapshot's compaction of
+	// the log (crash tests).
+	CompactHook func(upTo uint64)
+	Logger      *slog.Logger
 }
 
 // Stats counts what happened to a service.

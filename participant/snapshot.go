@@ -282,7 +282,7 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if s.inc.Load() != inc {
 		return node.ErrBusy // crashed meanwhile
 	}
-	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook})
+	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook})
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}
