@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -16,12 +17,14 @@ import (
 // profile and the process's RSS over time.
 type diagFlags struct {
 	cpuProfile string
+	memProfile string
 	rssPlot    string
 	rssEvery   time.Duration
 }
 
 func addDiagFlags(fl *pflag.FlagSet, d *diagFlags) {
 	fl.StringVar(&d.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole command to this file (go tool pprof)")
+	fl.StringVar(&d.memProfile, "memprofile", "", "write a heap profile (live objects) to this file at the end of the command (go tool pprof)")
 	fl.StringVar(&d.rssPlot, "rss-plot", "", "sample this process's resident set size (/proc/self/statm) and write it over time as an SVG to this file, with the samples beside it (FILE.tsv)")
 	fl.DurationVar(&d.rssEvery, "rss-every", time.Second, "interval between --rss-plot samples")
 }
@@ -41,6 +44,22 @@ func (d *diagFlags) start(title string, count func() int64) (func(), error) {
 			return nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
 		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if d.memProfile != "" {
+		path := d.memProfile
+		stops = append(stops, func() {
+			runtime.GC()
+			f, err := os.Create(path)
+			if err == nil {
+				err = pprof.WriteHeapProfile(f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "dtx: --memprofile: %v\n", err)
+			}
+		})
 	}
 	if d.rssPlot != "" {
 		if d.rssEvery <= 0 {
