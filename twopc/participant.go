@@ -181,6 +181,7 @@ type Participant struct {
 	// from then on an unknown id may be a forgotten one.
 	forgot    bool
 	rotations uint64
+	forgotten uint64 // finished branches dropped by this incarnation
 	inDoubt   int
 	timers    timers
 	rd        Ready
@@ -835,6 +836,7 @@ func (p *Participant) Tick() {
 func (p *Participant) rotate() {
 	if p.prevFin != nil && p.prevFin.Len() > 0 {
 		p.forgot = true
+		p.forgotten += uint64(p.prevFin.Len())
 	}
 	p.prevFin = p.finished
 	p.finished = newTxTable()
@@ -851,6 +853,10 @@ func (p *Participant) FinishedStats() (remembered int, rotations uint64) {
 	}
 	return n, p.rotations
 }
+
+// Forgotten returns how many finished branches this incarnation dropped
+// (past Retention).
+func (p *Participant) Forgotten() uint64 { return p.forgotten }
 
 // HasReady reports whether Ready has anything to hand out.
 func (p *Participant) HasReady() bool { return !p.rd.Empty() }
