@@ -115,7 +115,7 @@ func (c *Coordinator) rotate() {
 	if c.prev != nil {
 		hashes := make([]uint64, len(c.prev.slots))
 		for i := range c.prev.slots {
-			hashes[i] = c.prev.slots[i].hash
+			hashes[i] = c.prev.slots[i].hash()
 		}
 		c.exp = expiredSet{seed: c.prev.seed, slots: hashes}
 		c.expiredN = c.prev.Len()
