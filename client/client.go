@@ -294,6 +294,8 @@ func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error)
 			return 0, "", fmt.Errorf("%w: %s", ErrRejected, status.Convert(err).Message())
 		case codes.PermissionDenied, codes.Unauthenticated:
 			return 0, "", fmt.Errorf("%w: %w", ErrDenied, err)
+		case codes.FailedPrecondition:
+			return 0, "", fmt.Errorf("client: %s: %w", status.Convert(err).Message(), twopc.ErrOutcomeExpired)
 		}
 		c.retries.Add(1)
 		select {

@@ -18,6 +18,10 @@ const (
 	KnownPending
 	// KnownDecided: the decision is durable; see the Outcome.
 	KnownDecided
+	// KnownExpired: the transaction was decided, but its outcome is past
+	// the retention window (twopc.ErrOutcomeExpired): whether it committed
+	// is no longer known, and a resubmission of the id is refused.
+	KnownExpired
 )
 
 // Lookup returns what the coordinator durably knows about tx, without
@@ -35,6 +39,9 @@ func (c *Coordinator) Lookup(ctx context.Context, tx string) (Known, twopc.Outco
 		st, ok := c.m.State(tx)
 		if !ok {
 			known = KnownUnknown
+			if c.m.Expired(tx) {
+				known = KnownExpired
+			}
 			return
 		}
 		if st == twopc.CoordCollecting {

@@ -93,3 +93,44 @@ func TestLookup(t *testing.T) {
 		t.Fatalf("rolled back: %v %+v %v", k, o, err)
 	}
 }
+
+// TestLookupExpired: past the retention window Lookup says the outcome
+// expired (never unknown, which would read as "never ran"); a window
+// later the id is unknown. The order is decided, expired, unknown.
+func TestLookupExpired(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net := transport.NewMemNetwork(transport.Faults{}, 1)
+	fakeParticipant(ctx, net, "p1")
+	mc := twopc.DefaultCoordinatorConfig()
+	mc.PrepareTimeout = 200
+	mc.Retention = 20 // ticks of 1ms
+	c, err := coordinator.Open(coordinator.Config{Dir: t.TempDir(), Machine: mc, Tick: time.Millisecond, Network: net, Log: wal.DefaultConfig("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	defer c.Close()
+	if o, err := c.Submit(ctx, "t1", []twopc.Branch{{Node: "p1", Op: []byte("x")}}); err != nil || !o.Committed {
+		t.Fatalf("submit: %v %v", o, err)
+	}
+	var seen []coordinator.Known
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seen) == 0 || seen[len(seen)-1] != coordinator.KnownUnknown {
+		k, _, err := c.Lookup(ctx, "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != k {
+			seen = append(seen, k)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("t1 never forgotten: %v", seen)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	want := []coordinator.Known{coordinator.KnownDecided, coordinator.KnownExpired, coordinator.KnownUnknown}
+	if len(seen) != len(want) || seen[0] != want[0] || seen[1] != want[1] || seen[2] != want[2] {
+		t.Fatalf("Lookup of t1 went through %v, want %v (decided, expired, unknown)", seen, want)
+	}
+}

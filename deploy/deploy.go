@@ -150,6 +150,10 @@ func (p Protocol) ParticipantMachine(id string) twopc.ParticipantConfig {
 		mc.DetectEvery = Ticks(p.DetectEvery, p.Tick)
 		mc.DetectAfter = mc.DetectEvery
 	}
+	if p.DedupWindow > 0 {
+		// Twice the coordinator's: see twopc.Participant.rotate.
+		mc.Retention = 2 * Ticks(p.DedupWindow, p.Tick)
+	}
 	return mc
 }
 
@@ -363,6 +367,12 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 		sc := ServiceConfig(cfg.DataDir, id, cfg.Protocol, d.Net, logCfg, newRes)
 		sc.Faults = faults
 		sc.Hooks = cfg.Failpoints.Hooks(id)
+		sc.SnapshotHook = cfg.Failpoints.SnapshotHook(id)
+		sc.CompactHook = cfg.Failpoints.CompactHook(id)
+		if sc.Log.FS == nil {
+			sc.Log.FS = wal.OSFS()
+		}
+		sc.Log.FS = cfg.Failpoints.FS(id, sc.Log.FS)
 		sc.Logger = cfg.Logger
 		if cfg.Tracing != nil {
 			sc.Tracer = tracing.NewParticipant(cfg.Tracing, id)

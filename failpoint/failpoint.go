@@ -7,7 +7,14 @@
 // coordinator, inventory, payment, order (any participant id) or * (any
 // participant). POINT is before-X-durable or after-X-durable, where X names
 // a forced record: commit (coordinator), prepared or committed
-// (participants). @N fires on the N-th hit (default 1).
+// (participants). A participant also has the points of its snapshots
+// (participant.WriteSnapshot): snapshot-written (the temporary file
+// written, not synced), snapshot-synced (synced, not renamed),
+// snapshot-renamed (renamed, the directory not synced), compact-before (the
+// snapshot durable, its log not yet compacted) and compact-mid (right
+// after a log segment is removed by the compaction, before the directory
+// sync: a compaction cut in the middle). @N fires on the N-th hit (default
+// 1).
 package failpoint
 
 import (
@@ -20,6 +27,7 @@ import (
 
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
 )
 
 // EnvVar is the environment variable cmd/dtx reads once at start.
@@ -29,7 +37,18 @@ type rule struct {
 	component string
 	after     bool
 	rec       twopc.RecType
+	snap      string // a snapshot point instead of a record
 	n         int
+}
+
+// snapPoints are the snapshot points and the wal step each stops after (0:
+// not a step of writing the file).
+var snapPoints = map[string]wal.SnapshotStep{
+	"snapshot-written": wal.SnapWrite,
+	"snapshot-synced":  wal.SnapSynced,
+	"snapshot-renamed": wal.SnapRenamed,
+	"compact-before":   0,
+	"compact-mid":      0,
 }
 
 // Set is a parsed spec. The zero Set has no failpoints.
@@ -67,6 +86,14 @@ func Parse(spec string) (Set, error) {
 			}
 			point, r.n = p, v
 		}
+		if _, ok := snapPoints[point]; ok {
+			if comp == twopc.CoordinatorID {
+				return Set{}, fmt.Errorf("failpoint %q: %s is a participant's snapshot point", part, point)
+			}
+			r.snap = point
+			s.rules = append(s.rules, r)
+			continue
+		}
 		var what string
 		switch {
 		case strings.HasPrefix(point, "before-") && strings.HasSuffix(point, "-durable"):
@@ -74,7 +101,7 @@ func Parse(spec string) (Set, error) {
 		case strings.HasPrefix(point, "after-") && strings.HasSuffix(point, "-durable"):
 			what, r.after = strings.TrimSuffix(strings.TrimPrefix(point, "after-"), "-durable"), true
 		default:
-			return Set{}, fmt.Errorf("failpoint %q: point must be before-X-durable or after-X-durable", part)
+			return Set{}, fmt.Errorf("failpoint %q: point must be before-X-durable, after-X-durable or a snapshot point (snapshot-written, snapshot-synced, snapshot-renamed, compact-before, compact-mid)", part)
 		}
 		rec, ok := records[what]
 		if !ok {
@@ -100,7 +127,7 @@ func (s Set) Hooks(component string) node.Hooks {
 	var h node.Hooks
 	var before, after []int
 	for i, r := range s.rules {
-		if r.component != component && !(r.component == "*" && component != twopc.CoordinatorID) {
+		if !r.applies(component) || r.snap != "" {
 			continue
 		}
 		if r.after {
@@ -140,7 +167,98 @@ func (s Set) Hooks(component string) node.Hooks {
 	return h
 }
 
+func (r rule) applies(component string) bool {
+	return r.component == component || r.component == "*" && component != twopc.CoordinatorID
+}
+
+// hit counts a hit of rule i and reports whether it fires.
+func (s Set) hit(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hits[i]++
+	return s.hits[i] == s.rules[i].n
+}
+
+// snapRules returns the indexes of component's rules at snapshot point p.
+func (s Set) snapRules(component, p string) []int {
+	var idx []int
+	for i, r := range s.rules {
+		if r.snap == p && r.applies(component) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+func (s Set) fire(component string, idx []int) {
+	for _, i := range idx {
+		if s.hit(i) {
+			s.kill(fmt.Sprintf("%s:%s", component, s.rules[i]))
+		}
+	}
+}
+
+// SnapshotHook returns the participant.Config.SnapshotHook of component
+// (nil if no snapshot-written, -synced or -renamed point applies).
+func (s Set) SnapshotHook(component string) func(wal.SnapshotStep) error {
+	byStep := map[wal.SnapshotStep][]int{}
+	for p, step := range snapPoints {
+		if step != 0 {
+			if idx := s.snapRules(component, p); len(idx) > 0 {
+				byStep[step] = idx
+			}
+		}
+	}
+	if len(byStep) == 0 {
+		return nil
+	}
+	return func(step wal.SnapshotStep) error {
+		s.fire(component, byStep[step])
+		return nil
+	}
+}
+
+// CompactHook returns the participant.Config.CompactHook of component
+// (nil if compact-before does not apply).
+func (s Set) CompactHook(component string) func(upTo uint64) {
+	idx := s.snapRules(component, "compact-before")
+	if len(idx) == 0 {
+		return nil
+	}
+	return func(uint64) { s.fire(component, idx) }
+}
+
+// FS returns fsys wrapped so that compact-mid fires after a log segment's
+// removal (fsys itself if compact-mid does not apply to component).
+func (s Set) FS(component string, fsys wal.FS) wal.FS {
+	idx := s.snapRules(component, "compact-mid")
+	if len(idx) == 0 {
+		return fsys
+	}
+	return removeFS{FS: fsys, after: func(name string) {
+		if strings.HasSuffix(name, ".wal") {
+			s.fire(component, idx)
+		}
+	}}
+}
+
+type removeFS struct {
+	wal.FS
+	after func(name string)
+}
+
+func (f removeFS) Remove(name string) error {
+	err := f.FS.Remove(name)
+	if err == nil {
+		f.after(name)
+	}
+	return err
+}
+
 func (r rule) String() string {
+	if r.snap != "" {
+		return fmt.Sprintf("%s@%d", r.snap, r.n)
+	}
 	w := "before"
 	if r.after {
 		w = "after"

@@ -1,10 +1,13 @@
 package failpoint
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
 )
 
 func TestParse(t *testing.T) {
@@ -50,5 +53,44 @@ func TestHooksFireOnNthHit(t *testing.T) {
 	c := s.Hooks(twopc.CoordinatorID)
 	if !c.CrashBeforeLog(&twopc.Ready{Records: []twopc.Record{{Type: twopc.RecBegin}, {Type: twopc.RecCommit}}}, true) {
 		t.Fatal("coordinator before-commit-durable did not fire")
+	}
+}
+
+// TestSnapshotPoints: the snapshot points parse for participants only,
+// fire at their step on the N-th hit, and compact-mid fires after a log
+// segment is removed, not after any other file.
+func TestSnapshotPoints(t *testing.T) {
+	if _, err := Parse("coordinator:snapshot-written"); err == nil {
+		t.Fatal("a snapshot point of the coordinator was accepted")
+	}
+	s, err := Parse("inventory:snapshot-synced@2,*:compact-before,payment:compact-mid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killed []string
+	s.Kill = func(p string) { killed = append(killed, p) }
+	h := s.SnapshotHook("inventory")
+	for _, st := range []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed, wal.SnapWrite, wal.SnapSynced} {
+		h(st)
+	}
+	if s.SnapshotHook("payment") != nil || s.CompactHook("coordinator") != nil {
+		t.Fatal("hooks for components no point names")
+	}
+	s.CompactHook("order")(10)
+	fsys := s.FS("payment", wal.NewMemFS(1))
+	fsys.MkdirAll("/d", 0o755)
+	for _, n := range []string{"/d/a.tmp", "/d/1.wal"} {
+		f, err := fsys.OpenFile(n, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := fsys.Remove(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "[inventory:snapshot-synced@2 order:compact-before@1 payment:compact-mid@1]"
+	if got := fmt.Sprint(killed); got != want {
+		t.Fatalf("fired %s, want %s", got, want)
 	}
 }

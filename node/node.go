@@ -484,7 +484,7 @@ func RecoverAfter(cfg wal.Config, m Restorer, h Hooks, after uint64) (*wal.Log, 
 		}
 		return m.Restore(r)
 	}
-	if err := replaySeq(log, restore, h); err != nil {
+	if err := replayFrom(log, after+1, restore, h); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("replay: %w", err)
 	}
@@ -529,7 +529,7 @@ func Replay(log *wal.Log, restore func(twopc.Record) error, h Hooks) error {
 // ReplayAfter is Replay of the records after seq after only (those of a
 // snapshot's tail).
 func ReplayAfter(log *wal.Log, restore func(twopc.Record) error, h Hooks, after uint64) error {
-	return replaySeq(log, func(r twopc.Record, seq uint64) error {
+	return replayFrom(log, after+1, func(r twopc.Record, seq uint64) error {
 		if seq <= after {
 			return nil
 		}
@@ -538,10 +538,16 @@ func ReplayAfter(log *wal.Log, restore func(twopc.Record) error, h Hooks, after 
 }
 
 func replaySeq(log *wal.Log, restore func(twopc.Record, uint64) error, h Hooks) error {
+	return replayFrom(log, 0, restore, h)
+}
+
+// replayFrom is replaySeq of the records from seq from on: those before
+// are not decoded (the wal still checks them).
+func replayFrom(log *wal.Log, from uint64, restore func(twopc.Record, uint64) error, h Hooks) error {
 	if h.Mutants != 0 {
 		return mutantReplay(log, restore, h.Mutants)
 	}
-	return log.Replay(func(r wal.Record) error {
+	return log.ReplayFrom(from, func(r wal.Record) error {
 		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
 		if err != nil {
 			return fmt.Errorf("log record %d: %w", r.Seq, err)

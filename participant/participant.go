@@ -80,6 +80,9 @@ type Config struct {
 	// SnapshotHook, if set, is called after each step of writing a
 	// snapshot and may stop it there with an error (crash tests).
 	SnapshotHook func(wal.SnapshotStep) error
+	// CompactHook, if set, is called before a snapshot's compaction of
+	// the log (crash tests).
+	CompactHook func(upTo uint64)
 	// Tracer, if set, sees the service's branches: messages taken,
 	// business checks, records appended (package tracing makes spans of
 	// them). Nil: no tracing, and nothing of it on the hot path.

@@ -26,6 +26,20 @@ type Snapshotter interface {
 	RestoreSnapshot([]byte) error
 }
 
+// DeferredSnapshotter is a Snapshotter whose pause on the loop does not
+// grow with its history: SnapshotDeferred, called on the loop between two
+// Readies, captures the state (copying what the loop may change, sharing
+// what it never changes again, such as an append-only ledger's chunks:
+// chunk.List.Frozen) and returns the function that serializes that
+// capture, called off the loop while the loop goes on. Its output must be
+// what Snapshot would have returned at the capture. The built-in services
+// implement it; a Resource that only implements Snapshotter is serialized
+// on the loop.
+type DeferredSnapshotter interface {
+	Snapshotter
+	SnapshotDeferred() (func() ([]byte, error), error)
+}
+
 // SnapshotConfig says when a service snapshots its state. Zero disables
 // snapshots (the log then keeps every record).
 type SnapshotConfig struct {
@@ -98,23 +112,42 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	return snap.Seq, skipped, nil
 }
 
-// TakeSnapshot serializes m and res, which must be between two Readies
-// (on the loop; it is the loop's whole pause), as the snapshot covering
-// the log up to log.LastSeq().
-func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, data []byte, err error) {
+// TakeSnapshot captures m and res, which must be between two Readies (on
+// the loop; it is the loop's whole pause), as the snapshot covering the
+// log up to log.LastSeq(), and returns the function that serializes the
+// capture, to be called off the loop (m may go on meanwhile). The
+// machine's part is a copy of its prepared branches and finished-branch
+// entries (twopc.Participant.SnapshotDeferred); the Resource's is
+// SnapshotDeferred if it is a DeferredSnapshotter, and otherwise its whole
+// Snapshot, on the loop.
+func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func() ([]byte, error), err error) {
 	sn, ok := res.(Snapshotter)
 	if !ok {
 		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
 	}
-	mb, err := m.AppendSnapshot(nil)
+	menc, err := m.SnapshotDeferred()
 	if err != nil {
 		return 0, nil, err
 	}
-	rb, err := sn.Snapshot()
-	if err != nil {
-		return 0, nil, err
+	var renc func() ([]byte, error)
+	if d, ok := res.(DeferredSnapshotter); ok {
+		if renc, err = d.SnapshotDeferred(); err != nil {
+			return 0, nil, err
+		}
+	} else {
+		rb, err := sn.Snapshot()
+		if err != nil {
+			return 0, nil, err
+		}
+		renc = func() ([]byte, error) { return rb, nil }
 	}
-	return log.LastSeq(), encodeSnapshot(mb, rb), nil
+	return log.LastSeq(), func() ([]byte, error) {
+		rb, err := renc()
+		if err != nil {
+			return nil, err
+		}
+		return encodeSnapshot(menc(nil), rb), nil
+	}, nil
 }
 
 // SnapshotHooks cut WriteSnapshot for crash tests.
@@ -225,13 +258,13 @@ func (s *Service) snapshotter(ctx context.Context) {
 // two. It returns node.ErrBusy if the loop had work in hand (try again).
 func (s *Service) SnapshotNow(ctx context.Context) error {
 	inc := s.inc.Load()
-	var data []byte
+	var encode func() ([]byte, error)
 	var seq uint64
 	var serr error
 	var pause time.Duration
 	err := inc.node.DoQuiet(ctx, inc.done, func() {
 		start := time.Now()
-		seq, data, serr = TakeSnapshot(inc.m, inc.res, inc.log)
+		seq, encode, serr = TakeSnapshot(inc.m, inc.res, inc.log)
 		pause = time.Since(start)
 	})
 	if err == nil {
@@ -240,12 +273,16 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	data, err := encode() // off the loop
+	if err != nil {
+		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
+	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	if s.inc.Load() != inc {
 		return node.ErrBusy // crashed meanwhile
 	}
-	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook})
+	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook})
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}

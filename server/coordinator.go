@@ -414,12 +414,19 @@ func (a *coordAPI) Outcome(ctx context.Context, r *dtxv1.OutcomeRequest) (*dtxv1
 	switch known {
 	case coordinator.KnownUnknown:
 		out.Status = dtxv1.Status_STATUS_UNKNOWN
+	case coordinator.KnownExpired:
+		return nil, status.Error(codes.FailedPrecondition, expiredMessage(tx))
 	case coordinator.KnownPending:
 		out.Status = dtxv1.Status_STATUS_PENDING
 	default:
 		out.Status, out.Reason = statusOf(o)
 	}
 	return out, nil
+}
+
+// expiredMessage says what an expired id means to whoever asks about it.
+func expiredMessage(tx string) string {
+	return fmt.Sprintf("outcome expired: transaction %q was decided, but its outcome is past the coordinator's retention window (--dedup-window), so whether it committed is no longer known here; the id is not run again (use a new id)", tx)
 }
 
 func statusOf(o twopc.Outcome) (dtxv1.Status, string) {
@@ -463,7 +470,7 @@ func grpcError(err error) error {
 // httpOutcomeBody is the JSON of an outcome.
 type httpOutcomeBody struct {
 	TxID      string `json:"transaction_id,omitempty"`
-	Status    string `json:"status"` // COMMITTED, ROLLED_BACK, PENDING, UNKNOWN, REJECTED
+	Status    string `json:"status"` // COMMITTED, ROLLED_BACK, PENDING, UNKNOWN, REJECTED, EXPIRED
 	Reason    string `json:"reason,omitempty"`
 	Duplicate bool   `json:"duplicate,omitempty"`
 	Error     string `json:"error,omitempty"`
@@ -537,11 +544,14 @@ func (c *Coordinator) httpOutcome(w http.ResponseWriter, r *http.Request) {
 	tx := r.PathValue("id")
 	out, err := (&coordAPI{c: c}).Outcome(r.Context(), &dtxv1.OutcomeRequest{TransactionId: tx})
 	if err != nil {
-		code := http.StatusServiceUnavailable
-		if status.Code(err) == codes.InvalidArgument {
+		code, st := http.StatusServiceUnavailable, "UNKNOWN"
+		switch status.Code(err) {
+		case codes.InvalidArgument:
 			code = http.StatusBadRequest
+		case codes.FailedPrecondition:
+			code, st = http.StatusGone, "EXPIRED"
 		}
-		writeJSON(w, code, httpOutcomeBody{TxID: tx, Status: "UNKNOWN", Error: err.Error()})
+		writeJSON(w, code, httpOutcomeBody{TxID: tx, Status: st, Error: status.Convert(err).Message()})
 		return
 	}
 	code := http.StatusOK

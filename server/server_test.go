@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -374,4 +375,49 @@ func grep(b []byte, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestOutcomeExpired: past the dedup window, GET /v1/transactions/{id}
+// answers 410 EXPIRED and the gRPC Outcome FAILED_PRECONDITION (the
+// client's ErrOutcomeExpired), never UNKNOWN, which would read as "never
+// ran".
+func TestOutcomeExpired(t *testing.T) {
+	c := newCluster(t)
+	c.protocol.DedupWindow = time.Second // expired for at least a second
+	c.protocol.PrepareTimeout = 500 * time.Millisecond
+	c.start()
+	cl := c.client()
+	reqs := genRequests(t, c.world, 1, 3, "x-")
+	if _, err := cl.Submit(context.Background(), &reqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	tx := reqs[0].TxID
+	base := "http://" + c.http[twopc.CoordinatorID]
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v1/transactions/" + tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			t.Fatalf("%s reported unknown before expired: %v", tx, m)
+		}
+		if resp.StatusCode == http.StatusGone {
+			if m["status"] != "EXPIRED" || !strings.Contains(fmt.Sprint(m["error"]), "outcome expired") {
+				t.Fatalf("expired: %v", m)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never expired: %d %v", resp.StatusCode, m)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, _, err := cl.Outcome(context.Background(), tx)
+	if !errors.Is(err, twopc.ErrOutcomeExpired) {
+		t.Fatalf("gRPC Outcome of an expired id: %v, want ErrOutcomeExpired", err)
+	}
 }

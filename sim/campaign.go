@@ -22,6 +22,7 @@ type Summary struct {
 	Crashes    int
 	Restarts   int
 	Snapshots  int // participant snapshots written
+	Forgotten  uint64
 	// TxRestarts counts deadlock victims restarted as a new attempt.
 	TxRestarts uint64
 	MultiDown  int   // crashes that left two or more components down at once
@@ -50,6 +51,7 @@ func (s *Summary) Add(r *Result) {
 	s.Crashes += r.Crashes
 	s.Restarts += r.Restarts
 	s.Snapshots += r.Snapshots
+	s.Forgotten += r.Forgotten
 	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
 	s.MaxDown = max(s.MaxDown, r.MaxDown)
@@ -155,6 +157,7 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "crashes: %d (%d recoveries); %d left two or more components down at once (at most %d)\n",
 		s.Crashes, s.Restarts, s.MultiDown, s.MaxDown)
 	fmt.Fprintf(w, "participant snapshots written: %d\n", s.Snapshots)
+	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",
 		Percentile(s.HealToQuiet, 50), Percentile(s.HealToQuiet, 99), Percentile(s.HealToQuiet, 100))
 	fmt.Fprintf(w, "events: %d\n", s.Events)

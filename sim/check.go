@@ -219,5 +219,10 @@ func (s *Sim) finishResult() Result {
 	if c := s.comps[0]; c.coord != nil {
 		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
 	}
+	for _, c := range s.comps {
+		if c.part != nil {
+			s.res.Forgotten += c.part.Forgotten()
+		}
+	}
 	return s.res
 }

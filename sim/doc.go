@@ -50,9 +50,11 @@
 // Bounded state: in most runs the coordinator forgets outcomes after a
 // retention drawn per run (some very short, so that a branch back from a
 // long crash asks about a forgotten transaction), checkpoints and compacts
-// its log; participants snapshot every few ticks and compact theirs. The
-// faults crash.snapshot, crash.compact and disk.snapshot-damage cut those
-// steps (sim/snapshot.go).
+// its log; participants forget finished branches after twice that
+// retention (a resent COMMIT for a forgotten branch is ACKed; the campaign
+// reports how many were forgotten), snapshot every few ticks and compact
+// their logs. The faults crash.snapshot, crash.compact and
+// disk.snapshot-damage cut those steps (sim/snapshot.go).
 //
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an

@@ -56,6 +56,9 @@ type Result struct {
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
 	Snapshots  int // participant snapshots written
+	// Forgotten counts the finished branches participants dropped past
+	// their retention.
+	Forgotten uint64
 	// Deadlock is the policy this run drew; TxRestarts counts deadlock
 	// victims the coordinator restarted as a new attempt (all incarnations).
 	Deadlock   twopc.DeadlockPolicy
@@ -803,6 +806,9 @@ func (s *Sim) crash(c *comp, why Fault, powerLoss bool) {
 	}
 	s.count(why)
 	s.res.Crashes++
+	if c.part != nil {
+		s.res.Forgotten += c.part.Forgotten()
+	}
 	if c.log != nil && c.log.LastSeq() > c.log.DurableSeq() {
 		s.count(FaultLoseUnsynced)
 	}
@@ -946,6 +952,7 @@ func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 	cfg := twopc.ParticipantConfig{
 		ID: c.id, Coordinator: twopc.CoordinatorID, LockTimeout: lockTimeout,
 		InquireAfter: inquireAfter, InquireMax: inquireMax, Rand: s.rng.Uint64, Deadlock: s.p.deadlock,
+		Retention: 2 * s.p.retention, // twice the coordinator's, as deploy sets it
 	}
 	m, err := twopc.NewParticipant(cfg, c.res)
 	if err != nil {

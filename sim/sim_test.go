@@ -220,3 +220,21 @@ func TestDeadlockRestarts(t *testing.T) {
 		t.Logf("%v: %d restarts in %d runs", p, restarts, runs)
 	}
 }
+
+// TestParticipantsForget: the campaign exercises participant retention —
+// participants do drop finished branches (the retention drawn per run is
+// short enough), and no checker objects.
+func TestParticipantsForget(t *testing.T) {
+	var forgotten uint64
+	for seed := uint64(1); seed <= 40; seed++ {
+		r := Run(DefaultConfig(seed))
+		for _, v := range r.Violations {
+			t.Errorf("seed %d: %v", seed, v)
+		}
+		forgotten += r.Forgotten
+	}
+	if forgotten == 0 {
+		t.Fatal("no participant forgot a finished branch in 40 runs: retention is not exercised")
+	}
+	t.Logf("%d finished branches forgotten in 40 runs", forgotten)
+}

@@ -50,7 +50,11 @@ func (s *Sim) maybeSnapshot(c *comp) {
 		return
 	}
 	c.lastSnap = s.now
-	seq, data, err := participant.TakeSnapshot(c.part, c.res, c.log)
+	seq, encode, err := participant.TakeSnapshot(c.part, c.res, c.log)
+	var data []byte
+	if err == nil {
+		data, err = encode()
+	}
 	if err != nil {
 		s.violate("recovery", "%s: snapshot: %v", c.id, err)
 		return

@@ -109,6 +109,12 @@ type ParticipantConfig struct {
 	// detect, if a wait is older than DetectAfter, the wait-for edges are
 	// reported to the coordinator. 0 means 5 and 5.
 	DetectEvery, DetectAfter uint64
+	// Retention is how long, in ticks of running time, a finished branch
+	// is remembered: at least Retention, less than 2×Retention (two
+	// generations, like the coordinator's outcomes; see forget below).
+	// Set it to at least twice the coordinator's Retention (deploy does).
+	// 0 remembers every finished branch forever.
+	Retention uint64
 }
 
 // DefaultParticipantConfig returns a config for 1 ms ticks.
@@ -169,10 +175,17 @@ type Participant struct {
 	now      uint64
 	maxEpoch uint64
 	branches map[string]*branch // waiting or prepared
-	finished *txTable           // committed or aborted: every one ever
-	inDoubt  int
-	timers   timers
-	rd       Ready
+	finished *txTable           // committed or aborted: current generation
+	prevFin  *txTable           // the previous generation (nil before the first rotation)
+	genStart uint64             // tick the current generation began
+	// forgot is set once a generation of finished branches was dropped:
+	// from then on an unknown id may be a forgotten one.
+	forgot    bool
+	rotations uint64
+	forgotten uint64 // finished branches dropped by this incarnation
+	inDoubt   int
+	timers    timers
+	rd        Ready
 	// heur holds the branches an operator decided heuristically
 	// (heuristic.go); nil until the first.
 	heur map[string]*heuristic
@@ -237,16 +250,19 @@ func (p *Participant) branchOf(tx string) *branch {
 		return b
 	}
 	v, reason, ok := p.finished.Get(tx)
+	if !ok && p.prevFin != nil {
+		v, reason, ok = p.prevFin.Get(tx)
+	}
 	if !ok {
 		return nil
 	}
 	return &branch{state: BranchState(v.state), reason: reason, attempt: v.a, gen: v.b}
 }
 
-// settle files b, which is committed or aborted, in the finished table:
-// a participant remembers every branch it finished (a late PREPARE must get
-// the same vote), and that table holds nothing the garbage collector has
-// to trace.
+// settle files b, which is committed or aborted, in the finished table
+// (its current generation): a participant remembers every branch it
+// finished for at least Retention (a late PREPARE must get the same vote),
+// and that table holds nothing the garbage collector has to trace.
 func (p *Participant) settle(tx string, b *branch) {
 	delete(p.branches, tx)
 	p.finished.Put(tx, txVal{state: uint8(b.state), a: b.attempt, b: b.gen}, b.reason)
@@ -692,6 +708,22 @@ func (p *Participant) stepCommit(m Message) {
 		p.send(MsgAck, m.Tx, a, 0, "")
 	case b != nil && b.state == BranchCommitted:
 		p.send(MsgAck, m.Tx, a, 0, "") // duplicate COMMIT: ACK again
+	case b == nil && p.forgot:
+		// An unknown branch once generations were dropped: most likely a
+		// committed branch forgotten after Retention, its COMMIT resent
+		// because an ACK was lost. ACK it without applying anything. Safe:
+		// the coordinator sends COMMIT of an attempt only after this
+		// participant voted YES for it, which it did only after forcing
+		// PREPARED; a prepared branch is never forgotten (only finished
+		// ones are, from the table and never from branches), and a
+		// finished branch of a committed attempt can only have finished
+		// committed (ABORT of a committed attempt is never sent), with
+		// COMMITTED forced before its first ACK and carried out long
+		// before its generation was dropped (every Ready is carried out
+		// before the next tick). So the change is durable here, and
+		// applying it again is what must not happen.
+		p.event(m.Tx, "ACKed COMMIT for a forgotten branch (past its retention)")
+		p.send(MsgAck, m.Tx, a, 0, "")
 	default:
 		// COMMIT for a branch that never voted YES: a protocol violation
 		// by the sender. Refuse it loudly; never apply it.
@@ -759,6 +791,9 @@ func (p *Participant) Tick() {
 	if !p.started {
 		return
 	}
+	if p.cfg.Retention > 0 && p.now-p.genStart >= p.cfg.Retention {
+		p.rotate()
+	}
 	if p.cfg.Deadlock != DeadlockTimeout && p.now%p.cfg.DetectEvery == 0 {
 		p.detect()
 	}
@@ -790,6 +825,53 @@ func (p *Participant) Tick() {
 		}
 	}
 }
+
+// rotate starts a new generation of finished branches and drops the one
+// before the previous: a branch is forgotten at least Retention, less than
+// 2×Retention ticks after it finished.
+//
+// Why forgetting is safe:
+//
+//   - Only finished branches are forgotten, never a prepared one, and a
+//     finished branch's record was carried out (made durable if it was
+//     forced, as COMMITTED is) before the tick that rotates.
+//   - A COMMIT resent for a forgotten branch is ACKed (stepCommit): it can
+//     only be for a branch that voted YES and committed.
+//   - An ABORT for a forgotten branch is remembered as a new aborted one,
+//     as for any unknown branch (presumed abort needs no ACK).
+//   - A duplicate PREPARE arriving after the branch was forgotten prepares
+//     it again and votes YES. With Retention at least twice the
+//     coordinator's, it arrives at least 2×(the coordinator's Retention)
+//     after the outcome, when the coordinator has dropped that outcome:
+//     it answers the YES with ABORT (expired, or presumed abort for an
+//     unknown id), so the phantom branch is undone, never applied twice.
+//     This assumes the two clocks run alike (both count running ticks; a
+//     coordinator loop starved of CPU stretches its window) and that no
+//     message is delayed longer than the window.
+func (p *Participant) rotate() {
+	if p.prevFin != nil && p.prevFin.Len() > 0 {
+		p.forgot = true
+		p.forgotten += uint64(p.prevFin.Len())
+	}
+	p.prevFin = p.finished
+	p.finished = newTxTable()
+	p.genStart = p.now
+	p.rotations++
+}
+
+// FinishedStats returns the number of finished branches remembered (both
+// generations) and the generations started so far by this incarnation.
+func (p *Participant) FinishedStats() (remembered int, rotations uint64) {
+	n := p.finished.Len()
+	if p.prevFin != nil {
+		n += p.prevFin.Len()
+	}
+	return n, p.rotations
+}
+
+// Forgotten returns how many finished branches this incarnation dropped
+// (past Retention).
+func (p *Participant) Forgotten() uint64 { return p.forgotten }
 
 // HasReady reports whether Ready has anything to hand out.
 func (p *Participant) HasReady() bool { return !p.rd.Empty() }

@@ -100,13 +100,22 @@ func (c *Coordinator) known(tx string) bool {
 // remembered.
 func (c *Coordinator) expired(tx string) bool { return c.exp.has(tx) }
 
+// Expired reports whether tx was decided but its outcome is past the
+// retention window: the id is still remembered (a resubmission is refused
+// with ErrOutcomeExpired), whether it committed is not. An id that is
+// retained, in flight or unknown is not expired.
+func (c *Coordinator) Expired(tx string) bool {
+	_, active := c.active[tx]
+	return !active && !c.known(tx) && c.expired(tx)
+}
+
 // rotate starts a new generation.
 func (c *Coordinator) rotate() {
 	c.exp, c.expiredN = expiredSet{}, 0
 	if c.prev != nil {
 		hashes := make([]uint64, len(c.prev.slots))
 		for i := range c.prev.slots {
-			hashes[i] = c.prev.slots[i].hash
+			hashes[i] = c.prev.slots[i].hash()
 		}
 		c.exp = expiredSet{seed: c.prev.seed, slots: hashes}
 		c.expiredN = c.prev.Len()

@@ -267,7 +267,7 @@ func TestRetainedBytes(t *testing.T) {
 	perOutcome := float64(retained-before) / n
 	perExpired := float64(expired-before) / n
 	t.Logf("retained outcome (24-byte id): %.1f bytes each (%.1f besides the id); expired id: %.1f bytes each", perOutcome, perOutcome-24, perExpired)
-	if perOutcome > 24+110 || perExpired > 40 {
+	if perOutcome > 24+75 || perExpired > 40 {
 		t.Fatalf("retention costs more than expected: %.1f per outcome, %.1f per expired id", perOutcome, perExpired)
 	}
 }

@@ -1,6 +1,10 @@
 package twopc
 
-import "hash/maphash"
+import (
+	"hash/maphash"
+	"math"
+	"slices"
+)
 
 // txTable remembers finished transactions: for each id, a small value and
 // an optional text (an abort reason). A machine remembers every transaction
@@ -11,7 +15,7 @@ import "hash/maphash"
 // chunks of plain integers, and the index is an open-addressing table of
 // (hash, entry number) pairs: nothing in it is a pointer the collector must
 // follow, nothing already stored is ever copied when the table grows except
-// the 16-byte index slots, and the index stays at most half full so that a
+// the 12-byte index slots, and the index stays at most half full so that a
 // lookup of an id that is not there (the common case: a new transaction)
 // ends after a probe or two.
 //
@@ -24,16 +28,22 @@ type txTable struct {
 	n       int
 }
 
+// txSlot is 12 bytes: the hash in two halves and a 32-bit entry number
+// keep its alignment at 4 (a uint64 field would pad it to 16).
 type txSlot struct {
-	hash  uint64 // never 0 for a used slot
-	entry uint64 // index into entries
+	lo, hi uint32 // the hash; never 0 for a used slot
+	entry  uint32 // index into entries
 }
 
+func (s *txSlot) hash() uint64 { return uint64(s.hi)<<32 | uint64(s.lo) }
+
+func (s *txSlot) set(h uint64, entry uint32) { s.lo, s.hi, s.entry = uint32(h), uint32(h>>32), entry }
+
+// txEntry is 28 bytes (all fields 4-byte aligned).
 type txEntry struct {
-	loc  uint64 // chunk<<32 | offset of the key, the text right after it
-	klen uint32
-	tlen uint32
-	v    txVal
+	chunk, off uint32 // where the key is, the text right after it
+	klen, tlen uint32
+	v          txVal
 }
 
 // txVal is what a txTable keeps per key besides its text.
@@ -59,12 +69,11 @@ func (t *txTable) hash(key string) uint64 {
 	return h
 }
 
-func (t *txTable) entry(i uint64) *txEntry { return &t.entries[i/txEntryChunk][i%txEntryChunk] }
+func (t *txTable) entry(i uint32) *txEntry { return &t.entries[i/txEntryChunk][i%txEntryChunk] }
 
 // data returns an entry's key and text bytes.
 func (t *txTable) data(e *txEntry) (key, text []byte) {
-	c := t.bytes[e.loc>>32]
-	off := uint32(e.loc)
+	c, off := t.bytes[e.chunk], e.off
 	return c[off : off+e.klen], c[off+e.klen : off+e.klen+e.tlen]
 }
 
@@ -73,10 +82,11 @@ func (t *txTable) find(key string, h uint64) *txSlot {
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if s.hash == 0 {
+		sh := s.hash()
+		if sh == 0 {
 			return s
 		}
-		if s.hash == h {
+		if sh == h {
 			if k, _ := t.data(t.entry(s.entry)); string(k) == key {
 				return s
 			}
@@ -85,7 +95,7 @@ func (t *txTable) find(key string, h uint64) *txSlot {
 }
 
 // store copies key and text into the byte chunks.
-func (t *txTable) store(key, text string) (loc uint64) {
+func (t *txTable) store(key, text string) (chunk, off uint32) {
 	need := len(key) + len(text)
 	last := len(t.bytes) - 1
 	if last < 0 || len(t.bytes[last])+need > cap(t.bytes[last]) {
@@ -93,42 +103,47 @@ func (t *txTable) store(key, text string) (loc uint64) {
 		last++
 	}
 	c := t.bytes[last]
-	loc = uint64(last)<<32 | uint64(len(c))
+	chunk, off = uint32(last), uint32(len(c))
 	c = append(c, key...)
 	t.bytes[last] = append(c, text...)
-	return loc
+	return chunk, off
 }
 
 // Put sets key's value and text, replacing any earlier ones.
 func (t *txTable) Put(key string, v txVal, text string) {
 	h := t.hash(key)
 	s := t.find(key, h)
-	if s.hash != 0 {
+	if s.hash() != 0 {
 		e := t.entry(s.entry)
 		if _, old := t.data(e); string(old) == text {
 			e.v = v // the common replacement: no new bytes
 			return
 		}
-		e.loc, e.klen, e.tlen, e.v = t.store(key, text), uint32(len(key)), uint32(len(text)), v
+		e.chunk, e.off = t.store(key, text)
+		e.klen, e.tlen, e.v = uint32(len(key)), uint32(len(text)), v
 		return
 	}
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 		s = t.find(key, h)
 	}
-	i := uint64(t.n)
+	if t.n >= math.MaxUint32 {
+		panic("twopc: txTable: more than 2^32-1 entries") // a generation that large would need 100+ GiB
+	}
+	i := uint32(t.n)
 	if i%txEntryChunk == 0 {
 		t.entries = append(t.entries, make([]txEntry, txEntryChunk))
 	}
-	*t.entry(i) = txEntry{loc: t.store(key, text), klen: uint32(len(key)), tlen: uint32(len(text)), v: v}
-	*s = txSlot{hash: h, entry: i}
+	chunk, off := t.store(key, text)
+	*t.entry(i) = txEntry{chunk: chunk, off: off, klen: uint32(len(key)), tlen: uint32(len(text)), v: v}
+	s.set(h, i)
 	t.n++
 }
 
 // Get returns key's value and text.
 func (t *txTable) Get(key string) (v txVal, text string, ok bool) {
 	s := t.find(key, t.hash(key))
-	if s.hash == 0 {
+	if s.hash() == 0 {
 		return txVal{}, "", false
 	}
 	e := t.entry(s.entry)
@@ -140,7 +155,7 @@ func (t *txTable) Get(key string) (v txVal, text string, ok bool) {
 }
 
 // Has reports whether key is in the table.
-func (t *txTable) Has(key string) bool { return t.find(key, t.hash(key)).hash != 0 }
+func (t *txTable) Has(key string) bool { return t.find(key, t.hash(key)).hash() != 0 }
 
 // Len returns the number of keys.
 func (t *txTable) Len() int { return t.n }
@@ -148,10 +163,41 @@ func (t *txTable) Len() int { return t.n }
 // All calls f for every key, in the order they were first put, until f
 // returns false.
 func (t *txTable) All(f func(key string, v txVal, text string) bool) {
-	for i := range uint64(t.n) {
+	for i := range uint32(t.n) {
 		e := t.entry(i)
 		k, text := t.data(e)
 		if !f(string(k), e.v, string(text)) {
+			return
+		}
+	}
+}
+
+// txFrozen is a copy of a txTable's entries as they were, for reading by
+// another goroutine while the table changes: the entries are copied (an
+// entry is changed in place by Put), the byte chunks are shared (bytes
+// already stored are never written again, and a chunk never moves).
+type txFrozen struct {
+	entries [][]txEntry
+	bytes   [][]byte
+	n       int
+}
+
+// freeze copies the entries: one memmove per chunk of 4096 entries, 24
+// bytes each, no hashing and no allocation per entry.
+func (t *txTable) freeze() txFrozen {
+	f := txFrozen{entries: make([][]txEntry, len(t.entries)), bytes: slices.Clone(t.bytes), n: t.n}
+	for i, c := range t.entries {
+		f.entries[i] = slices.Clone(c)
+	}
+	return f
+}
+
+// All is txTable.All over the frozen copy.
+func (f *txFrozen) All(fn func(key string, v txVal, text string) bool) {
+	for i := range uint32(f.n) {
+		e := &f.entries[i/txEntryChunk][i%txEntryChunk]
+		c, off := f.bytes[e.chunk], e.off
+		if !fn(string(c[off:off+e.klen]), e.v, string(c[off+e.klen:off+e.klen+e.tlen])) {
 			return
 		}
 	}
@@ -162,11 +208,12 @@ func (t *txTable) grow() {
 	t.slots = make([]txSlot, 2*len(old))
 	mask := uint64(len(t.slots) - 1)
 	for _, s := range old {
-		if s.hash == 0 {
+		h := s.hash()
+		if h == 0 {
 			continue
 		}
-		i := s.hash & mask
-		for t.slots[i].hash != 0 {
+		i := h & mask
+		for t.slots[i].hash() != 0 {
 			i = (i + 1) & mask
 		}
 		t.slots[i] = s

@@ -20,7 +20,13 @@ import (
 // be visited. It checks every record again: a bad one is a
 // *CorruptionError. fn must not call Compact or Close (Replay holds off
 // Compact until it returns).
-func (l *Log) Replay(fn func(Record) error) error {
+func (l *Log) Replay(fn func(Record) error) error { return l.ReplayFrom(0, fn) }
+
+// ReplayFrom is Replay of the records with Seq >= from only: segments
+// wholly before from are not read, and the records before from in the
+// first segment read are checked but neither copied nor handed to fn (a
+// snapshot's tail is replayed without paying for what it covers).
+func (l *Log) ReplayFrom(from uint64, fn func(Record) error) error {
 	l.compactMu.RLock()
 	defer l.compactMu.RUnlock()
 	l.mu.Lock()
@@ -35,10 +41,13 @@ func (l *Log) Replay(fn func(Record) error) error {
 	if len(segs) == 0 {
 		return nil
 	}
+	for len(segs) > 1 && segs[1].first <= from {
+		segs = segs[1:]
+	}
 	expected := segs[0].first
 	var buf []byte
 	for _, seg := range segs {
-		next, b, err := l.replaySegment(seg, expected, buf, fn)
+		next, b, err := l.replaySegment(seg, expected, from, buf, fn)
 		if err != nil {
 			return err
 		}
@@ -47,7 +56,7 @@ func (l *Log) Replay(fn func(Record) error) error {
 	return nil
 }
 
-func (l *Log) replaySegment(seg *segment, expected uint64, buf []byte, fn func(Record) error) (uint64, []byte, error) {
+func (l *Log) replaySegment(seg *segment, expected, from uint64, buf []byte, fn func(Record) error) (uint64, []byte, error) {
 	size := seg.size.Load()
 	f, err := l.fs.OpenFile(seg.path, os.O_RDONLY, 0)
 	if err != nil {
@@ -66,6 +75,9 @@ func (l *Log) replaySegment(seg *segment, expected uint64, buf []byte, fn func(R
 		return 0, r.buf, &CorruptionError{Segment: seg.path, Offset: 0, Seq: expected, Reason: reason}
 	}
 	sc, err := r.scan(first, func(off int64, fr recordFrame) error {
+		if fr.seq < from {
+			return nil
+		}
 		return fn(Record{Seq: fr.seq, Type: fr.typ, Data: bytes.Clone(fr.data)})
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -477,4 +478,43 @@ func TestTornTailZerosAndGarbage(t *testing.T) {
 		}
 		checkRecords(t, replayAll(t, mustOpen(t, cfg)), append(want, testEntry(5)), 1)
 	}
+}
+
+// TestReplayFrom: ReplayFrom hands over exactly the records from its seq
+// on, in order, across segment boundaries, whatever segment it starts in.
+func TestReplayFrom(t *testing.T) {
+	fsys := NewMemFS(21)
+	cfg := memConfig(fsys)
+	cfg.SegmentSize = 300
+	l := mustOpen(t, cfg)
+	const n = 60
+	for i := range n {
+		if _, err := l.Append(testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(fsys.List(memDir)) < 5 {
+		t.Fatalf("want several segments, got %v", fsys.List(memDir))
+	}
+	for _, from := range []uint64{0, 1, 2, 17, 30, 59, 60, 61, 100} {
+		var got []uint64
+		if err := l.ReplayFrom(from, func(r Record) error {
+			got = append(got, r.Seq)
+			if want := testEntry(int(r.Seq - 1)); r.Type != want.Type || !bytes.Equal(r.Data, want.Data) {
+				t.Fatalf("from %d: record %d is %d %q, want %d %q", from, r.Seq, r.Type, r.Data, want.Type, want.Data)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("from %d: %v", from, err)
+		}
+		first := max(from, 1)
+		var want []uint64
+		for s := first; s <= n; s++ {
+			want = append(want, s)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("ReplayFrom(%d) visited %v, want %v", from, got, want)
+		}
+	}
+	mustClose(t, l)
 }

@@ -58,16 +58,24 @@ func checkStore(store string) error {
 func recoverCmd() *cobra.Command {
 	var dir, store string
 	var wait time.Duration
+	var diag diagFlags
 	cmd := &cobra.Command{
 		Use:   "recover --data-dir DIR",
 		Short: "Recover a data directory: finish or roll back every unfinished transaction, report, exit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			stopDiag, err := diag.start("dtx recover: resident set size", nil)
+			if err != nil {
+				return err
+			}
+			defer stopDiag()
+			start := time.Now()
 			eng, err := openExisting(cmd.Context(), dir, store, wait)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
+			ready := time.Since(start)
 			rep := eng.Report()
 			fmt.Printf("coordinator epoch %d: %d unfinished transaction(s) found\n", rep.CoordEpoch, rep.Unfinished)
 			for _, svc := range engine.Services {
@@ -85,12 +93,15 @@ func recoverCmd() *cobra.Command {
 				return fmt.Errorf("invariant check failed after recovery: %w", err)
 			}
 			fmt.Printf("recovered: nothing in doubt; %d committed orders; invariants hold\n", len(st.Order.Orders))
+			fmt.Fprintf(os.Stderr, "dtx: ready (logs opened, snapshots loaded, records replayed, nothing unfinished) in %v; state and invariant check in %v\n",
+				ready.Round(time.Millisecond), (time.Since(start) - ready).Round(time.Millisecond))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "data-dir", "dtx-data", "data directory")
 	cmd.Flags().StringVar(&store, "store", "", "the PostgreSQL database (postgres://…) that keeps the services' state, if dtx run --store made the directory")
 	cmd.Flags().DurationVar(&wait, "timeout", 60*time.Second, "longest time to wait for recovery to finish")
+	addDiagFlags(cmd.Flags(), &diag)
 	return cmd
 }
 

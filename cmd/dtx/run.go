@@ -46,11 +46,13 @@ type runFlags struct {
 	dedupWindow    time.Duration
 	snapshotEvery  time.Duration
 	snapshotBytes  uint64
+	segmentBytes   int64
 	dedupCount     int
 	maxAttempts    int
 	store          string
 	remote         remoteFlags
 	trace          traceFlags
+	diag           diagFlags
 }
 
 func runCmd() *cobra.Command {
@@ -96,6 +98,9 @@ log; any command that opens it recovers first.`,
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	addRemoteFlags(fl, &f.remote)
+	addDiagFlags(fl, &f.diag)
+	fl.Int64Var(&f.segmentBytes, "wal-segment-bytes", 0, "size of each log segment of a new log (0: the default, 64 MiB); small ones let tests see compactions")
+	fl.MarkHidden("wal-segment-bytes")
 	return cmd
 }
 
@@ -185,6 +190,10 @@ func runMain(ctx context.Context, f *runFlags) error {
 	cfg.DedupCount = f.dedupCount
 	cfg.SnapshotEvery = f.snapshotEvery
 	cfg.SnapshotLogBytes = f.snapshotBytes
+	if f.segmentBytes < 0 {
+		return usagef("--wal-segment-bytes %d: must not be negative", f.segmentBytes)
+	}
+	cfg.SegmentSize = f.segmentBytes
 	cfg.Faults = participant.Faults{FailRate: f.failRate, SlowRate: f.slowRate, CrashRate: f.crashRate, Seed: f.seed}
 	if cfg.Failpoints, err = failpoint.FromEnv(); err != nil {
 		return usagef("%s: %v", failpoint.EnvVar, err)
@@ -228,8 +237,15 @@ func runMain(ctx context.Context, f *runFlags) error {
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)
 	var outMu sync.Mutex
 	var sum summary
+	var done atomic.Int64
+	stopDiag, err := f.diag.start("dtx run: resident set size", done.Load)
+	if err != nil {
+		return err
+	}
+	defer stopDiag()
 	emit := func(r *result) {
 		sum.add(r)
+		done.Add(1)
 		outMu.Lock()
 		defer outMu.Unlock()
 		if f.json {

@@ -4,7 +4,10 @@
 // committed transactions in one; they only grow.
 package chunk
 
-import "iter"
+import (
+	"iter"
+	"slices"
+)
 
 const size = 4096
 
@@ -42,6 +45,15 @@ func (l *List[T]) All() iter.Seq[T] {
 		}
 	}
 }
+
+// Frozen returns a view of l as it is now, for reading only (never
+// Append to it): later Appends to l do not show in it, and another
+// goroutine may read it while l is appended to, because an Append writes
+// only beyond the view's elements and never moves a chunk. It costs a copy
+// of the chunk headers (one per 4096 elements), not of the elements: how a
+// service's snapshot captures its ledger on its loop and serializes it
+// off the loop.
+func (l *List[T]) Frozen() List[T] { return List[T]{chunks: slices.Clone(l.chunks), n: l.n} }
 
 // Index returns the elements of l by key (key gives an element's key and
 // the value to keep), or, if a key comes twice, that key and false.

@@ -51,3 +51,32 @@ func TestIndex(t *testing.T) {
 		t.Fatalf("Index with a key twice: dup %q ok %v, want aaa false", dup, ok)
 	}
 }
+
+// TestFrozen: a frozen view keeps its elements and length while the list
+// goes on growing, read concurrently (run with -race).
+func TestFrozen(t *testing.T) {
+	var l List[int]
+	const n = size + 100 // the view ends inside a chunk the list keeps filling
+	for i := range n {
+		l.Append(i)
+	}
+	f := l.Frozen()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2 * size {
+			l.Append(n + i)
+		}
+	}()
+	got := 0
+	for v := range f.All() {
+		if v != got {
+			t.Errorf("frozen element %d is %d", got, v)
+		}
+		got++
+	}
+	<-done
+	if got != n || f.Len() != n || l.Len() != n+2*size {
+		t.Fatalf("frozen view has %d (Len %d), want %d; list Len %d", got, f.Len(), n, l.Len())
+	}
+}

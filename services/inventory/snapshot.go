@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/gob"
 	"fmt"
+	"maps"
 )
 
 // snapState is the store's snapshot: every item, the prepared
@@ -22,18 +23,36 @@ type snapSale struct {
 
 // Snapshot implements participant.Snapshotter.
 func (s *Store) Snapshot() ([]byte, error) {
-	st := snapState{Items: make(map[string]Item, len(s.items)), Prepared: s.prepared, Sold: make([]snapSale, 0, s.sold.Len())}
+	enc, err := s.SnapshotDeferred()
+	if err != nil {
+		return nil, err
+	}
+	return enc()
+}
+
+// SnapshotDeferred implements participant.DeferredSnapshotter: it copies
+// the items (as many as the world has) and the prepared reservations (as
+// many as are in flight), freezes the ledger of sales (a copy of its chunk
+// headers: committed reservations are never changed), and leaves the
+// encoding to the returned function.
+func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
+	items := make(map[string]Item, len(s.items))
 	for id, it := range s.items {
-		st.Items[id] = *it
+		items[id] = *it
 	}
-	for x := range s.sold.All() {
-		st.Sold = append(st.Sold, snapSale{x.tx, x.res})
-	}
-	var b bytes.Buffer
-	if err := gob.NewEncoder(&b).Encode(st); err != nil {
-		return nil, fmt.Errorf("inventory: snapshot: %w", err)
-	}
-	return b.Bytes(), nil
+	prepared := maps.Clone(s.prepared) // a reservation's Items never change
+	sold := s.sold.Frozen()
+	return func() ([]byte, error) {
+		st := snapState{Items: items, Prepared: prepared, Sold: make([]snapSale, 0, sold.Len())}
+		for x := range sold.All() {
+			st.Sold = append(st.Sold, snapSale{x.tx, x.res})
+		}
+		var b bytes.Buffer
+		if err := gob.NewEncoder(&b).Encode(st); err != nil {
+			return nil, fmt.Errorf("inventory: snapshot: %w", err)
+		}
+		return b.Bytes(), nil
+	}, nil
 }
 
 // RestoreSnapshot implements participant.Snapshotter: it replaces the
@@ -59,5 +78,6 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 
 var _ interface {
 	Snapshot() ([]byte, error)
+	SnapshotDeferred() (func() ([]byte, error), error)
 	RestoreSnapshot([]byte) error
 } = (*Store)(nil)

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/dtx-dev/dtx/internal/chunk"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -42,15 +43,25 @@ func (o Order) clone() Order {
 // Store is the order service's state. It implements twopc.Resource.
 type Store struct {
 	pending map[string]Order
-	orders  map[string]Order
-	ops     purchase.BinaryCache // the last operation decoded
+	// orders are the committed orders, in commit order (an append-only
+	// ledger that a snapshot freezes instead of copying), and placed
+	// their positions by id (the check that an order id is new).
+	orders chunk.List[placed]
+	placed map[string]int
+	ops    purchase.BinaryCache // the last operation decoded
+}
+
+// placed is a committed order.
+type placed struct {
+	tx string
+	o  Order
 }
 
 var _ twopc.Resource = (*Store)(nil)
 
 // New returns an empty order book.
 func New() *Store {
-	return &Store{pending: make(map[string]Order), orders: make(map[string]Order)}
+	return &Store{pending: make(map[string]Order), placed: make(map[string]int)}
 }
 
 // decode reads an operation; Keys and then Prepare of one branch decode
@@ -77,7 +88,7 @@ func (s *Store) Prepare(tx string, op []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := s.orders[tx]; ok {
+	if _, ok := s.placed[tx]; ok {
 		return fmt.Errorf("order %s already exists", tx)
 	}
 	if r.TxID != tx {
@@ -98,7 +109,12 @@ func (s *Store) Commit(tx string, _ []byte) {
 		panic("order: commit of an unprepared branch " + tx) // twopc guarantees it
 	}
 	delete(s.pending, tx)
-	s.orders[tx] = o
+	s.place(tx, o)
+}
+
+func (s *Store) place(tx string, o Order) {
+	s.placed[tx] = s.orders.Len()
+	s.orders.Append(placed{tx, o})
 }
 
 // Abort drops the pending order.
@@ -112,9 +128,9 @@ type State struct {
 
 // State returns a copy of the state (sharing nothing with the store).
 func (s *Store) State() State {
-	st := State{Orders: make(map[string]Order, len(s.orders)), Pending: make(map[string]Order, len(s.pending))}
-	for tx, o := range s.orders {
-		st.Orders[tx] = o.clone()
+	st := State{Orders: make(map[string]Order, s.orders.Len()), Pending: make(map[string]Order, len(s.pending))}
+	for x := range s.orders.All() {
+		st.Orders[x.tx] = x.o.clone()
 	}
 	for tx, o := range s.pending {
 		st.Pending[tx] = o.clone()
@@ -127,11 +143,17 @@ func (s *Store) State() State {
 // amount is the sum of quantity × price over them. It returns the first
 // violation.
 func (s *Store) Check() error {
-	for _, m := range []map[string]Order{s.pending, s.orders} {
-		for _, tx := range slices.Sorted(maps.Keys(m)) {
-			if err := m[tx].check(); err != nil {
-				return fmt.Errorf("order: %s: %w", tx, err)
-			}
+	for _, tx := range slices.Sorted(maps.Keys(s.pending)) {
+		if err := s.pending[tx].check(); err != nil {
+			return fmt.Errorf("order: %s: %w", tx, err)
+		}
+	}
+	if len(s.placed) != s.orders.Len() {
+		return fmt.Errorf("order: %d orders committed but %d ids placed (an id committed twice)", s.orders.Len(), len(s.placed))
+	}
+	for x := range s.orders.All() {
+		if err := x.o.check(); err != nil {
+			return fmt.Errorf("order: %s: %w", x.tx, err)
 		}
 	}
 	return nil

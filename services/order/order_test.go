@@ -108,15 +108,13 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	s.Commit("t1", nil)
 	mustCheck(t, s)
-	o := s.orders["t1"]
+	o := &s.orders.At(s.placed["t1"]).o
 	o.Amount++
-	s.orders["t1"] = o
 	if err := s.Check(); err == nil || err.Error() != "order: t1: amount 3.01, but the items add up to 3.00" {
 		t.Fatalf("Check() = %v", err)
 	}
 	o.Amount--
 	o.Items = append(o.Items, o.Items[0])
-	s.orders["t1"] = o
 	if err := s.Check(); err == nil || !strings.HasPrefix(err.Error(), "order: t1: bad or repeated item") {
 		t.Fatalf("Check() = %v", err)
 	}

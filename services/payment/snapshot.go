@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/gob"
 	"fmt"
+	"maps"
 )
 
 // snapState is the store's snapshot: every account (holds included), the
@@ -22,18 +23,35 @@ type snapCapture struct {
 
 // Snapshot implements participant.Snapshotter.
 func (s *Store) Snapshot() ([]byte, error) {
-	st := snapState{Accounts: make(map[string]Account, len(s.accounts)), Held: s.held, Charges: make([]snapCapture, 0, s.charges.Len())}
+	enc, err := s.SnapshotDeferred()
+	if err != nil {
+		return nil, err
+	}
+	return enc()
+}
+
+// SnapshotDeferred implements participant.DeferredSnapshotter: it copies
+// the accounts (as many as the world has) and the held charges (as many as
+// are in flight), freezes the ledger of captured charges (a copy of its
+// chunk headers), and leaves the encoding to the returned function.
+func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
+	accounts := make(map[string]Account, len(s.accounts))
 	for id, a := range s.accounts {
-		st.Accounts[id] = *a
+		accounts[id] = *a
 	}
-	for x := range s.charges.All() {
-		st.Charges = append(st.Charges, snapCapture{x.tx, x.c})
-	}
-	var b bytes.Buffer
-	if err := gob.NewEncoder(&b).Encode(st); err != nil {
-		return nil, fmt.Errorf("payment: snapshot: %w", err)
-	}
-	return b.Bytes(), nil
+	held := maps.Clone(s.held)
+	charges := s.charges.Frozen()
+	return func() ([]byte, error) {
+		st := snapState{Accounts: accounts, Held: held, Charges: make([]snapCapture, 0, charges.Len())}
+		for x := range charges.All() {
+			st.Charges = append(st.Charges, snapCapture{x.tx, x.c})
+		}
+		var b bytes.Buffer
+		if err := gob.NewEncoder(&b).Encode(st); err != nil {
+			return nil, fmt.Errorf("payment: snapshot: %w", err)
+		}
+		return b.Bytes(), nil
+	}, nil
 }
 
 // RestoreSnapshot implements participant.Snapshotter.
@@ -58,5 +76,6 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 
 var _ interface {
 	Snapshot() ([]byte, error)
+	SnapshotDeferred() (func() ([]byte, error), error)
 	RestoreSnapshot([]byte) error
 } = (*Store)(nil)
