@@ -45,7 +45,7 @@ type Config struct {
 // Coordinator runs the coordinator machine.
 type Coordinator struct {
 	cfg  Config
-	log  *wal.Log
+	log  *wal.Log // Open's own log, closed by Close; nil after New
 	m    *twopc.Coordinator
 	node *node.Node
 
@@ -80,15 +80,38 @@ func Open(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	c, err := newCoordinator(cfg, m, log, ckpts)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	c.log = log
+	return c, nil
+}
+
+// New runs m, a machine already restored and started by its caller, on
+// log: a replicated coordinator (package replica) restores the machine
+// from the group's committed records and gives it a log whose sync waits
+// for the group to commit. ckpts are the seqs of the checkpoints found in
+// the restored records (node.Carrier.Checkpoints). Close does not close
+// log. cfg.Dir and cfg.Log are not used.
+func New(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coordinator, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return newCoordinator(cfg, m, log, ckpts)
+}
+
+func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:     cfg,
-		log:     log,
 		m:       m,
 		done:    make(chan struct{}),
 		waiters: make(map[string][]waiter),
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
+	var err error
 	c.node, err = node.New(node.Config{
 		ID:          cfg.Machine.ID,
 		Log:         log,
@@ -101,7 +124,6 @@ func Open(cfg Config) (*Coordinator, error) {
 		Checkpoints: ckpts,
 	}, m)
 	if err != nil {
-		log.Close()
 		return nil, err
 	}
 	return c, nil
@@ -304,8 +326,12 @@ func (c *Coordinator) Close() error {
 	if running {
 		<-c.done
 	}
+	if c.log == nil {
+		return nil
+	}
 	return c.log.Close()
 }
 
-// Log returns the coordinator's log (for stats).
+// Log returns the coordinator's write-ahead log (for stats); nil for a
+// replicated coordinator (New).
 func (c *Coordinator) Log() *wal.Log { return c.log }
