@@ -100,6 +100,9 @@ var ErrStopped = errors.New("replica: stopped")
 // Status is a replica's view of the group.
 type Status struct {
 	ID, Term, Lead, Applied, Commit uint64
+	// Compacted is the index up to which the raft log was compacted (its
+	// snapshot's index).
+	Compacted uint64
 	// State is "leader", "follower", "candidate" or "pre-candidate".
 	State string
 	// Serving says this replica's coordinator is up (it is the leader and
@@ -119,6 +122,7 @@ type Replica struct {
 
 	// The raft loop's own state.
 	applied  uint64
+	snapshot uint64 // index of the raft log's snapshot
 	cs       *pb.ConfState
 	term     uint64
 	leading  bool
@@ -232,17 +236,18 @@ func New(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	r := &Replica{
-		cfg:     cfg,
-		rn:      rn,
-		st:      st,
-		recv:    make(chan *pb.Message, 4096),
-		prop:    make(chan *proposal, 1024),
-		call:    make(chan func(), 256),
-		done:    make(chan struct{}),
-		applied: snap.GetMetadata().GetIndex(),
-		cs:      snap.GetMetadata().GetConfState(),
-		pending: map[uint64]*proposal{},
-		reads:   map[uint64]*readReq{},
+		cfg:      cfg,
+		rn:       rn,
+		st:       st,
+		recv:     make(chan *pb.Message, 4096),
+		prop:     make(chan *proposal, 1024),
+		call:     make(chan func(), 256),
+		done:     make(chan struct{}),
+		applied:  snap.GetMetadata().GetIndex(),
+		snapshot: snap.GetMetadata().GetIndex(),
+		cs:       snap.GetMetadata().GetConfState(),
+		pending:  map[uint64]*proposal{},
+		reads:    map[uint64]*readReq{},
 	}
 	r.mu.status = Status{ID: cfg.ID, State: "follower", Applied: r.applied}
 	return r, nil
@@ -340,7 +345,7 @@ func (r *Replica) handleReady() error {
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		md := rd.Snapshot.GetMetadata()
-		r.applied = md.GetIndex()
+		r.applied, r.snapshot = md.GetIndex(), md.GetIndex()
 		r.cs = md.GetConfState()
 		r.ckpts = r.ckpts[:0]
 	}
@@ -426,13 +431,13 @@ func (r *Replica) maybeCompact() error {
 	}
 	r.ckpts = r.ckpts[len(r.ckpts)-keepCheckpoints:]
 	at := r.ckpts[0] - 1
-	snap, _ := r.st.Snapshot()
-	if at <= snap.GetMetadata().GetIndex() || at > r.applied {
+	if at <= r.snapshot || at > r.applied {
 		return nil
 	}
 	if err := r.st.compact(at, r.cs, snapshotData); err != nil {
 		return fmt.Errorf("replica: compact raft log: %w", err)
 	}
+	r.snapshot = at
 	return nil
 }
 
@@ -469,7 +474,7 @@ func (r *Replica) leadership() {
 	}
 	r.mu.Lock()
 	r.mu.status = Status{ID: r.cfg.ID, Term: bs.GetTerm(), Lead: bs.Lead, Applied: r.applied, Commit: bs.GetCommit(),
-		State: stateName(bs.RaftState), Serving: r.run.serving()}
+		State: stateName(bs.RaftState), Serving: r.run.serving(), Compacted: r.snapshot}
 	r.mu.run = r.run
 	r.mu.Unlock()
 }
