@@ -238,10 +238,13 @@ const (
 	// ActDeliver: the transport (Deliver, DeliverStream); each message is
 	// then checked on its own (AllowedMessage).
 	ActDeliver
+	// ActReplicate: raft messages between the replicas of a replicated
+	// coordinator (Raft/Send): the coordinator identity only.
+	ActReplicate
 	actionEnd
 )
 
-var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver"}
+var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver", "replicate"}
 
 func (a Action) String() string {
 	if a == 0 || a >= actionEnd {
@@ -252,7 +255,7 @@ func (a Action) String() string {
 
 // actions is the authorization table: role × action → allowed.
 var actions = [roleEnd][actionEnd]bool{
-	RoleCoordinator: {ActDeliver: true},
+	RoleCoordinator: {ActDeliver: true, ActReplicate: true},
 	RoleParticipant: {ActDeliver: true},
 	RoleClient:      {ActSubmit: true, ActOutcome: true},
 	RoleApp:         {ActSubmit: true, ActSubmitTx: true, ActOutcome: true},

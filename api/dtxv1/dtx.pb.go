@@ -997,6 +997,86 @@ func (x *TxOutcome) GetDuplicate() bool {
 	return false
 }
 
+type RaftBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      [][]byte               `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"` // each an etcd raftpb.Message, encoded
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftBatch) Reset() {
+	*x = RaftBatch{}
+	mi := &file_dtx_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftBatch) ProtoMessage() {}
+
+func (x *RaftBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
+func (*RaftBatch) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RaftBatch) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type RaftReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftReply) Reset() {
+	*x = RaftReply{}
+	mi := &file_dtx_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftReply) ProtoMessage() {}
+
+func (x *RaftReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftReply.ProtoReflect.Descriptor instead.
+func (*RaftReply) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{14}
+}
+
 var File_dtx_proto protoreflect.FileDescriptor
 
 const file_dtx_proto_rawDesc = "" +
@@ -1050,7 +1130,10 @@ const file_dtx_proto_rawDesc = "" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12&\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x0e.dtx.v1.StatusR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate*\xdd\x01\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"'\n" +
+	"\tRaftBatch\x12\x1a\n" +
+	"\bmessages\x18\x01 \x03(\fR\bmessages\"\v\n" +
+	"\tRaftReply*\xdd\x01\n" +
 	"\aMsgType\x12\x18\n" +
 	"\x14MSG_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MSG_TYPE_PREPARE\x10\x01\x12\x11\n" +
@@ -1080,7 +1163,9 @@ const file_dtx_proto_rawDesc = "" +
 	"\x06Submit\x12\x17.dtx.v1.PurchaseRequest\x1a\x11.dtx.v1.TxOutcome\x120\n" +
 	"\bSubmitTx\x12\x11.dtx.v1.TxRequest\x1a\x11.dtx.v1.TxOutcome\x124\n" +
 	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
-	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x0124\n" +
+	"\x04Raft\x12,\n" +
+	"\x04Send\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReplyB(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -1095,7 +1180,7 @@ func file_dtx_proto_rawDescGZIP() []byte {
 }
 
 var file_dtx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_dtx_proto_goTypes = []any{
 	(MsgType)(0),            // 0: dtx.v1.MsgType
 	(Vote)(0),               // 1: dtx.v1.Vote
@@ -1113,6 +1198,8 @@ var file_dtx_proto_goTypes = []any{
 	(*TxRequest)(nil),       // 13: dtx.v1.TxRequest
 	(*OutcomeRequest)(nil),  // 14: dtx.v1.OutcomeRequest
 	(*TxOutcome)(nil),       // 15: dtx.v1.TxOutcome
+	(*RaftBatch)(nil),       // 16: dtx.v1.RaftBatch
+	(*RaftReply)(nil),       // 17: dtx.v1.RaftReply
 }
 var file_dtx_proto_depIdxs = []int32{
 	0,  // 0: dtx.v1.Message.type:type_name -> dtx.v1.MsgType
@@ -1131,14 +1218,16 @@ var file_dtx_proto_depIdxs = []int32{
 	13, // 13: dtx.v1.Coordinator.SubmitTx:input_type -> dtx.v1.TxRequest
 	14, // 14: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
 	8,  // 15: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
-	6,  // 16: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	6,  // 17: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
-	15, // 18: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 19: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 20: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 21: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
+	16, // 16: dtx.v1.Raft.Send:input_type -> dtx.v1.RaftBatch
+	6,  // 17: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 18: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	15, // 19: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 20: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 21: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 22: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	17, // 23: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1155,9 +1244,9 @@ func file_dtx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dtx_proto_rawDesc), len(file_dtx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_dtx_proto_goTypes,
 		DependencyIndexes: file_dtx_proto_depIdxs,
