@@ -490,3 +490,22 @@ func TestGroupPartitionedLeader(t *testing.T) {
 	}
 	t.Logf("seed %d: %d transactions, %d committed; the cut-off leader sent %d messages after the cut", seed, len(out.got), len(st.Order.Orders), n)
 }
+
+// TestGroupThroughput is a rough look (not a benchmark: see dtx bench) at
+// what the group sustains in this process under a closed loop of clients.
+func TestGroupThroughput(t *testing.T) {
+	if os.Getenv("DTX_GROUP_THROUGHPUT") == "" {
+		t.Skip("set DTX_GROUP_THROUGHPUT=1")
+	}
+	g := newGroup(t, 1, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g.leader(ctx)
+	out := &outcomes{got: map[string][]twopc.Outcome{}}
+	lctx, stop := context.WithTimeout(ctx, 3*time.Second)
+	defer stop()
+	start := time.Now()
+	wg := g.load(lctx, 64, out)
+	wg.Wait()
+	t.Logf("%d committed in %v: %.0f tx/s", out.commits.Load(), time.Since(start), float64(out.commits.Load())/time.Since(start).Seconds())
+}

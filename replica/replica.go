@@ -167,9 +167,10 @@ func (run *leaderRun) serving() bool {
 
 // proposal is a Ready's records on their way through raft.
 type proposal struct {
-	run  *leaderRun
-	data []byte
-	done chan propResult
+	run     *leaderRun
+	data    []byte
+	records int
+	done    chan propResult
 	// barrier, if set, is called on the raft loop with the index once the
 	// entry is applied (instead of done).
 	barrier func(index uint64)
@@ -340,6 +341,16 @@ func (r *Replica) notLeader() error {
 
 func (r *Replica) handleReady() error {
 	rd := r.rn.Ready()
+	// A leader may send its appends while it writes the same entries to
+	// its own disk (the Raft thesis, 10.2.1; etcd raft's Ready contract):
+	// a majority still needs them durable before they commit. Everything
+	// else waits for the disk: a follower's acknowledgement, and any
+	// message after a change of term or vote.
+	early := r.leading && raft.IsEmptySnap(rd.Snapshot) &&
+		(rd.HardState == nil || (rd.HardState.GetTerm() == r.st.hs.GetTerm() && rd.HardState.GetVote() == r.st.hs.GetVote()))
+	if early {
+		r.send(rd.Messages)
+	}
 	if err := r.st.save(rd.Snapshot, rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return err
 	}
@@ -349,15 +360,8 @@ func (r *Replica) handleReady() error {
 		r.cs = md.GetConfState()
 		r.ckpts = r.ckpts[:0]
 	}
-	if len(rd.Messages) > 0 {
-		r.cfg.Transport.Send(rd.Messages)
-		for _, m := range rd.Messages {
-			if m.GetType() == pb.MsgSnap {
-				// The snapshot holds no state (see the package comment):
-				// the follower gets the entries after it in MsgApp.
-				r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
-			}
-		}
+	if !early {
+		r.send(rd.Messages)
 	}
 	if err := r.apply(rd.CommittedEntries); err != nil {
 		return err
@@ -376,6 +380,20 @@ func (r *Replica) handleReady() error {
 	r.answerReads()
 	r.rn.Advance(rd)
 	return nil
+}
+
+func (r *Replica) send(msgs []*pb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	r.cfg.Transport.Send(msgs)
+	for _, m := range msgs {
+		if m.GetType() == pb.MsgSnap {
+			// The snapshot holds no state (see the package comment): the
+			// follower gets the entries after it in MsgApp.
+			r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
+		}
+	}
 }
 
 func (r *Replica) apply(ents []*pb.Entry) error {
@@ -656,6 +674,9 @@ func (r *Replica) Status() Status {
 	return r.mu.status
 }
 
+// RaftLog returns the wal of the raft log (nil in memory), for its stats.
+func (r *Replica) RaftLog() *wal.Log { return r.st.wal }
+
 // Done is closed when Run has returned.
 func (r *Replica) Done() <-chan struct{} { return r.done }
 
@@ -752,56 +773,113 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 }
 
 // Log is the coordinator's node.Log on the group, for one leadership: an
-// append is one proposal (a Ready's records), and returns once the entry
-// is committed and applied, or fails once the leadership is lost. Both
-// Append and AppendNoSync wait: a leader speaks only of what the group
-// has committed, so a deposed leader never tells a participant anything
-// the next leader might not know.
+// append is one proposal (a Ready's records). As with a wal, AppendNoSync
+// only appends (proposes) and Append also makes durable: it returns once
+// its entry and every entry proposed before it are committed by a majority
+// and applied. Once any proposal fails (the leadership is lost, or raft
+// dropped it) every later append fails: the coordinator stops, nothing of
+// a Ready whose records are not committed is sent or reported by a sync,
+// and the next leader restores its machine from what the group committed.
+//
+// A Ready without forced records (no decision, no outcome) is sent before
+// its records are committed, as a single coordinator sends it before they
+// are synced: its messages are PREPAREs, resends and unforced ABORTs. A
+// deposed leader that has not yet noticed may so send an ABORT about a
+// transaction whose records the group never committed; a participant
+// ignores an ABORT of an older epoch than the PREPARE that prepared its
+// branch (twopc), and the next leader's epoch is higher.
 type Log struct {
-	r    *Replica
-	run  *leaderRun
-	last uint64
+	r       *Replica
+	run     *leaderRun
+	last    uint64
+	pending []*proposal // proposed, result not yet taken, oldest first
+	err     error
 }
 
-// Append proposes entries and waits for them to be committed and applied.
-func (l *Log) Append(entries ...wal.Entry) (uint64, error) { return l.append(entries) }
+// Append proposes entries (if any) and waits until they and everything
+// proposed before are committed and applied.
+func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
+	if len(entries) > 0 {
+		if err := l.propose(entries); err != nil {
+			return 0, err
+		}
+	}
+	for len(l.pending) > 0 {
+		p := l.pending[0]
+		var res propResult
+		select {
+		case res = <-p.done:
+		case <-l.run.ctx.Done():
+			res.err = &NotLeaderError{ID: l.r.cfg.ID}
+		case <-l.r.done:
+			res.err = ErrStopped
+		}
+		if err := l.take(res); err != nil {
+			return 0, err
+		}
+	}
+	return l.last, l.err
+}
 
-// AppendNoSync is Append (see Log).
-func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) { return l.append(entries) }
+// AppendNoSync proposes entries and returns without waiting for them.
+func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) {
+	if len(entries) > 0 {
+		if err := l.propose(entries); err != nil {
+			return 0, err
+		}
+	}
+	// Take the results already in: the list stays short, and a failure
+	// is seen at once.
+	for len(l.pending) > 0 {
+		select {
+		case res := <-l.pending[0].done:
+			if err := l.take(res); err != nil {
+				return 0, err
+			}
+			continue
+		case <-l.run.ctx.Done():
+			l.err = &NotLeaderError{ID: l.r.cfg.ID}
+			return 0, l.err
+		default:
+		}
+		break
+	}
+	return l.last, l.err
+}
 
-// DurableSeq is the seq of the last record appended (all are committed).
+// DurableSeq is the seq of the last record known committed.
 func (l *Log) DurableSeq() uint64 { return l.last }
 
 // Compact does nothing: every replica compacts its raft log itself.
 func (l *Log) Compact(uint64) error { return nil }
 
-func (l *Log) append(es []wal.Entry) (uint64, error) {
-	if len(es) == 0 {
-		// Everything appended before is committed already.
-		if err := l.run.ctx.Err(); err != nil {
-			return 0, &NotLeaderError{ID: l.r.cfg.ID}
-		}
-		return l.last, nil
+func (l *Log) propose(es []wal.Entry) error {
+	if l.err != nil {
+		return l.err
 	}
-	p := &proposal{run: l.run, data: encodeEntry(nil, es), done: make(chan propResult, 1)}
+	p := &proposal{run: l.run, data: encodeEntry(nil, es), done: make(chan propResult, 1), records: len(es)}
 	select {
 	case l.r.prop <- p:
 	case <-l.run.ctx.Done():
-		return 0, &NotLeaderError{ID: l.r.cfg.ID}
+		l.err = &NotLeaderError{ID: l.r.cfg.ID}
+		return l.err
 	case <-l.r.done:
-		return 0, ErrStopped
+		l.err = ErrStopped
+		return l.err
 	}
-	var res propResult
-	select {
-	case res = <-p.done:
-	case <-l.run.ctx.Done():
-		return 0, &NotLeaderError{ID: l.r.cfg.ID}
-	case <-l.r.done:
-		return 0, ErrStopped
-	}
+	l.pending = append(l.pending, p)
+	return nil
+}
+
+// take records the result of the oldest pending proposal.
+func (l *Log) take(res propResult) error {
+	p := l.pending[0]
+	l.pending[0] = nil
+	l.pending = l.pending[1:]
 	if res.err != nil {
-		return 0, res.err
+		l.err = res.err
+		return res.err
 	}
-	l.last = res.index<<seqShift | uint64(len(es)-1)
-	return l.last, nil
+	l.last = res.index<<seqShift | uint64(p.records-1)
+	return nil
 }

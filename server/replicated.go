@@ -108,9 +108,8 @@ func (rb *replicaBackend) run() error {
 	return err
 }
 
-// walLog is nil: the raft log's wal is the replica's own (its metrics are
-// not exported yet).
-func (rb *replicaBackend) walLog() *wal.Log { return nil }
+// walLog is the replica's raft log (its dtx_wal_* metrics).
+func (rb *replicaBackend) walLog() *wal.Log { return rb.r.RaftLog() }
 
 func (rb *replicaBackend) leaderAddr(lead uint64) string {
 	if lead == 0 {
