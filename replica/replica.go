@@ -529,7 +529,7 @@ func (r *Replica) stepDown(err error) {
 	if run := r.run; run != nil {
 		r.run = nil
 		run.cancel()
-		r.cfg.Logger.Info("replica stopped leading", "id", r.cfg.ID, "term", run.term)
+		r.cfg.Logger.Warn("replica stopped leading", "id", r.cfg.ID, "term", run.term)
 	}
 	r.mu.Lock()
 	r.mu.run = nil
