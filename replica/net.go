@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -100,30 +101,54 @@ type raftServer struct {
 const maxRaftBatch = 4096
 
 func (s raftServer) Send(ctx context.Context, b *dtxv1.RaftBatch) (*dtxv1.RaftReply, error) {
+	if err := s.deliver(b); err != nil {
+		return nil, err
+	}
+	return &dtxv1.RaftReply{}, nil
+}
+
+// SendStream delivers every batch of the stream as Send does; a bad batch
+// ends the stream.
+func (s raftServer) SendStream(st grpc.ClientStreamingServer[dtxv1.RaftBatch, dtxv1.RaftReply]) error {
+	for {
+		b, err := st.Recv()
+		if err == io.EOF {
+			return st.SendAndClose(&dtxv1.RaftReply{})
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.deliver(b); err != nil {
+			return err
+		}
+	}
+}
+
+func (s raftServer) deliver(b *dtxv1.RaftBatch) error {
 	if len(b.GetMessages()) > maxRaftBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "batch of %d raft messages is over the limit of %d", len(b.GetMessages()), maxRaftBatch)
+		return status.Errorf(codes.InvalidArgument, "batch of %d raft messages is over the limit of %d", len(b.GetMessages()), maxRaftBatch)
 	}
 	s.n.mu.Lock()
 	r := s.n.r
 	s.n.mu.Unlock()
 	if r == nil {
-		return nil, status.Error(codes.Unavailable, "replica not running")
+		return status.Error(codes.Unavailable, "replica not running")
 	}
 	msgs := make([]*pb.Message, 0, len(b.GetMessages()))
 	for i, data := range b.GetMessages() {
 		m := &pb.Message{}
 		if err := proto.Unmarshal(data, m); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "raft message %d: %v", i, err)
+			return status.Errorf(codes.InvalidArgument, "raft message %d: %v", i, err)
 		}
 		if m.GetTo() != s.n.self {
-			return nil, status.Errorf(codes.InvalidArgument, "raft message %d is for replica %d, not %d", i, m.GetTo(), s.n.self)
+			return status.Errorf(codes.InvalidArgument, "raft message %d is for replica %d, not %d", i, m.GetTo(), s.n.self)
 		}
 		msgs = append(msgs, m)
 	}
 	for _, m := range msgs {
 		r.Receive(m)
 	}
-	return &dtxv1.RaftReply{}, nil
+	return nil
 }
 
 type raftSender struct {
@@ -169,8 +194,35 @@ func (s *raftSender) take() [][]byte {
 	return out
 }
 
+// send sends one batch on the stream to the peer, opening it if needed;
+// a broken stream is dropped with its batch (raft resends).
+func (s *raftSender) send(stream *grpc.ClientStreamingClient[dtxv1.RaftBatch, dtxv1.RaftReply], batch [][]byte) error {
+	if *stream == nil {
+		st, err := s.client.SendStream(s.n.ctx)
+		if err != nil {
+			return err
+		}
+		*stream = st
+	}
+	if err := (*stream).Send(&dtxv1.RaftBatch{Messages: batch}); err != nil {
+		_, rerr := (*stream).CloseAndRecv()
+		*stream = nil
+		if rerr != nil && rerr != io.EOF {
+			return rerr
+		}
+		return err
+	}
+	return nil
+}
+
 func (s *raftSender) run() {
 	defer s.n.wg.Done()
+	var stream grpc.ClientStreamingClient[dtxv1.RaftBatch, dtxv1.RaftReply]
+	defer func() {
+		if stream != nil {
+			stream.CloseSend()
+		}
+	}()
 	failures := 0
 	for {
 		select {
@@ -183,9 +235,7 @@ func (s *raftSender) run() {
 			if len(batch) == 0 {
 				break
 			}
-			ctx, cancel := context.WithTimeout(s.n.ctx, time.Second)
-			_, err := s.client.Send(ctx, &dtxv1.RaftBatch{Messages: batch})
-			cancel()
+			err := s.send(&stream, batch)
 			if err == nil {
 				failures = 0
 				continue

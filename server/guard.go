@@ -42,6 +42,7 @@ var grpcActions = map[string]auth.Action{
 	"/dtx.v1.Coordinator/SubmitTx":     auth.ActSubmitTx,
 	"/dtx.v1.Coordinator/Outcome":      auth.ActOutcome,
 	"/dtx.v1.Raft/Send":                auth.ActReplicate,
+	"/dtx.v1.Raft/SendStream":          auth.ActReplicate,
 }
 
 // openMethod reports whether any authenticated peer may call method: the

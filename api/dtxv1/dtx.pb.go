@@ -1163,9 +1163,11 @@ const file_dtx_proto_rawDesc = "" +
 	"\x06Submit\x12\x17.dtx.v1.PurchaseRequest\x1a\x11.dtx.v1.TxOutcome\x120\n" +
 	"\bSubmitTx\x12\x11.dtx.v1.TxRequest\x1a\x11.dtx.v1.TxOutcome\x124\n" +
 	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
-	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x0124\n" +
+	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x012j\n" +
 	"\x04Raft\x12,\n" +
-	"\x04Send\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReplyB(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"\x04Send\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply\x124\n" +
+	"\n" +
+	"SendStream\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply(\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -1219,15 +1221,17 @@ var file_dtx_proto_depIdxs = []int32{
 	14, // 14: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
 	8,  // 15: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
 	16, // 16: dtx.v1.Raft.Send:input_type -> dtx.v1.RaftBatch
-	6,  // 17: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	6,  // 18: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
-	15, // 19: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 20: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 21: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 22: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	17, // 23: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
+	16, // 17: dtx.v1.Raft.SendStream:input_type -> dtx.v1.RaftBatch
+	6,  // 18: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 19: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	15, // 20: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 21: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 22: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 23: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	17, // 24: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
+	17, // 25: dtx.v1.Raft.SendStream:output_type -> dtx.v1.RaftReply
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name

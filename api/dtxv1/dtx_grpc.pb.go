@@ -458,7 +458,8 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Raft_Send_FullMethodName = "/dtx.v1.Raft/Send"
+	Raft_Send_FullMethodName       = "/dtx.v1.Raft/Send"
+	Raft_SendStream_FullMethodName = "/dtx.v1.Raft/SendStream"
 )
 
 // RaftClient is the client API for Raft service.
@@ -471,6 +472,8 @@ const (
 type RaftClient interface {
 	// Send hands a batch of raft messages to this replica.
 	Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftReply, error)
+	// SendStream is Send for many batches on one stream (what replicas use).
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftBatch, RaftReply], error)
 }
 
 type raftClient struct {
@@ -491,6 +494,19 @@ func (c *raftClient) Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallO
 	return out, nil
 }
 
+func (c *raftClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftBatch, RaftReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[0], Raft_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RaftBatch, RaftReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SendStreamClient = grpc.ClientStreamingClient[RaftBatch, RaftReply]
+
 // RaftServer is the server API for Raft service.
 // All implementations must embed UnimplementedRaftServer
 // for forward compatibility.
@@ -501,6 +517,8 @@ func (c *raftClient) Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallO
 type RaftServer interface {
 	// Send hands a batch of raft messages to this replica.
 	Send(context.Context, *RaftBatch) (*RaftReply, error)
+	// SendStream is Send for many batches on one stream (what replicas use).
+	SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error
 	mustEmbedUnimplementedRaftServer()
 }
 
@@ -513,6 +531,9 @@ type UnimplementedRaftServer struct{}
 
 func (UnimplementedRaftServer) Send(context.Context, *RaftBatch) (*RaftReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedRaftServer) SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
 }
 func (UnimplementedRaftServer) mustEmbedUnimplementedRaftServer() {}
 func (UnimplementedRaftServer) testEmbeddedByValue()              {}
@@ -553,6 +574,13 @@ func _Raft_Send_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raft_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RaftServer).SendStream(&grpc.GenericServerStream[RaftBatch, RaftReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SendStreamServer = grpc.ClientStreamingServer[RaftBatch, RaftReply]
+
 // Raft_ServiceDesc is the grpc.ServiceDesc for Raft service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -565,6 +593,12 @@ var Raft_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Raft_Send_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _Raft_SendStream_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "dtx.proto",
 }
