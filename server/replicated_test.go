@@ -136,14 +136,16 @@ func TestReplicatedCoordinatorNetworked(t *testing.T) {
 			follower = id
 		}
 	}
-	fcl, err := client.Dial(client.Config{Addr: r.addrs[follower], TLS: r.cliTLS, RetryFor: time.Second})
+	fconn, err := grpc.NewClient(r.addrs[follower], grpc.WithTransportCredentials(credentials.NewTLS(auth.ExpectServer(r.cliTLS, auth.Coordinator))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fcl.Close()
-	_, _, err = fcl.Outcome(context.Background(), reqs[0].TxID)
-	if err == nil || !strings.Contains(err.Error(), "leader at "+r.addrs[next]) {
-		t.Fatalf("outcome query at follower %d: %v, want a refusal naming the leader %s", follower, err, r.addrs[next])
+	defer fconn.Close()
+	qctx, qcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_, err = dtxv1.NewCoordinatorClient(fconn).Outcome(qctx, &dtxv1.OutcomeRequest{TransactionId: reqs[0].TxID})
+	qcancel()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "leader at "+r.addrs[next]) {
+		t.Fatalf("outcome query at follower %d: %v, want UNAVAILABLE naming the leader %s", follower, err, r.addrs[next])
 	}
 	st, _, err := cl.Outcome(context.Background(), reqs[0].TxID)
 	if err != nil || (st != dtxv1.Status_STATUS_COMMITTED && st != dtxv1.Status_STATUS_ROLLED_BACK) {
