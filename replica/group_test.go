@@ -87,9 +87,13 @@ func testProtocol() deploy.Protocol {
 }
 
 func newGroup(t *testing.T, seed uint64, n int) *group {
+	return newGroupProto(t, seed, n, testProtocol())
+}
+
+func newGroupProto(t *testing.T, seed uint64, n int, proto deploy.Protocol) *group {
 	t.Helper()
 	g := &group{
-		t: t, seed: seed, dir: t.TempDir(), proto: testProtocol(),
+		t: t, seed: seed, dir: t.TempDir(), proto: proto,
 		net:  transport.NewMemNetwork(transport.Faults{}, seed),
 		rt:   NewMemTransport(),
 		svcs: map[string]*participant.Service{}, reps: map[uint64]*Replica{}, cancels: map[uint64]context.CancelFunc{},
