@@ -431,10 +431,10 @@ func waitCommits(ctx context.Context, t *testing.T, out *outcomes, n int64) {
 // TestGroupPartitionedLeader cuts the leader off from the other replicas
 // (it keeps its protocol network and goes on believing it leads until its
 // check-quorum timeout): it reports no outcome for a transaction submitted
-// to it after the cut (whose PREPAREs it may send, as a single coordinator
-// sends them before BEGIN is synced), that transaction commits nowhere,
-// and every COMMIT or ABORT it still sends a participant is the decision
-// the group made.
+// to it after the cut and sends no decision about it (its PREPAREs it may
+// send, as a single coordinator sends them before BEGIN is synced), that
+// transaction commits nowhere, and every COMMIT or ABORT it still sends a
+// participant is the decision the group made.
 func TestGroupPartitionedLeader(t *testing.T) {
 	seed := seedOf(t)
 	t.Logf("seed %d (DTX_SEED to repeat)", seed)
@@ -492,6 +492,8 @@ func TestGroupPartitionedLeader(t *testing.T) {
 			t.Errorf("seed %d: cut-off leader sent COMMIT of %s, which did not commit", seed, s.m.Tx)
 		case s.m.Type == twopc.MsgAbort && committed:
 			t.Errorf("seed %d: cut-off leader sent ABORT of %s, which committed", seed, s.m.Tx)
+		case s.m.Tx == "after-cut" && (s.m.Type == twopc.MsgAbort || s.m.Type == twopc.MsgCommit):
+			t.Errorf("seed %d: cut-off leader sent a decision (%v) of a transaction submitted after the cut", seed, s.m.Type)
 		}
 		n++
 	}

@@ -781,13 +781,14 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 // a Ready whose records are not committed is sent or reported by a sync,
 // and the next leader restores its machine from what the group committed.
 //
-// A Ready without forced records (no decision, no outcome) is sent before
+// A Ready without forced records and without a decision is sent before
 // its records are committed, as a single coordinator sends it before they
-// are synced: its messages are PREPAREs, resends and unforced ABORTs. A
-// deposed leader that has not yet noticed may so send an ABORT about a
-// transaction whose records the group never committed; a participant
-// ignores an ABORT of an older epoch than the PREPARE that prepared its
-// branch (twopc), and the next leader's epoch is higher.
+// are synced: its messages are PREPAREs (after BEGIN), resends and
+// answers from state already committed. A decision, even the unforced
+// ABORT a single coordinator sends before its record is synced, waits for
+// the group: a deposed leader that has not noticed yet decides nothing
+// that reaches a participant. (Participants also ignore an ABORT of an
+// older epoch than the PREPARE that prepared their branch.)
 type Log struct {
 	r       *Replica
 	run     *leaderRun
@@ -821,8 +822,15 @@ func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
 	return l.last, l.err
 }
 
-// AppendNoSync proposes entries and returns without waiting for them.
+// AppendNoSync proposes entries and returns without waiting for them,
+// unless they hold a decision (an unforced ABORT): then it is Append, so
+// that no decision leaves a leader before the group has committed it.
 func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) {
+	for _, e := range entries {
+		if t := twopc.RecType(e.Type); t == twopc.RecAbort || t == twopc.RecCommit || t == twopc.RecRestart {
+			return l.Append(entries...)
+		}
+	}
 	if len(entries) > 0 {
 		if err := l.propose(entries); err != nil {
 			return 0, err
