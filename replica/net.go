@@ -110,17 +110,36 @@ func (s raftServer) Send(ctx context.Context, b *dtxv1.RaftBatch) (*dtxv1.RaftRe
 // SendStream delivers every batch of the stream as Send does; a bad batch
 // ends the stream.
 func (s raftServer) SendStream(st grpc.ClientStreamingServer[dtxv1.RaftBatch, dtxv1.RaftReply]) error {
-	for {
-		b, err := st.Recv()
-		if err == io.EOF {
-			return st.SendAndClose(&dtxv1.RaftReply{})
+	s.n.mu.Lock()
+	r := s.n.r
+	s.n.mu.Unlock()
+	if r == nil {
+		return status.Error(codes.Unavailable, "replica not running")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			b, err := st.Recv()
+			if err == io.EOF {
+				errc <- st.SendAndClose(&dtxv1.RaftReply{})
+				return
+			}
+			if err == nil {
+				err = s.deliver(b)
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
 		}
-		if err != nil {
-			return err
-		}
-		if err := s.deliver(b); err != nil {
-			return err
-		}
+	}()
+	// A stopped replica ends its peers' streams at once, so that a
+	// graceful stop of its server does not wait for them.
+	select {
+	case err := <-errc:
+		return err
+	case <-r.Done():
+		return status.Error(codes.Unavailable, "replica stopped")
 	}
 }
 

@@ -322,6 +322,11 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	if !quiet {
 		c.log.Warn("shutdown: unfinished transactions are left to recovery")
 	}
+	if c.rep != nil {
+		// A replica stops raft first: the streams of its peers end with
+		// it, and the servers then stop without waiting for them.
+		c.rep.Close()
+	}
 	c.stopServers(max(time.Until(deadline), time.Second))
 	err := c.coord.Close()
 	c.closeAll()
