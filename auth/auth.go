@@ -245,10 +245,13 @@ const (
 	// ActRecords: Transport.Records, a component's log records about one
 	// transaction, which the coordinator gathers for a timeline.
 	ActRecords
+	// ActReplicate: raft messages between the replicas of a replicated
+	// coordinator (Raft/Send): the coordinator identity only.
+	ActReplicate
 	actionEnd
 )
 
-var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver", "admin", "records"}
+var actionNames = [...]string{"", "submit", "submit-tx", "outcome", "operate", "deliver", "admin", "records", "replicate"}
 
 func (a Action) String() string {
 	if a == 0 || a >= actionEnd {
@@ -259,7 +262,7 @@ func (a Action) String() string {
 
 // actions is the authorization table: role × action → allowed.
 var actions = [roleEnd][actionEnd]bool{
-	RoleCoordinator: {ActDeliver: true, ActRecords: true},
+	RoleCoordinator: {ActDeliver: true, ActRecords: true, ActReplicate: true},
 	RoleParticipant: {ActDeliver: true},
 	RoleClient:      {ActSubmit: true, ActOutcome: true},
 	RoleApp:         {ActSubmit: true, ActSubmitTx: true, ActOutcome: true},

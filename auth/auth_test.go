@@ -225,7 +225,7 @@ func TestFromHTTPS(t *testing.T) {
 // this test.
 func TestAllowed(t *testing.T) {
 	want := map[Role][]Action{
-		RoleCoordinator: {ActDeliver, ActRecords},
+		RoleCoordinator: {ActDeliver, ActRecords, ActReplicate},
 		RoleParticipant: {ActDeliver},
 		RoleClient:      {ActSubmit, ActOutcome},
 		RoleApp:         {ActSubmit, ActSubmitTx, ActOutcome},
@@ -246,7 +246,7 @@ func TestAllowed(t *testing.T) {
 			}
 		}
 	}
-	if roleEnd != 6 || actionEnd != 8 {
+	if roleEnd != 6 || actionEnd != 9 {
 		t.Fatalf("a role or an action was added (roles %d, actions %d): extend this test", roleEnd-1, actionEnd-1)
 	}
 	if Allowed(Identity{}, ActOutcome) == nil {
@@ -376,7 +376,7 @@ func TestRoleActionStrings(t *testing.T) {
 		}
 	}
 	for a, want := range map[Action]string{0: "Action(0)", ActSubmit: "submit", ActSubmitTx: "submit-tx",
-		ActOutcome: "outcome", ActOperate: "operate", ActDeliver: "deliver", ActAdmin: "admin", ActRecords: "records", actionEnd: "Action(8)"} {
+		ActOutcome: "outcome", ActOperate: "operate", ActDeliver: "deliver", ActAdmin: "admin", ActRecords: "records", ActReplicate: "replicate", actionEnd: "Action(9)"} {
 		if a.String() != want {
 			t.Errorf("Action %d: %q, want %q", a, a, want)
 		}

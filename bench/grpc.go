@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +51,10 @@ type GRPCConfig struct {
 	// OnStart, if set, is called with the pids of the processes once they
 	// are ready (tests use it).
 	OnStart func(pids map[string]int)
+	// Coordinators is 1 (the single coordinator) or the number of replicas
+	// of a replicated coordinator (processes coordinator-1..N, one raft
+	// group; the clients and services know every replica).
+	Coordinators int
 }
 
 // components, in start order: the services first.
@@ -104,7 +109,7 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 		cfg.OnStart(pids)
 	}
 
-	ccfg := client.Config{Addr: cl.grpc[twopc.CoordinatorID], Unary: cfg.Unary, Streams: cfg.Streams,
+	ccfg := client.Config{Addr: cl.coordAddrs, Unary: cfg.Unary, Streams: cfg.Streams,
 		CallTimeout: 30 * time.Second, RetryFor: time.Minute}
 	if cl.certs != nil {
 		if ccfg.TLS, err = clientTLS(cl.certs[benchClient], auth.Coordinator); err != nil {
@@ -155,10 +160,13 @@ func RunGRPC(ctx context.Context, cfg GRPCConfig) (res Result, err error) {
 // procs are the four running processes.
 type procs struct {
 	procs []*proc
-	grpc  map[string]string
-	http  map[string]string
-	web   *client.HTTP // how to reach the HTTP endpoints (admin)
-	certs map[string]*server.TLSFiles
+	// coordAddrs is the coordinator's gRPC address, or its replicas',
+	// comma-separated.
+	coordAddrs string
+	grpc       map[string]string
+	http       map[string]string
+	web        *client.HTTP // how to reach the HTTP endpoints (admin)
+	certs      map[string]*server.TLSFiles
 }
 
 type proc struct {
@@ -195,14 +203,31 @@ func freePorts(n int) ([]string, error) {
 // startProcs starts `dtx serve` for every component and waits until each
 // is ready. On error every process started is stopped.
 func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*procs, error) {
-	addrs, err := freePorts(2 * len(components))
+	names := components
+	replicas := max(cfg.Coordinators, 1)
+	var replicaSpec []string
+	if replicas > 1 {
+		names = slices.Clone(components[:len(components)-1])
+		for i := 1; i <= replicas; i++ {
+			names = append(names, fmt.Sprintf("%s-%d", twopc.CoordinatorID, i))
+		}
+	}
+	addrs, err := freePorts(2 * len(names))
 	if err != nil {
 		return nil, err
 	}
 	ps := &procs{grpc: map[string]string{}, http: map[string]string{}}
-	for i, n := range components {
+	var coordList []string
+	for i, n := range names {
 		ps.grpc[n], ps.http[n] = addrs[2*i], addrs[2*i+1]
+		if strings.HasPrefix(n, twopc.CoordinatorID) {
+			coordList = append(coordList, ps.grpc[n])
+			if replicas > 1 {
+				replicaSpec = append(replicaSpec, fmt.Sprintf("%d=%s", len(coordList), ps.grpc[n]))
+			}
+		}
 	}
+	ps.coordAddrs = strings.Join(coordList, ",")
 	if cfg.TLS {
 		ps.certs, err = server.WriteCerts(filepath.Join(dir, "certs"), append([]string{benchClient, benchAdmin}, components...), 24*time.Hour)
 		if err != nil {
@@ -218,16 +243,25 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range components {
-		args := []string{"serve", name, "--listen", ps.grpc[name], "--http", ps.http[name],
+	for _, name := range names {
+		isCoord := strings.HasPrefix(name, twopc.CoordinatorID)
+		component := name
+		if isCoord {
+			component = twopc.CoordinatorID
+		}
+		args := []string{"serve", component, "--listen", ps.grpc[name], "--http", ps.http[name],
 			"--data-dir", filepath.Join(dir, name), "--deadlock", cfg.Deadlock.String(),
 			"--grace", "5s", "--log-level", "warn"}
-		for _, p := range components {
-			if p != name {
+		if isCoord {
+			for _, p := range components[:len(components)-1] {
 				args = append(args, "--peer", p+"="+ps.grpc[p])
 			}
-		}
-		if name != twopc.CoordinatorID {
+			if replicas > 1 {
+				id := strings.TrimPrefix(name, twopc.CoordinatorID+"-")
+				args = append(args, "--replica-id", id, "--replicas", strings.Join(replicaSpec, ","))
+			}
+		} else {
+			args = append(args, "--peer", twopc.CoordinatorID+"="+ps.coordAddrs)
 			args = append(args, "--world", worldFile)
 		}
 		if cfg.LockTimeout > 0 {
@@ -236,13 +270,13 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 		if cfg.PrepareTimeout > 0 {
 			args = append(args, "--prepare-timeout", cfg.PrepareTimeout.String())
 		}
-		if cfg.MaxAttempts > 0 && name == twopc.CoordinatorID {
+		if cfg.MaxAttempts > 0 && isCoord {
 			args = append(args, "--max-attempts", strconv.Itoa(cfg.MaxAttempts))
 		}
-		if name == twopc.CoordinatorID && len(services) < len(builtin.IDs()) {
+		if isCoord && len(services) < len(builtin.IDs()) {
 			args = append(args, "--participants", strings.Join(services, ","))
 		}
-		if f := ps.certs[name]; f != nil {
+		if f := ps.certs[component]; f != nil {
 			args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA)
 		}
 		if cfg.ProfilePrefix != "" {
@@ -261,12 +295,47 @@ func startProcs(ctx context.Context, dir, worldFile string, cfg GRPCConfig) (*pr
 			return nil, err
 		}
 		ps.procs = append(ps.procs, p)
+		if isCoord && replicas > 1 {
+			continue // the replicas come up together: waited for below
+		}
 		if err := client.WaitReady(ctx, ps.web, ps.http[name], 30*time.Second, p.done); err != nil {
 			ps.stop()
 			return nil, fmt.Errorf("bench: %s did not come up: %w\n%s", name, err, tail(p.log, 20))
 		}
 	}
+	if replicas > 1 {
+		if err := ps.waitLeader(ctx, 30*time.Second); err != nil {
+			ps.stop()
+			return nil, err
+		}
+	}
 	return ps, nil
+}
+
+// waitLeader waits until a coordinator replica serves as the leader.
+func (ps *procs) waitLeader(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for _, p := range ps.procs {
+			if !strings.HasPrefix(p.name, twopc.CoordinatorID+"-") {
+				continue
+			}
+			var st struct {
+				Replica *struct {
+					Serving bool `json:"serving"`
+				} `json:"replica"`
+			}
+			if err := ps.web.Get(ctx, ps.http[p.name], "/v1/status", &st); err == nil && st.Replica != nil && st.Replica.Serving {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bench: no coordinator replica leads after %v", d)
 }
 
 func startProc(bin, name, logFile string, args []string) (*proc, error) {

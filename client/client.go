@@ -31,8 +31,15 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	// Addr is the coordinator's gRPC address (host:port).
+	// Addr is the coordinator's gRPC address (host:port), or the
+	// addresses of a replicated coordinator's replicas, comma-separated
+	// (the same as Addrs).
 	Addr string
+	// Addrs are the replicas of a replicated coordinator: calls go to the
+	// one that leads, found by following the refusals of the others (which
+	// name the leader) or, failing that, trying the next. Every retry
+	// carries the same transaction id.
+	Addrs []string
 	// TLS, if set, is the client side of mutual TLS: the client's
 	// certificate and the CA. The server must prove that it is Server.
 	TLS *tls.Config
@@ -59,21 +66,29 @@ type Config struct {
 	Unary bool
 }
 
-// Client talks to one coordinator. It is safe for concurrent use.
+// Client talks to one coordinator (or its replicas). It is safe for
+// concurrent use.
 type Client struct {
 	cfg     Config
-	conn    *grpc.ClientConn
-	api     dtxv1.CoordinatorClient
+	eps     []*endpoint
+	cur     atomic.Int32 // the endpoint in use (the leader, as far as known)
 	retries atomic.Uint64
 
-	ctx    context.Context // the streams' lifetime: until Close
-	cancel context.CancelFunc
-	slots  []streamSlot
-	next   atomic.Uint64 // round robin over slots
+	ctx           context.Context // the streams' lifetime: until Close
+	cancel        context.CancelFunc
+	streamsOpened atomic.Uint64
+}
+
+// endpoint is one coordinator process: its connection and stream pool.
+type endpoint struct {
+	addr  string
+	conn  *grpc.ClientConn
+	api   dtxv1.CoordinatorClient
+	slots []streamSlot
+	next  atomic.Uint64 // round robin over slots
 	// noStream is set once the coordinator answered SubmitStream with
 	// UNIMPLEMENTED: unary calls from then on.
-	noStream      atomic.Bool
-	streamsOpened atomic.Uint64
+	noStream atomic.Bool
 }
 
 // streamSlot holds one stream of the pool (nil until first use, replaced
@@ -85,7 +100,14 @@ type streamSlot struct {
 
 // Dial returns a client; the connection is made on first use.
 func Dial(cfg Config) (*Client, error) {
-	if cfg.Addr == "" {
+	if len(cfg.Addrs) == 0 {
+		for _, a := range strings.Split(cfg.Addr, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Addrs = append(cfg.Addrs, a)
+			}
+		}
+	}
+	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("client: no coordinator address")
 	}
 	if cfg.CallTimeout <= 0 {
@@ -117,15 +139,62 @@ func Dial(cfg Config) (*Client, error) {
 		}
 		creds = credentials.NewTLS(auth.ExpectServer(cfg.TLS, want))
 	}
-	conn, err := grpc.NewClient(cfg.Addr,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes), grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes)))
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+	c := &Client{cfg: cfg}
+	for _, addr := range cfg.Addrs {
+		conn, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes), grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes)))
+		if err != nil {
+			for _, e := range c.eps {
+				e.conn.Close()
+			}
+			return nil, fmt.Errorf("client: %s: %w", addr, err)
+		}
+		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)})
 	}
-	c := &Client{cfg: cfg, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// endpoint returns the endpoint in use and its index.
+func (c *Client) endpoint() (int32, *endpoint) {
+	i := c.cur.Load()
+	return i, c.eps[i]
+}
+
+// redirect moves the client off endpoint at, whose call failed with err:
+// to the leader err names, or to the next replica. It reports whether it
+// moved (there is more than one endpoint).
+func (c *Client) redirect(at int32, err error) bool {
+	if len(c.eps) < 2 {
+		return false
+	}
+	next := (at + 1) % int32(len(c.eps))
+	if hint := leaderHint(err); hint != "" {
+		for i, e := range c.eps {
+			if e.addr == hint {
+				next = int32(i)
+			}
+		}
+	}
+	c.cur.CompareAndSwap(at, next)
+	return true
+}
+
+// leaderHint returns the leader's address a replica's refusal names
+// ("... leader at HOST:PORT"), or "".
+func leaderHint(err error) string {
+	const key = "leader at "
+	msg := status.Convert(err).Message()
+	i := strings.LastIndex(msg, key)
+	if i < 0 {
+		return ""
+	}
+	addr := msg[i+len(key):]
+	if j := strings.IndexAny(addr, " ;,)"); j >= 0 {
+		addr = addr[:j]
+	}
+	return addr
 }
 
 // Check asks the coordinator's health service once: it tells a
@@ -133,7 +202,8 @@ func Dial(cfg Config) (*Client, error) {
 // that is down, speaks TLS to a plaintext client, or refuses its
 // certificate.
 func (c *Client) Check(ctx context.Context) error {
-	_, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	_, ep := c.endpoint()
+	_, err := healthpb.NewHealthClient(ep.conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	return err
 }
 
@@ -141,7 +211,11 @@ func (c *Client) Check(ctx context.Context) error {
 // connection.
 func (c *Client) Close() error {
 	c.cancel()
-	return c.conn.Close()
+	var errs []error
+	for _, e := range c.eps {
+		errs = append(errs, e.conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // StreamsOpened returns how many SubmitStream streams were opened so far
@@ -184,17 +258,17 @@ func (c *Client) SubmitTx(ctx context.Context, tx string, branches []twopc.Branc
 	for _, b := range branches {
 		r.Branches = append(r.Branches, &dtxv1.Branch{Participant: b.Node, Op: b.Op})
 	}
-	return c.call(ctx, func(ctx context.Context) (*dtxv1.TxOutcome, error) { return c.api.SubmitTx(ctx, r) })
+	return c.call(ctx, func(ctx context.Context, ep *endpoint) (*dtxv1.TxOutcome, error) { return ep.api.SubmitTx(ctx, r) })
 }
 
 func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Outcome, error) {
-	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
-		if c.cfg.Unary || c.noStream.Load() {
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time, ep *endpoint) (*dtxv1.TxOutcome, error) {
+		if c.cfg.Unary || ep.noStream.Load() {
 			actx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
-			return c.api.Submit(actx, r)
+			return ep.api.Submit(actx, r)
 		}
-		s, err := c.getStream(ctx)
+		s, err := c.getStream(ctx, ep)
 		if err != nil {
 			return nil, err
 		}
@@ -204,11 +278,11 @@ func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Ou
 
 // call is callUntil for attempts that take a context with the attempt's
 // deadline.
-func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
-	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time) (*dtxv1.TxOutcome, error) {
+func (c *Client) call(ctx context.Context, f func(context.Context, *endpoint) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time, ep *endpoint) (*dtxv1.TxOutcome, error) {
 		actx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
-		return f(actx)
+		return f(actx, ep)
 	})
 }
 
@@ -219,18 +293,20 @@ func (c *Client) call(ctx context.Context, f func(context.Context) (*dtxv1.TxOut
 // attempt that may have reached the coordinator, that mark is dropped (it
 // most likely is this client's own first attempt; a client cannot tell it
 // from someone else's earlier submission of the same id).
-func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Time) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
+func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Time, *endpoint) (*dtxv1.TxOutcome, error)) (twopc.Outcome, error) {
 	giveUp := time.Now().Add(c.cfg.RetryFor)
 	if d, ok := ctx.Deadline(); ok && d.Before(giveUp) {
 		giveUp = d
 	}
 	ambiguous := false
+	hops := 0 // attempts moved to another replica since the last backoff
 	for attempt := 0; ; attempt++ {
 		deadline := time.Now().Add(c.cfg.CallTimeout)
 		if deadline.After(giveUp) {
 			deadline = giveUp
 		}
-		out, err := f(ctx, deadline)
+		at, ep := c.endpoint()
+		out, err := f(ctx, deadline, ep)
 		if err == nil {
 			o := twopc.Outcome{Tx: out.GetTransactionId(), Committed: out.GetStatus() == dtxv1.Status_STATUS_COMMITTED,
 				Reason: out.GetReason(), Duplicate: out.GetDuplicate() && !ambiguous}
@@ -255,6 +331,17 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 			ambiguous = true
 		}
 		pause := c.backoff(attempt)
+		if code == codes.Unavailable && c.redirect(at, err) && hops < len(c.eps) {
+			// Another replica leads (or this one is down): go there at
+			// once, with the same id.
+			hops++
+			pause = time.Millisecond
+			if leaderHint(err) == "" {
+				pause = c.cfg.BackoffBase / 4
+			}
+		} else {
+			hops = 0
+		}
 		if ctx.Err() != nil || time.Now().Add(pause).After(giveUp) {
 			return twopc.Outcome{}, fmt.Errorf("client: no outcome (the transaction may still commit; ask again with the same id): %w", err)
 		}
@@ -284,7 +371,8 @@ func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		out, err := c.api.Outcome(actx, &dtxv1.OutcomeRequest{TransactionId: tx})
+		at, ep := c.endpoint()
+		out, err := ep.api.Outcome(actx, &dtxv1.OutcomeRequest{TransactionId: tx})
 		acancel()
 		if err == nil {
 			return out.GetStatus(), out.GetReason(), nil
@@ -298,8 +386,12 @@ func (c *Client) Outcome(ctx context.Context, tx string) (Status, string, error)
 			return 0, "", fmt.Errorf("client: %s: %w", status.Convert(err).Message(), twopc.ErrOutcomeExpired)
 		}
 		c.retries.Add(1)
+		pause := c.backoff(attempt)
+		if status.Code(err) == codes.Unavailable && c.redirect(at, err) && leaderHint(err) != "" {
+			pause = time.Millisecond
+		}
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-time.After(pause):
 		case <-ctx.Done():
 			return 0, "", fmt.Errorf("client: outcome of %s: %w", tx, err)
 		}

@@ -63,6 +63,7 @@ type streamResult struct {
 // fails with ErrStreamBroken, and the client opens a new stream.
 type stream struct {
 	c      *Client
+	ep     *endpoint
 	ss     grpc.BidiStreamingClient[dtxv1.SubmitBatch, dtxv1.OutcomeBatch]
 	cancel context.CancelFunc
 	wake   chan struct{} // cap 1: requests are queued
@@ -88,10 +89,10 @@ const sweepEvery = 20 * time.Millisecond
 // openStream starts a SubmitStream. Opening waits for the connection for
 // as long as ctx allows; the stream itself lives until it breaks or the
 // client is closed.
-func (c *Client) openStream(ctx context.Context) (*stream, error) {
+func (c *Client) openStream(ctx context.Context, ep *endpoint) (*stream, error) {
 	sctx, cancel := context.WithCancel(c.ctx)
 	stop := context.AfterFunc(ctx, cancel) // opening is bounded by ctx
-	ss, err := c.api.SubmitStream(sctx)
+	ss, err := ep.api.SubmitStream(sctx)
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}
@@ -99,7 +100,7 @@ func (c *Client) openStream(ctx context.Context) (*stream, error) {
 		cancel()
 		return nil, err
 	}
-	s := &stream{c: c, ss: ss, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	s := &stream{c: c, ep: ep, ss: ss, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		pending: map[uint64]waiter{}}
 	c.streamsOpened.Add(1)
 	go s.send()
@@ -110,15 +111,15 @@ func (c *Client) openStream(ctx context.Context) (*stream, error) {
 
 // getStream returns a working stream of the pool, opening one in an empty
 // or broken slot. Calls are spread over the slots round robin.
-func (c *Client) getStream(ctx context.Context) (*stream, error) {
-	i := int(c.next.Add(1) % uint64(len(c.slots)))
-	sl := &c.slots[i]
+func (c *Client) getStream(ctx context.Context, ep *endpoint) (*stream, error) {
+	i := int(ep.next.Add(1) % uint64(len(ep.slots)))
+	sl := &ep.slots[i]
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if s := sl.s; s != nil && s.broken() == nil {
 		return s, nil
 	}
-	s, err := c.openStream(ctx)
+	s, err := c.openStream(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func (s *stream) fail(cause error) {
 		return
 	}
 	if status.Code(cause) == codes.Unimplemented {
-		s.c.noStream.Store(true) // an older coordinator: use unary calls
+		s.ep.noStream.Store(true) // an older coordinator: use unary calls
 	}
 	s.err = &brokenError{cause: cause}
 	for seq, w := range s.pending {

@@ -137,7 +137,7 @@ func TestStreamBreakAndReconnect(t *testing.T) {
 		}()
 	}
 	// One more call straight on the stream, to see the error itself.
-	s, err := cl.getStream(context.Background())
+	s, err := cl.getStream(context.Background(), cl.eps[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestStreamCallerGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	s, err := cl.getStream(context.Background())
+	s, err := cl.getStream(context.Background(), cl.eps[0])
 	if err != nil {
 		t.Fatal(err)
 	}

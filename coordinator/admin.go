@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/twopc"
@@ -67,6 +68,9 @@ func (c *Coordinator) Retry(ctx context.Context, tx string) ([]string, error) {
 // with its sequence number. It reads the log while the coordinator runs
 // (wal.Log.Replay): records not yet written may be missing.
 func (c *Coordinator) Records(tx string, fn func(seq uint64, r twopc.Record)) error {
+	if c.log == nil {
+		return errors.New("coordinator: records: the log is not this coordinator's own (a replicated coordinator's is its raft log)")
+	}
 	return c.log.Replay(func(r wal.Record) error {
 		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
 		if err != nil || rec.Tx != tx {

@@ -67,7 +67,7 @@ type Tracer interface {
 // Coordinator runs the coordinator machine.
 type Coordinator struct {
 	cfg  Config
-	log  *wal.Log
+	log  *wal.Log // Open's own log, closed by Close; nil after New
 	m    *twopc.Coordinator
 	node *node.Node
 
@@ -102,15 +102,38 @@ func Open(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	c, err := newCoordinator(cfg, m, log, ckpts)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	c.log = log
+	return c, nil
+}
+
+// New runs m, a machine already restored and started by its caller, on
+// log: a replicated coordinator (package replica) restores the machine
+// from the group's committed records and gives it a log whose sync waits
+// for the group to commit. ckpts are the seqs of the checkpoints found in
+// the restored records (node.Carrier.Checkpoints). Close does not close
+// log. cfg.Dir and cfg.Log are not used.
+func New(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coordinator, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return newCoordinator(cfg, m, log, ckpts)
+}
+
+func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:     cfg,
-		log:     log,
 		m:       m,
 		done:    make(chan struct{}),
 		waiters: make(map[string][]waiter),
 		lookups: make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
+	var err error
 	nc := node.Config{
 		ID:          cfg.Machine.ID,
 		Log:         log,
@@ -125,7 +148,6 @@ func Open(cfg Config) (*Coordinator, error) {
 	var machine node.Machine = m
 	if t := cfg.Tracer; t != nil {
 		if cfg.Hooks.Delay != nil {
-			log.Close()
 			return nil, errors.New("coordinator: a Tracer with Hooks.Delay: held messages would reach the tracer off the loop goroutine")
 		}
 		nc.Transport = tracedTransport{cfg.Network, t}
@@ -139,7 +161,6 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c.node, err = node.New(nc, machine)
 	if err != nil {
-		log.Close()
 		return nil, err
 	}
 	return c, nil
@@ -401,8 +422,12 @@ func (c *Coordinator) Close() error {
 	if running {
 		<-c.done
 	}
+	if c.log == nil {
+		return nil
+	}
 	return c.log.Close()
 }
 
-// Log returns the coordinator's log (for stats).
+// Log returns the coordinator's write-ahead log (for stats); nil for a
+// replicated coordinator (New).
 func (c *Coordinator) Log() *wal.Log { return c.log }

@@ -34,6 +34,23 @@ type CoordStatus struct {
 	// Calls and MessagesPerCall describe the transport's batching.
 	Calls           uint64  `json:"calls"`
 	MessagesPerCall float64 `json:"messages_per_call"`
+	// Replica is set by a replica of a replicated coordinator: its view of
+	// the raft group (a follower has no epoch or inflight of its own).
+	Replica *ReplicaStatus `json:"replica,omitempty"`
+}
+
+// ReplicaStatus is one coordinator replica's view of its raft group.
+type ReplicaStatus struct {
+	ID      uint64 `json:"id"`
+	State   string `json:"state"` // leader, follower, candidate, pre-candidate
+	Term    uint64 `json:"term"`
+	Leader  uint64 `json:"leader"` // 0: none known
+	Applied uint64 `json:"applied"`
+	Commit  uint64 `json:"commit"`
+	// Serving: this replica leads and its coordinator is up.
+	Serving bool `json:"serving"`
+	// Compacted is the index up to which its raft log was compacted.
+	Compacted uint64 `json:"compacted"`
 }
 
 // ClusterState is the state of every process of a networked deployment,

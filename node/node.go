@@ -69,12 +69,31 @@ type Hooks struct {
 	Mutants mutant.Set
 }
 
+// Log is where a Carrier writes a Ready's records: a *wal.Log (one
+// process's write-ahead log) or a replicated log (package replica), where
+// "durable" means committed by a majority of the coordinator replicas.
+// Append makes the entries, and everything appended before them, durable
+// before it returns; AppendNoSync only appends. Both return the seq of the
+// last entry. An error is final: the machine must be rebuilt from the log
+// (a failed fsync, or a replica that lost its leadership).
+type Log interface {
+	Append(entries ...wal.Entry) (uint64, error)
+	AppendNoSync(entries ...wal.Entry) (uint64, error)
+	// DurableSeq is the seq up to which everything is durable.
+	DurableSeq() uint64
+	// Compact drops the records before seq upTo (whole segments of a
+	// wal; nothing for a replicated log, which compacts itself).
+	Compact(upTo uint64) error
+}
+
+var _ Log = (*wal.Log)(nil)
+
 // Config configures a Node.
 type Config struct {
 	// ID is the node's name on the network.
 	ID string
 	// Log receives the machine's records. The node does not close it.
-	Log *wal.Log
+	Log Log
 	// Transport sends the machine's messages.
 	Transport transport.Transport
 	// Tick is the wall-clock length of one machine tick.
@@ -228,7 +247,7 @@ type Carrier struct {
 	// ID names the node in errors.
 	ID string
 	// Log receives the records. The carrier does not close it.
-	Log *wal.Log
+	Log Log
 	// Transport sends the messages.
 	Transport transport.Transport
 	// OnOutcomes receives outcomes after they are durable. It must not

@@ -41,13 +41,39 @@ type CoordinatorConfig struct {
 	// SubmitWait bounds how long an HTTP submission waits for its outcome
 	// (default 30s); past it the reply is PENDING and the caller asks again.
 	SubmitWait time.Duration
+	// ReplicaID and Replicas (id → gRPC address, this one's included) make
+	// the process one replica of a replicated coordinator (package
+	// replica); 0 and nil: the single coordinator.
+	ReplicaID uint64
+	Replicas  map[uint64]string
+	// RaftTick and ElectionTicks pace the replicas' raft (defaults 10ms
+	// and 10: a leader that is gone is replaced after 100–200ms).
+	RaftTick      time.Duration
+	ElectionTicks int
+}
+
+// coordBackend is what the process serves clients with: the coordinator
+// itself, or the replica that leads (replicaBackend).
+type coordBackend interface {
+	Submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error)
+	SubmitAsync(ps []coordinator.Proposal, done func(i int, o twopc.Outcome, err error))
+	Lookup(ctx context.Context, tx string) (coordinator.Known, twopc.Outcome, error)
+	Status(ctx context.Context) (coordinator.Status, error)
+	Done() <-chan struct{}
+	Close() error
+	// The operator's view (admin API, console).
+	Transactions(ctx context.Context, limit int) (txs []twopc.TxInfo, inFlight, inDoubt int, err error)
+	WaitGraph(ctx context.Context) ([]twopc.WaitEdge, error)
+	Retry(ctx context.Context, tx string) ([]string, error)
+	Records(tx string, fn func(seq uint64, r twopc.Record)) error
 }
 
 // Coordinator is a running coordinator process.
 type Coordinator struct {
 	*base
 	cfg     CoordinatorConfig
-	coord   *coordinator.Coordinator
+	coord   coordBackend
+	rep     *replicaBackend // nil for the single coordinator
 	metrics *coordMetrics
 	adm     coordAdmin
 	runErr  chan error
@@ -115,12 +141,25 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if b.tracing != nil {
 		cc.Tracer = tracing.NewCoordinator(b.tracing, b.cfg.ID)
 	}
-	c.coord, err = coordinator.Open(cc)
-	if err != nil {
-		b.closeAll()
-		return nil, err
+	if cfg.ReplicaID != 0 {
+		var rmu sync.Mutex
+		cc.Machine.Rand = func() uint64 { rmu.Lock(); defer rmu.Unlock(); return rng.Uint64() }
+		c.rep, err = startReplica(c, cc, logCfg)
+		if err != nil {
+			b.closeAll()
+			return nil, err
+		}
+		c.coord = c.rep
+		log = c.rep.walLog()
+	} else {
+		co, err := coordinator.Open(cc)
+		if err != nil {
+			b.closeAll()
+			return nil, err
+		}
+		c.coord = co
+		log = co.Log()
 	}
-	log = c.coord.Log()
 	b.reg.MustRegister(newGaugeFunc("dtx_inflight_transactions", "Transactions the coordinator has not finished (collecting votes or awaiting ACKs).", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -140,14 +179,20 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		}
 		return float64(st.Shed)
 	}))
-	go func() { c.runErr <- c.coord.Run(context.Background()) }()
-	st, err := c.coord.Status(context.Background())
-	if err != nil {
-		c.coord.Close()
-		b.closeAll()
-		return nil, err
+	if c.rep == nil {
+		co := c.coord.(*coordinator.Coordinator)
+		go func() { c.runErr <- co.Run(context.Background()) }()
+		st, err := c.coord.Status(context.Background())
+		if err != nil {
+			c.coord.Close()
+			b.closeAll()
+			return nil, err
+		}
+		b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
+	} else {
+		go func() { c.runErr <- c.rep.run() }()
+		b.log.Info("coordinator replica started", "replica", cfg.ReplicaID, "replicas", cfg.Replicas, "participants", cfg.Participants)
 	}
-	b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
 	// Every participant the coordinator may send to may answer: those of
 	// purchases, and a user's own ones that SubmitTx names. The machine
 	// checks that each speaks only of its own branches.
@@ -287,6 +332,11 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	})
 	if !quiet {
 		c.log.Warn("shutdown: unfinished transactions are left to recovery")
+	}
+	if c.rep != nil {
+		// A replica stops raft first: the streams of its peers end with
+		// it, and the servers then stop without waiting for them.
+		c.rep.Close()
 	}
 	c.stopServers(max(time.Until(deadline), time.Second))
 	err := c.coord.Close()
@@ -448,7 +498,10 @@ func toProtoOutcome(tx string, o twopc.Outcome, err error) (*dtxv1.TxOutcome, er
 // same transaction id) is UNAVAILABLE, RESOURCE_EXHAUSTED or
 // DEADLINE_EXCEEDED.
 func grpcError(err error) error {
+	var nl *notLeader
 	switch {
+	case errors.As(err, &nl):
+		return status.Error(codes.Unavailable, nl.Error())
 	case errors.Is(err, errDraining), errors.Is(err, coordinator.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, twopc.ErrBusy):
@@ -566,6 +619,15 @@ type CoordStatusBody = deploy.CoordStatus
 
 func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := c.coord.Status(r.Context())
+	var rs *deploy.ReplicaStatus
+	if c.rep != nil {
+		// A follower has no coordinator of its own: its raft view only.
+		rs = c.rep.status()
+		var nl *notLeader
+		if errors.As(err, &nl) {
+			st, err = coordinator.Status{}, nil
+		}
+	}
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 		return
@@ -574,6 +636,6 @@ func (c *Coordinator) httpStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, CoordStatusBody{
 		Epoch: st.Epoch, Inflight: st.Inflight, Draining: c.draining.Load(), Participants: c.cfg.Participants,
 		Shed: st.Shed, Unauthorized: ns.Unauthorized,
-		Calls: ns.TxCalls, MessagesPerCall: ns.MessagesPerCall(),
+		Calls: ns.TxCalls, MessagesPerCall: ns.MessagesPerCall(), Replica: rs,
 	})
 }

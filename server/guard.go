@@ -43,6 +43,8 @@ var grpcActions = map[string]auth.Action{
 	"/dtx.v1.Coordinator/Outcome":      auth.ActOutcome,
 	"/dtx.v1.Transport/Records":        auth.ActRecords,
 	"/dtx.v1.Admin/Call":               auth.ActAdmin,
+	"/dtx.v1.Raft/Send":                auth.ActReplicate,
+	"/dtx.v1.Raft/SendStream":          auth.ActReplicate,
 }
 
 // openMethod reports whether any authenticated peer may call method: the
@@ -181,6 +183,14 @@ func ExpectServer(base *tls.Config, want auth.Identity) *tls.Config {
 // isLoopback reports whether addr (host:port) only binds loopback
 // addresses. An empty host ("":7100, all interfaces) is not loopback.
 func isLoopback(addr string) bool {
+	if strings.Contains(addr, ",") { // the replicas of a node
+		for _, a := range strings.Split(addr, ",") {
+			if !isLoopback(a) {
+				return false
+			}
+		}
+		return true
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false

@@ -306,3 +306,36 @@ func TestAttemptResourceSeesAttempts(t *testing.T) {
 		t.Fatalf("replayed calls %s, want %s", got, want)
 	}
 }
+
+// A prepared branch ignores an ABORT from an older epoch than the one that
+// prepared it (a deposed leader of a replicated coordinator, or a message
+// of an incarnation before a restart arriving late); the ABORT of its own
+// epoch or a later one aborts it.
+func TestPreparedIgnoresOlderEpochAbort(t *testing.T) {
+	l := &memLog{}
+	res := newKV()
+	p := mustPart(t, "a", l, res)
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 5, Op: []byte("k1"), Attempt: 1})
+	take(l, p)
+	if st, _ := p.Branch("t1"); st != BranchPrepared {
+		t.Fatalf("t1 is %v after PREPARE", st)
+	}
+	p.Step(Message{Type: MsgAbort, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 4, Attempt: 1})
+	take(l, p)
+	if st, _ := p.Branch("t1"); st != BranchPrepared {
+		t.Fatalf("an ABORT of epoch 4 ended a branch prepared under epoch 5: %v", st)
+	}
+	// A newer incarnation re-sends the PREPARE: its epoch is the branch's now.
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 6, Op: []byte("k1"), Attempt: 1})
+	take(l, p)
+	p.Step(Message{Type: MsgAbort, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 5, Attempt: 1})
+	take(l, p)
+	if st, _ := p.Branch("t1"); st != BranchPrepared {
+		t.Fatalf("an ABORT of epoch 5 ended a branch PREPAREd again under epoch 6: %v", st)
+	}
+	p.Step(Message{Type: MsgAbort, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 6, Attempt: 1})
+	take(l, p)
+	if st, _ := p.Branch("t1"); st != BranchAborted {
+		t.Fatalf("the ABORT of its own epoch left t1 %v", st)
+	}
+}

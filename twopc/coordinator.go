@@ -423,9 +423,20 @@ func (c *Coordinator) collectingAt(r Record) (*coordTx, string) {
 // left unfinished: transactions that never reached a decision are aborted
 // (presumed abort; their participants are told), and committed ones that
 // lack ACKs have COMMIT resent.
-func (c *Coordinator) Start() {
+func (c *Coordinator) Start() { c.StartAtLeast(0) }
+
+// StartAtLeast is Start with a new epoch of at least floor (and, as ever,
+// above every epoch in the log). A replicated coordinator passes the term
+// in which its replica leads (package replica): every leader that speaks
+// has logged its epoch through the group before its first message, so the
+// next leader's epoch is higher, and participants fence off a deposed
+// leader with the epoch check they already make.
+func (c *Coordinator) StartAtLeast(floor uint64) {
 	if c.started {
 		return
+	}
+	if floor > 0 && c.epoch+1 < floor {
+		c.epoch = floor - 1
 	}
 	c.started = true
 	c.genStart = c.now

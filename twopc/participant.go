@@ -162,6 +162,13 @@ type branch struct {
 	// A PREPARE of a later attempt replaces the branch (aborting it first if
 	// it is prepared); messages of an earlier attempt are stale.
 	attempt uint32
+	// epoch is the epoch of the PREPARE that made the branch (on replay:
+	// the epoch its PREPARED record names; 0 after a snapshot, which keeps
+	// none). A prepared branch ignores an ABORT of an older epoch: it
+	// comes from a coordinator incarnation before the one that prepared
+	// it (a deposed leader of a replicated coordinator, or a message from
+	// before a restart arriving late) and says nothing about this run.
+	epoch uint64
 }
 
 // Participant is a participant's state machine for many concurrent
@@ -302,7 +309,7 @@ func (p *Participant) Restore(r Record) error {
 		if err := p.res.PrepareAttempt(r.Tx, a, r.Op); err != nil {
 			return bad("prepare fails on replay: " + err.Error())
 		}
-		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op, attempt: a}
+		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op, attempt: a, epoch: r.Epoch}
 		p.inDoubt++
 		p.maxEpoch = max(p.maxEpoch, r.Epoch)
 	case RecCommitted:
@@ -449,6 +456,12 @@ func (p *Participant) stepPrepare(m Message) {
 		default:
 			switch b.state { // a duplicate PREPARE gets the same vote again
 			case BranchPrepared:
+				if bytes.Equal(b.op, m.Op) && m.Epoch > b.epoch {
+					// A new coordinator incarnation runs the same
+					// transaction: an ABORT of the old one no longer
+					// applies here.
+					b.epoch = m.Epoch
+				}
 				if !bytes.Equal(b.op, m.Op) {
 					// The id was reused for another operation by a new
 					// coordinator incarnation: never let one stand for the
@@ -487,7 +500,7 @@ func (p *Participant) stepPrepare(m Message) {
 		return
 	}
 	p.maxEpoch = m.Epoch
-	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen}
+	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen, epoch: m.Epoch}
 	p.branches[m.Tx] = b
 	granted, err := p.locks.Acquire(m.Tx, keys)
 	if err != nil {
@@ -762,6 +775,8 @@ func (p *Participant) stepAbort(m Message) {
 		p.settle(m.Tx, b)
 		p.rd.Records = append(p.rd.Records, Record{Type: RecAborted, Tx: m.Tx, Reason: reason, Attempt: a})
 		p.releaseWaiting(m.Tx)
+	case b.state == BranchPrepared && m.Epoch < b.epoch:
+		p.event(m.Tx, fmt.Sprintf("ignored ABORT of epoch %d: prepared under epoch %d", m.Epoch, b.epoch))
 	case b.state == BranchPrepared:
 		p.res.AbortAttempt(m.Tx, b.attempt, b.op)
 		b.reason = reason

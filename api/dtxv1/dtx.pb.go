@@ -1295,6 +1295,86 @@ func (x *AdminReply) GetJson() []byte {
 	return nil
 }
 
+type RaftBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      [][]byte               `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"` // each an etcd raftpb.Message, encoded
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftBatch) Reset() {
+	*x = RaftBatch{}
+	mi := &file_dtx_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftBatch) ProtoMessage() {}
+
+func (x *RaftBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
+func (*RaftBatch) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RaftBatch) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type RaftReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftReply) Reset() {
+	*x = RaftReply{}
+	mi := &file_dtx_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftReply) ProtoMessage() {}
+
+func (x *RaftReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftReply.ProtoReflect.Descriptor instead.
+func (*RaftReply) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{19}
+}
+
 var File_dtx_proto protoreflect.FileDescriptor
 
 const file_dtx_proto_rawDesc = "" +
@@ -1368,7 +1448,10 @@ const file_dtx_proto_rawDesc = "" +
 	"\x04note\x18\x04 \x01(\tR\x04note\" \n" +
 	"\n" +
 	"AdminReply\x12\x12\n" +
-	"\x04json\x18\x01 \x01(\fR\x04json*\xdd\x01\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json\"'\n" +
+	"\tRaftBatch\x12\x1a\n" +
+	"\bmessages\x18\x01 \x03(\fR\bmessages\"\v\n" +
+	"\tRaftReply*\xdd\x01\n" +
 	"\aMsgType\x12\x18\n" +
 	"\x14MSG_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MSG_TYPE_PREPARE\x10\x01\x12\x11\n" +
@@ -1401,7 +1484,11 @@ const file_dtx_proto_rawDesc = "" +
 	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
 	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x0129\n" +
 	"\x05Admin\x120\n" +
-	"\x04Call\x12\x14.dtx.v1.AdminRequest\x1a\x12.dtx.v1.AdminReplyB(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"\x04Call\x12\x14.dtx.v1.AdminRequest\x1a\x12.dtx.v1.AdminReply2j\n" +
+	"\x04Raft\x12,\n" +
+	"\x04Send\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply\x124\n" +
+	"\n" +
+	"SendStream\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply(\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -1416,7 +1503,7 @@ func file_dtx_proto_rawDescGZIP() []byte {
 }
 
 var file_dtx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_dtx_proto_goTypes = []any{
 	(MsgType)(0),            // 0: dtx.v1.MsgType
 	(Vote)(0),               // 1: dtx.v1.Vote
@@ -1439,6 +1526,8 @@ var file_dtx_proto_goTypes = []any{
 	(*RecordsReply)(nil),    // 18: dtx.v1.RecordsReply
 	(*AdminRequest)(nil),    // 19: dtx.v1.AdminRequest
 	(*AdminReply)(nil),      // 20: dtx.v1.AdminReply
+	(*RaftBatch)(nil),       // 21: dtx.v1.RaftBatch
+	(*RaftReply)(nil),       // 22: dtx.v1.RaftReply
 }
 var file_dtx_proto_depIdxs = []int32{
 	0,  // 0: dtx.v1.Message.type:type_name -> dtx.v1.MsgType
@@ -1460,16 +1549,20 @@ var file_dtx_proto_depIdxs = []int32{
 	14, // 16: dtx.v1.Coordinator.Outcome:input_type -> dtx.v1.OutcomeRequest
 	8,  // 17: dtx.v1.Coordinator.SubmitStream:input_type -> dtx.v1.SubmitBatch
 	19, // 18: dtx.v1.Admin.Call:input_type -> dtx.v1.AdminRequest
-	6,  // 19: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	6,  // 20: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
-	18, // 21: dtx.v1.Transport.Records:output_type -> dtx.v1.RecordsReply
-	15, // 22: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 23: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 24: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 25: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	20, // 26: dtx.v1.Admin.Call:output_type -> dtx.v1.AdminReply
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
+	21, // 19: dtx.v1.Raft.Send:input_type -> dtx.v1.RaftBatch
+	21, // 20: dtx.v1.Raft.SendStream:input_type -> dtx.v1.RaftBatch
+	6,  // 21: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 22: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	18, // 23: dtx.v1.Transport.Records:output_type -> dtx.v1.RecordsReply
+	15, // 24: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 25: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 26: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 27: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	20, // 28: dtx.v1.Admin.Call:output_type -> dtx.v1.AdminReply
+	22, // 29: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
+	22, // 30: dtx.v1.Raft.SendStream:output_type -> dtx.v1.RaftReply
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1486,9 +1579,9 @@ func file_dtx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dtx_proto_rawDesc), len(file_dtx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_dtx_proto_goTypes,
 		DependencyIndexes: file_dtx_proto_depIdxs,

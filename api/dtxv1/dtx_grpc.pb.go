@@ -609,3 +609,149 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "dtx.proto",
 }
+
+const (
+	Raft_Send_FullMethodName       = "/dtx.v1.Raft/Send"
+	Raft_SendStream_FullMethodName = "/dtx.v1.Raft/SendStream"
+)
+
+// RaftClient is the client API for Raft service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Raft carries raft messages between the replicas of a replicated
+// coordinator (dtx serve coordinator --replicas). Only the coordinator
+// identity (dtx://coordinator, mutual TLS) may call it.
+type RaftClient interface {
+	// Send hands a batch of raft messages to this replica.
+	Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftReply, error)
+	// SendStream is Send for many batches on one stream (what replicas use).
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftBatch, RaftReply], error)
+}
+
+type raftClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRaftClient(cc grpc.ClientConnInterface) RaftClient {
+	return &raftClient{cc}
+}
+
+func (c *raftClient) Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftReply)
+	err := c.cc.Invoke(ctx, Raft_Send_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *raftClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftBatch, RaftReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[0], Raft_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RaftBatch, RaftReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SendStreamClient = grpc.ClientStreamingClient[RaftBatch, RaftReply]
+
+// RaftServer is the server API for Raft service.
+// All implementations must embed UnimplementedRaftServer
+// for forward compatibility.
+//
+// Raft carries raft messages between the replicas of a replicated
+// coordinator (dtx serve coordinator --replicas). Only the coordinator
+// identity (dtx://coordinator, mutual TLS) may call it.
+type RaftServer interface {
+	// Send hands a batch of raft messages to this replica.
+	Send(context.Context, *RaftBatch) (*RaftReply, error)
+	// SendStream is Send for many batches on one stream (what replicas use).
+	SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error
+	mustEmbedUnimplementedRaftServer()
+}
+
+// UnimplementedRaftServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRaftServer struct{}
+
+func (UnimplementedRaftServer) Send(context.Context, *RaftBatch) (*RaftReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedRaftServer) SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
+func (UnimplementedRaftServer) mustEmbedUnimplementedRaftServer() {}
+func (UnimplementedRaftServer) testEmbeddedByValue()              {}
+
+// UnsafeRaftServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RaftServer will
+// result in compilation errors.
+type UnsafeRaftServer interface {
+	mustEmbedUnimplementedRaftServer()
+}
+
+func RegisterRaftServer(s grpc.ServiceRegistrar, srv RaftServer) {
+	// If the following call panics, it indicates UnimplementedRaftServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Raft_ServiceDesc, srv)
+}
+
+func _Raft_Send_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftBatch)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftServer).Send(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raft_Send_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftServer).Send(ctx, req.(*RaftBatch))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Raft_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RaftServer).SendStream(&grpc.GenericServerStream[RaftBatch, RaftReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SendStreamServer = grpc.ClientStreamingServer[RaftBatch, RaftReply]
+
+// Raft_ServiceDesc is the grpc.ServiceDesc for Raft service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Raft_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dtx.v1.Raft",
+	HandlerType: (*RaftServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Send",
+			Handler:    _Raft_Send_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _Raft_SendStream_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "dtx.proto",
+}

@@ -41,6 +41,7 @@ func benchCmd() *cobra.Command {
 		cpuProfile   string
 		memProfile   string
 		grpcClient   string
+		coordinators int
 		streams      int
 		serveFlags   []string
 		walPrealloc  int64
@@ -71,6 +72,9 @@ same order). --deadlock all compares the three policies.`,
 			}
 			if grpcClient != "stream" && grpcClient != "unary" {
 				return usagef("--grpc-client %q: want stream or unary", grpcClient)
+			}
+			if coordinators != 1 && (transportArg != "grpc" || coordinators < 1 || coordinators%2 == 0) {
+				return usagef("--coordinators %d: 1, or an odd number of replicas with --transport grpc", coordinators)
 			}
 			if transportArg == "grpc" && jitter > 0 {
 				return usagef("--net-jitter is for --transport mem only")
@@ -161,7 +165,7 @@ same order). --deadlock all compares the three policies.`,
 							}
 							var r bench.Result
 							if transportArg == "grpc" {
-								gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags, TLS: useTLS}
+								gc := bench.GRPCConfig{Config: bc, Binary: self, Unary: grpcClient == "unary", Streams: streams, ServeFlags: serveFlags, TLS: useTLS, Coordinators: coordinators}
 								if cpuProfile != "" {
 									gc.ProfilePrefix = cpuProfile
 								}
@@ -217,6 +221,7 @@ same order). --deadlock all compares the three policies.`,
 	fl.StringVar(&transportArg, "transport", "mem", "transport: mem (one process) or grpc (four dtx serve processes on loopback)")
 	fl.StringVar(&grpcClient, "grpc-client", "stream", "grpc: stream (transactions share SubmitStream streams) or unary (one call each)")
 	fl.IntVar(&streams, "streams", 0, "grpc: client streams (0: the client's default)")
+	fl.IntVar(&coordinators, "coordinators", 1, "grpc: 1 coordinator, or this many replicas of a replicated coordinator (3, 5)")
 	fl.BoolVar(&useTLS, "tls", true, "grpc: mutual TLS and authorization between every process, as a deployment runs (--tls=false: plaintext, to measure their cost)")
 	fl.StringArrayVar(&serveFlags, "serve-flag", nil, "grpc: extra flag for every dtx serve, e.g. --serve-flag=--streams=2 (repeatable)")
 	fl.Int64Var(&walPrealloc, "wal-prealloc", 0, "mem: zero-fill chunk of every log in bytes (0: the wal default, 4 MiB; -1: no preallocation)")

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,10 +38,59 @@ func clusterCmd() *cobra.Command {
 // recovery finds them up.
 var clusterComponents = []string{"inventory", "payment", "order", twopc.CoordinatorID}
 
+// clusterProc is one process of a cluster, as DIR/cluster.json lists it.
+type clusterProc struct {
+	Name string `json:"name"` // coordinator, coordinator-N (a replica), or a service's name
+	Role string `json:"role"` // coordinator or participant
+	PID  int    `json:"pid"`
+	GRPC string `json:"grpc"`
+	HTTP string `json:"http"`
+	// Replica is a coordinator replica's id (0: the single coordinator or a service).
+	Replica uint64 `json:"replica,omitempty"`
+}
+
+// clusterFile is DIR/cluster.json, written by 'dtx cluster up'.
+type clusterFile struct {
+	Processes []clusterProc `json:"processes"`
+}
+
+const clusterFileName = "cluster.json"
+
+// replicaPorts are the gRPC ports of the coordinator replicas of 'dtx
+// cluster up --coordinators N' (HTTP: + 1000): the first is the single
+// coordinator's, the others follow the services'.
+func replicaAddr(id int, http bool) string {
+	p := 7100
+	if id > 1 {
+		p = 7102 + id
+	}
+	if http {
+		p += 1000
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}
+
+// readClusterFile reads DIR/cluster.json (nil, nil if there is none).
+func readClusterFile(dir string) (*clusterFile, error) {
+	data, err := os.ReadFile(filepath.Join(dir, clusterFileName))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f clusterFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, clusterFileName), err)
+	}
+	return &f, nil
+}
+
 func clusterUpCmd() *cobra.Command {
 	var dir, world, logLevel string
 	var extra []string
 	var insecure bool
+	var coordinators int
 	cmd := &cobra.Command{
 		Use:   "up --dir DIR",
 		Short: "Start the coordinator and the three services as separate processes on 127.0.0.1; stop them all on Ctrl-C",
@@ -48,6 +99,12 @@ in its own process with its data directory under --dir and its log in
 DIR/NAME.log, on the fixed localhost addresses (gRPC 7100-7103, HTTP 8100-8103).
 It prints how to use the cluster and waits; Ctrl-C (or SIGTERM) drains and stops
 every process. Running it again on the same --dir recovers the cluster.
+
+--coordinators 3 (or 5) runs a replicated coordinator instead: processes
+coordinator-1..N (gRPC 7100, 7104, 7105, ...; HTTP + 1000), one raft group,
+of which the leader coordinates; the services and clients know every replica
+(dtx run --coordinator 127.0.0.1:7100,127.0.0.1:7104,127.0.0.1:7105). Every
+process, its pid and addresses are written to DIR/cluster.json.
 
 Mutual TLS and authorization are on: on first start it makes a throw-away CA
 and certificates in DIR/certs (one per component, client/dtx for clients,
@@ -97,23 +154,74 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var procs []*exec.Cmd
+			var names []string // role of each of procs
 			var wg sync.WaitGroup
-			exited := make(chan string, len(clusterComponents))
+			exited := make(chan string, len(clusterComponents)+8)
 			stopAll := func() {
 				for _, p := range procs {
 					p.Process.Signal(syscall.SIGTERM)
 				}
 				wg.Wait()
 			}
-			for _, name := range clusterComponents {
-				args := []string{"serve", name, "--data-dir", filepath.Join(dir, name), "--log-level", logLevel}
-				if world != "" && name != twopc.CoordinatorID {
+			if coordinators < 1 || coordinators > 7 || coordinators%2 == 0 {
+				return usagef("--coordinators %d: want 1, 3, 5 or 7", coordinators)
+			}
+			// The processes, in start order: the services first, so that the
+			// coordinator's recovery finds them up.
+			type spec struct {
+				name, role, grpc, http string
+				replica                uint64
+			}
+			var specs []spec
+			for _, n := range clusterComponents[:len(clusterComponents)-1] {
+				specs = append(specs, spec{name: n, role: "participant", grpc: defaultAddr(n, false), http: defaultAddr(n, true)})
+			}
+			coordList := defaultAddr(twopc.CoordinatorID, false)
+			var replicaFlag []string
+			if coordinators == 1 {
+				specs = append(specs, spec{name: twopc.CoordinatorID, role: twopc.CoordinatorID, grpc: coordList, http: defaultAddr(twopc.CoordinatorID, true)})
+			} else {
+				var addrs []string
+				for i := 1; i <= coordinators; i++ {
+					specs = append(specs, spec{name: fmt.Sprintf("coordinator-%d", i), role: twopc.CoordinatorID,
+						grpc: replicaAddr(i, false), http: replicaAddr(i, true), replica: uint64(i)})
+					addrs = append(addrs, replicaAddr(i, false))
+					replicaFlag = append(replicaFlag, fmt.Sprintf("%d=%s", i, replicaAddr(i, false)))
+				}
+				coordList = strings.Join(addrs, ",")
+			}
+			var file clusterFile
+			writeFile := func() error {
+				data, err := json.MarshalIndent(file, "", "  ")
+				if err != nil {
+					return err
+				}
+				tmp := filepath.Join(dir, clusterFileName+".tmp")
+				if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+					return err
+				}
+				return os.Rename(tmp, filepath.Join(dir, clusterFileName))
+			}
+			for _, sp := range specs {
+				name := sp.name
+				component := name // the argument of dtx serve
+				if sp.role == twopc.CoordinatorID {
+					component = twopc.CoordinatorID
+				}
+				args := []string{"serve", component, "--data-dir", filepath.Join(dir, name), "--log-level", logLevel}
+				if world != "" && sp.role != twopc.CoordinatorID {
 					args = append(args, "--world", world)
 				}
-				if name == twopc.CoordinatorID {
+				if sp.role == twopc.CoordinatorID {
 					args = append(args, extra...)
+				} else if coordinators > 1 {
+					args = append(args, "--peer", twopc.CoordinatorID+"="+coordList)
 				}
-				if f := certs[name]; f != nil {
+				if sp.replica != 0 {
+					args = append(args, "--replica-id", fmt.Sprint(sp.replica), "--replicas", strings.Join(replicaFlag, ","),
+						"--listen", sp.grpc, "--http", sp.http)
+				}
+				if f := certs[component]; f != nil {
 					args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--http-tokens", tokens)
 				}
 				logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -129,6 +237,7 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 					return err
 				}
 				procs = append(procs, p)
+				names = append(names, sp.role)
 				dead := make(chan struct{})
 				wg.Add(1)
 				go func() {
@@ -138,45 +247,78 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 					close(dead)
 					exited <- fmt.Sprintf("%s exited: %v", name, err)
 				}()
-				if err := client.WaitReady(ctx, web, defaultAddr(name, true), 30*time.Second, dead); err != nil {
+				file.Processes = append(file.Processes, clusterProc{Name: name, Role: sp.role, PID: p.Process.Pid, GRPC: sp.grpc, HTTP: sp.http, Replica: sp.replica})
+				if sp.replica != 0 {
+					continue // the replicas come up together: checked below
+				}
+				if err := client.WaitReady(ctx, web, sp.http, 30*time.Second, dead); err != nil {
 					stopAll()
 					return fmt.Errorf("%s did not come up (see %s): %w", name, filepath.Join(dir, name+".log"), err)
 				}
-				fmt.Fprintf(os.Stderr, "dtx: %-11s pid %-7d grpc %s  http %s\n", name, p.Process.Pid, defaultAddr(name, false), defaultAddr(name, true))
+				fmt.Fprintf(os.Stderr, "dtx: %-13s pid %-7d grpc %s  http %s\n", name, p.Process.Pid, sp.grpc, sp.http)
+			}
+			for i, sp := range specs {
+				if sp.replica == 0 {
+					continue
+				}
+				if err := client.WaitReady(ctx, web, sp.http, 30*time.Second, nil); err != nil {
+					stopAll()
+					return fmt.Errorf("%s did not come up (see %s): %w", sp.name, filepath.Join(dir, sp.name+".log"), err)
+				}
+				fmt.Fprintf(os.Stderr, "dtx: %-13s pid %-7d grpc %s  http %s  (replica %d)\n", sp.name, file.Processes[i].PID, sp.grpc, sp.http, sp.replica)
+			}
+			if err := writeFile(); err != nil {
+				stopAll()
+				return err
+			}
+			if coordinators > 1 {
+				fmt.Fprintf(os.Stderr, "dtx: replicated coordinator: %d replicas; clients: --coordinator %s; processes in %s\n", coordinators, coordList, filepath.Join(dir, clusterFileName))
 			}
 			if insecure {
 				fmt.Fprintf(os.Stderr, `dtx: cluster up (plaintext, nobody authenticated). Try:
   curl -s -XPOST localhost:8100/v1/purchases -d '{"transaction_id":"c1","user_id":"alice","item_id":"book","quantity":1,"price":"12.50","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/39","cvv":"123"}}'
   curl -s localhost:8100/v1/transactions/c1
-  dtx run --coordinator 127.0.0.1:7100 --input examples/requests.jsonl
-  dtx cluster state
+  dtx run --coordinator %[1]s --input examples/requests.jsonl
+  dtx cluster state --dir %[2]s
   curl -s localhost:8101/metrics | grep ^dtx_
 Web console: http://localhost:8100/console/
 Ctrl-C stops the cluster.
-`)
+`, coordList, dir)
 			} else {
 				c := certs[clusterClient]
 				fmt.Fprintf(os.Stderr, `dtx: cluster up. Try:
   curl -s --cacert %[1]s --cert %[2]s --key %[3]s -XPOST https://localhost:8100/v1/purchases -d '{"transaction_id":"c1","user_id":"alice","item_id":"book","quantity":1,"price":"12.50","payment_details":{"card_number":"4111 1111 1111 1111","expiry":"12/39","cvv":"123"}}'
   curl -s --cacert %[1]s -H "Authorization: Bearer $(cat %[4]s)" https://localhost:8100/v1/transactions/c1
-  dtx run --coordinator 127.0.0.1:7100 --cluster-dir %[5]s --input examples/requests.jsonl
+  dtx run --coordinator %[7]s --cluster-dir %[5]s --input examples/requests.jsonl
   dtx cluster state --dir %[5]s
   curl -s --cacert %[1]s -H "Authorization: Bearer $(cat %[6]s)" https://localhost:8101/metrics | grep ^dtx_
 Web console: https://localhost:8100/console/
   (the browser must trust %[1]s, or be told to go on; the page asks for the
   admin bearer token in %[6]s)
 Ctrl-C stops the cluster.
-`, c.CA, c.Cert, c.Key, filepath.Join(certDir, "client.token"), dir, filepath.Join(certDir, "admin.token"))
+`, c.CA, c.Cert, c.Key, filepath.Join(certDir, "client.token"), dir, filepath.Join(certDir, "admin.token"), coordList)
 			}
-			select {
-			case <-ctx.Done():
-			case msg := <-exited:
-				fmt.Fprintln(os.Stderr, "dtx:", msg, "- stopping the cluster")
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					break wait
+				case msg := <-exited:
+					if coordinators > 1 && strings.HasPrefix(msg, "coordinator-") {
+						// One replica down: the others go on (a majority
+						// elects a new leader). Restart it by hand with the
+						// command line in its log, or restart the cluster.
+						fmt.Fprintln(os.Stderr, "dtx:", msg, "- the other replicas go on")
+						continue
+					}
+					fmt.Fprintln(os.Stderr, "dtx:", msg, "- stopping the cluster")
+					break wait
+				}
 			}
 			// The coordinator first: it stops taking work and finishes what it has.
 			for i := len(procs) - 1; i >= 0; i-- {
 				procs[i].Process.Signal(syscall.SIGTERM)
-				if clusterComponents[i] == twopc.CoordinatorID {
+				if names[i] == twopc.CoordinatorID && (i == 0 || names[i-1] != twopc.CoordinatorID) {
 					time.Sleep(100 * time.Millisecond)
 				}
 			}
@@ -192,8 +334,45 @@ Ctrl-C stops the cluster.
 	fl.BoolVar(&insecure, "insecure", false, "plaintext gRPC and HTTP, nobody authenticated (loopback only); the default is mutual TLS with certificates made in DIR/certs")
 	fl.Bool("tls", true, "kept for old scripts: TLS is the default")
 	fl.MarkHidden("tls")
+	fl.IntVar(&coordinators, "coordinators", 1, "coordinator processes: 1, or 3 or 5 replicas of a replicated coordinator (one raft group)")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
 	return cmd
+}
+
+// replicaView is one coordinator replica in 'dtx cluster state'.
+type replicaView struct {
+	Name    string `json:"name"`
+	ID      uint64 `json:"id"`
+	State   string `json:"state"`
+	Term    uint64 `json:"term"`
+	Applied uint64 `json:"applied"`
+	Commit  uint64 `json:"commit"`
+	Leader  uint64 `json:"leader"`
+	Serving bool   `json:"serving"`
+	Error   string `json:"error,omitempty"`
+}
+
+// findLeader asks every coordinator replica of procs for its raft view and
+// returns them, with the name and HTTP address of the one that serves as
+// the leader ("" if none does).
+func findLeader(ctx context.Context, web *client.HTTP, procs []clusterProc) (views []replicaView, name, http string) {
+	for _, p := range procs {
+		if p.Replica == 0 {
+			continue
+		}
+		v := replicaView{Name: p.Name, ID: p.Replica}
+		var st deploy.CoordStatus
+		if err := web.Get(ctx, p.HTTP, "/v1/status", &st); err != nil {
+			v.Error = err.Error()
+		} else if r := st.Replica; r != nil {
+			v.State, v.Term, v.Applied, v.Commit, v.Leader, v.Serving = r.State, r.Term, r.Applied, r.Commit, r.Leader, r.Serving
+			if r.Serving {
+				name, http = p.Name, p.HTTP
+			}
+		}
+		views = append(views, v)
+	}
+	return views, name, http
 }
 
 func clusterStateCmd() *cobra.Command {
@@ -201,16 +380,25 @@ func clusterStateCmd() *cobra.Command {
 	var services []string
 	var wait time.Duration
 	var tf tlsFlags
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "state [--dir DIR] [--coordinator-http ADDR] [--service NAME=HTTPADDR ...]",
+		Use:   "state [--dir DIR] [--json] [--coordinator-http ADDR] [--service NAME=HTTPADDR ...]",
 		Short: "Print the state of every process of a running cluster as JSON and check the invariants across them",
 		Long: `State reads GET /v1/status from the coordinator and GET /v1/state from every
 service, waits (up to --wait) until nothing is in flight or in doubt, prints
 the state (the shape of 'dtx state') and checks every invariant: each
 service's own, and atomicity across inventory, payment and order. It exits
-with status 1 if an invariant fails or the cluster does not settle.`,
+with status 1 if an invariant fails or the cluster does not settle.
+
+With a replicated coordinator (DIR/cluster.json of 'dtx cluster up
+--coordinators 3' lists the replicas) it asks every replica for its raft view
+and reads the coordinator's state from the leader; the output then has
+"leader" (the leading replica's process name) and "replicas" (each one's
+state, term, applied and commit index). The output is JSON with or without
+--json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = asJSON
 			svcs := map[string]string{}
 			if len(services) == 0 {
 				for _, n := range engine.Services {
@@ -228,11 +416,34 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 			if err != nil {
 				return err
 			}
+			var procs []clusterProc
+			if dir != "" {
+				f, err := readClusterFile(dir)
+				if err != nil {
+					return err
+				}
+				if f != nil {
+					procs = f.Processes
+				}
+			}
+			replicated := slices.ContainsFunc(procs, func(p clusterProc) bool { return p.Replica != 0 })
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
-			var cs *deploy.ClusterState
+			var (
+				cs     *deploy.ClusterState
+				views  []replicaView
+				leader string
+			)
 			for {
-				cs, err = deploy.FetchClusterState(ctx, web, coordHTTP, svcs)
+				addr := coordHTTP
+				if replicated {
+					views, leader, addr = findLeader(ctx, web, procs)
+				}
+				if addr == "" {
+					err = errors.New("no coordinator replica leads (yet)")
+				} else {
+					cs, err = deploy.FetchClusterState(ctx, web, addr, svcs)
+				}
 				if err == nil && cs.Quiet() {
 					break
 				}
@@ -248,7 +459,9 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 			out := struct {
 				engine.State
 				Services map[string]deploy.ServiceState `json:"services"`
-			}{cs.State, cs.Services}
+				Leader   string                         `json:"leader,omitempty"`
+				Replicas []replicaView                  `json:"replicas,omitempty"`
+			}{cs.State, cs.Services, leader, views}
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(out); err != nil {
@@ -262,10 +475,11 @@ with status 1 if an invariant fails or the cluster does not settle.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&coordHTTP, "coordinator-http", defaultAddr(twopc.CoordinatorID, true), "HTTP address of the coordinator")
+	fl.StringVar(&coordHTTP, "coordinator-http", defaultAddr(twopc.CoordinatorID, true), "HTTP address of the coordinator (with a replicated coordinator in DIR/cluster.json: the leader's, found by asking every replica)")
 	fl.StringArrayVar(&services, "service", nil, "NAME=HTTPADDR of a service (repeatable; default: the three built-in services at the cluster addresses)")
 	fl.DurationVar(&wait, "wait", 30*time.Second, "longest wait for the cluster to settle")
-	fl.StringVar(&dir, "dir", "", "the --dir of 'dtx cluster up': use its admin certificate (HTTPS); without it and without --tls-*, plain HTTP")
+	fl.StringVar(&dir, "dir", "", "the --dir of 'dtx cluster up': use its admin certificate (HTTPS) and its cluster.json; without it and without --tls-*, plain HTTP")
+	fl.BoolVar(&asJSON, "json", false, "print JSON (the default; accepted for scripts)")
 	tf.add(fl)
 	return cmd
 }

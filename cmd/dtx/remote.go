@@ -35,7 +35,7 @@ type remoteFlags struct {
 }
 
 func addRemoteFlags(fl *pflag.FlagSet, f *remoteFlags) {
-	fl.StringVar(&f.coordinator, "coordinator", "", "gRPC address of a running coordinator (dtx serve coordinator) to send the requests to, instead of running the services in this process; --data-dir, --world and the fault and timeout flags then do not apply")
+	fl.StringVar(&f.coordinator, "coordinator", "", "gRPC address of a running coordinator (dtx serve coordinator), or of every replica of a replicated one, comma-separated (the client follows the leader), to send the requests to, instead of running the services in this process; --data-dir, --world and the fault and timeout flags then do not apply")
 	f.tls.add(fl)
 	fl.StringVar(&f.clusterDir, "cluster-dir", "", "the --dir of 'dtx cluster up': use the client certificate it made (instead of --tls-*)")
 }

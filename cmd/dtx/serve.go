@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -60,6 +61,10 @@ type serveFlags struct {
 	maxConns                               int
 	handshakeTimeout, idleTimeout          time.Duration
 	trace                                  traceFlags
+	replicaID                              uint64
+	replicas                               string
+	raftTick                               time.Duration
+	electionTicks                          int
 }
 
 func serveCmd() *cobra.Command {
@@ -87,6 +92,17 @@ them) and may only do what its role may (docs/SECURITY.md); the HTTP endpoints
 are HTTPS and need a client certificate or a bearer token (--http-tokens),
 except /healthz and /readyz. Without TLS nobody is authenticated: dtx serve
 then binds loopback addresses only, unless --insecure is given.
+
+A replicated coordinator is 2F+1 processes, each 'dtx serve coordinator
+--replica-id N --replicas 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT' with its own
+--data-dir: the replicas elect a leader (Raft), and only the leader runs the
+two-phase commit; its log records are committed by a majority before any
+decision leaves, so a transaction survives the loss of F replicas. Each
+replica listens on its own address in --replicas (unless --listen says
+otherwise); the others refuse clients and participants with the leader's
+address. Participants and clients list every replica:
+--peer coordinator=HOST:PORT,HOST:PORT,HOST:PORT and dtx run --coordinator
+HOST:PORT,HOST:PORT,HOST:PORT.
 
 Without --listen, --http and --peer, the addresses of 'dtx cluster up' are used:
 coordinator 127.0.0.1:7100, inventory :7101, payment :7102, order :7103, each
@@ -128,6 +144,10 @@ with HTTP on the port + 1000.`,
 	fl.IntVar(&f.maxConns, "max-conns", 0, "most connections each listener holds at once (0: a quarter of the file descriptor limit, at most 4096)")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 5*time.Second, "a new connection that has not finished its TLS handshake and first bytes by then is closed")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 2*time.Minute, "a connection with no call for this long is closed")
+	fl.Uint64Var(&f.replicaID, "replica-id", 0, "coordinator: this process's id in --replicas (a replicated coordinator; 0: the single coordinator)")
+	fl.StringVar(&f.replicas, "replicas", "", "coordinator: every replica as ID=HOST:PORT, comma-separated (3 or 5 of them), with --replica-id")
+	fl.DurationVar(&f.raftTick, "raft-tick", 10*time.Millisecond, "coordinator replicas: the raft tick (heartbeats every tick)")
+	fl.IntVar(&f.electionTicks, "election-ticks", 10, "coordinator replicas: ticks without a leader's heartbeat before an election")
 	return cmd
 }
 
@@ -161,7 +181,29 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 		}
 		peers[n] = addr
 	}
+	var replicas map[uint64]string
+	if f.replicaID != 0 || f.replicas != "" {
+		if name != twopc.CoordinatorID {
+			return usagef("--replica-id and --replicas are for the coordinator only")
+		}
+		replicas, err = parseReplicas(f.replicas)
+		if err != nil {
+			return usagef("--replicas: %v", err)
+		}
+		if _, ok := replicas[f.replicaID]; !ok {
+			return usagef("--replica-id %d is not one of --replicas %q", f.replicaID, f.replicas)
+		}
+		if f.electionTicks < 2 {
+			return usagef("--election-ticks %d: at least 2", f.electionTicks)
+		}
+		if f.raftTick <= 0 {
+			return usagef("--raft-tick %v: must be > 0", f.raftTick)
+		}
+	}
 	listen := f.listen
+	if listen == "" && replicas != nil {
+		listen = replicas[f.replicaID]
+	}
 	if listen == "" {
 		listen = defaultAddr(name, false)
 	}
@@ -226,7 +268,8 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	}
 	var p proc
 	if name == twopc.CoordinatorID {
-		c, err := server.StartCoordinator(server.CoordinatorConfig{Common: common, Participants: f.participants, Protocol: protocol})
+		c, err := server.StartCoordinator(server.CoordinatorConfig{Common: common, Participants: f.participants, Protocol: protocol,
+			ReplicaID: f.replicaID, Replicas: replicas, RaftTick: f.raftTick, ElectionTicks: f.electionTicks})
 		if err != nil {
 			return err
 		}
@@ -270,4 +313,33 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	sctx, cancel := context.WithTimeout(context.Background(), f.grace+5*time.Second)
 	defer cancel()
 	return p.Shutdown(sctx)
+}
+
+// parseReplicas reads --replicas: ID=HOST:PORT, comma-separated, ids from 1,
+// each id and address once.
+func parseReplicas(s string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		idText, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || addr == "" {
+			return nil, fmt.Errorf("%q: want ID=HOST:PORT", part)
+		}
+		var id uint64
+		if _, err := fmt.Sscan(idText, &id); err != nil || id == 0 {
+			return nil, fmt.Errorf("%q: the id must be a number from 1", part)
+		}
+		if _, dup := out[id]; dup {
+			return nil, fmt.Errorf("replica %d is listed twice", id)
+		}
+		if seen[addr] {
+			return nil, fmt.Errorf("address %s is listed twice", addr)
+		}
+		seen[addr] = true
+		out[id] = addr
+	}
+	if len(out) < 1 {
+		return nil, errors.New("no replica")
+	}
+	return out, nil
 }

@@ -14,5 +14,5 @@ func (n *Network) Client(peer string) (dtxv1.TransportClient, error) {
 	if s == nil {
 		return nil, fmt.Errorf("grpcnet: no connection to %q (unknown peer, or the network is closed)", peer)
 	}
-	return s.client, nil
+	return s.clients[s.cur.Load()], nil
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,13 @@ import (
 type Config struct {
 	// Peers maps the node names this node sends to onto their addresses
 	// (host:port). Messages to a node that is neither a peer nor registered
-	// locally are dropped.
+	// locally are dropped. A node served by several processes of which one
+	// at a time takes its messages (the replicas of a replicated
+	// coordinator) has a comma-separated list: its sender goes on with the
+	// next address, or the one a refusal names (LeaderHint), when a call
+	// fails.
 	Peers map[string]string
+
 	// CallTimeout bounds one Deliver call.
 	CallTimeout time.Duration
 	// QueueSize bounds the messages waiting for one destination; Send drops
@@ -162,6 +168,7 @@ type Network struct {
 	inbox map[string]chan []twopc.Message
 
 	filter     atomic.Pointer[func(*twopc.Message) bool]
+	hint       atomic.Pointer[func(string) string]
 	lastDenied atomic.Int64 // unix nanos of the last unauthorized batch logged
 
 	smu     sync.Mutex
@@ -216,6 +223,12 @@ func (n *Network) SetFilter(f func(*twopc.Message) bool) {
 	n.filter.Store(&f)
 }
 
+// SetHint installs f, which names the address where a node that is not
+// served here is (the leading replica of a replicated coordinator): a
+// batch for it is refused with that address in the error (LeaderHint),
+// and a DeliverStream carrying it ends, so that the sender moves there.
+func (n *Network) SetHint(f func(node string) string) { n.hint.Store(&f) }
+
 // Stats returns the counters so far.
 func (n *Network) Stats() Stats {
 	return Stats{
@@ -260,16 +273,24 @@ func (n *Network) sender(to string) *sender {
 	if s := n.senders[to]; s != nil {
 		return s
 	}
-	addr, ok := n.cfg.Peers[to]
+	list, ok := n.cfg.Peers[to]
 	if !ok || n.closed {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, n.dialOptions(to)...)
-	if err != nil {
-		n.cfg.Logger.Error("grpcnet: bad peer address", "peer", to, "addr", addr, "err", err)
-		return nil
+	s := &sender{n: n, to: to, wake: make(chan struct{}, 1)}
+	for _, addr := range strings.Split(list, ",") {
+		conn, err := grpc.NewClient(addr, n.dialOptions(to)...)
+		if err != nil {
+			n.cfg.Logger.Error("grpcnet: bad peer address", "peer", to, "addr", addr, "err", err)
+			for _, c := range s.conns {
+				c.Close()
+			}
+			return nil
+		}
+		s.addrs = append(s.addrs, addr)
+		s.conns = append(s.conns, conn)
+		s.clients = append(s.clients, dtxv1.NewTransportClient(conn))
 	}
-	s := &sender{n: n, to: to, conn: conn, client: dtxv1.NewTransportClient(conn), wake: make(chan struct{}, 1)}
 	n.senders[to] = s
 	for range n.cfg.Streams {
 		n.wg.Add(1)
@@ -323,7 +344,9 @@ func (n *Network) Close() error {
 	n.wg.Wait()
 	var errs []error
 	for _, s := range n.senders {
-		errs = append(errs, s.conn.Close())
+		for _, c := range s.conns {
+			errs = append(errs, c.Close())
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -376,6 +399,11 @@ func (n *Network) Deliver(ctx context.Context, b *dtxv1.Batch) (*dtxv1.DeliverRe
 	n.mu.RUnlock()
 	if ch == nil {
 		n.st.refused.Add(uint64(len(msgs)))
+		if h := n.hint.Load(); h != nil {
+			if addr := (*h)(to); addr != "" {
+				return nil, status.Errorf(codes.Unavailable, "node %s is not serving here; %s%s", to, hintKey, addr)
+			}
+		}
 		return nil, status.Errorf(codes.Unavailable, "node %s is not serving here", to)
 	}
 	select {
@@ -425,6 +453,10 @@ func (n *Network) DeliverStream(st dtxv1.Transport_DeliverStreamServer) error {
 			accepted += r.Accepted
 		} else if st.Context().Err() != nil {
 			return status.FromContextError(st.Context().Err()).Err()
+		} else if n.hint.Load() != nil && status.Code(err) == codes.Unavailable {
+			// The node is served elsewhere now (another replica leads):
+			// end the stream, so that the sender hears it and moves on.
+			return err
 		}
 	}
 }
@@ -432,12 +464,14 @@ func (n *Network) DeliverStream(st dtxv1.Transport_DeliverStreamServer) error {
 // sender sends one destination's queue, one batch per stream message (or
 // per call, to a peer without DeliverStream), from Streams goroutines.
 type sender struct {
-	n      *Network
-	to     string
-	conn   *grpc.ClientConn
-	client dtxv1.TransportClient
-	wake   chan struct{}
-	unary  atomic.Bool // the peer has no DeliverStream: one call per batch
+	n       *Network
+	to      string
+	addrs   []string // one, or the replicas of the destination
+	conns   []*grpc.ClientConn
+	clients []dtxv1.TransportClient
+	cur     atomic.Int32 // index of the address in use
+	wake    chan struct{}
+	unary   atomic.Bool // the peer has no DeliverStream: one call per batch
 
 	mu sync.Mutex
 	q  []twopc.Message
@@ -482,6 +516,7 @@ func (s *sender) run() {
 	failures := 0
 	var pb dtxv1.Batch
 	var stream dtxv1.Transport_DeliverStreamClient // this goroutine's; nil until needed
+	streamAt := int32(-1)                          // the address stream goes to
 	defer func() {
 		if stream != nil {
 			stream.CloseSend()
@@ -498,6 +533,13 @@ func (s *sender) run() {
 			if len(batch) == 0 {
 				break
 			}
+			if at := s.cur.Load(); at != streamAt {
+				if stream != nil {
+					stream.CloseSend()
+					stream = nil
+				}
+				streamAt = at
+			}
 			err := s.call(ctx, &pb, batch, &stream)
 			if err == nil {
 				failures = 0
@@ -505,6 +547,13 @@ func (s *sender) run() {
 			}
 			if ctx.Err() != nil {
 				return
+			}
+			if len(s.addrs) > 1 {
+				s.redirect(streamAt, err)
+				if failures < len(s.addrs) {
+					failures++
+					continue // another replica, at once
+				}
 			}
 			failures++
 			if failures == 1 || failures%50 == 0 {
@@ -524,9 +573,10 @@ func (s *sender) run() {
 // that fails is dropped (the batch with it: the protocol resends what
 // matters) and the next batch opens a new one.
 func (s *sender) deliver(ctx context.Context, pb *dtxv1.Batch, stream *dtxv1.Transport_DeliverStreamClient) error {
+	client := s.clients[s.cur.Load()]
 	if !s.unary.Load() {
 		if *stream == nil {
-			st, err := s.client.DeliverStream(ctx)
+			st, err := client.DeliverStream(ctx)
 			if err != nil {
 				return err
 			}
@@ -551,8 +601,40 @@ func (s *sender) deliver(ctx context.Context, pb *dtxv1.Batch, stream *dtxv1.Tra
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.CallTimeout)
 	defer cancel()
-	_, err := s.client.Deliver(ctx, pb)
+	_, err := client.Deliver(ctx, pb)
 	return err
+}
+
+// hintKey marks the address of the node's leading replica in a refusal.
+const hintKey = "leader at "
+
+// LeaderHint returns the address a refusal names as the leader's (after
+// "leader at "), or "".
+func LeaderHint(err error) string {
+	msg := status.Convert(err).Message()
+	i := strings.LastIndex(msg, hintKey)
+	if i < 0 {
+		return ""
+	}
+	addr := msg[i+len(hintKey):]
+	if j := strings.IndexAny(addr, " ;,)"); j >= 0 {
+		addr = addr[:j]
+	}
+	return addr
+}
+
+// redirect moves the sender off the address at (whose call failed with
+// err) to the one err names, or the next.
+func (s *sender) redirect(at int32, err error) {
+	next := (at + 1) % int32(len(s.addrs))
+	if hint := LeaderHint(err); hint != "" {
+		for i, a := range s.addrs {
+			if a == hint {
+				next = int32(i)
+			}
+		}
+	}
+	s.cur.CompareAndSwap(at, next)
 }
 
 func (s *sender) backoff(failures int) time.Duration {

@@ -1,0 +1,893 @@
+// Package replica replicates the coordinator: 2F+1 coordinator replicas
+// form one Raft group (go.etcd.io/raft/v3), and the coordinator's log
+// records are the group's entries, so that a transaction never waits for a
+// dead coordinator (the idea of Gray and Lamport's Paxos Commit: the
+// commit decision goes through consensus, not one process's disk).
+//
+// Raft is etcd's: a pure state machine (RawNode: Step, Tick, Ready,
+// Advance) that this package drives the way package node drives the twopc
+// machines. This package owns what raft leaves to its user: the raft log's
+// storage (raft.MemoryStorage in front of a wal.Log, see storage.go), the
+// transport between replicas (Transport), the ticks and the Ready loop.
+//
+// Only the leader runs the twopc coordinator machine. Once its barrier
+// entry is applied (every entry of an earlier term is then in its log) it
+// restores a fresh machine from the committed records, exactly as a
+// restarted coordinator replays its log (presumed abort for the undecided,
+// COMMIT resent where ACKs are missing), starts it with the raft term as
+// its epoch floor, and runs it on a coordinator.Coordinator whose log is
+// the group (Log): a Ready's records are one proposal, and the carrier's
+// "sync" waits until that proposal is committed and applied. A leader that
+// loses its leadership fails every proposal still waiting: nothing of
+// those Readies is sent or reported, and its machine is dropped. Followers
+// keep only the raft log.
+//
+// Every replica compacts its raft log by itself, at the coordinator's
+// checkpoints: once three checkpoints are applied, the entries before the
+// oldest of them are no longer needed (replay from it rebuilds the whole
+// machine, as node.Carrier's compaction of a wal relies on), and the raft
+// snapshot at the entry before it carries no state of its own.
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// Transport carries raft messages between the replicas of a group. Send
+// must not block (drop what cannot be sent: raft resends).
+type Transport interface {
+	Send(msgs []*pb.Message)
+}
+
+// Config configures one replica.
+type Config struct {
+	// ID is this replica's id in the group (1..N); Peers are every
+	// replica's id, this one's included.
+	ID    uint64
+	Peers []uint64
+	// Log configures the raft log's wal; an empty Dir keeps the raft log
+	// in memory only (tests).
+	Log wal.Config
+	// Coordinator configures the coordinator the leader runs (Machine,
+	// Tick, Network, callbacks, Hooks, Logger; Dir and Log are not used).
+	Coordinator coordinator.Config
+	// Transport sends raft messages to the other replicas.
+	Transport Transport
+	// Tick is the length of a raft tick (default 10ms); a follower that
+	// hears nothing from its leader for ElectionTicks (default 10) ticks
+	// starts an election; the leader sends heartbeats every
+	// HeartbeatTicks (default 1).
+	Tick                          time.Duration
+	ElectionTicks, HeartbeatTicks int
+	Logger                        *slog.Logger
+}
+
+// NotLeaderError is returned by a replica that is not the group's leader
+// (or is, and has not restored its coordinator yet): ask Leader (0 if
+// none is known).
+type NotLeaderError struct {
+	ID, Leader uint64
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 || e.Leader == e.ID {
+		return fmt.Sprintf("replica %d: not the leader (no leader known)", e.ID)
+	}
+	return fmt.Sprintf("replica %d: not the leader (leader: replica %d)", e.ID, e.Leader)
+}
+
+// ErrStopped is returned once the replica has stopped.
+var ErrStopped = errors.New("replica: stopped")
+
+// Status is a replica's view of the group.
+type Status struct {
+	ID, Term, Lead, Applied, Commit uint64
+	// Compacted is the index up to which the raft log was compacted (its
+	// snapshot's index).
+	Compacted uint64
+	// State is "leader", "follower", "candidate" or "pre-candidate".
+	State string
+	// Serving says this replica's coordinator is up (it is the leader and
+	// has restored its machine).
+	Serving bool
+}
+
+// Replica is one member of the coordinator group.
+type Replica struct {
+	cfg  Config
+	rn   *raft.RawNode
+	st   *storage
+	recv chan *pb.Message
+	prop chan *proposal
+	call chan func()
+	done chan struct{}
+
+	// The raft loop's own state.
+	applied  uint64
+	snapshot uint64 // index of the raft log's snapshot
+	cs       *pb.ConfState
+	term     uint64
+	leading  bool
+	serial   uint64
+	pending  map[uint64]*proposal // by serial, this term's
+	ckpts    []uint64             // indexes of applied entries with a checkpoint head
+	reads    map[uint64]*readReq  // ReadIndex requests by id
+	readq    []*readReq           // answered by raft, waiting for applied
+	readSer  uint64
+	run      *leaderRun
+	runStart time.Time
+
+	mu struct {
+		sync.Mutex
+		status Status
+		run    *leaderRun
+	}
+}
+
+// leaderRun is one leadership: the coordinator a leader runs in one term.
+type leaderRun struct {
+	term   uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+	ready  chan struct{} // closed once coord is set (or the run failed)
+	coord  *coordinator.Coordinator
+	err    error
+}
+
+// serving reports whether the run's coordinator is up.
+func (run *leaderRun) serving() bool {
+	if run == nil {
+		return false
+	}
+	select {
+	case <-run.ready:
+		return run.err == nil && run.ctx.Err() == nil
+	default:
+		return false
+	}
+}
+
+// proposal is a Ready's records on their way through raft.
+type proposal struct {
+	run     *leaderRun
+	data    []byte
+	records int
+	done    chan propResult
+	// barrier, if set, is called on the raft loop with the index once the
+	// entry is applied (instead of done).
+	barrier func(index uint64)
+}
+
+type propResult struct {
+	index uint64
+	err   error
+}
+
+type readReq struct {
+	index uint64
+	done  chan error
+}
+
+// New opens the replica's raft log (or creates a new group's) and returns
+// the replica. Nothing runs until Run.
+func New(cfg Config) (*Replica, error) {
+	if cfg.ID == 0 || !slices.Contains(cfg.Peers, cfg.ID) {
+		return nil, fmt.Errorf("replica: id %d is not one of the peers %v", cfg.ID, cfg.Peers)
+	}
+	if cfg.Transport == nil {
+		return nil, errors.New("replica: no transport")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 10 * time.Millisecond
+	}
+	if cfg.ElectionTicks <= 0 {
+		cfg.ElectionTicks = 10
+	}
+	if cfg.HeartbeatTicks <= 0 {
+		cfg.HeartbeatTicks = 1
+	}
+	if cfg.HeartbeatTicks >= cfg.ElectionTicks {
+		return nil, fmt.Errorf("replica: heartbeat ticks %d must be fewer than election ticks %d", cfg.HeartbeatTicks, cfg.ElectionTicks)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Coordinator.Logger == nil {
+		cfg.Coordinator.Logger = cfg.Logger
+	}
+	st, err := openStorage(cfg.Log, slices.Clone(cfg.Peers))
+	if err != nil {
+		return nil, err
+	}
+	snap, _ := st.Snapshot()
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   st,
+		Applied:                   snap.GetMetadata().GetIndex(),
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true, // a leader cut off from a majority steps down
+		PreVote:                   true, // a replica cut off does not disrupt the group when it returns
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		Logger:                    &raft.DefaultLogger{Logger: stdlog.New(io.Discard, "", 0)},
+	})
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	r := &Replica{
+		cfg:      cfg,
+		rn:       rn,
+		st:       st,
+		recv:     make(chan *pb.Message, 4096),
+		prop:     make(chan *proposal, 1024),
+		call:     make(chan func(), 256),
+		done:     make(chan struct{}),
+		applied:  snap.GetMetadata().GetIndex(),
+		snapshot: snap.GetMetadata().GetIndex(),
+		cs:       snap.GetMetadata().GetConfState(),
+		pending:  map[uint64]*proposal{},
+		reads:    map[uint64]*readReq{},
+	}
+	r.mu.status = Status{ID: cfg.ID, State: "follower", Applied: r.applied}
+	return r, nil
+}
+
+// Receive hands the replica a raft message from another replica. It never
+// blocks: a message that does not fit is dropped (raft resends).
+func (r *Replica) Receive(m *pb.Message) {
+	select {
+	case r.recv <- m:
+	default:
+	}
+}
+
+// Run drives raft until ctx ends, then stops the coordinator (if leading)
+// and closes the raft log. A failed raft log write is returned: the
+// replica must be restarted from its log.
+func (r *Replica) Run(ctx context.Context) error {
+	defer close(r.done)
+	defer r.st.close()
+	ticker := time.NewTicker(r.cfg.Tick)
+	defer ticker.Stop()
+	err := r.loop(ctx, ticker.C)
+	r.stepDown(ErrStopped)
+	if err != nil {
+		r.cfg.Logger.Error("replica stopped", "id", r.cfg.ID, "err", err)
+	}
+	return err
+}
+
+func (r *Replica) loop(ctx context.Context, tick <-chan time.Time) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			r.rn.Tick()
+		case m := <-r.recv:
+			_ = r.rn.Step(m) // a message of another term or a stale one: raft ignores it
+		case p := <-r.prop:
+			r.propose(p)
+		case f := <-r.call:
+			f()
+		}
+	drain:
+		for i := 0; i < 1024; i++ {
+			select {
+			case m := <-r.recv:
+				_ = r.rn.Step(m)
+			case p := <-r.prop:
+				r.propose(p)
+			case f := <-r.call:
+				f()
+			default:
+				break drain
+			}
+		}
+		for r.rn.HasReady() {
+			if err := r.handleReady(); err != nil {
+				return err
+			}
+		}
+		r.leadership()
+	}
+}
+
+func (r *Replica) propose(p *proposal) {
+	if !r.leading || p.run != r.run || p.run.term != r.term {
+		r.fail(p, r.notLeader())
+		return
+	}
+	r.serial++
+	putTag(p.data, r.term, r.serial)
+	if err := r.rn.Propose(p.data); err != nil {
+		r.fail(p, fmt.Errorf("replica %d: proposal dropped: %w", r.cfg.ID, err))
+		return
+	}
+	r.pending[r.serial] = p
+}
+
+func (r *Replica) fail(p *proposal, err error) {
+	if p.done != nil {
+		p.done <- propResult{err: err}
+	}
+}
+
+func (r *Replica) notLeader() error {
+	return &NotLeaderError{ID: r.cfg.ID, Leader: r.rn.BasicStatus().Lead}
+}
+
+func (r *Replica) handleReady() error {
+	rd := r.rn.Ready()
+	// A leader may send its appends while it writes the same entries to
+	// its own disk (the Raft thesis, 10.2.1; etcd raft's Ready contract):
+	// a majority still needs them durable before they commit. Everything
+	// else waits for the disk: a follower's acknowledgement, and any
+	// message after a change of term or vote.
+	early := r.leading && raft.IsEmptySnap(rd.Snapshot) &&
+		(rd.HardState == nil || (rd.HardState.GetTerm() == r.st.hs.GetTerm() && rd.HardState.GetVote() == r.st.hs.GetVote()))
+	if early {
+		r.send(rd.Messages)
+	}
+	if err := r.st.save(rd.Snapshot, rd.HardState, rd.Entries, rd.MustSync); err != nil {
+		return err
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		md := rd.Snapshot.GetMetadata()
+		r.applied, r.snapshot = md.GetIndex(), md.GetIndex()
+		r.cs = md.GetConfState()
+		r.ckpts = r.ckpts[:0]
+	}
+	if !early {
+		r.send(rd.Messages)
+	}
+	if err := r.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	for _, rs := range rd.ReadStates {
+		if len(rs.RequestCtx) != 8 {
+			continue
+		}
+		id := binary.BigEndian.Uint64(rs.RequestCtx)
+		if q := r.reads[id]; q != nil {
+			delete(r.reads, id)
+			q.index = rs.Index
+			r.readq = append(r.readq, q)
+		}
+	}
+	r.answerReads()
+	r.rn.Advance(rd)
+	return nil
+}
+
+func (r *Replica) send(msgs []*pb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	r.cfg.Transport.Send(msgs)
+	for _, m := range msgs {
+		if m.GetType() == pb.MsgSnap {
+			// The snapshot holds no state (see the package comment): the
+			// follower gets the entries after it in MsgApp.
+			r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
+		}
+	}
+}
+
+func (r *Replica) apply(ents []*pb.Entry) error {
+	for _, e := range ents {
+		r.applied = e.GetIndex()
+		switch e.GetType() {
+		case pb.EntryConfChange:
+			var cc pb.ConfChange
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("replica: conf change at %d: %w", e.GetIndex(), err)
+			}
+			r.cs = r.rn.ApplyConfChange(&cc)
+		case pb.EntryConfChangeV2:
+			var cc pb.ConfChangeV2
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("replica: conf change at %d: %w", e.GetIndex(), err)
+			}
+			r.cs = r.rn.ApplyConfChange(&cc)
+		case pb.EntryNormal:
+			term, serial, ok := tagOf(e.GetData())
+			if !ok {
+				continue
+			}
+			if term == r.term && r.leading {
+				if p := r.pending[serial]; p != nil {
+					delete(r.pending, serial)
+					if p.barrier != nil {
+						p.barrier(e.GetIndex())
+					} else {
+						p.done <- propResult{index: e.GetIndex()}
+					}
+				}
+			}
+			if hasCheckpoint(e.GetData()) {
+				r.ckpts = append(r.ckpts, e.GetIndex())
+			}
+		}
+	}
+	return r.maybeCompact()
+}
+
+// keepCheckpoints is node's rule: replay from the third newest checkpoint
+// rebuilds the current, previous and expired generations of outcomes.
+const keepCheckpoints = 3
+
+// snapshotData marks the group's snapshots: they hold no state, the
+// entries after them replay into the whole machine.
+var snapshotData = []byte("dtx: entries after this index start at a coordinator checkpoint")
+
+func (r *Replica) maybeCompact() error {
+	if len(r.ckpts) < keepCheckpoints {
+		return nil
+	}
+	r.ckpts = r.ckpts[len(r.ckpts)-keepCheckpoints:]
+	at := r.ckpts[0] - 1
+	if at <= r.snapshot || at > r.applied {
+		return nil
+	}
+	if err := r.st.compact(at, r.cs, snapshotData); err != nil {
+		return fmt.Errorf("replica: compact raft log: %w", err)
+	}
+	r.snapshot = at
+	return nil
+}
+
+func (r *Replica) answerReads() {
+	if len(r.readq) == 0 {
+		return
+	}
+	keep := r.readq[:0]
+	for _, q := range r.readq {
+		if q.index <= r.applied {
+			q.done <- nil
+		} else {
+			keep = append(keep, q)
+		}
+	}
+	clear(r.readq[len(keep):])
+	r.readq = keep
+}
+
+// leadership starts a coordinator when this replica leads without one, and
+// stops it when the replica no longer leads in the run's term; it
+// publishes the status.
+func (r *Replica) leadership() {
+	bs := r.rn.BasicStatus()
+	leading := bs.RaftState == raft.StateLeader
+	if bs.GetTerm() != r.term || !leading {
+		if r.run != nil || len(r.pending) > 0 || len(r.reads) > 0 || len(r.readq) > 0 {
+			r.stepDown(r.notLeader())
+		}
+	}
+	r.term, r.leading = bs.GetTerm(), leading
+	if leading && r.run == nil {
+		r.startRun()
+	}
+	r.mu.Lock()
+	r.mu.status = Status{ID: r.cfg.ID, Term: bs.GetTerm(), Lead: bs.Lead, Applied: r.applied, Commit: bs.GetCommit(),
+		State: stateName(bs.RaftState), Serving: r.run.serving(), Compacted: r.snapshot}
+	r.mu.run = r.run
+	r.mu.Unlock()
+}
+
+func stateName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}
+
+// stepDown fails every waiting proposal and read with err and stops the
+// coordinator: nothing of the Readies still waiting is sent or reported.
+func (r *Replica) stepDown(err error) {
+	for s, p := range r.pending {
+		delete(r.pending, s)
+		if p.barrier == nil {
+			r.fail(p, err)
+		}
+	}
+	for id, q := range r.reads {
+		delete(r.reads, id)
+		q.done <- err
+	}
+	for _, q := range r.readq {
+		q.done <- err
+	}
+	r.readq = r.readq[:0]
+	if run := r.run; run != nil {
+		r.run = nil
+		run.cancel()
+		r.cfg.Logger.Warn("replica stopped leading", "id", r.cfg.ID, "term", run.term)
+	}
+	r.mu.Lock()
+	r.mu.run = nil
+	r.mu.Unlock()
+}
+
+// startRun proposes the new leadership's barrier; once it is applied, the
+// machine is restored from every entry up to it (off the raft loop) and
+// the coordinator starts.
+func (r *Replica) startRun() {
+	ctx, cancel := context.WithCancel(context.Background())
+	run := &leaderRun{term: r.term, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
+	r.run, r.runStart = run, time.Now()
+	p := &proposal{run: run, data: make([]byte, tagSize)}
+	p.barrier = func(index uint64) {
+		first, _ := r.st.FirstIndex()
+		ents, err := r.st.Entries(first, index+1, math.MaxUint64)
+		if err != nil {
+			r.cfg.Logger.Error("replica: read raft log for restore", "err", err)
+			r.stepDown(err)
+			return
+		}
+		go r.serve(run, ents, first)
+	}
+	r.propose(p)
+	if _, ok := r.pending[r.serial]; !ok || r.pending[r.serial] != p {
+		// Dropped (no leader any more, or a leader transfer): try again
+		// on a later turn.
+		r.run = nil
+		cancel()
+	}
+}
+
+// serve restores a machine from ents (the raft log from index first up to
+// the barrier), starts it and runs the coordinator until the run ends.
+func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
+	start := time.Now()
+	m, ckpts, n, err := restore(r.cfg.Coordinator.Machine, ents)
+	if err == nil {
+		m.StartAtLeast(run.term)
+		var c *coordinator.Coordinator
+		c, err = coordinator.New(r.cfg.Coordinator, m, &Log{r: r, run: run}, ckpts)
+		if err == nil {
+			run.coord = c
+		}
+	}
+	run.err = err
+	close(run.ready)
+	if err != nil {
+		r.cfg.Logger.Error("replica: restore the coordinator", "id", r.cfg.ID, "err", err)
+		r.post(func() {
+			if r.run == run {
+				r.stepDown(err)
+			}
+		})
+		return
+	}
+	r.cfg.Logger.Info("replica leads", "id", r.cfg.ID, "term", run.term, "records", n, "first_index", first,
+		"restore", time.Since(start), "since_elected", time.Since(r.runStart))
+	if err := run.coord.Run(run.ctx); err != nil && run.ctx.Err() == nil {
+		r.cfg.Logger.Warn("replica: coordinator stopped", "id", r.cfg.ID, "term", run.term, "err", err)
+	}
+	run.coord.Close()
+	// Still leading with no coordinator (a proposal dropped while the
+	// leadership stays): start over with a new barrier.
+	r.post(func() {
+		if r.run == run {
+			r.stepDown(errors.New("replica: coordinator stopped"))
+		}
+	})
+}
+
+// restore replays the records of ents into a fresh machine (not started)
+// and returns it with the seqs of the last checkpoints and the number of
+// records.
+func restore(mc twopc.CoordinatorConfig, ents []*pb.Entry) (*twopc.Coordinator, []uint64, int, error) {
+	m, err := twopc.NewCoordinator(mc)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	var ckpts []uint64
+	n := 0
+	for _, e := range ents {
+		if e.GetType() != pb.EntryNormal {
+			continue
+		}
+		i := uint64(0)
+		err := eachRecord(e.GetData(), func(typ uint8, b []byte) error {
+			rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
+			if err != nil {
+				return fmt.Errorf("raft entry %d: %w", e.GetIndex(), err)
+			}
+			if rec.Type == twopc.RecCheckpoint && rec.Attempt == 0 {
+				if len(ckpts) == keepCheckpoints {
+					ckpts = append(ckpts[:0], ckpts[1:]...)
+				}
+				ckpts = append(ckpts, e.GetIndex()<<seqShift|i)
+			}
+			i++
+			n++
+			return m.Restore(rec)
+		})
+		if err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	return m, ckpts, n, nil
+}
+
+// post runs f on the raft loop (dropped once the replica stopped).
+func (r *Replica) post(f func()) {
+	select {
+	case r.call <- f:
+	case <-r.done:
+	}
+}
+
+// do runs f on the raft loop and waits for it.
+func (r *Replica) do(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	select {
+	case r.call <- func() { f(); close(ran) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrStopped
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrStopped
+	}
+}
+
+// Status returns the replica's view of the group (as of its last turn).
+func (r *Replica) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.status
+}
+
+// RaftLog returns the wal of the raft log (nil in memory), for its stats.
+func (r *Replica) RaftLog() *wal.Log { return r.st.wal }
+
+// Done is closed when Run has returned.
+func (r *Replica) Done() <-chan struct{} { return r.done }
+
+// Coordinator returns the coordinator this replica runs as the leader,
+// waiting (until ctx ends) for it to be restored; a NotLeaderError if the
+// replica does not lead.
+func (r *Replica) Coordinator(ctx context.Context) (*coordinator.Coordinator, error) {
+	r.mu.Lock()
+	run, lead := r.mu.run, r.mu.status.Lead
+	r.mu.Unlock()
+	if run == nil {
+		return nil, &NotLeaderError{ID: r.cfg.ID, Leader: lead}
+	}
+	select {
+	case <-run.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-run.ctx.Done():
+		return nil, &NotLeaderError{ID: r.cfg.ID}
+	}
+	if run.err != nil || run.ctx.Err() != nil {
+		return nil, &NotLeaderError{ID: r.cfg.ID}
+	}
+	return run.coord, nil
+}
+
+// Submit runs a transaction on the leader's coordinator
+// (coordinator.Submit); a NotLeaderError from a replica that does not lead.
+// An error other than the outcome's says nothing about the transaction:
+// submit it again, with the same id, to the leader.
+func (r *Replica) Submit(ctx context.Context, tx string, branches []twopc.Branch) (twopc.Outcome, error) {
+	c, err := r.Coordinator(ctx)
+	if err != nil {
+		return twopc.Outcome{}, err
+	}
+	o, err := c.Submit(ctx, tx, branches)
+	if errors.Is(err, coordinator.ErrClosed) {
+		err = &NotLeaderError{ID: r.cfg.ID, Leader: r.Status().Lead}
+	}
+	return o, err
+}
+
+// ReadIndex returns once this replica has confirmed, through a round of
+// heartbeats with a majority, that it still leads, and has applied every
+// entry committed before the call: what its coordinator knows then is not
+// a deposed leader's stale view.
+func (r *Replica) ReadIndex(ctx context.Context) error {
+	q := &readReq{done: make(chan error, 1)}
+	err := r.do(ctx, func() {
+		if !r.leading || r.run == nil {
+			q.done <- r.notLeader()
+			return
+		}
+		r.readSer++
+		r.reads[r.readSer] = q
+		r.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, r.readSer))
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-q.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrStopped
+	}
+}
+
+// Lookup answers an outcome query (coordinator.Lookup) as the leader,
+// after ReadIndex confirmed the leadership.
+func (r *Replica) Lookup(ctx context.Context, tx string) (coordinator.Known, twopc.Outcome, error) {
+	c, err := r.Coordinator(ctx)
+	if err != nil {
+		return 0, twopc.Outcome{}, err
+	}
+	if err := r.ReadIndex(ctx); err != nil {
+		return 0, twopc.Outcome{}, err
+	}
+	if c2, err := r.Coordinator(ctx); err != nil || c2 != c {
+		return 0, twopc.Outcome{}, &NotLeaderError{ID: r.cfg.ID, Leader: r.Status().Lead}
+	}
+	k, o, err := c.Lookup(ctx, tx)
+	if errors.Is(err, coordinator.ErrClosed) {
+		err = &NotLeaderError{ID: r.cfg.ID, Leader: r.Status().Lead}
+	}
+	return k, o, err
+}
+
+// TransferLeadership asks the leader to hand its leadership to replica to.
+func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
+	return r.do(ctx, func() { r.rn.TransferLeader(to) })
+}
+
+// Log is the coordinator's node.Log on the group, for one leadership: an
+// append is one proposal (a Ready's records). As with a wal, AppendNoSync
+// only appends (proposes) and Append also makes durable: it returns once
+// its entry and every entry proposed before it are committed by a majority
+// and applied. Once any proposal fails (the leadership is lost, or raft
+// dropped it) every later append fails: the coordinator stops, nothing of
+// a Ready whose records are not committed is sent or reported by a sync,
+// and the next leader restores its machine from what the group committed.
+//
+// A Ready without forced records and without a decision is sent before
+// its records are committed, as a single coordinator sends it before they
+// are synced: its messages are PREPAREs (after BEGIN), resends and
+// answers from state already committed. A decision, even the unforced
+// ABORT a single coordinator sends before its record is synced, waits for
+// the group: a deposed leader that has not noticed yet decides nothing
+// that reaches a participant. (Participants also ignore an ABORT of an
+// older epoch than the PREPARE that prepared their branch.)
+type Log struct {
+	r       *Replica
+	run     *leaderRun
+	last    uint64
+	pending []*proposal // proposed, result not yet taken, oldest first
+	err     error
+}
+
+// Append proposes entries (if any) and waits until they and everything
+// proposed before are committed and applied.
+func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
+	if len(entries) > 0 {
+		if err := l.propose(entries); err != nil {
+			return 0, err
+		}
+	}
+	for len(l.pending) > 0 {
+		p := l.pending[0]
+		var res propResult
+		select {
+		case res = <-p.done:
+		case <-l.run.ctx.Done():
+			res.err = &NotLeaderError{ID: l.r.cfg.ID}
+		case <-l.r.done:
+			res.err = ErrStopped
+		}
+		if err := l.take(res); err != nil {
+			return 0, err
+		}
+	}
+	return l.last, l.err
+}
+
+// AppendNoSync proposes entries and returns without waiting for them,
+// unless they hold a decision (an unforced ABORT): then it is Append, so
+// that no decision leaves a leader before the group has committed it.
+func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) {
+	for _, e := range entries {
+		if t := twopc.RecType(e.Type); t == twopc.RecAbort || t == twopc.RecCommit || t == twopc.RecRestart {
+			return l.Append(entries...)
+		}
+	}
+	if len(entries) > 0 {
+		if err := l.propose(entries); err != nil {
+			return 0, err
+		}
+	}
+	// Take the results already in: the list stays short, and a failure
+	// is seen at once.
+	for len(l.pending) > 0 {
+		select {
+		case res := <-l.pending[0].done:
+			if err := l.take(res); err != nil {
+				return 0, err
+			}
+			continue
+		case <-l.run.ctx.Done():
+			l.err = &NotLeaderError{ID: l.r.cfg.ID}
+			return 0, l.err
+		default:
+		}
+		break
+	}
+	return l.last, l.err
+}
+
+// DurableSeq is the seq of the last record known committed.
+func (l *Log) DurableSeq() uint64 { return l.last }
+
+// Compact does nothing: every replica compacts its raft log itself.
+func (l *Log) Compact(uint64) error { return nil }
+
+func (l *Log) propose(es []wal.Entry) error {
+	if l.err != nil {
+		return l.err
+	}
+	p := &proposal{run: l.run, data: encodeEntry(nil, es), done: make(chan propResult, 1), records: len(es)}
+	select {
+	case l.r.prop <- p:
+	case <-l.run.ctx.Done():
+		l.err = &NotLeaderError{ID: l.r.cfg.ID}
+		return l.err
+	case <-l.r.done:
+		l.err = ErrStopped
+		return l.err
+	}
+	l.pending = append(l.pending, p)
+	return nil
+}
+
+// take records the result of the oldest pending proposal.
+func (l *Log) take(res propResult) error {
+	p := l.pending[0]
+	l.pending[0] = nil
+	l.pending = l.pending[1:]
+	if res.err != nil {
+		l.err = res.err
+		return res.err
+	}
+	l.last = res.index<<seqShift | uint64(p.records-1)
+	return nil
+}

@@ -1,0 +1,169 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtx-dev/dtx/api/dtxv1"
+	"github.com/dtx-dev/dtx/auth"
+	"github.com/dtx-dev/dtx/client"
+	"github.com/dtx-dev/dtx/deploy"
+	"github.com/dtx-dev/dtx/engine"
+	"github.com/dtx-dev/dtx/server"
+	"github.com/dtx-dev/dtx/twopc"
+)
+
+// replicated is a cluster whose coordinator is three replicas.
+type replicated struct {
+	*cluster
+	addrs, https map[uint64]string
+	reps         map[uint64]*server.Coordinator
+}
+
+func (r *replicated) startReplica(id uint64) {
+	r.t.Helper()
+	cm := r.common(twopc.CoordinatorID)
+	cm.Listen, cm.HTTP = r.addrs[id], r.https[id]
+	cm.DataDir = filepath.Join(r.dir, fmt.Sprintf("coordinator-%d", id))
+	co, err := server.StartCoordinator(server.CoordinatorConfig{Common: cm, Participants: engine.Services, Protocol: r.protocol,
+		ReplicaID: id, Replicas: r.addrs, RaftTick: 10 * time.Millisecond, ElectionTicks: 10})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.reps[id] = co
+}
+
+// leader waits for the replica that serves as the leader.
+func (r *replicated) leader() uint64 {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for id, co := range r.reps {
+			var st deploy.CoordStatus
+			if err := r.web.Get(context.Background(), r.https[id], "/v1/status", &st); err == nil && st.Replica != nil && st.Replica.Serving {
+				_ = co
+				return id
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.t.Fatal("no leader after 20s")
+	return 0
+}
+
+func newReplicated(t *testing.T) *replicated {
+	c := newCluster(t)
+	r := &replicated{cluster: c, addrs: map[uint64]string{}, https: map[uint64]string{}, reps: map[uint64]*server.Coordinator{}}
+	names := append([]string{twopc.CoordinatorID, "client/test", "admin/test"}, engine.Services...)
+	files, err := server.WriteCerts(filepath.Join(c.dir, "certs"), names, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.tls = files
+	_, adminTLS, err := files["admin/test"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.web = &client.HTTP{TLS: adminTLS}
+	_, c.cliTLS, err = files["client/test"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []string
+	for id := uint64(1); id <= 3; id++ {
+		r.addrs[id], r.https[id] = freeAddr(t), freeAddr(t)
+		list = append(list, r.addrs[id])
+	}
+	// Participants and clients know every replica.
+	c.grpc[twopc.CoordinatorID] = strings.Join(list, ",")
+	c.http[twopc.CoordinatorID] = "unused"
+	for _, id := range engine.Services {
+		c.startService(id)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		r.startReplica(id)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, co := range r.reps {
+			co.Shutdown(ctx)
+		}
+		c.stop()
+	})
+	return r
+}
+
+// TestReplicatedCoordinatorNetworked runs purchases through a client that
+// knows three coordinator replicas (mutual TLS everywhere), stops the
+// leader half way, and checks that every outcome holds in the services;
+// a follower refuses outcome queries with the leader's address, and a
+// participant's certificate may not send raft messages.
+func TestReplicatedCoordinatorNetworked(t *testing.T) {
+	r := newReplicated(t)
+	cl := r.client()
+	lead := r.leader()
+	reqs := genRequests(t, r.world, 300, 5, "rep-")
+	done := make(chan map[string]twopc.Outcome)
+	go func() { done <- runAll(t, cl, reqs, 16) }()
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r.reps[lead].Shutdown(ctx)
+	cancel()
+	delete(r.reps, lead)
+	outcomes := <-done
+	next := r.leader()
+	if next == lead {
+		t.Fatalf("replica %d still leads after it stopped", lead)
+	}
+	r.http[twopc.CoordinatorID] = r.https[next]
+	checkOutcomes(t, r.waitQuiet(), outcomes)
+
+	// A follower does not answer an outcome query from its own view: it
+	// names the leader, and the client follows.
+	var follower uint64
+	for id := range r.reps {
+		if id != next {
+			follower = id
+		}
+	}
+	fconn, err := grpc.NewClient(r.addrs[follower], grpc.WithTransportCredentials(credentials.NewTLS(auth.ExpectServer(r.cliTLS, auth.Coordinator))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fconn.Close()
+	qctx, qcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_, err = dtxv1.NewCoordinatorClient(fconn).Outcome(qctx, &dtxv1.OutcomeRequest{TransactionId: reqs[0].TxID})
+	qcancel()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "leader at "+r.addrs[next]) {
+		t.Fatalf("outcome query at follower %d: %v, want UNAVAILABLE naming the leader %s", follower, err, r.addrs[next])
+	}
+	st, _, err := cl.Outcome(context.Background(), reqs[0].TxID)
+	if err != nil || (st != dtxv1.Status_STATUS_COMMITTED && st != dtxv1.Status_STATUS_ROLLED_BACK) {
+		t.Fatalf("outcome of %s through the replicas: %v, %v", reqs[0].TxID, st, err)
+	}
+
+	// Raft messages: the coordinator identity only.
+	_, invTLS, err := r.tls["inventory"].Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(r.addrs[next], grpc.WithTransportCredentials(credentials.NewTLS(auth.ExpectServer(invTLS, auth.Coordinator))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = dtxv1.NewRaftClient(conn).Send(context.Background(), &dtxv1.RaftBatch{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a participant sent raft messages: %v", err)
+	}
+}
