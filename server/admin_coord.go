@@ -17,6 +17,7 @@ import (
 	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/lockmgr"
 	"github.com/dtx-dev/dtx/twopc"
+	"google.golang.org/grpc"
 )
 
 // The coordinator's admin actions (see admin.go).
@@ -304,7 +305,9 @@ func (c *Coordinator) adminTimeline(ctx context.Context, r adminReq) (any, error
 			}
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			rep, err := cl.Records(cctx, &dtxv1.RecordsRequest{TransactionId: r.Tx, Limit: uint32(limit)})
+			// WaitForReady: a peer that just came back may still be in the
+			// connection's reconnect backoff; wait for it within the deadline.
+			rep, err := cl.Records(cctx, &dtxv1.RecordsRequest{TransactionId: r.Tx, Limit: uint32(limit)}, grpc.WaitForReady(true))
 			if err != nil {
 				errs[i] = err.Error()
 				return
