@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dtx-dev/dtx/internal/freeport"
 
 	"github.com/dtx-dev/dtx/auth"
 	"github.com/dtx-dev/dtx/client"
@@ -177,25 +178,14 @@ type proc struct {
 	err  error         // its exit status, once done
 }
 
-// freePorts returns n distinct free ports on 127.0.0.1 (held until all are
-// picked, so they differ; another program may still take one before the
-// process that is given it listens — then that process fails to start and
-// says so).
+// freePorts returns n distinct free ports on 127.0.0.1 (freeport: below the
+// ephemeral range, so that no outgoing connection takes one before the
+// process that is given it listens; another program still may, and then
+// that process fails to start and says so).
 func freePorts(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("bench: picking a free port: %w", err)
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
+	addrs, err := freeport.Addrs(n)
+	if err != nil {
+		return nil, fmt.Errorf("bench: picking a free port: %w", err)
 	}
 	return addrs, nil
 }

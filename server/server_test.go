@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dtx-dev/dtx/internal/freeport"
 
 	"github.com/dtx-dev/dtx/client"
 	"github.com/dtx-dev/dtx/deploy"
@@ -30,12 +31,11 @@ import (
 // use; tests live with that).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // cluster is a coordinator and the three built-in services, each with its

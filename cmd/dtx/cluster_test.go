@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dtx-dev/dtx/internal/freeport"
 
 	"github.com/dtx-dev/dtx/client"
 	"github.com/dtx-dev/dtx/deploy"
@@ -47,12 +48,11 @@ type clProc struct {
 
 func clFreeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func newClCluster(t *testing.T, bin string, items, buyers, count int) *clCluster {

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dtx-dev/dtx/internal/freeport"
 )
 
 // ErrNoServer is returned when no PostgreSQL server binaries are found.
@@ -274,13 +276,18 @@ func (s *Server) writeAsServer(path, text string) error {
 	return nil
 }
 
+// freePort picks a port below the ephemeral range (package freeport), so
+// that no concurrent outgoing connection takes it before the server binds.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	_, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(p)
 }
 
 // cleanStale stops and removes servers of this package whose owning
