@@ -91,6 +91,7 @@ func clusterUpCmd() *cobra.Command {
 	var extra []string
 	var insecure bool
 	var coordinators int
+	var trace traceFlags
 	cmd := &cobra.Command{
 		Use:   "up --dir DIR",
 		Short: "Start the coordinator and the three services as separate processes on 127.0.0.1; stop them all on Ctrl-C",
@@ -224,6 +225,7 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 				if f := certs[component]; f != nil {
 					args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--http-tokens", tokens)
 				}
+				args = append(args, trace.serveArgs(filepath.Join(dir, name+".trace.jsonl"))...)
 				logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 				if err != nil {
 					stopAll()
@@ -334,6 +336,7 @@ Ctrl-C stops the cluster.
 	fl.BoolVar(&insecure, "insecure", false, "plaintext gRPC and HTTP, nobody authenticated (loopback only); the default is mutual TLS with certificates made in DIR/certs")
 	fl.Bool("tls", true, "kept for old scripts: TLS is the default")
 	fl.MarkHidden("tls")
+	trace.add(fl)
 	fl.IntVar(&coordinators, "coordinators", 1, "coordinator processes: 1, or 3 or 5 replicas of a replicated coordinator (one raft group)")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
 	return cmd

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -32,4 +33,25 @@ func (t *traceFlags) config() (tracing.Config, error) {
 		return c, usagef("--trace-sample 0 traces nothing: use --trace off")
 	}
 	return c, nil
+}
+
+// serveArgs returns the flags that give a `dtx serve` process these
+// tracing settings (none when tracing is off). With the stdout exporter
+// and no endpoint, the process's spans go to stdoutFile: its standard
+// output is its log.
+func (t *traceFlags) serveArgs(stdoutFile string) []string {
+	if t.exporter == "" || t.exporter == "off" {
+		return nil
+	}
+	args := []string{"--trace", t.exporter, "--trace-sample", strconv.FormatFloat(t.sample, 'g', -1, 64)}
+	switch {
+	case t.endpoint != "":
+		args = append(args, "--trace-endpoint", t.endpoint)
+	case t.exporter == "stdout":
+		args = append(args, "--trace-endpoint", stdoutFile)
+	}
+	if t.insecure {
+		args = append(args, "--trace-insecure")
+	}
+	return args
 }
