@@ -263,9 +263,14 @@ func (c *Client) SubmitTx(ctx context.Context, tx string, branches []twopc.Branc
 
 func (c *Client) submit(ctx context.Context, r *dtxv1.PurchaseRequest) (twopc.Outcome, error) {
 	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time, ep *endpoint) (*dtxv1.TxOutcome, error) {
-		if c.cfg.Unary || ep.noStream.Load() {
+		// A caller's span goes on a call of its own: a stream's metadata is
+		// sent once, for every transaction on it.
+		if c.cfg.Unary || ep.noStream.Load() || traced(ctx) {
 			actx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
+			if traced(ctx) {
+				actx = withTraceContext(actx)
+			}
 			return ep.api.Submit(actx, r)
 		}
 		s, err := c.getStream(ctx, ep)
@@ -282,6 +287,9 @@ func (c *Client) call(ctx context.Context, f func(context.Context, *endpoint) (*
 	return c.callUntil(ctx, func(ctx context.Context, deadline time.Time, ep *endpoint) (*dtxv1.TxOutcome, error) {
 		actx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
+		if traced(ctx) {
+			actx = withTraceContext(actx)
+		}
 		return f(actx, ep)
 	})
 }

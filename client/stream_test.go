@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/dtx-dev/dtx/api/dtxv1"
@@ -235,4 +238,59 @@ func mustOp(t *testing.T, r *purchase.Request) []byte {
 		t.Fatal(err)
 	}
 	return op
+}
+
+// tpCoord records the traceparent metadata of each unary Submit.
+type tpCoord struct {
+	fakeCoord
+	mu sync.Mutex
+	tp []string
+}
+
+func (f *tpCoord) Submit(ctx context.Context, p *dtxv1.PurchaseRequest) (*dtxv1.TxOutcome, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	f.mu.Lock()
+	f.tp = append(f.tp, strings.Join(md.Get("traceparent"), ","))
+	f.mu.Unlock()
+	return f.fakeCoord.Submit(ctx, p)
+}
+
+// TestSubmitCarriesCallersTrace: a Submit whose context carries the
+// caller's span sends its W3C traceparent (on a call of its own, not on
+// the shared stream); one without a span sends none and uses the stream.
+func TestSubmitCarriesCallersTrace(t *testing.T) {
+	f := &tpCoord{}
+	f.seen = map[string]bool{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	dtxv1.RegisterCoordinatorServer(s, f)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	c, err := Dial(Config{Addr: lis.Addr().String(), Streams: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	if _, err := c.Submit(ctx, req("traced")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(context.Background(), req("plain")); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if len(f.tp) != 1 || f.tp[0] != want {
+		t.Fatalf("unary calls' traceparent %q, want exactly one: %q", f.tp, want)
+	}
+	if got := f.received.Load(); got != 1 {
+		t.Fatalf("%d purchases on the stream, want the untraced one", got)
+	}
 }
