@@ -35,12 +35,15 @@ var leaderKills = flag.Int("leader-kills", 5, "SIGKILLs of the leading replica i
 // at all three services, every ROLLED_BACK one at none, nothing is in
 // doubt, and the invariants of every service hold.
 func TestReplicatedLeaderKills(t *testing.T) {
-	kills, n := *leaderKills, 6000
+	// The load must outlast the kills: each kill waits for a new leader
+	// and a new commit while dtx run goes on.
+	kills := *leaderKills
+	n := max(6000, 400*kills)
 	if testing.Short() {
 		kills, n = 1, 1500
 	}
 	bin := buildDtx(t)
-	const probes = 20000
+	probes := max(20000, 400*kills)
 	c := newClCluster(t, bin, 50, 500, n+probes)
 	// Stock and money for every purchase of the load and the probe, so
 	// that rollbacks come from the kills and lock conflicts only.
@@ -211,7 +214,9 @@ func TestReplicatedLeaderKills(t *testing.T) {
 
 	var gaps []time.Duration
 	for k := 0; k < kills; k++ {
-		for target := lines.Load() + int64(n/(kills+3)); lines.Load() < target; {
+		// Kill k once the run printed (k+1)/(kills+3) of its outcomes (or at
+		// once, if a slow failover already took the run past that).
+		for target := int64((k + 1) * n / (kills + 3)); lines.Load() < target; {
 			select {
 			case <-readDone:
 				t.Fatalf("dtx run ended after %d outcomes, before kill %d: %s", lines.Load(), k+1, runErr.String())
