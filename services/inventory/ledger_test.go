@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -134,5 +135,49 @@ func TestLedgerShorterThanSnapshot(t *testing.T) {
 	}
 	if err := r.AttachLedger(fsys, "/inventory"); err == nil {
 		t.Fatal("a ledger shorter than the snapshot's length was accepted")
+	}
+}
+
+// BenchmarkHeapPerSale reports the live heap per committed sale after
+// 50,000 sales, with the sales in memory (no ledger file: the state before
+// the ledger) and with a snapshot, which moves them to the ledger file,
+// every 5,000 sales.
+func BenchmarkHeapPerSale(b *testing.B) {
+	const n = 50_000
+	w := purchase.World{Items: map[string]purchase.Item{"a": {Stock: 1 << 40}, "b": {Stock: 1 << 40}}}
+	for _, withLedger := range []bool{false, true} {
+		b.Run(fmt.Sprintf("ledger=%v", withLedger), func(b *testing.B) {
+			for range b.N {
+				fsys := wal.NewMemFS(1)
+				fsys.MkdirAll("/inventory", 0o755)
+				s := New(w)
+				if withLedger {
+					if err := s.AttachLedger(fsys, "/inventory"); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				for i := range n {
+					tx := fmt.Sprintf("tx-%08d", i)
+					o := op(b, tx, line{"a", 1}, line{"b", 2})
+					if err := s.Prepare(tx, o); err != nil {
+						b.Fatal(err)
+					}
+					s.Commit(tx, o)
+					if withLedger && (i+1)%5000 == 0 {
+						if _, err := s.Snapshot(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				s.sold.Len() // drops what the last snapshot flushed
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/sale")
+				runtime.KeepAlive(s)
+			}
+		})
 	}
 }
