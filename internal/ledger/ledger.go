@@ -13,6 +13,7 @@
 package ledger
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -169,7 +170,7 @@ func Scan(fsys wal.FS, name string, length int64, fn func(payload []byte) error)
 		return fmt.Errorf("ledger: open %s: %w", name, err)
 	}
 	defer f.Close()
-	r := io.NewSectionReader(f, 0, length)
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, length), 1<<16) // not two reads per entry
 	var magic [len(Magic)]byte
 	if _, err := io.ReadFull(r, magic[:]); err != nil || string(magic[:]) != Magic {
 		return fmt.Errorf("%w: %s: bad magic", ErrCorrupt, name)
