@@ -111,6 +111,10 @@ func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
 	})
 }
 
+// CloseLedger closes the ledger file, if any (the service's incarnation
+// ended).
+func (s *Store) CloseLedger() error { return s.orders.Close() }
+
 var _ interface {
 	Snapshot() ([]byte, error)
 	SnapshotDeferred() (func() ([]byte, error), error)

@@ -99,6 +99,10 @@ func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
 	return s.charges.Attach(fsys, path.Join(dir, ledger.FileName))
 }
 
+// CloseLedger closes the ledger file, if any (the service's incarnation
+// ended).
+func (s *Store) CloseLedger() error { return s.charges.Close() }
+
 var _ interface {
 	Snapshot() ([]byte, error)
 	SnapshotDeferred() (func() ([]byte, error), error)
