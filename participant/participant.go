@@ -298,6 +298,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if cerr := inc.log.Crash(); cerr != nil {
 			return fmt.Errorf("%s: crash: %w", s.cfg.ID, cerr)
 		}
+		s.closeLedger(inc)
 		select {
 		case <-time.After(s.cfg.Faults.Downtime):
 		case <-ctx.Done():
@@ -352,7 +353,23 @@ func (s *Service) Close() error {
 	if running {
 		<-s.done
 	}
-	return s.inc.Load().log.Close()
+	inc := s.inc.Load()
+	s.closeLedger(inc)
+	return inc.log.Close()
+}
+
+// closeLedger closes the ledger file of an incarnation's Resource, if it
+// has one, once no snapshot of it is being written (snapMu).
+func (s *Service) closeLedger(inc *incarnation) {
+	l, ok := inc.res.(interface{ CloseLedger() error })
+	if !ok {
+		return
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if err := l.CloseLedger(); err != nil {
+		s.cfg.Logger.Warn("ledger close failed", "service", s.cfg.ID, "err", err)
+	}
 }
 
 // tracedResource shows a Tracer each business check.

@@ -40,6 +40,19 @@ type DeferredSnapshotter interface {
 	SnapshotDeferred() (func() ([]byte, error), error)
 }
 
+// LedgerAttacher is a Snapshotter that keeps its committed entries in an
+// append-only ledger file in the service's log directory (the built-in
+// services: internal/ledger) instead of in memory and in every snapshot.
+// LoadSnapshot calls AttachLedger after restoring the snapshot (or finding
+// none), before the log is replayed: it opens the file through fsys and
+// cuts it to the length the snapshot recorded. Its SnapshotDeferred's
+// function appends the entries committed since the last snapshot to the
+// file and fsyncs it before returning the snapshot that records the new
+// length, so the file is durable before the snapshot is written.
+type LedgerAttacher interface {
+	AttachLedger(fsys wal.FS, dir string) error
+}
+
 // SnapshotConfig says when a service snapshots its state. Zero disables
 // snapshots (the log then keeps every record).
 type SnapshotConfig struct {
@@ -96,8 +109,11 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 		return 0, nil, nil
 	}
 	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
-	if err != nil || !found {
+	if err != nil {
 		return 0, skipped, err
+	}
+	if !found {
+		return 0, skipped, attachLedger(fsys, dir, res)
 	}
 	mb, rb, err := decodeSnapshot(snap.Data)
 	if err != nil {
@@ -109,7 +125,20 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	if err := m.RestoreSnapshot(mb); err != nil {
 		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
 	}
+	if err := attachLedger(fsys, dir, res); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
+	}
 	return snap.Seq, skipped, nil
+}
+
+func attachLedger(fsys wal.FS, dir string, res Resource) error {
+	if l, ok := res.(LedgerAttacher); ok {
+		if err := fsys.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("participant: ledger: %w", err)
+		}
+		return l.AttachLedger(fsys, dir)
+	}
+	return nil
 }
 
 // TakeSnapshot captures m and res, which must be between two Readies (on
@@ -256,7 +285,13 @@ func (s *Service) snapshotter(ctx context.Context) {
 // written (temp file, fsync, rename, fsync dir), older snapshots pruned
 // (the newest two are kept) and the log compacted up to the older of the
 // two. It returns node.ErrBusy if the loop had work in hand (try again).
+//
+// One snapshot runs at a time (snapMu is held from the capture to the
+// write): a Resource's ledger file is appended to by the function its
+// capture returned, in capture order.
 func (s *Service) SnapshotNow(ctx context.Context) error {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
 	inc := s.inc.Load()
 	var encode func() ([]byte, error)
 	var seq uint64
@@ -273,14 +308,12 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.inc.Load() != inc {
+		return node.ErrBusy // crashed meanwhile
+	}
 	data, err := encode() // off the loop
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
-	}
-	s.snapMu.Lock()
-	defer s.snapMu.Unlock()
-	if s.inc.Load() != inc {
-		return node.ErrBusy // crashed meanwhile
 	}
 	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook})
 	if err != nil {

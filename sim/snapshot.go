@@ -34,6 +34,15 @@ func (r *countingResource) Snapshot() ([]byte, error) {
 	return sn.Snapshot()
 }
 
+// AttachLedger forwards to the service's store, whose ledger file then
+// lives on the simulated disk.
+func (r *countingResource) AttachLedger(fsys wal.FS, dir string) error {
+	if l, ok := r.Resource.(participant.LedgerAttacher); ok {
+		return l.AttachLedger(fsys, dir)
+	}
+	return nil
+}
+
 func (r *countingResource) RestoreSnapshot(b []byte) error {
 	sn, ok := r.Resource.(participant.Snapshotter)
 	if !ok {

@@ -12,11 +12,12 @@
 package inventory
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
 
-	"github.com/dtx-dev/dtx/internal/chunk"
+	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
 )
@@ -72,7 +73,7 @@ func (r Reservation) clone() Reservation {
 type Store struct {
 	items    map[string]*Item
 	prepared map[string]Reservation
-	sold     chunk.List[sale]     // committed branches, in commit order
+	sold     *ledger.Book[sale]   // committed branches, in commit order
 	ops      purchase.BinaryCache // the last operation decoded
 }
 
@@ -83,6 +84,7 @@ func New(w purchase.World) *Store {
 	s := &Store{
 		items:    make(map[string]*Item, len(w.Items)),
 		prepared: make(map[string]Reservation),
+		sold:     ledger.NewBook(encodeSale, decodeSale),
 	}
 	for id, it := range w.Items {
 		s.items[id] = &Item{Stock: it.Stock, Available: it.Stock}
@@ -159,6 +161,33 @@ func (s *Store) Commit(tx string, _ []byte) {
 	s.sold.Append(sale{tx, res})
 }
 
+// encodeSale and decodeSale are a sale's form in the ledger file: the
+// transaction id, the number of items, then each item's id and quantity.
+func encodeSale(b []byte, x sale) []byte {
+	b = ledger.AppendString(b, x.tx)
+	b = binary.AppendUvarint(b, uint64(len(x.res.Items)))
+	for _, it := range x.res.Items {
+		b = ledger.AppendString(b, it.ItemID)
+		b = binary.AppendVarint(b, it.Quantity)
+	}
+	return b
+}
+
+func decodeSale(p []byte) (sale, error) {
+	r := ledger.Reader{B: p}
+	x := sale{tx: r.String()}
+	n := r.Uvarint()
+	if n > uint64(len(p)) {
+		return x, fmt.Errorf("sale of %d items in %d bytes", n, len(p))
+	}
+	lines := make([]purchase.LineItem, 0, n)
+	for range n {
+		lines = append(lines, purchase.LineItem{ItemID: r.String(), Quantity: r.Varint()})
+	}
+	x.res = newReservation(lines)
+	return x, r.Done()
+}
+
 // sale is a committed branch's reservation.
 type sale struct {
 	tx  string
@@ -166,11 +195,19 @@ type sale struct {
 }
 
 // soldByTx returns the committed reservations by transaction, or an error
-// naming a transaction committed twice.
+// naming a transaction committed twice. It reads the whole ledger (file
+// and memory): for Check and State only.
 func (s *Store) soldByTx() (map[string]Reservation, error) {
-	m, dup, ok := chunk.Index(&s.sold, func(x sale) (string, Reservation) { return x.tx, x.res })
-	if !ok {
-		return nil, fmt.Errorf("inventory: %s committed twice", dup)
+	m := make(map[string]Reservation, s.sold.Len())
+	err := s.sold.Each(func(x sale) error {
+		if _, dup := m[x.tx]; dup {
+			return fmt.Errorf("inventory: %s committed twice", x.tx)
+		}
+		m[x.tx] = x.res
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -194,6 +231,9 @@ type State struct {
 	Items        map[string]Item        `json:"items"`
 	Reservations map[string]Reservation `json:"reservations"` // committed
 	Prepared     map[string]Reservation `json:"prepared,omitempty"`
+	// LedgerError says why the ledger file could not be read whole
+	// (Reservations then hold what was read before the error).
+	LedgerError string `json:"ledger_error,omitempty"`
 }
 
 // State returns a copy of the state (sharing nothing with the store).
@@ -206,8 +246,8 @@ func (s *Store) State() State {
 	for id, it := range s.items {
 		st.Items[id] = *it
 	}
-	for x := range s.sold.All() {
-		st.Reservations[x.tx] = x.res.clone()
+	if err := s.sold.Each(func(x sale) error { st.Reservations[x.tx] = x.res.clone(); return nil }); err != nil {
+		st.LedgerError = err.Error()
 	}
 	for tx, r := range s.prepared {
 		st.Prepared[tx] = r.clone()

@@ -221,12 +221,12 @@ func TestCheckFindsViolations(t *testing.T) {
 		{"negative", func(s *Store) { s.items["b"].Available, s.items["b"].Sold = -1, 3 }, "inventory: item b has a negative count"},
 		{"reserved but no branch", func(s *Store) { delete(s.prepared, "t2") }, "inventory: item a: reserved 3/sold 1 but branches say 0/1"},
 		{"item twice", func(s *Store) {
-			r := &s.sold.At(0).res
+			r := &s.sold.TailAt(0).res
 			r.Items = append(r.Items, r.Items[0])
 		}, "inventory: reservation of t1 names item a twice"},
 		{"unknown item", func(s *Store) { s.sold.Append(sale{"t9", Reservation{Items: []ReservedItem{{"zz", 1}}}}) }, "inventory: reservation of t9 names unknown item zz"},
 		{"no item", func(s *Store) { s.sold.Append(sale{"t9", Reservation{}}) }, "inventory: reservation of t9 has no item"},
-		{"committed twice", func(s *Store) { s.sold.Append(*s.sold.At(0)) }, "inventory: t1 committed twice"},
+		{"committed twice", func(s *Store) { s.sold.Append(*s.sold.TailAt(0)) }, "inventory: t1 committed twice"},
 	} {
 		s := New(world())
 		if err := s.Prepare("t1", op(t, "t1", line{"a", 1})); err != nil {

@@ -5,6 +5,10 @@ import (
 	"encoding/gob"
 	"fmt"
 	"maps"
+	"path"
+
+	"github.com/dtx-dev/dtx/internal/ledger"
+	"github.com/dtx-dev/dtx/wal"
 )
 
 // snapState is the store's snapshot: every item, the prepared
@@ -13,7 +17,11 @@ import (
 type snapState struct {
 	Items    map[string]Item
 	Prepared map[string]Reservation
-	Sold     []snapSale
+	Sold     []snapSale // committed sales not in the ledger file
+	// LedgerLen and LedgerCount are the ledger file's length and entries
+	// when the snapshot was taken (0: no ledger file; Sold holds them all).
+	LedgerLen   int64
+	LedgerCount int
 }
 
 type snapSale struct {
@@ -34,17 +42,24 @@ func (s *Store) Snapshot() ([]byte, error) {
 // the items (as many as the world has) and the prepared reservations (as
 // many as are in flight), freezes the ledger of sales (a copy of its chunk
 // headers: committed reservations are never changed), and leaves the
-// encoding to the returned function.
+// rest to the returned function: append the sales committed since the
+// last snapshot to the ledger file and fsync it, then encode the snapshot
+// with the file's new length (and no sale). Without a ledger file the
+// snapshot holds every sale.
 func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
 	items := make(map[string]Item, len(s.items))
 	for id, it := range s.items {
 		items[id] = *it
 	}
 	prepared := maps.Clone(s.prepared) // a reservation's Items never change
-	sold := s.sold.Frozen()
+	sold := s.sold.Capture()
 	return func() ([]byte, error) {
-		st := snapState{Items: items, Prepared: prepared, Sold: make([]snapSale, 0, sold.Len())}
-		for x := range sold.All() {
+		n, count, inline, err := sold.Flush()
+		if err != nil {
+			return nil, fmt.Errorf("inventory: snapshot: %w", err)
+		}
+		st := snapState{Items: items, Prepared: prepared, Sold: make([]snapSale, 0, len(inline)), LedgerLen: n, LedgerCount: count}
+		for _, x := range inline {
 			st.Sold = append(st.Sold, snapSale{x.tx, x.res})
 		}
 		var b bytes.Buffer
@@ -70,11 +85,23 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 	if s.prepared == nil {
 		s.prepared = map[string]Reservation{}
 	}
+	s.sold = ledger.NewBook(encodeSale, decodeSale)
+	s.sold.Restore(st.LedgerLen, st.LedgerCount)
 	for _, x := range st.Sold {
 		s.sold.Append(sale{x.Tx, x.Res})
 	}
 	return nil
 }
+
+// AttachLedger implements participant.LedgerAttacher: the sales live in
+// dir's ledger file, cut to the length the restored snapshot recorded.
+func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
+	return s.sold.Attach(fsys, path.Join(dir, ledger.FileName))
+}
+
+// CloseLedger closes the ledger file, if any (the service's incarnation
+// ended).
+func (s *Store) CloseLedger() error { return s.sold.Close() }
 
 var _ interface {
 	Snapshot() ([]byte, error)

@@ -4,12 +4,14 @@
 package order
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 
-	"github.com/dtx-dev/dtx/internal/chunk"
+	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -43,11 +45,14 @@ func (o Order) clone() Order {
 // Store is the order service's state. It implements twopc.Resource.
 type Store struct {
 	pending map[string]Order
-	// orders are the committed orders, in commit order (an append-only
-	// ledger that a snapshot freezes instead of copying), and placed
-	// their positions by id (the check that an order id is new).
-	orders chunk.List[placed]
-	placed map[string]int
+	// orders are the committed orders, in commit order: the ledger file
+	// and the ones committed since the last snapshot. ids holds a 64-bit
+	// hash of every committed order id, the check that an id is new: 8
+	// bytes (plus the map's slack) per order instead of the order. A hash
+	// false match (1 in 2^64 per pair) refuses a new id, the safe side.
+	orders *ledger.Book[placed]
+	ids    map[uint64]struct{}
+	seed   maphash.Seed
 	ops    purchase.BinaryCache // the last operation decoded
 }
 
@@ -61,7 +66,7 @@ var _ twopc.Resource = (*Store)(nil)
 
 // New returns an empty order book.
 func New() *Store {
-	return &Store{pending: make(map[string]Order), placed: make(map[string]int)}
+	return &Store{pending: make(map[string]Order), orders: ledger.NewBook(encodePlaced, decodePlaced), ids: make(map[uint64]struct{}), seed: maphash.MakeSeed()}
 }
 
 // decode reads an operation; Keys and then Prepare of one branch decode
@@ -88,7 +93,7 @@ func (s *Store) Prepare(tx string, op []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := s.placed[tx]; ok {
+	if _, ok := s.ids[maphash.String(s.seed, tx)]; ok {
 		return fmt.Errorf("order %s already exists", tx)
 	}
 	if r.TxID != tx {
@@ -113,8 +118,43 @@ func (s *Store) Commit(tx string, _ []byte) {
 }
 
 func (s *Store) place(tx string, o Order) {
-	s.placed[tx] = s.orders.Len()
+	s.ids[maphash.String(s.seed, tx)] = struct{}{}
 	s.orders.Append(placed{tx, o})
+}
+
+// encodePlaced and decodePlaced are an order's form in the ledger file:
+// the order id, the buyer, the amount, the number of items, then each
+// item's id, quantity and price.
+func encodePlaced(b []byte, x placed) []byte {
+	b = ledger.AppendString(b, x.tx)
+	b = ledger.AppendString(b, x.o.UserID)
+	b = binary.AppendVarint(b, int64(x.o.Amount))
+	b = binary.AppendUvarint(b, uint64(len(x.o.Items)))
+	for _, it := range x.o.Items {
+		b = ledger.AppendString(b, it.ItemID)
+		b = binary.AppendVarint(b, it.Quantity)
+		b = binary.AppendVarint(b, int64(it.Price))
+	}
+	return b
+}
+
+func decodePlaced(p []byte) (placed, error) {
+	r := ledger.Reader{B: p}
+	x := placed{tx: r.String()}
+	x.o.UserID = r.String()
+	x.o.Amount = money.Cents(r.Varint())
+	n := r.Uvarint()
+	if n > uint64(len(p)) {
+		return x, fmt.Errorf("order of %d items in %d bytes", n, len(p))
+	}
+	x.o.Items = make([]purchase.LineItem, 0, n)
+	for range n {
+		x.o.Items = append(x.o.Items, purchase.LineItem{ItemID: r.String(), Quantity: r.Varint(), Price: money.Cents(r.Varint())})
+	}
+	if len(x.o.Items) == 1 {
+		x.o.ItemID, x.o.Quantity = x.o.Items[0].ItemID, x.o.Items[0].Quantity
+	}
+	return x, r.Done()
 }
 
 // Abort drops the pending order.
@@ -124,13 +164,16 @@ func (s *Store) Abort(tx string, _ []byte) { delete(s.pending, tx) }
 type State struct {
 	Orders  map[string]Order `json:"orders"` // committed
 	Pending map[string]Order `json:"pending,omitempty"`
+	// LedgerError says why the ledger file could not be read whole
+	// (Orders then hold what was read before the error).
+	LedgerError string `json:"ledger_error,omitempty"`
 }
 
 // State returns a copy of the state (sharing nothing with the store).
 func (s *Store) State() State {
 	st := State{Orders: make(map[string]Order, s.orders.Len()), Pending: make(map[string]Order, len(s.pending))}
-	for x := range s.orders.All() {
-		st.Orders[x.tx] = x.o.clone()
+	if err := s.orders.Each(func(x placed) error { st.Orders[x.tx] = x.o.clone(); return nil }); err != nil {
+		st.LedgerError = err.Error()
 	}
 	for tx, o := range s.pending {
 		st.Pending[tx] = o.clone()
@@ -148,15 +191,20 @@ func (s *Store) Check() error {
 			return fmt.Errorf("order: %s: %w", tx, err)
 		}
 	}
-	if len(s.placed) != s.orders.Len() {
-		return fmt.Errorf("order: %d orders committed but %d ids placed (an id committed twice)", s.orders.Len(), len(s.placed))
+	if len(s.ids) != s.orders.Len() {
+		return fmt.Errorf("order: %d orders committed but %d ids placed (an id committed twice)", s.orders.Len(), len(s.ids))
 	}
-	for x := range s.orders.All() {
+	seen := make(map[string]struct{}, s.orders.Len())
+	return s.orders.Each(func(x placed) error {
+		if _, dup := seen[x.tx]; dup {
+			return fmt.Errorf("order: %s committed twice", x.tx)
+		}
+		seen[x.tx] = struct{}{}
 		if err := x.o.check(); err != nil {
 			return fmt.Errorf("order: %s: %w", x.tx, err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (o Order) check() error {

@@ -108,7 +108,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	s.Commit("t1", nil)
 	mustCheck(t, s)
-	o := &s.orders.At(s.placed["t1"]).o
+	o := &s.orders.TailAt(0).o
 	o.Amount++
 	if err := s.Check(); err == nil || err.Error() != "order: t1: amount 3.01, but the items add up to 3.00" {
 		t.Fatalf("Check() = %v", err)

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"encoding/gob"
 	"fmt"
+	"hash/maphash"
 	"maps"
+	"path"
+
+	"github.com/dtx-dev/dtx/internal/ledger"
+	"github.com/dtx-dev/dtx/wal"
 )
 
 // snapState is the store's snapshot: the pending orders and the committed
@@ -13,7 +18,12 @@ import (
 type snapState struct {
 	Pending map[string]Order
 	Orders  map[string]Order
-	Placed  []snapPlaced
+	Placed  []snapPlaced // committed orders not in the ledger file
+	// LedgerLen and LedgerCount are the ledger file's length and entries
+	// when the snapshot was taken (0: no ledger file; Placed holds them
+	// all).
+	LedgerLen   int64
+	LedgerCount int
 }
 
 type snapPlaced struct {
@@ -33,13 +43,20 @@ func (s *Store) Snapshot() ([]byte, error) {
 // SnapshotDeferred implements participant.DeferredSnapshotter: it copies
 // the pending orders (as many as are in flight), freezes the ledger of
 // committed ones (a copy of its chunk headers: a committed order never
-// changes), and leaves the encoding to the returned function.
+// changes), and leaves the rest to the returned function: append the
+// orders committed since the last snapshot to the ledger file and fsync
+// it, then encode the snapshot with the file's new length (and no order).
+// Without a ledger file the snapshot holds every order.
 func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
 	pending := maps.Clone(s.pending)
-	orders := s.orders.Frozen()
+	orders := s.orders.Capture()
 	return func() ([]byte, error) {
-		st := snapState{Pending: pending, Placed: make([]snapPlaced, 0, orders.Len())}
-		for x := range orders.All() {
+		n, count, inline, err := orders.Flush()
+		if err != nil {
+			return nil, fmt.Errorf("order: snapshot: %w", err)
+		}
+		st := snapState{Pending: pending, Placed: make([]snapPlaced, 0, len(inline)), LedgerLen: n, LedgerCount: count}
+		for _, x := range inline {
 			st.Placed = append(st.Placed, snapPlaced{x.tx, x.o})
 		}
 		var b bytes.Buffer
@@ -60,18 +77,43 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 	if s.pending == nil {
 		s.pending = map[string]Order{}
 	}
-	s.placed = make(map[string]int, len(st.Placed)+len(st.Orders))
+	s.ids = make(map[uint64]struct{}, len(st.Placed)+len(st.Orders)+st.LedgerCount)
+	s.orders = ledger.NewBook(encodePlaced, decodePlaced)
+	s.orders.Restore(st.LedgerLen, st.LedgerCount)
 	for tx, o := range st.Orders { // version 1
 		s.place(tx, o)
 	}
 	for _, x := range st.Placed {
-		if _, dup := s.placed[x.Tx]; dup {
+		if _, dup := s.ids[maphash.String(s.seed, x.Tx)]; dup {
 			return fmt.Errorf("order: snapshot: %s committed twice", x.Tx)
 		}
 		s.place(x.Tx, x.Order)
 	}
 	return nil
 }
+
+// AttachLedger implements participant.LedgerAttacher: the committed
+// orders live in dir's ledger file, cut to the length the restored
+// snapshot recorded. The file is read once, streaming, to rebuild the
+// index of order ids.
+func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
+	if err := s.orders.Attach(fsys, path.Join(dir, ledger.FileName)); err != nil {
+		return err
+	}
+	tail := s.orders.Tail()
+	i := 0
+	return s.orders.Each(func(x placed) error {
+		if i < s.orders.Len()-tail { // the tail's ids are in already
+			s.ids[maphash.String(s.seed, x.tx)] = struct{}{}
+		}
+		i++
+		return nil
+	})
+}
+
+// CloseLedger closes the ledger file, if any (the service's incarnation
+// ended).
+func (s *Store) CloseLedger() error { return s.orders.Close() }
 
 var _ interface {
 	Snapshot() ([]byte, error)

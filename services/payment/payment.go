@@ -5,12 +5,13 @@
 package payment
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
 	"time"
 
-	"github.com/dtx-dev/dtx/internal/chunk"
+	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/twopc"
@@ -38,7 +39,7 @@ type Charge struct {
 type Store struct {
 	accounts map[string]*Account
 	held     map[string]Charge
-	charges  chunk.List[capture] // committed, in commit order
+	charges  *ledger.Book[capture] // committed, in commit order
 	year     int
 	month    int
 	ops      purchase.BinaryCache // the last operation decoded
@@ -52,6 +53,7 @@ func New(w purchase.World, today time.Time) *Store {
 	s := &Store{
 		accounts: make(map[string]*Account, len(w.Accounts)),
 		held:     make(map[string]Charge),
+		charges:  ledger.NewBook(encodeCapture, decodeCapture),
 		year:     today.Year(),
 		month:    int(today.Month()),
 	}
@@ -124,13 +126,39 @@ type capture struct {
 }
 
 // chargesByTx returns the committed charges by transaction, or an error
-// naming a transaction committed twice.
+// naming a transaction committed twice. It reads the whole ledger (file
+// and memory): for Check and State only.
 func (s *Store) chargesByTx() (map[string]Charge, error) {
-	m, dup, ok := chunk.Index(&s.charges, func(x capture) (string, Charge) { return x.tx, x.c })
-	if !ok {
-		return nil, fmt.Errorf("payment: %s committed twice", dup)
+	m := make(map[string]Charge, s.charges.Len())
+	err := s.charges.Each(func(x capture) error {
+		if _, dup := m[x.tx]; dup {
+			return fmt.Errorf("payment: %s committed twice", x.tx)
+		}
+		m[x.tx] = x.c
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// encodeCapture and decodeCapture are a charge's form in the ledger file:
+// the transaction id, the buyer, the amount and the card's last digits.
+func encodeCapture(b []byte, x capture) []byte {
+	b = ledger.AppendString(b, x.tx)
+	b = ledger.AppendString(b, x.c.UserID)
+	b = binary.AppendVarint(b, int64(x.c.Amount))
+	return ledger.AppendString(b, x.c.Card)
+}
+
+func decodeCapture(p []byte) (capture, error) {
+	r := ledger.Reader{B: p}
+	x := capture{tx: r.String()}
+	x.c.UserID = r.String()
+	x.c.Amount = money.Cents(r.Varint())
+	x.c.Card = r.String()
+	return x, r.Done()
 }
 
 // Abort releases the held amount.
@@ -150,6 +178,9 @@ type State struct {
 	Accounts map[string]Account `json:"accounts"`
 	Charges  map[string]Charge  `json:"charges"` // committed
 	Held     map[string]Charge  `json:"held,omitempty"`
+	// LedgerError says why the ledger file could not be read whole
+	// (Charges then hold what was read before the error).
+	LedgerError string `json:"ledger_error,omitempty"`
 }
 
 // State returns a copy of the state.
@@ -162,8 +193,8 @@ func (s *Store) State() State {
 	for id, a := range s.accounts {
 		st.Accounts[id] = *a
 	}
-	for x := range s.charges.All() {
-		st.Charges[x.tx] = x.c
+	if err := s.charges.Each(func(x capture) error { st.Charges[x.tx] = x.c; return nil }); err != nil {
+		st.LedgerError = err.Error()
 	}
 	return st
 }

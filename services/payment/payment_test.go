@@ -127,7 +127,7 @@ func TestCheckFindsDoubleCommit(t *testing.T) {
 	}
 	s.Commit("t1", nil)
 	mustCheck(t, s)
-	s.charges.Append(*s.charges.At(0))
+	s.charges.Append(*s.charges.TailAt(0))
 	if err := s.Check(); err == nil || err.Error() != "payment: t1 committed twice" {
 		t.Fatalf("Check() = %v, want t1 committed twice", err)
 	}

@@ -5,6 +5,10 @@ import (
 	"encoding/gob"
 	"fmt"
 	"maps"
+	"path"
+
+	"github.com/dtx-dev/dtx/internal/ledger"
+	"github.com/dtx-dev/dtx/wal"
 )
 
 // snapState is the store's snapshot: every account (holds included), the
@@ -13,7 +17,12 @@ import (
 type snapState struct {
 	Accounts map[string]Account
 	Held     map[string]Charge
-	Charges  []snapCapture
+	Charges  []snapCapture // captured charges not in the ledger file
+	// LedgerLen and LedgerCount are the ledger file's length and entries
+	// when the snapshot was taken (0: no ledger file; Charges holds them
+	// all).
+	LedgerLen   int64
+	LedgerCount int
 }
 
 type snapCapture struct {
@@ -33,17 +42,24 @@ func (s *Store) Snapshot() ([]byte, error) {
 // SnapshotDeferred implements participant.DeferredSnapshotter: it copies
 // the accounts (as many as the world has) and the held charges (as many as
 // are in flight), freezes the ledger of captured charges (a copy of its
-// chunk headers), and leaves the encoding to the returned function.
+// chunk headers), and leaves the rest to the returned function: append
+// the charges captured since the last snapshot to the ledger file and
+// fsync it, then encode the snapshot with the file's new length (and no
+// charge). Without a ledger file the snapshot holds every charge.
 func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
 	accounts := make(map[string]Account, len(s.accounts))
 	for id, a := range s.accounts {
 		accounts[id] = *a
 	}
 	held := maps.Clone(s.held)
-	charges := s.charges.Frozen()
+	charges := s.charges.Capture()
 	return func() ([]byte, error) {
-		st := snapState{Accounts: accounts, Held: held, Charges: make([]snapCapture, 0, charges.Len())}
-		for x := range charges.All() {
+		n, count, inline, err := charges.Flush()
+		if err != nil {
+			return nil, fmt.Errorf("payment: snapshot: %w", err)
+		}
+		st := snapState{Accounts: accounts, Held: held, Charges: make([]snapCapture, 0, len(inline)), LedgerLen: n, LedgerCount: count}
+		for _, x := range inline {
 			st.Charges = append(st.Charges, snapCapture{x.tx, x.c})
 		}
 		var b bytes.Buffer
@@ -68,11 +84,24 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 	if s.held == nil {
 		s.held = map[string]Charge{}
 	}
+	s.charges = ledger.NewBook(encodeCapture, decodeCapture)
+	s.charges.Restore(st.LedgerLen, st.LedgerCount)
 	for _, x := range st.Charges {
 		s.charges.Append(capture{x.Tx, x.C})
 	}
 	return nil
 }
+
+// AttachLedger implements participant.LedgerAttacher: the captured
+// charges live in dir's ledger file, cut to the length the restored
+// snapshot recorded.
+func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
+	return s.charges.Attach(fsys, path.Join(dir, ledger.FileName))
+}
+
+// CloseLedger closes the ledger file, if any (the service's incarnation
+// ended).
+func (s *Store) CloseLedger() error { return s.charges.Close() }
 
 var _ interface {
 	Snapshot() ([]byte, error)
