@@ -295,7 +295,13 @@ func (p *Participant) Restore(r Record) error {
 	case RecPrepared:
 		// A later attempt may prepare after an earlier one aborted (its
 		// ABORTED or VOTED_NO record comes first in the log).
-		if b != nil && (b.state != BranchAborted || a <= b.attempt) {
+		// With Retention, a finished branch may have been forgotten (its
+		// generation dropped, which the log does not record) and a late
+		// duplicate PREPARE of the same attempt prepared it again, as a new
+		// branch (see forget): the log then holds its first decision and a
+		// second PREPARED. Replay does what the machine did then.
+		forgotten := p.cfg.Retention > 0 && b != nil && (b.state == BranchAborted || b.state == BranchCommitted)
+		if b != nil && (b.state != BranchAborted || a <= b.attempt) && !forgotten {
 			return bad(fmt.Sprintf("branch prepared twice (was %s at attempt %d)", b.state, b.attempt))
 		}
 		keys, err := p.res.Keys(r.Tx, r.Op)
