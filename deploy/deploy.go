@@ -152,7 +152,7 @@ func (p Protocol) ParticipantMachine(id string) twopc.ParticipantConfig {
 	}
 	if p.DedupWindow > 0 {
 		// Twice the coordinator's: see twopc.Participant.rotate.
-		mc.Retention = 2 * Ticks(p.DedupWindow, p.Tick)
+		mc.Retention = twopc.ParticipantRetention(Ticks(p.DedupWindow, p.Tick))
 	}
 	return mc
 }

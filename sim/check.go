@@ -199,7 +199,7 @@ func (s *Sim) replayState(c *comp) (any, error) {
 	} else {
 		res := s.newResource(c.id)
 		m, err := twopc.NewParticipant(twopc.ParticipantConfig{ID: c.id, Coordinator: twopc.CoordinatorID,
-			LockTimeout: 1, InquireAfter: 1, InquireMax: 1, Retention: 2 * s.p.retention}, res)
+			LockTimeout: 1, InquireAfter: 1, InquireMax: 1, Retention: twopc.ParticipantRetention(s.p.retention)}, res)
 		if err != nil {
 			return nil, err
 		}

@@ -952,7 +952,7 @@ func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 	cfg := twopc.ParticipantConfig{
 		ID: c.id, Coordinator: twopc.CoordinatorID, LockTimeout: lockTimeout,
 		InquireAfter: inquireAfter, InquireMax: inquireMax, Rand: s.rng.Uint64, Deadlock: s.p.deadlock,
-		Retention: 2 * s.p.retention, // twice the coordinator's, as deploy sets it
+		Retention: twopc.ParticipantRetention(s.p.retention),
 	}
 	m, err := twopc.NewParticipant(cfg, c.res)
 	if err != nil {

@@ -112,10 +112,17 @@ type ParticipantConfig struct {
 	// Retention is how long, in ticks of running time, a finished branch
 	// is remembered: at least Retention, less than 2×Retention (two
 	// generations, like the coordinator's outcomes; see forget below).
-	// Set it to at least twice the coordinator's Retention (deploy does).
+	// Set it to ParticipantRetention of the coordinator's Retention.
 	// 0 remembers every finished branch forever.
 	Retention uint64
 }
+
+// ParticipantRetention is the participants' Retention for a coordinator
+// whose Retention is coord: twice as long, so that a late duplicate
+// PREPARE of a branch a participant forgot reaches a coordinator that has
+// forgotten the outcome too and answers it with a presumed ABORT (see
+// forget). 0 stays 0 (remember forever).
+func ParticipantRetention(coord uint64) uint64 { return 2 * coord }
 
 // DefaultParticipantConfig returns a config for 1 ms ticks.
 func DefaultParticipantConfig(id string) ParticipantConfig {
