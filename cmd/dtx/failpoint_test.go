@@ -55,30 +55,7 @@ func TestFailpoints(t *testing.T) {
 			if !strings.Contains(stderr.String(), "failpoint") {
 				t.Fatalf("stderr does not name the failpoint: %s", stderr.String())
 			}
-			dtx(t, bin, "recover", "--data-dir", dir)
-			var st engine.State
-			if err := json.Unmarshal(dtx(t, bin, "state", "--data-dir", dir), &st); err != nil {
-				t.Fatal(err)
-			}
-			if len(st.InDoubt) > 0 {
-				t.Fatalf("in doubt after recover: %v", st.InDoubt)
-			}
-			for _, err := range engine.CheckAtomic(&st) {
-				t.Error(err)
-			}
-			sc := bufio.NewScanner(bytes.NewReader(out))
-			n := 0
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) < 2 || f[0] == "line" {
-					continue
-				}
-				_, ok := st.Order.Orders[f[0]]
-				if ok != (f[1] == "COMMITTED") {
-					t.Errorf("%s printed %s, committed in state: %v", f[0], f[1], ok)
-				}
-				n++
-			}
+			st, n := recoverAndCheckPrinted(t, bin, dir, out)
 			t.Logf("%s: %d outcomes printed before the kill, %d orders after recovery", fp, n, len(st.Order.Orders))
 		})
 	}
@@ -143,34 +120,44 @@ func TestSnapshotFailpoints(t *testing.T) {
 					}
 				}
 			}
-			dtx(t, bin, "recover", "--data-dir", dir)
-			var st engine.State
-			if err := json.Unmarshal(dtx(t, bin, "state", "--data-dir", dir), &st); err != nil {
-				t.Fatal(err)
-			}
-			if len(st.InDoubt) > 0 {
-				t.Fatalf("in doubt after recover: %v", st.InDoubt)
-			}
-			for _, err := range engine.CheckAtomic(&st) {
-				t.Error(err)
-			}
-			sc := bufio.NewScanner(bytes.NewReader(out))
-			n := 0
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) < 2 || f[0] == "line" {
-					continue
-				}
-				_, ok := st.Order.Orders[f[0]]
-				if ok != (f[1] == "COMMITTED") {
-					t.Errorf("%s printed %s, committed in state: %v", f[0], f[1], ok)
-				}
-				n++
-			}
+			st, n := recoverAndCheckPrinted(t, bin, dir, out)
 			if n == 0 {
 				t.Errorf("no outcome printed before the kill at %s: the snapshot came before any work", fp)
 			}
 			t.Logf("%s: %d outcomes printed before the kill, %d orders after recovery", fp, n, len(st.Order.Orders))
 		})
 	}
+}
+
+// recoverAndCheckPrinted runs dtx recover on dir, then checks from outside
+// that nothing is in doubt, the state is atomic, and every outcome dtx run
+// printed (out) holds: COMMITTED ones have their order, others none. It
+// returns the state and how many outcomes were printed.
+func recoverAndCheckPrinted(t *testing.T, bin, dir string, out []byte) (engine.State, int) {
+	t.Helper()
+	dtx(t, bin, "recover", "--data-dir", dir)
+	var st engine.State
+	if err := json.Unmarshal(dtx(t, bin, "state", "--data-dir", dir), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.InDoubt) > 0 {
+		t.Fatalf("in doubt after recover: %v", st.InDoubt)
+	}
+	for _, err := range engine.CheckAtomic(&st) {
+		t.Error(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	n := 0
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] == "line" {
+			continue
+		}
+		_, ok := st.Order.Orders[f[0]]
+		if ok != (f[1] == "COMMITTED") {
+			t.Errorf("%s printed %s, committed in state: %v", f[0], f[1], ok)
+		}
+		n++
+	}
+	return st, n
 }
