@@ -47,6 +47,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -78,6 +79,30 @@ type Config struct {
 	Tick                          time.Duration
 	ElectionTicks, HeartbeatTicks int
 	Logger                        *slog.Logger
+	// Lead, if set, makes this a stepped replica: one goroutine drives it
+	// with Tick, Step and Turn instead of Run (the deterministic simulator
+	// drives its replicas so). Each leadership's machine, once restored
+	// and started, is handed to Lead instead of being run on a
+	// coordinator.Coordinator; the driver carries out its Readies on the
+	// Lead's Log (node.Carrier), whose appends wait for the group by
+	// calling the Log's yield function (SetYield) instead of blocking.
+	// Lead is called in the middle of a Turn: it must only keep its
+	// argument.
+	Lead func(*Lead)
+}
+
+// Lead is one leadership of a stepped replica (Config.Lead): the machine
+// restored from every committed record and started at an epoch of at
+// least Term, the checkpoints for its carrier, and the Log its records go
+// to. Done is closed when the leadership ends.
+type Lead struct {
+	Term        uint64
+	Machine     *twopc.Coordinator
+	Checkpoints []uint64
+	Log         *Log
+	Records     int
+	Done        <-chan struct{}
+	run         *leaderRun
 }
 
 // NotLeaderError is returned by a replica that is not the group's leader
@@ -306,13 +331,64 @@ func (r *Replica) loop(ctx context.Context, tick <-chan time.Time) error {
 				break drain
 			}
 		}
-		for r.rn.HasReady() {
-			if err := r.handleReady(); err != nil {
-				return err
-			}
+		if err := r.Turn(); err != nil {
+			return err
 		}
-		r.leadership()
 	}
+}
+
+// Tick advances a stepped replica's raft clock by one tick, then Turns.
+func (r *Replica) Tick() error {
+	r.rn.Tick()
+	return r.Turn()
+}
+
+// Step hands a stepped replica one raft message, then Turns.
+func (r *Replica) Step(m *pb.Message) error {
+	_ = r.rn.Step(m) // a message of another term or a stale one: raft ignores it
+	return r.Turn()
+}
+
+// Turn carries out raft's Readies (the raft log written, messages sent,
+// committed entries applied) and follows a change of leadership. An error
+// is the raft log's: the replica must stop and restart from its disk.
+// Run's loop calls it after every batch; a stepped replica's driver calls
+// it (through Tick and Step, and after its machine proposed).
+func (r *Replica) Turn() error {
+	for r.rn.HasReady() {
+		if err := r.handleReady(); err != nil {
+			return err
+		}
+	}
+	r.leadership()
+	return nil
+}
+
+// Resign ends a stepped replica's leadership l after its driver stopped
+// running l's machine (its Log failed): if the replica still leads, a new
+// barrier restores a fresh machine at its next Turn.
+func (r *Replica) Resign(l *Lead) {
+	if r.run == l.run {
+		r.stepDown(errors.New("replica: coordinator stopped"))
+	}
+}
+
+// Idle reports whether this replica leads, serves, and has applied every
+// entry of its log: nothing it proposed is still on its way.
+func (r *Replica) Idle() bool {
+	return r.leading && r.run.serving() && len(r.pending) == 0 && r.applied == r.rn.BasicStatus().GetCommit() &&
+		r.applied == r.lastIndex()
+}
+
+func (r *Replica) lastIndex() uint64 {
+	i, _ := r.st.LastIndex()
+	return i
+}
+
+// Close ends a stepped replica: its leadership, if any, and its raft log.
+func (r *Replica) Close() error {
+	r.stepDown(ErrStopped)
+	return r.st.close()
 }
 
 func (r *Replica) propose(p *proposal) {
@@ -552,6 +628,10 @@ func (r *Replica) startRun() {
 			r.stepDown(err)
 			return
 		}
+		if r.cfg.Lead != nil {
+			r.lead(run, ents)
+			return
+		}
 		go r.serve(run, ents, first)
 	}
 	r.propose(p)
@@ -600,6 +680,21 @@ func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
 			r.stepDown(errors.New("replica: coordinator stopped"))
 		}
 	})
+}
+
+// lead restores a stepped replica's machine from ents and hands it to
+// Config.Lead (on the raft loop).
+func (r *Replica) lead(run *leaderRun, ents []*pb.Entry) {
+	m, ckpts, n, err := restore(r.cfg.Coordinator.Machine, ents)
+	run.err = err
+	close(run.ready)
+	if err != nil {
+		r.cfg.Logger.Error("replica: restore the coordinator", "id", r.cfg.ID, "err", err)
+		r.stepDown(err)
+		return
+	}
+	m.StartAtLeast(run.term)
+	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Checkpoints: ckpts, Log: &Log{r: r, run: run}, Records: n, Done: run.ctx.Done(), run: run})
 }
 
 // restore replays the records of ents into a fresh machine (not started)
@@ -795,7 +890,15 @@ type Log struct {
 	last    uint64
 	pending []*proposal // proposed, result not yet taken, oldest first
 	err     error
+	yield   func() bool // a stepped replica's: see SetYield
 }
+
+// SetYield sets how an append of a stepped replica's Log waits for the
+// group: by calling yield, which returns once the driver has run the
+// group on (true), or false if the driver gives up (the append then
+// fails with ErrStopped). The simulator runs each carry as a coroutine
+// (iter.Pull) and yield hands control back to its event loop.
+func (l *Log) SetYield(yield func() bool) { l.yield = yield }
 
 // Append proposes entries (if any) and waits until they and everything
 // proposed before are committed and applied.
@@ -805,17 +908,11 @@ func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
 			return 0, err
 		}
 	}
+	if l.r.cfg.Coordinator.Machine.Mutants.Has(mutant.ReplicaNoWait) && l.err == nil {
+		return l.last, nil // the planted bug: no wait for the group
+	}
 	for len(l.pending) > 0 {
-		p := l.pending[0]
-		var res propResult
-		select {
-		case res = <-p.done:
-		case <-l.run.ctx.Done():
-			res.err = &NotLeaderError{ID: l.r.cfg.ID}
-		case <-l.r.done:
-			res.err = ErrStopped
-		}
-		if err := l.take(res); err != nil {
+		if err := l.take(l.wait(l.pending[0])); err != nil {
 			return 0, err
 		}
 	}
@@ -866,6 +963,13 @@ func (l *Log) propose(es []wal.Entry) error {
 		return l.err
 	}
 	p := &proposal{run: l.run, data: encodeEntry(nil, es), done: make(chan propResult, 1), records: len(es)}
+	if l.r.cfg.Lead != nil {
+		// A stepped replica: this runs on its driver's goroutine (or a
+		// coroutine of it), between two Turns.
+		l.r.propose(p)
+		l.pending = append(l.pending, p)
+		return nil
+	}
 	select {
 	case l.r.prop <- p:
 	case <-l.run.ctx.Done():
@@ -879,6 +983,34 @@ func (l *Log) propose(es []wal.Entry) error {
 	return nil
 }
 
+// wait returns p's result once raft has it: blocking on a running
+// replica, yielding to the driver on a stepped one.
+func (l *Log) wait(p *proposal) propResult {
+	if l.r.cfg.Lead == nil {
+		select {
+		case res := <-p.done:
+			return res
+		case <-l.run.ctx.Done():
+			return propResult{err: &NotLeaderError{ID: l.r.cfg.ID}}
+		case <-l.r.done:
+			return propResult{err: ErrStopped}
+		}
+	}
+	for {
+		select {
+		case res := <-p.done:
+			return res
+		default:
+		}
+		if l.run.ctx.Err() != nil {
+			return propResult{err: &NotLeaderError{ID: l.r.cfg.ID}}
+		}
+		if l.yield == nil || !l.yield() {
+			return propResult{err: ErrStopped}
+		}
+	}
+}
+
 // take records the result of the oldest pending proposal.
 func (l *Log) take(res propResult) error {
 	p := l.pending[0]
@@ -890,4 +1022,27 @@ func (l *Log) take(res propResult) error {
 	}
 	l.last = res.index<<seqShift | uint64(p.records-1)
 	return nil
+}
+
+// ReplayCommitted opens the raft log in cfg (of a group of peers) and
+// replays every committed record it holds into a fresh machine (restored,
+// not started): the state any leader elected with this log would restore.
+// It returns the machine and the commit index. The simulator's replay
+// check uses it.
+func ReplayCommitted(cfg wal.Config, peers []uint64, mc twopc.CoordinatorConfig) (*twopc.Coordinator, uint64, error) {
+	st, err := openStorage(cfg, peers)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer st.close()
+	first, _ := st.FirstIndex()
+	commit := st.hs.GetCommit()
+	var ents []*pb.Entry
+	if commit >= first {
+		if ents, err = st.Entries(first, commit+1, math.MaxUint64); err != nil {
+			return nil, 0, fmt.Errorf("replica: read raft log: %w", err)
+		}
+	}
+	m, _, _, err := restore(mc, ents)
+	return m, commit, err
 }

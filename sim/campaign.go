@@ -25,9 +25,12 @@ type Summary struct {
 	Forgotten  uint64
 	// TxRestarts counts deadlock victims restarted as a new attempt.
 	TxRestarts uint64
-	MultiDown  int   // crashes that left two or more components down at once
-	MaxDown    int   // most components down at the same moment, in any run
-	Events     int64 // simulated events, all runs
+	MultiDown  int // crashes that left two or more components down at once
+	MaxDown    int // most components down at the same moment, in any run
+	// Leaderships counts the coordinator leaderships that started (a
+	// replicated coordinator).
+	Leaderships int
+	Events      int64 // simulated events, all runs
 	// HealToQuiet holds, per run, the ticks from healing to "everything
 	// resolved, nothing in doubt".
 	HealToQuiet []uint64
@@ -54,6 +57,7 @@ func (s *Summary) Add(r *Result) {
 	s.Forgotten += r.Forgotten
 	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
+	s.Leaderships += r.Leaderships
 	s.MaxDown = max(s.MaxDown, r.MaxDown)
 	s.Events += int64(r.Events)
 	if r.QuietTick > 0 {
@@ -121,6 +125,9 @@ func ReplayCommand(cfg Config, seed uint64) string {
 	if cfg.Mutant != MutantNone {
 		s += " --mutant " + string(cfg.Mutant)
 	}
+	if cfg.Replicas > 1 {
+		s += fmt.Sprintf(" --replicas %d", cfg.Replicas)
+	}
 	return s
 }
 
@@ -156,6 +163,9 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "deadlock victims restarted (same id and timestamp): %d\n", s.TxRestarts)
 	fmt.Fprintf(w, "crashes: %d (%d recoveries); %d left two or more components down at once (at most %d)\n",
 		s.Crashes, s.Restarts, s.MultiDown, s.MaxDown)
+	if cfg.Replicas > 1 {
+		fmt.Fprintf(w, "coordinator replicas: %d; leaderships started: %d\n", cfg.Replicas, s.Leaderships)
+	}
 	fmt.Fprintf(w, "participant snapshots written: %d\n", s.Snapshots)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",

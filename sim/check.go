@@ -18,17 +18,17 @@ import (
 // checkFinal runs the checkers on a run that healed and became quiet.
 func (s *Sim) checkFinal() {
 	var st services.State
-	for _, c := range s.comps[1:] {
+	for _, c := range s.parts() {
 		if err := st.Set(c.id, c.res.Resource); err != nil {
 			s.violate("config", "%v", err)
 			return
 		}
 	}
 	inv, pay, ord := st.Inventory, st.Payment, st.Order
-	coord := s.comps[0].coord
+	coord := s.leaderComp().coord
 
 	// Conservation: stock and money add up, nothing is negative.
-	for _, c := range s.comps[1:] {
+	for _, c := range s.parts() {
 		if err := c.res.check(); err != nil {
 			s.violate("conservation", "%v", err)
 		}
@@ -138,7 +138,13 @@ func unknownTxs(known map[string]*client, ms ...any) []string {
 // driver's node.Replay, each time into fresh machines on a copy of its
 // disk, and checks both replays give the state the live component had.
 func (s *Sim) checkReplay() {
+	if s.replicated() {
+		s.checkReplicaReplay()
+	}
 	for _, c := range s.comps {
+		if c.role == roleReplica {
+			continue
+		}
 		if err := c.log.Close(); err != nil {
 			s.violate("replay", "%s: close: %v", c.id, err)
 			return
@@ -216,8 +222,10 @@ func (s *Sim) replayState(c *comp) (any, error) {
 
 func (s *Sim) finishResult() Result {
 	s.res.Hash = s.hash.h
-	if c := s.comps[0]; c.coord != nil {
-		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
+	for _, c := range s.comps {
+		if (c.role == roleCoord || c.role == roleReplica) && c.coord != nil {
+			s.res.TxRestarts += c.coord.DeadlockStats().Restarts
+		}
 	}
 	for _, c := range s.comps {
 		if c.part != nil {

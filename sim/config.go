@@ -222,6 +222,10 @@ const (
 	// outcome (the retention window), a branch that lost COMMITTED asks
 	// and is told ABORT.
 	MutantAckBeforeCommitted Mutant = "ack-before-committed"
+	// MutantReplicaNoWait (a replicated coordinator): the leader's log
+	// returns from a forced append without waiting for the group to commit
+	// it.
+	MutantReplicaNoWait Mutant = "replica-no-wait"
 )
 
 var mutantSets = map[Mutant]mutant.Set{
@@ -234,6 +238,7 @@ var mutantSets = map[Mutant]mutant.Set{
 	MutantReplayDropsLast:    mutant.ReplayDropsLast,
 	MutantOffCycleVictim:     mutant.OffCycleVictim,
 	MutantAckBeforeCommitted: mutant.AckBeforeCommitted,
+	MutantReplicaNoWait:      mutant.ReplicaNoWait,
 }
 
 // set is the switch m turns on in the production code.
@@ -243,8 +248,11 @@ func (m Mutant) set() mutant.Set { return mutantSets[m] }
 func Mutants() []Mutant {
 	return []Mutant{MutantCommitBeforeLog, MutantVoteBeforePrepared, MutantNoForce, MutantReplyUnforced,
 		MutantSkipCommitSync, MutantReplaySkipsCommit, MutantReplayDropsLast, MutantOffCycleVictim,
-		MutantAckBeforeCommitted}
+		MutantAckBeforeCommitted, MutantReplicaNoWait}
 }
+
+// ReplicaMutants lists the mutants that only a replicated coordinator has.
+func ReplicaMutants() []Mutant { return []Mutant{MutantReplicaNoWait} }
 
 // Config configures one simulated run, or a campaign of runs (see
 // Campaign). Times are in ticks of the simulated clock.
@@ -268,6 +276,9 @@ type Config struct {
 	// LivenessTicks bounds the time from healing to "every transaction
 	// resolved, nothing in doubt"; past it the run is a liveness violation.
 	LivenessTicks uint64
+	// Replicas is the number of coordinator replicas: 0 or 1 run a single
+	// coordinator; 3 or 5 a replicated one (a raft group, replicas.go).
+	Replicas int
 	// MaxEvents bounds the events of one run.
 	MaxEvents int
 	// Trace, if set, receives one line per event.
@@ -297,10 +308,14 @@ func (c Config) Validate() error {
 		return errors.New("sim: LivenessTicks must be >= 500")
 	case c.MaxEvents < 1000:
 		return errors.New("sim: MaxEvents must be >= 1000")
+	case c.Replicas < 0 || c.Replicas > 1 && c.Replicas != 3 && c.Replicas != 5:
+		return fmt.Errorf("sim: %d coordinator replicas: want 1, 3 or 5", c.Replicas)
 	case c.Deadlock > twopc.DeadlockTimeout:
 		return fmt.Errorf("sim: unknown deadlock policy %d", c.Deadlock)
 	case c.Mutant != MutantNone && !slices.Contains(Mutants(), c.Mutant):
 		return fmt.Errorf("sim: unknown mutant %q", c.Mutant)
+	case slices.Contains(ReplicaMutants(), c.Mutant) && c.Replicas < 3:
+		return fmt.Errorf("sim: mutant %q plants a bug in a replicated coordinator: run it with 3 or 5 replicas", c.Mutant)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"container/heap"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/dtx-dev/dtx/replica"
 
 	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/node"
@@ -68,6 +72,9 @@ type Result struct {
 	HealTick   uint64 // when faults stopped
 	QuietTick  uint64 // when everything was resolved (0: never)
 	Hash       uint64 // hash of the event trace: same seed and build, same hash
+	// Leaderships counts the leaderships whose machine started (a
+	// replicated coordinator; 0 for a single one).
+	Leaderships int
 }
 
 // Count returns how many faults of kind f were injected.
@@ -78,6 +85,7 @@ type role uint8
 const (
 	roleCoord role = 1 + iota
 	rolePart
+	roleReplica // a replica of a replicated coordinator
 )
 
 // comp is one simulated component: a machine, its log and its disk.
@@ -99,6 +107,22 @@ type comp struct {
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
 	lastSnap   uint64 // tick of the last snapshot (participants)
+
+	// A coordinator replica's (see replicas.go): its id in the group, the
+	// stepped replica, the leadership whose machine runs here (coord, m
+	// and carrier are its), one handed over in the middle of a Turn, the
+	// carry waiting for the group (a coroutine) and its result, messages
+	// held for the machine meanwhile, and the fault armed on its raft
+	// log's disk.
+	rid       uint64
+	rep       *replica.Replica
+	lead      *replica.Lead
+	newLead   *replica.Lead
+	next      func() (struct{}, bool)
+	stop      func()
+	carryErr  error
+	held      []twopc.Message
+	raftFault Fault
 }
 
 type evKind uint8
@@ -109,6 +133,7 @@ const (
 	evSubmit
 	evClientTimeout
 	evRestart
+	evRaft // a raft message between coordinator replicas
 )
 
 type event struct {
@@ -118,6 +143,8 @@ type event struct {
 	msg     twopc.Message
 	client  int
 	gen     uint64
+	from    int         // the sender's component (evDeliver, evRaft)
+	raft    *pb.Message // evRaft
 }
 
 type eventQueue []*event
@@ -174,6 +201,8 @@ type Sim struct {
 	q       eventQueue
 	comps   []*comp
 	byID    map[string]*comp
+	byRID   map[uint64]*comp // coordinator replicas by raft id
+	peers   []uint64
 	clients []*client
 	byTx    map[string]*client
 	world   worldSpec
@@ -251,10 +280,24 @@ func newSim(cfg Config) (*Sim, error) {
 	s.res.Enabled = s.p.on
 	s.res.Deadlock = s.p.deadlock
 	s.world = newWorld(s.rng)
-	for i, id := range append([]string{twopc.CoordinatorID}, services.IDs()...) {
+	coords := []string{twopc.CoordinatorID}
+	if s.replicated() {
+		useZeroRand()
+		s.byRID = map[uint64]*comp{}
+		coords = coords[:0]
+		for i := 1; i <= cfg.Replicas; i++ {
+			coords = append(coords, fmt.Sprintf("%s-%d", twopc.CoordinatorID, i))
+			s.peers = append(s.peers, uint64(i))
+		}
+	}
+	for i, id := range append(coords, services.IDs()...) {
 		c := &comp{idx: i, id: id, role: rolePart, fs: wal.NewMemFS(cfg.Seed*4 + uint64(i) + 1)}
-		if i == 0 {
+		if i < len(coords) {
 			c.role = roleCoord
+			if s.replicated() {
+				c.role, c.rid = roleReplica, uint64(i+1)
+				s.byRID[c.rid] = c
+			}
 		}
 		s.comps = append(s.comps, c)
 		s.byID[id] = c
@@ -375,7 +418,9 @@ func (s *Sim) run() {
 				s.schedule(&event{at: s.now + 1, kind: evTick})
 			}
 		case evDeliver:
-			s.deliver(e.msg)
+			s.deliver(e)
+		case evRaft:
+			s.deliverRaft(e)
 		case evSubmit:
 			s.submit(s.clients[e.client])
 		case evClientTimeout:
@@ -404,6 +449,10 @@ func (s *Sim) tick() {
 		s.injectTickFaults()
 	}
 	for _, c := range s.comps {
+		if c.up && c.role == roleReplica {
+			s.tickReplica(c)
+			continue
+		}
 		if c.up {
 			c.m.Tick()
 			s.flush(c)
@@ -423,6 +472,9 @@ func (s *Sim) injectTickFaults() {
 	}
 	if s.partitioned < 0 && s.on(FaultPartition) && s.roll(s.p.partition) {
 		s.partitioned = s.rng.IntN(len(s.comps))
+		if l := s.leaderComp(); s.replicated() && l != nil && s.rng.IntN(2) == 0 {
+			s.partitioned = l.idx // isolate the leader
+		}
 		s.partEnd = s.now + 20 + uint64(s.rng.IntN(230))
 		s.count(FaultPartition)
 		s.tracef("partition: %s cut off until %d", s.comps[s.partitioned].id, s.partEnd)
@@ -455,6 +507,12 @@ func (s *Sim) heal() {
 	s.partitioned = -1
 	s.tracef("heal")
 	for _, c := range s.comps {
+		if c.role == roleReplica && c.raftFault != 0 {
+			c.fs.Disarm() // a raft log fault armed and not met
+			c.raftFault = 0
+		}
+	}
+	for _, c := range s.comps {
 		if !c.up {
 			s.restart(c)
 		}
@@ -470,10 +528,13 @@ func (s *Sim) quiet() bool {
 			return false
 		}
 	}
-	if s.comps[0].coord.Inflight() > 0 {
+	if s.replicated() && !s.replicasQuiet() {
 		return false
 	}
-	for _, c := range s.comps[1:] {
+	if s.leaderComp().coord.Inflight() > 0 {
+		return false
+	}
+	for _, c := range s.parts() {
 		if c.part.InDoubt() > 0 {
 			return false
 		}
@@ -493,7 +554,13 @@ func (s *Sim) unresolved() string {
 			parts = append(parts, c.id+" down")
 		}
 	}
-	if c := s.comps[0]; c.up && c.coord.Inflight() > 0 {
+	if c := s.leaderComp(); c == nil {
+		parts = append(parts, "no replica leads")
+	} else if s.replicated() && !s.replicasQuiet() {
+		parts = append(parts, fmt.Sprintf("the group is not idle (%d serving, leader %s: carry waiting %v, %d held, status %+v)",
+			len(s.serving()), c.id, c.next != nil, len(c.held), c.rep.Status()))
+	}
+	if c := s.leaderComp(); c != nil && c.up && c.coord.Inflight() > 0 {
 		var txs []string
 		for _, cl := range s.clients {
 			if st, ok := c.coord.State(cl.req.TxID); ok && (st == twopc.CoordCollecting || st == twopc.CoordCommitting) {
@@ -502,7 +569,7 @@ func (s *Sim) unresolved() string {
 		}
 		parts = append(parts, fmt.Sprintf("coordinator has %d in flight: %v", c.coord.Inflight(), txs))
 	}
-	for _, c := range s.comps[1:] {
+	for _, c := range s.parts() {
 		if c.up && c.part.InDoubt() > 0 {
 			parts = append(parts, fmt.Sprintf("%s in doubt: %v", c.id, c.part.InDoubtTxs()))
 		}
@@ -551,6 +618,10 @@ type plan struct {
 
 // flush carries out the component's Readies, if any, with the driver.
 func (s *Sim) flush(c *comp) {
+	if c.role == roleReplica {
+		s.drive(c)
+		return
+	}
 	for c.up && c.m.HasReady() {
 		if err := c.carrier.Carry(c.m); err != nil {
 			s.carryFailed(c, err)
@@ -597,10 +668,15 @@ func (s *Sim) beforeLog(c *comp, rd *twopc.Ready, sync bool) bool {
 	}
 	c.plan = plan{}
 	c.plan.point, c.plan.st = s.crashPoint(c, rd, sync)
+	if c.role == roleReplica && c.plan.st == stageTorn {
+		// The records go to the group, not to this disk now: the raft
+		// log's own disk faults are armed by tickReplica.
+		c.plan.st = stageBeforeLog
+	}
 	if c.plan.st == stageBeforeLog {
 		return true
 	}
-	if len(rd.Records) == 0 {
+	if len(rd.Records) == 0 || c.role == roleReplica {
 		return false
 	}
 	switch {
@@ -623,6 +699,9 @@ func (s *Sim) beforeLog(c *comp, rd *twopc.Ready, sync bool) bool {
 // a halt of its disk in the middle of the compaction (the carrier then
 // fails with the disk's error).
 func (s *Sim) beforeCompact(c *comp, upTo uint64) bool {
+	if c.role == roleReplica {
+		return false // the group compacts its raft logs itself
+	}
 	if s.healed || !s.on(CrashCompact) || !s.roll(s.p.crashPoint) {
 		return false
 	}
@@ -718,7 +797,7 @@ func (s *Sim) crashPoint(c *comp, rd *twopc.Ready, sync bool) (Fault, stage) {
 		st := []stage{stageBeforeLog, stageAfterSync, stageMidSend}[s.rng.IntN(3)]
 		cands = append(cands, cand{CrashRecoveryStart, st})
 	}
-	if c.role == roleCoord {
+	if c.role == roleCoord || c.role == roleReplica {
 		if hasRecord(rd, twopc.RecCommit) {
 			cands = append(cands,
 				cand{CrashCoordBeforeCommitDurable, durable(CrashCoordBeforeCommitDurable)},
@@ -773,14 +852,14 @@ func (t transport) Send(msgs []twopc.Message) {
 	if c.plan.armed {
 		c.plan.armed = false
 		if len(msgs) < 2 {
-			s.send(msgs)
+			s.send(c, msgs)
 			return
 		}
 		k := 1 + s.rng.IntN(len(msgs)-1)
 		c.plan.sent, c.plan.of = k, len(msgs)
 		msgs = msgs[:k]
 	}
-	s.send(msgs)
+	s.send(c, msgs)
 }
 
 // observe sees every record the driver appended. A deadlock victim must be
@@ -824,6 +903,10 @@ func (s *Sim) crash(c *comp, why Fault, powerLoss bool) {
 	}
 	c.up = false
 	c.inc++
+	if c.role == roleReplica {
+		s.dropLead(c)
+		c.rep, c.newLead, c.raftFault = nil, nil, 0
+	}
 	if c.coord != nil {
 		s.res.TxRestarts += c.coord.DeadlockStats().Restarts
 	}
@@ -868,6 +951,10 @@ func (s *Sim) openCalls(c *comp) int {
 // queued. A crash may hit during this, too.
 func (s *Sim) restart(c *comp) {
 	if c.up {
+		return
+	}
+	if c.role == roleReplica {
+		s.restartReplica(c)
 		return
 	}
 	halt := false
@@ -936,12 +1023,7 @@ func (s *Sim) restart(c *comp) {
 // participant), as a process does when it starts.
 func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 	if c.role == roleCoord {
-		cfg := twopc.CoordinatorConfig{
-			ID: twopc.CoordinatorID, PrepareTimeout: prepareTimeout, RetryBase: retryBase, RetryMax: retryMax,
-			MaxInflight: maxInflight, Rand: s.rng.Uint64, RestartBase: restartBase, RestartMax: restartMax,
-			Mutants: s.mutants, Retention: s.p.retention,
-		}
-		m, err := twopc.NewCoordinator(cfg)
+		m, err := twopc.NewCoordinator(s.coordMachineConfig())
 		if err != nil {
 			return nil, err
 		}
@@ -964,19 +1046,22 @@ func (s *Sim) newMachine(c *comp) (node.Restorer, error) {
 
 // ---- the network ----
 
-func (s *Sim) cut(a, b string) bool {
-	if s.partitioned < 0 {
-		return false
-	}
-	p := s.comps[s.partitioned].id
-	return a == p || b == p
+// cutIdx reports whether the partition separates components a and b.
+func (s *Sim) cutIdx(a, b int) bool {
+	return s.partitioned >= 0 && a != b && (a == s.partitioned || b == s.partitioned)
 }
 
-func (s *Sim) send(msgs []twopc.Message) {
+// parts returns the participants.
+func (s *Sim) parts() []*comp {
+	return s.comps[len(s.comps)-len(services.IDs()):]
+}
+
+// send puts from's messages on the network.
+func (s *Sim) send(from *comp, msgs []twopc.Message) {
 	for _, m := range msgs {
 		s.res.Messages++
 		if !s.healed {
-			if s.cut(m.From, m.To) {
+			if to := s.byID[m.To]; s.partitioned == from.idx || to != nil && s.cutIdx(from.idx, to.idx) {
 				continue
 			}
 			if s.on(FaultDrop) && s.roll(s.p.drop) {
@@ -985,10 +1070,10 @@ func (s *Sim) send(msgs []twopc.Message) {
 				continue
 			}
 		}
-		s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m})
+		s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m, from: from.idx})
 		if s.on(FaultDuplicate) && s.roll(s.p.dup) {
 			s.count(FaultDuplicate)
-			s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m})
+			s.schedule(&event{at: s.now + s.latency(), kind: evDeliver, msg: m, from: from.idx})
 		}
 	}
 }
@@ -1002,15 +1087,23 @@ func (s *Sim) latency() uint64 {
 	return d
 }
 
-func (s *Sim) deliver(m twopc.Message) {
+func (s *Sim) deliver(e *event) {
+	m := e.msg
 	c := s.byID[m.To]
 	s.hash.add(uint64(m.Type), m.Epoch, uint64(m.Vote))
 	s.hash.addString(m.Tx)
 	s.hash.addString(m.From)
-	if c == nil || !c.up || s.cut(m.From, m.To) {
+	if c == nil && m.To == twopc.CoordinatorID && s.replicated() {
+		c = s.pickCoord(e.from)
+	}
+	if c == nil || !c.up || s.cutIdx(e.from, c.idx) {
 		return
 	}
-	s.tracef("deliver %s", m)
+	if c.role == roleReplica && c.next != nil {
+		c.held = append(c.held, m) // its machine is in the middle of a carry
+		return
+	}
+	s.tracef("deliver %s to %s", m, c.id)
 	c.m.Step(m)
 	s.flush(c)
 }

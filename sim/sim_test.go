@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ func TestMutantsCaught(t *testing.T) {
 		t.Run(string(m), func(t *testing.T) {
 			cfg := DefaultConfig(1)
 			cfg.Mutant = m
+			if slices.Contains(ReplicaMutants(), m) {
+				cfg.Replicas = 3
+			}
 			runs := mutantRuns()
 			switch m {
 			case MutantOffCycleVictim:

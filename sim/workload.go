@@ -116,13 +116,20 @@ func (s *Sim) scheduleSubmissions() {
 // submit proposes the client's transaction to the coordinator, or retries
 // later if the coordinator is down or busy.
 func (s *Sim) submit(cl *client) {
-	c := s.comps[0]
-	if !c.up {
+	c := s.pickCoord(-1)
+	if c == nil || !c.up {
 		s.schedule(&event{at: s.now + 5 + uint64(s.rng.IntN(20)), kind: evSubmit, client: cl.idx})
 		return
 	}
-	branches := make([]twopc.Branch, len(s.comps)-1)
-	for i, c := range s.comps[1:] {
+	if c.role == roleReplica && c.next != nil {
+		// Its machine is in the middle of a carry: the submission waits
+		// in its inbox, here a little outside it.
+		s.schedule(&event{at: s.now + 1 + uint64(s.rng.IntN(3)), kind: evSubmit, client: cl.idx})
+		return
+	}
+	parts := s.parts()
+	branches := make([]twopc.Branch, len(parts))
+	for i, c := range parts {
 		branches[i] = twopc.Branch{Node: c.id, Op: cl.op}
 	}
 	err := c.coord.Propose(cl.req.TxID, branches)

@@ -303,6 +303,18 @@ func (m *MemFS) Crash(mode CrashMode) {
 	}
 }
 
+// Disarm drops the faults armed and not met yet: FailNth's, and a
+// HaltAfter not reached (a halt already reached stays until Crash or
+// Restart).
+func (m *MemFS) Disarm() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.halted {
+		m.haltAt = 0
+	}
+	m.faults = nil
+}
+
 // Restart simulates a crash of the process alone (the machine stays up):
 // every File opened before fails with ErrCrashed, a halt ends and pending
 // faults are dropped, but nothing written is lost — unsynced data stays as

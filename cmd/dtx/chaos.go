@@ -28,6 +28,7 @@ type chaosFlags struct {
 	trace      bool
 	faultTicks uint64
 	progress   bool
+	replicas   int
 }
 
 func chaosCmd() *cobra.Command {
@@ -53,7 +54,12 @@ every violation with the command that replays it, and exits 1 if any.
 
 Fault names for --faults (comma-separated): all, none, or groups net, drop,
 dup, delay, partition, disk, crash, recovery, or single kinds as the table
-prints them (e.g. crash.coord-mid-commit-send).`,
+prints them (e.g. crash.coord-mid-commit-send).
+
+--replicas 3 (or 5) replaces the single coordinator with a replicated one:
+that many coordinator replicas forming a raft group, each with its own disk,
+hit by every fault a component gets, their raft messages on the same faulty
+network; partitions often isolate the leader.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return chaosMain(&f) },
 	}
@@ -65,6 +71,7 @@ prints them (e.g. crash.coord-mid-commit-send).`,
 	fl.IntVar(&f.workers, "workers", 0, "runs in parallel (0: one per CPU); results do not depend on it")
 	fl.BoolVar(&f.trace, "trace", false, "print every event of the run (with --runs 1)")
 	fl.Uint64Var(&f.faultTicks, "fault-ticks", sim.DefaultConfig(0).FaultTicks, "simulated ticks of faults before everything heals")
+	fl.IntVar(&f.replicas, "replicas", 1, "coordinator replicas: 1 (a single coordinator), 3 or 5 (a raft group)")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	fl.StringVar(&f.mutant, "mutant", "", "plant a bug in the production driver or coordinator (to show the checkers catch it)")
 	_ = fl.MarkHidden("mutant")
@@ -85,6 +92,7 @@ func chaosMain(f *chaosFlags) error {
 	}
 	cfg := sim.DefaultConfig(f.seed)
 	cfg.Txs = f.txs
+	cfg.Replicas = f.replicas
 	cfg.Faults = faults
 	cfg.Mutant = sim.Mutant(f.mutant)
 	if f.deadlock != "" {

@@ -40,6 +40,11 @@ const (
 	// youngest transaction of the whole wait-for graph it merged, which
 	// need not be on the cycle it names.
 	OffCycleVictim
+	// ReplicaNoWait: a replicated coordinator's log (package replica)
+	// returns from a forced append as soon as it proposed the records,
+	// without waiting for the group to commit them: a leader acts on
+	// decisions the group may never commit.
+	ReplicaNoWait
 )
 
 // Has reports whether any bug of m is planted in s.
