@@ -39,6 +39,8 @@ func (s *Sim) checkFinal() {
 	}
 
 	// Atomicity, no lost COMMITTED, nothing applied that was not asked for.
+	final := map[string]bool{}
+	defer s.checkLinear(final)
 	for _, cl := range s.clients {
 		tx := cl.req.TxID
 		r, inInv := inv.Reservations[tx]
@@ -46,6 +48,9 @@ func (s *Sim) checkFinal() {
 		o, inOrd := ord.Orders[tx]
 		n := b2u(inInv) + b2u(inPay) + b2u(inOrd)
 		committed := n == 3
+		if n == 0 || n == 3 {
+			final[tx] = committed
+		}
 		if n != 0 && n != 3 {
 			s.violate("atomicity", "%s committed at some services only: inventory %v, payment %v, order %v", tx, inInv, inPay, inOrd)
 		}

@@ -85,3 +85,35 @@ func TestReplicatedMutantsCaught(t *testing.T) {
 		})
 	}
 }
+
+// TestLinearCheckerCatches: the linearizability checker refuses a history
+// in which an id was answered COMMITTED and later ROLLED_BACK, or whose
+// final state disagrees with an answer, and accepts agreeing ones.
+func TestLinearCheckerCatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answers []bool // answers to client 0, in order
+		final   bool
+		bad     bool
+	}{
+		{"agree", []bool{true, true}, true, false},
+		{"two outcomes", []bool{true, false}, true, true},
+		{"final disagrees", []bool{false}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSim(DefaultConfig(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl := s.clients[0]
+			for i, a := range tc.answers {
+				cl.callAt, s.now = uint64(10*i), uint64(10*i+5)
+				s.linAnswer(cl, a)
+			}
+			s.checkLinear(map[string]bool{cl.req.TxID: tc.final})
+			if got := len(s.res.Violations) > 0; got != tc.bad {
+				t.Fatalf("violations %v, want bad=%v", s.res.Violations, tc.bad)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/dtx-dev/dtx/replica"
 
 	"github.com/dtx-dev/dtx/internal/mutant"
@@ -212,6 +213,7 @@ type Sim struct {
 	partitioned int
 	partEnd     uint64
 	hash        hashState
+	history     []porcupine.Operation // answered submissions (linear.go)
 	res         Result
 	stopErr     error      // a violation that makes going on pointless
 	mutants     mutant.Set // the bugs Config.Mutant plants in the driver

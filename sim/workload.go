@@ -50,7 +50,8 @@ type client struct {
 	waiting bool           // a submission is unanswered
 	gen     uint64         // bumps with each submission
 	submits int
-	extra   int // resubmissions after an answer still to make
+	extra   int    // resubmissions after an answer still to make
+	callAt  uint64 // tick of the latest submission
 }
 
 func (s *Sim) makeClients() {
@@ -142,6 +143,7 @@ func (s *Sim) submit(cl *client) {
 		return
 	}
 	cl.submits++
+	cl.callAt = s.now
 	cl.waiting = true
 	cl.gen++
 	s.tracef("client %s submits (#%d)", cl.req.TxID, cl.submits)
@@ -167,6 +169,9 @@ func (s *Sim) report(outs []twopc.Outcome) {
 			continue // no client waits for it
 		}
 		s.tracef("client %s hears %s", o.Tx, status(o))
+		if cl.waiting {
+			s.linAnswer(cl, o.Committed)
+		}
 		if cl.first != nil && !o.Duplicate {
 			s.violate("duplicate", "%s ran twice: a second outcome not marked duplicate (%s)", o.Tx, status(o))
 		}
