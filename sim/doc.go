@@ -56,6 +56,18 @@
 // their logs. The faults crash.snapshot, crash.compact and
 // disk.snapshot-damage cut those steps (sim/snapshot.go).
 //
+// A replicated coordinator (Config.Replicas 3 or 5; replicas.go): the
+// coordinator is a raft group of stepped replica.Replicas, each a
+// component with its own disk and raft log and every fault a component
+// gets; raft messages cross the faulty network, partitions often isolate
+// the leader, and faults of the raft logs' disks are armed at random
+// moments. The leader's machine is carried by node.Carrier on the
+// leader's replica.Log, one coroutine per carry (iter.Pull) so that an
+// append waiting for the group yields to the event loop. Raft's election
+// randomness (crypto/rand) is neutralised and replaced by a seeded drift
+// of each replica's ticks, so a replicated run replays event for event
+// too.
+//
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an
 // answer, always within the retention window (a timeout of at most half of
@@ -83,6 +95,9 @@
 //     (sold and captured equal what the committed orders say);
 //   - replay: each component's log, made durable, replays twice into fresh
 //     machines to the same state, equal to the live one;
+//   - linearizability: each transaction id is a write-once register; the
+//     answered submissions and the final state of the services are checked
+//     with porcupine (linear.go);
 //   - deadlock victims: every victim of a wait-for cycle (found by the
 //     coordinator or by a participant in its own lock table) is on the
 //     cycle its reason names, and is the transaction aborted.
