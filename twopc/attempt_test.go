@@ -339,3 +339,41 @@ func TestPreparedIgnoresOlderEpochAbort(t *testing.T) {
 		t.Fatalf("the ABORT of its own epoch left t1 %v", st)
 	}
 }
+
+// A branch in doubt asks a new coordinator incarnation about its outcome
+// as soon as that incarnation speaks (its first PREPARE with a higher
+// epoch), not at the branch's next backed-off inquiry: after a leader of a
+// replicated coordinator dies, the branches it prepared learn their
+// outcome from the next leader within a round trip of its first message.
+// Branches prepared under the new epoch are not asked about.
+func TestInDoubtInquiresNewEpochAtOnce(t *testing.T) {
+	l := &memLog{}
+	res := newKV()
+	p := mustPart(t, "a", l, res)
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 5, Op: []byte("k1"), Attempt: 1})
+	take(l, p)
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t2", Epoch: 5, Op: []byte("k2"), Attempt: 1})
+	if got := msgsOf(take(l, p), MsgInquire); len(got) != 0 {
+		t.Fatalf("a PREPARE of the same epoch made it ask: %v", got)
+	}
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t3", Epoch: 7, Op: []byte("k3"), Attempt: 1})
+	got := msgsOf(take(l, p), MsgInquire)
+	var txs []string
+	for _, m := range got {
+		txs = append(txs, m.Tx)
+		if m.Epoch != 7 {
+			t.Errorf("inquiry about %s carries epoch %d, want 7", m.Tx, m.Epoch)
+		}
+	}
+	if strings.Join(txs, ",") != "t1,t2" {
+		t.Fatalf("inquiries after a PREPARE of epoch 7: %v, want t1,t2", txs)
+	}
+	p.Step(Message{Type: MsgPrepare, From: CoordinatorID, To: "a", Tx: "t4", Epoch: 8, Op: []byte("k4"), Attempt: 1})
+	txs = txs[:0]
+	for _, m := range msgsOf(take(l, p), MsgInquire) {
+		txs = append(txs, m.Tx)
+	}
+	if strings.Join(txs, ",") != "t1,t2,t3" {
+		t.Fatalf("inquiries after a PREPARE of epoch 8: %v, want t1,t2,t3", txs)
+	}
+}

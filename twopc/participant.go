@@ -413,6 +413,22 @@ func (p *Participant) send(typ MsgType, tx string, attempt uint32, v Vote, reaso
 	})
 }
 
+// inquireOlder asks at once about every branch in doubt prepared under an
+// epoch older than epoch, the epoch of a coordinator incarnation that has
+// just spoken (a restarted coordinator, or a new leader of a replicated
+// one): the incarnation that prepared them is gone, and the new one knows
+// their outcome (or presumes abort) now, where the branches' own
+// inquiries may be seconds away, backed off. Their timers stay as they
+// are. Only a PREPARE this participant can read gets here (the epoch is
+// raised by nothing else), so a forged message cannot make it chatter.
+func (p *Participant) inquireOlder(epoch uint64) {
+	for _, tx := range p.InDoubtTxs() {
+		if b := p.branches[tx]; b.epoch < epoch {
+			p.send(MsgInquire, tx, b.attempt, 0, "")
+		}
+	}
+}
+
 func (p *Participant) armInquire(tx string, b *branch) {
 	d := backoff(p.cfg.InquireAfter, p.cfg.InquireMax, b.attempts, p.cfg.Rand)
 	p.timers.add(p.now+d, tx, timerInquire, b.gen)
@@ -512,7 +528,11 @@ func (p *Participant) stepPrepare(m Message) {
 		p.voteNo(m.Tx, &branch{attempt: a, gen: gen}, err.Error())
 		return
 	}
+	newer := m.Epoch > p.maxEpoch
 	p.maxEpoch = m.Epoch
+	if newer {
+		p.inquireOlder(m.Epoch)
+	}
 	b := &branch{state: BranchWaiting, op: m.Op, ts: m.TS, attempt: a, gen: gen, epoch: m.Epoch}
 	p.branches[m.Tx] = b
 	granted, err := p.locks.Acquire(m.Tx, keys)

@@ -212,7 +212,46 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		}()
 	}
 
-	var gaps []time.Duration
+	// resolved polls the services' in-doubt branches from a kill on and
+	// returns how long until every branch in doubt at the first poll after
+	// the kill is decided (-1: none was in doubt).
+	resolved := func(killed time.Time) time.Duration {
+		inDoubt := func() map[string]bool {
+			m := map[string]bool{}
+			for _, s := range engine.Services {
+				var st deploy.ServiceState
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				err := (*client.HTTP)(nil).Get(ctx, c.http[s], "/v1/state", &st)
+				cancel()
+				if err != nil {
+					t.Errorf("in-doubt poll of %s: %v", s, err)
+					continue
+				}
+				for _, tx := range st.InDoubt {
+					m[s+"/"+tx] = true
+				}
+			}
+			return m
+		}
+		first := inDoubt()
+		if len(first) == 0 {
+			return -1
+		}
+		for deadline := killed.Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			now, left := inDoubt(), 0
+			for b := range first {
+				if now[b] {
+					left++
+				}
+			}
+			if left == 0 {
+				return time.Since(killed)
+			}
+		}
+		t.Errorf("branches in doubt at a kill still in doubt 30s later: %v", first)
+		return -1
+	}
+	var gaps, resolves []time.Duration
 	for k := 0; k < kills; k++ {
 		// Kill k once the run printed (k+1)/(kills+3) of its outcomes (or at
 		// once, if a slow failover already took the run past that).
@@ -227,6 +266,8 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		name := fmt.Sprintf("coordinator-%d", id)
 		killed := time.Now()
 		c.kill(name, syscall.SIGKILL)
+		resolvedc := make(chan time.Duration, 1)
+		go func() { resolvedc <- resolved(killed) }()
 		var gap time.Duration
 		for deadline := time.Now().Add(30 * time.Second); gap == 0; {
 			pmu.Lock()
@@ -242,6 +283,9 @@ func TestReplicatedLeaderKills(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		gaps = append(gaps, gap)
+		if r := <-resolvedc; r >= 0 {
+			resolves = append(resolves, r)
+		}
 		if nid := leader(10 * time.Second); nid == id {
 			t.Fatalf("killed %s still leads", name)
 		}
@@ -291,4 +335,10 @@ func TestReplicatedLeaderKills(t *testing.T) {
 	pct := func(p float64) time.Duration { return gaps[min(len(gaps)-1, int(p*float64(len(gaps))))] }
 	t.Logf("%d kills of the leader; dtx run: %d committed, %d rolled back; probe: %d committed; kill to first new commit: p50 %v, p99 %v, all %v",
 		kills, committed, rolled, len(commits), pct(0.5), pct(0.99), gaps)
+	slices.Sort(resolves)
+	if len(resolves) > 0 {
+		rp := func(p float64) time.Duration { return resolves[min(len(resolves)-1, int(p*float64(len(resolves))))] }
+		t.Logf("kill to every branch in doubt at the kill decided (%d kills with branches in doubt): p50 %v, p99 %v, max %v",
+			len(resolves), rp(0.5), rp(0.99), resolves[len(resolves)-1])
+	}
 }
