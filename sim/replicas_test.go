@@ -20,6 +20,9 @@ func replicatedConfig(seed uint64) Config {
 func TestCampaignReplicated(t *testing.T) {
 	cfg := replicatedConfig(1)
 	runs := campaignRuns() / 5
+	if raceEnabled && *runsFlag == 0 {
+		runs = 60
+	}
 	if *seedFlag != 0 {
 		cfg.Seed, runs = *seedFlag, 1
 	}
