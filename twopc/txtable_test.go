@@ -77,3 +77,32 @@ func BenchmarkTxTablePut(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTxTableHas looks up ids in a table of 1M outcomes: absent ones
+// (a new transaction's check, the common case) and present ones.
+func BenchmarkTxTableHas(b *testing.B) {
+	const n = 1 << 20
+	tab := newTxTable()
+	for i := range n {
+		tab.Put("order-"+strconv.Itoa(i), txVal{state: 1, a: 1}, "")
+	}
+	absent := make([]string, 1<<16)
+	present := make([]string, 1<<16)
+	for i := range absent {
+		absent[i] = "new-" + strconv.Itoa(i)
+		present[i] = "order-" + strconv.Itoa(i*(n>>16))
+	}
+	for _, c := range []struct {
+		name string
+		ids  []string
+		want bool
+	}{{"absent", absent, false}, {"present", present, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if tab.Has(c.ids[i&(len(c.ids)-1)]) != c.want {
+					b.Fatal("wrong answer")
+				}
+			}
+		})
+	}
+}
