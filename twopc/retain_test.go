@@ -277,3 +277,32 @@ func TestRetainedBytes(t *testing.T) {
 		t.Fatalf("retention costs more than 16 bytes besides the id per outcome or 10 per expired id: %.1f per outcome (worst), %.1f packed, %.1f per expired id", worst, packed, expired)
 	}
 }
+
+// BenchmarkRotate measures the pause of a coordinator's rotation with
+// 200,000 outcomes in each generation: the one that drops the previous
+// generation to expired ids and moves the current one to previous.
+func BenchmarkRotate(b *testing.B) {
+	const n = 200_000
+	ids := make([]string, 2*n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("order-%018d", i)
+	}
+	cfg := testCoordConfig()
+	cfg.Retention = 1 << 40
+	for b.Loop() {
+		b.StopTimer()
+		c, err := NewCoordinator(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, id := range ids[:n] {
+			c.finish(id, finished{committed: true, attempt: 1})
+		}
+		c.rotate()
+		for _, id := range ids[n:] {
+			c.finish(id, finished{committed: true, attempt: 1})
+		}
+		b.StartTimer()
+		c.rotate()
+	}
+}
