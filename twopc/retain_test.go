@@ -236,7 +236,7 @@ func TestCheckpointChunks(t *testing.T) {
 }
 
 // TestRetainedBytes measures the heap per retained outcome (an id of 24
-// bytes, committed) in the current generation (the index between 0.64 and
+// bytes, committed) in the current generation (the index between 0.67 and
 // 0.8 full: measured at several fill points, the worst counts), in the
 // previous one (packed at rotation) and per expired id, and prints them (go
 // test -v -run RetainedBytes ./twopc). The bound is 16 bytes besides the

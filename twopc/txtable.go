@@ -31,8 +31,8 @@ import (
 //     shifts the rest of its run one slot right). A lookup scans from the
 //     home while the tags are smaller and stops at the first larger tag or
 //     empty slot: an absent id costs about as few probes as a present one
-//     (about 3 at the 0.8 load the index grows at, by a quarter each time;
-//     the load is between 0.64 and 0.8).
+//     (about 3 at the 0.8 load the index grows at, by a fifth each time;
+//     the load is between 0.67 and 0.8).
 //   - pack turns the index of a table that takes no more new keys (a
 //     generation that was rotated out) into the sorted tags alone, without
 //     empty slots (8 bytes per id), plus a directory of where each bucket
@@ -380,7 +380,7 @@ func (t *txTable) room() {
 // insert puts slot s in the open index, after any equal tags.
 func (t *txTable) insert(s uint64) {
 	if 5*uint64(t.used+1) > 4*t.homes {
-		t.reindex(t.slots, t.homes+t.homes/4, 0)
+		t.reindex(t.slots, t.homes+t.homes/5, 0)
 	}
 	tag := uint32(s >> 32)
 	for {
