@@ -2,6 +2,7 @@ package twopc
 
 import (
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 
@@ -181,9 +182,10 @@ func (c *Coordinator) finish(tx string, f finished) {
 
 // finishedTx returns what is remembered of a finished tx.
 func (c *Coordinator) finishedTx(tx string) (finished, bool) {
-	v, reason, ok := c.done.Get(tx)
+	h := txHash(c.seed, tx)
+	v, reason, ok := c.done.getH(tx, h)
 	if !ok && c.prev != nil {
-		v, reason, ok = c.prev.Get(tx)
+		v, reason, ok = c.prev.getH(tx, h)
 	}
 	return finished{committed: v.state == 1, reason: reason, attempt: v.a}, ok
 }
@@ -197,6 +199,7 @@ type Coordinator struct {
 	started bool
 	now     uint64
 	active  map[string]*coordTx // collecting or committing
+	seed    maphash.Seed        // of done, prev and exp: one hash per lookup
 	done    *txTable            // committed (END) or aborted: current generation
 	prev    *txTable            // the previous generation (nil before the first rotation)
 	exp     expiredSet          // ids of the generation before (outcomes dropped)
@@ -265,10 +268,12 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.PresumeWindow == 0 {
 		cfg.PresumeWindow = 1000
 	}
+	seed := maphash.MakeSeed()
 	return &Coordinator{
 		cfg:      cfg,
 		active:   make(map[string]*coordTx),
-		done:     newTxTable(),
+		seed:     seed,
+		done:     newTxTableSeed(seed),
 		waits:    make(map[string]waitReport),
 		presumed: make(map[string]uint64),
 	}, nil

@@ -263,9 +263,10 @@ func (p *Participant) branchOf(tx string) *branch {
 	if b := p.branches[tx]; b != nil {
 		return b
 	}
-	v, reason, ok := p.finished.Get(tx)
+	h := p.finished.hash(tx) // both generations share a seed
+	v, reason, ok := p.finished.getH(tx, h)
 	if !ok && p.prevFin != nil {
-		v, reason, ok = p.prevFin.Get(tx)
+		v, reason, ok = p.prevFin.getH(tx, h)
 	}
 	if !ok {
 		return nil
@@ -902,7 +903,8 @@ func (p *Participant) rotate() {
 		p.forgotten += uint64(p.prevFin.Len())
 	}
 	p.prevFin = p.finished
-	p.finished = newTxTable()
+	p.prevFin.pack()
+	p.finished = newTxTableSeed(p.prevFin.seed)
 	p.genStart = p.now
 	p.rotations++
 }

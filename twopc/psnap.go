@@ -49,8 +49,8 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 // returns the function that encodes that copy, which may run on another
 // goroutine while the machine goes on. The copy is the prepared branches
 // (their operations are shared: never changed once received) and the
-// finished-branch tables' entries (a memmove of 24 bytes per branch,
-// bounded by Retention); nothing is encoded on the machine's goroutine.
+// finished-branch tables' byte chunks (a memmove of the id and about 3
+// bytes per branch, bounded by Retention); nothing is encoded on the machine's goroutine.
 func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
 	if p.HasReady() {
 		return nil, fmt.Errorf("twopc: %s: snapshot with a Ready not carried out", p.cfg.ID)
@@ -147,10 +147,11 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 	if version == snapshotVersionV1 {
 		readFinished(&d, p.finished)
 	} else {
-		prev := newTxTable()
+		prev := newTxTableSeed(p.finished.seed)
 		readFinished(&d, prev)
 		readFinished(&d, p.finished)
 		if prev.Len() > 0 {
+			prev.pack()
 			p.prevFin = prev
 		}
 		switch f := d.byte(); {

@@ -3,7 +3,6 @@ package twopc
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"slices"
 )
 
@@ -42,36 +41,6 @@ import (
 // continuing it.
 const CheckpointChunk = 1024
 
-// expiredSet holds the id hashes of a dropped generation: the hashes of
-// its txTable's slots, in the same open-addressing layout, without the
-// entries and bytes (8 bytes per slot, 2 to 4 slots per id; copying them at
-// rotation is one pass over an array). A hash match means "seen" (a false
-// match, 1 in 2^64 per pair, refuses a new id as expired: the safe
-// direction).
-type expiredSet struct {
-	seed  maphash.Seed
-	slots []uint64
-}
-
-func (e *expiredSet) has(key string) bool {
-	if len(e.slots) == 0 {
-		return false
-	}
-	h := maphash.String(e.seed, key)
-	if h == 0 {
-		h = 1
-	}
-	mask := uint64(len(e.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch e.slots[i] {
-		case 0:
-			return false
-		case h:
-			return true
-		}
-	}
-}
-
 // RetentionStats describes the outcome tables.
 type RetentionStats struct {
 	// Current and Previous count the outcomes of the two retained
@@ -93,7 +62,8 @@ func (c *Coordinator) RetentionStats() RetentionStats {
 
 // known reports whether tx's outcome is retained.
 func (c *Coordinator) known(tx string) bool {
-	return c.done.Has(tx) || (c.prev != nil && c.prev.Has(tx))
+	h := txHash(c.seed, tx)
+	return c.done.hasH(tx, h) || (c.prev != nil && c.prev.hasH(tx, h))
 }
 
 // expired reports whether tx's outcome was dropped but its id is still
@@ -113,15 +83,12 @@ func (c *Coordinator) Expired(tx string) bool {
 func (c *Coordinator) rotate() {
 	c.exp, c.expiredN = expiredSet{}, 0
 	if c.prev != nil {
-		hashes := make([]uint64, len(c.prev.slots))
-		for i := range c.prev.slots {
-			hashes[i] = c.prev.slots[i].hash()
-		}
-		c.exp = expiredSet{seed: c.prev.seed, slots: hashes}
+		c.exp = c.prev.expiredSet()
 		c.expiredN = c.prev.Len()
 	}
 	c.prev = c.done
-	c.done = newTxTable()
+	c.prev.pack()
+	c.done = newTxTableSeed(c.seed)
 	c.genStart = c.now
 	c.checkpoints++
 }

@@ -1,8 +1,11 @@
 package twopc
 
 import (
+	"maps"
 	"math/rand/v2"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -59,6 +62,133 @@ func TestTxTableMatchesMap(t *testing.T) {
 	}
 }
 
+// TestTxTableModel drives tables and a Go map model through the same
+// random operations: puts of new keys and replacements (same text, new
+// text, numbers that fit the widths already stored and numbers that do
+// not, states needing an extra byte, texts larger than a chunk), gets and
+// has of present and absent keys, rotations (the table is packed, then
+// takes keys again), freezes, and a tiny chunk budget so that parts are
+// sealed. Seeded; the seed is printed on failure (TXTABLE_SEED reruns one).
+func TestTxTableModel(t *testing.T) {
+	seed := rand.Uint64()
+	if s := os.Getenv("TXTABLE_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	runs, steps := 10, 3000
+	if testing.Short() {
+		runs = 3
+	}
+	for run := range runs {
+		txTableModelRun(t, seed+uint64(run), steps)
+	}
+}
+
+func txTableModelRun(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	type val struct {
+		v    txVal
+		text string
+	}
+	want := map[string]val{}
+	tab := newTxTable()
+	if rng.IntN(2) == 0 {
+		tab.maxChunks = 1 + rng.IntN(4) // seal parts often
+	}
+	keys := 50 + rng.IntN(2000)
+	num := func() uint32 {
+		switch rng.IntN(4) {
+		case 0:
+			return 0
+		case 1:
+			return uint32(rng.IntN(128))
+		case 2:
+			return uint32(rng.IntN(1 << 16))
+		}
+		return rng.Uint32()
+	}
+	check := func(step int, k string) {
+		t.Helper()
+		w, in := want[k]
+		v, text, ok := tab.Get(k)
+		if ok != in || tab.Has(k) != in || (in && (v != w.v || text != w.text)) {
+			t.Fatalf("seed %d step %d: Get(%q) = %+v %.20q %v, want %+v %.20q %v", seed, step, k, v, text, ok, w.v, w.text, in)
+		}
+	}
+	var frozen []txFrozen
+	var frozenWant []map[string]val
+	for step := range steps {
+		k := "k" + strconv.Itoa(rng.IntN(keys))
+		switch op := rng.IntN(100); {
+		case op < 55:
+			v := val{v: txVal{state: uint8(rng.IntN(5)), a: num(), b: num()}}
+			if rng.IntN(20) == 0 {
+				v.v.state = uint8(rng.IntN(256))
+			}
+			switch rng.IntN(10) {
+			case 0, 1, 2:
+				v.text = "reason " + strconv.Itoa(rng.IntN(50))
+			case 3:
+				if old, ok := want[k]; ok {
+					v.text = old.text // a value change under the same text
+				}
+			case 4:
+				if rng.IntN(50) == 0 {
+					v.text = strings.Repeat("x", txChunkMax+rng.IntN(3000))
+				}
+			}
+			if rng.IntN(100) == 0 {
+				k = strings.Repeat("long", 40) + k
+			}
+			tab.Put(k, v.v, v.text)
+			want[k] = v
+			check(step, k)
+		case op < 90:
+			check(step, k)
+			check(step, "absent"+k)
+		case op < 93:
+			tab.pack() // as at a rotation; later puts reopen it
+		case op < 95:
+			frozen = append(frozen, tab.freeze())
+			frozenWant = append(frozenWant, maps.Clone(want))
+		default:
+			if tab.Len() != len(want) {
+				t.Fatalf("seed %d step %d: Len %d, want %d", seed, step, tab.Len(), len(want))
+			}
+		}
+	}
+	for k := range want {
+		check(steps, k)
+	}
+	all := func(name string, f func(func(string, txVal, string) bool), w map[string]val) {
+		seen := map[string]bool{}
+		f(func(k string, v txVal, text string) bool {
+			if seen[k] {
+				t.Fatalf("seed %d: %s gave %q twice", seed, name, k)
+			}
+			seen[k] = true
+			if x, ok := w[k]; !ok || x.v != v || x.text != text {
+				t.Fatalf("seed %d: %s gave %q %+v, want %+v", seed, name, k, v, x.v)
+			}
+			return true
+		})
+		if len(seen) != len(w) {
+			t.Fatalf("seed %d: %s gave %d keys, want %d", seed, name, len(seen), len(w))
+		}
+	}
+	all("All", tab.All, want)
+	for i := range frozen {
+		all("frozen All", frozen[i].All, frozenWant[i])
+	}
+	// The expired set of the table knows every key and (but for a 2^-64
+	// chance) nothing else.
+	exp := tab.expiredSet()
+	for k := range want {
+		if !exp.has(k) || exp.has("absent"+k) {
+			t.Fatalf("seed %d: expired set wrong about %q", seed, k)
+		}
+	}
+}
+
 func BenchmarkTxTablePut(b *testing.B) {
 	ids := make([]string, 1<<16)
 	for i := range ids {
@@ -76,4 +206,33 @@ func BenchmarkTxTablePut(b *testing.B) {
 			m[ids[i&(len(ids)-1)]+strconv.Itoa(i>>16)] = finished{committed: true}
 		}
 	})
+}
+
+// BenchmarkTxTableHas looks up ids in a table of 1M outcomes: absent ones
+// (a new transaction's check, the common case) and present ones.
+func BenchmarkTxTableHas(b *testing.B) {
+	const n = 1 << 20
+	tab := newTxTable()
+	for i := range n {
+		tab.Put("order-"+strconv.Itoa(i), txVal{state: 1, a: 1}, "")
+	}
+	absent := make([]string, 1<<16)
+	present := make([]string, 1<<16)
+	for i := range absent {
+		absent[i] = "new-" + strconv.Itoa(i)
+		present[i] = "order-" + strconv.Itoa(i*(n>>16))
+	}
+	for _, c := range []struct {
+		name string
+		ids  []string
+		want bool
+	}{{"absent", absent, false}, {"present", present, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if tab.Has(c.ids[i&(len(c.ids)-1)]) != c.want {
+					b.Fatal("wrong answer")
+				}
+			}
+		})
+	}
 }
