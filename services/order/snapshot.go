@@ -2,8 +2,8 @@ package order
 
 import (
 	"bytes"
-	"errors"
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"maps"
 	"path"
