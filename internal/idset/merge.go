@@ -59,7 +59,7 @@ func (s *Set) merge() error {
 
 // mergeRange merges runs [j, k) into one.
 func (s *Set) mergeRange(j, k int) error {
-	in := s.runs[j:k]
+	in := slices.Clone(s.runs[j:k])
 	type cursor struct {
 		r   *run
 		buf []byte

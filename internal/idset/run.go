@@ -52,11 +52,16 @@ type meta struct {
 	check            uint64
 }
 
+type readerAt interface {
+	io.ReaderAt
+	io.Closer
+}
+
 // run is an open run file.
 type run struct {
 	meta
 	name    string
-	f       wal.File
+	f       readerAt
 	firsts  []uint64 // first hash of each block
 	crcs    []uint32
 	damaged atomic.Bool // a block failed its checksum: rebuild from the ledger
