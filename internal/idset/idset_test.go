@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -397,9 +398,22 @@ func TestRunAheadOfSnapshot(t *testing.T) {
 }
 
 func FuzzDecodeRun(f *testing.F) {
-	v := build(&testing.T{})
-	for _, name := range runFiles(v) {
-		b, _ := v.fsys.ReadFile(path.Join(dir, DirName, name))
+	for _, n := range []int{1, 300, 1000} { // runs of 1, 2 and 4 blocks
+		fsys := wal.NewMemFS(1)
+		s := New()
+		if err := s.Attach(fsys, dir, ledgerName, 0, 0, idOf); err != nil {
+			f.Fatal(err)
+		}
+		for i := range n {
+			s.Add(strconv.Itoa(i))
+		}
+		if err := s.Capture().Flush(100, n); err != nil {
+			f.Fatal(err)
+		}
+		b, err := fsys.ReadFile(path.Join(dir, DirName, runName(0, int64(n))))
+		if err != nil {
+			f.Fatal(err)
+		}
 		f.Add(b)
 	}
 	f.Add([]byte(runMagic))
