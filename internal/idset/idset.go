@@ -316,10 +316,12 @@ func (s *Set) Attach(fsys wal.FS, dir, ledgerName string, length int64, count in
 		}
 	}
 	var cands []*run
+	removed := false // to make durable
 	for _, name := range names {
 		full := path.Join(d, name)
 		if strings.HasSuffix(name, ".tmp") {
 			fsys.Remove(full) // a write that never finished
+			removed = true
 			continue
 		}
 		start, end, ok := parseRunName(name)
@@ -335,24 +337,26 @@ func (s *Set) Attach(fsys wal.FS, dir, ledgerName string, length int64, count in
 				r.f.Close()
 			}
 			fsys.Remove(full)
+			removed = true
 			continue
 		}
 		cands = append(cands, r)
 	}
-	err = s.chain(cands, length, int64(count))
-	if serr := fsys.SyncDir(d); err == nil && serr != nil {
-		err = fmt.Errorf("idset: %w", serr)
+	dropped, err := s.chain(cands, length, int64(count))
+	if removed || dropped {
+		if serr := fsys.SyncDir(d); err == nil && serr != nil {
+			err = fmt.Errorf("idset: %w", serr)
+		}
 	}
 	return err
 }
 
 // chain picks the runs that cover entries [0, count) from cands, rebuilds
 // the gaps from the ledger, reads the rest into memory and removes the
-// candidates it did not use.
-func (s *Set) chain(cands []*run, length, count int64) error {
+// candidates it did not use (reporting whether it removed any).
+func (s *Set) chain(cands []*run, length, count int64) (dropped bool, err error) {
 	used := map[*run]bool{}
 	pos, off := int64(0), ledger.HeaderLen
-	var err error
 	tail := false
 	for pos < count && err == nil {
 		var best, next *run
@@ -384,9 +388,10 @@ func (s *Set) chain(cands []*run, length, count int64) error {
 		if !used[r] {
 			r.f.Close()
 			s.fsys.Remove(r.name)
+			dropped = true
 		}
 	}
-	return err
+	return dropped, err
 }
 
 // rebuild reads ledger entries [from, to) at offsets [fromOff, toOff)
