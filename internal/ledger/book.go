@@ -84,6 +84,13 @@ func (b *Book[T]) Tail() int {
 	return b.tail.Len()
 }
 
+// FileLen returns the ledger file's length as the loop knows it: the
+// length Restore recorded, or Attach found, or the last Flush made.
+func (b *Book[T]) FileLen() int64 {
+	b.apply()
+	return b.length
+}
+
 // Attached reports whether the book has a ledger file.
 func (b *Book[T]) Attached() bool { return b.file != nil }
 

@@ -162,22 +162,38 @@ func (l *File) Close() error { return l.f.Close() }
 // not match is an error wrapping ErrCorrupt and naming the offset; length
 // 0 is an empty ledger, even when the file is missing.
 func Scan(fsys wal.FS, name string, length int64, fn func(payload []byte) error) error {
+	return ScanFrom(fsys, name, HeaderLen, length, func(_ int64, p []byte) error { return fn(p) })
+}
+
+// EntryEnd returns the offset just past the entry at off with payload p,
+// where the next entry starts.
+func EntryEnd(off int64, p []byte) int64 { return off + entryHeader + int64(len(p)) }
+
+// ScanFrom is Scan from the entry that starts at offset from (HeaderLen:
+// the first; an offset an earlier scan's EntryEnd returned), reading
+// nothing before it but the magic; fn gets each entry's offset too. An
+// offset that is not an entry's start reads as a corrupt entry (or
+// worse, as a valid one: callers pass only offsets they recorded).
+func ScanFrom(fsys wal.FS, name string, from, length int64, fn func(off int64, payload []byte) error) error {
 	if length == 0 {
 		return nil
+	}
+	if from < HeaderLen || from > length {
+		return fmt.Errorf("%w: %s: scan from offset %d of a ledger of %d bytes", ErrCorrupt, name, from, length)
 	}
 	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("ledger: open %s: %w", name, err)
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, length), 1<<16) // not two reads per entry
 	var magic [len(Magic)]byte
-	if _, err := io.ReadFull(r, magic[:]); err != nil || string(magic[:]) != Magic {
+	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != Magic {
 		return fmt.Errorf("%w: %s: bad magic", ErrCorrupt, name)
 	}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, from, length-from), 1<<16) // not two reads per entry
 	var hdr [entryHeader]byte
 	var buf []byte
-	off := HeaderLen
+	off := from
 	for off < length {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return fmt.Errorf("%w: %s: entry header at offset %d: %v", ErrCorrupt, name, off, err)
@@ -196,7 +212,7 @@ func Scan(fsys wal.FS, name string, length int64, fn func(payload []byte) error)
 		if crc32.Checksum(buf, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
 			return fmt.Errorf("%w: %s: entry at offset %d: checksum mismatch", ErrCorrupt, name, off)
 		}
-		if err := fn(buf); err != nil {
+		if err := fn(off, buf); err != nil {
 			return err
 		}
 		off += entryHeader + int64(n)

@@ -156,3 +156,44 @@ func TestLedgerErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// ScanFrom an offset an earlier scan reported reads exactly the entries
+// from there, and refuses an offset outside the ledger.
+func TestScanFrom(t *testing.T) {
+	fsys := wal.NewMemFS(1)
+	fsys.MkdirAll("d", 0o755)
+	l, err := Open(fsys, "d/l", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := l.Append(payloads(0, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offs []int64
+	if err := ScanFrom(fsys, "d/l", HeaderLen, n, func(off int64, p []byte) error {
+		offs = append(offs, off)
+		if want := EntryEnd(off, p); want > n {
+			t.Fatalf("entry at %d ends at %d, past %d", off, want, n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(offs) != 10 || offs[0] != HeaderLen {
+		t.Fatalf("offsets %v", offs)
+	}
+	var got []string
+	if err := ScanFrom(fsys, "d/l", offs[7], n, func(_ int64, p []byte) error { got = append(got, string(p)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != want(7, 10) {
+		t.Fatalf("from entry 7: %v, want %s", got, want(7, 10))
+	}
+	if err := ScanFrom(fsys, "d/l", n, n, func(int64, []byte) error { t.Fatal("an entry past the end"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ScanFrom(fsys, "d/l", 3, n, func(int64, []byte) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("scan from inside the magic: %v", err)
+	}
+}

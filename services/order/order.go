@@ -7,10 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"maps"
 	"slices"
 
+	"github.com/dtx-dev/dtx/internal/idset"
 	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/purchase"
@@ -46,13 +46,13 @@ func (o Order) clone() Order {
 type Store struct {
 	pending map[string]Order
 	// orders are the committed orders, in commit order: the ledger file
-	// and the ones committed since the last snapshot. ids holds a 64-bit
-	// hash of every committed order id, the check that an id is new: 8
-	// bytes (plus the map's slack) per order instead of the order. A hash
-	// false match (1 in 2^64 per pair) refuses a new id, the safe side.
+	// and the ones committed since the last snapshot. ids is the set of
+	// every committed order id, the check that an id is new: keyed 64-bit
+	// hashes, those of the orders in the ledger file in run files beside
+	// it (internal/idset), the others in memory. A hash false match (1 in
+	// 2^64 per pair) refuses a new id, the safe side.
 	orders *ledger.Book[placed]
-	ids    map[uint64]struct{}
-	seed   maphash.Seed
+	ids    *idset.Set
 	ops    purchase.BinaryCache // the last operation decoded
 }
 
@@ -66,7 +66,7 @@ var _ twopc.Resource = (*Store)(nil)
 
 // New returns an empty order book.
 func New() *Store {
-	return &Store{pending: make(map[string]Order), orders: ledger.NewBook(encodePlaced, decodePlaced), ids: make(map[uint64]struct{}), seed: maphash.MakeSeed()}
+	return &Store{pending: make(map[string]Order), orders: ledger.NewBook(encodePlaced, decodePlaced), ids: idset.New()}
 }
 
 // decode reads an operation; Keys and then Prepare of one branch decode
@@ -93,7 +93,9 @@ func (s *Store) Prepare(tx string, op []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := s.ids[maphash.String(s.seed, tx)]; ok {
+	if dup, err := s.ids.Has(tx); err != nil {
+		return fmt.Errorf("order %s: cannot tell whether it exists: %w", tx, err)
+	} else if dup {
 		return fmt.Errorf("order %s already exists", tx)
 	}
 	if r.TxID != tx {
@@ -118,7 +120,7 @@ func (s *Store) Commit(tx string, _ []byte) {
 }
 
 func (s *Store) place(tx string, o Order) {
-	s.ids[maphash.String(s.seed, tx)] = struct{}{}
+	s.ids.Add(tx)
 	s.orders.Append(placed{tx, o})
 }
 
@@ -136,6 +138,13 @@ func encodePlaced(b []byte, x placed) []byte {
 		b = binary.AppendVarint(b, int64(it.Price))
 	}
 	return b
+}
+
+// idOf returns the order id of a ledger entry, decoding nothing else.
+func idOf(p []byte) (string, error) {
+	r := ledger.Reader{B: p}
+	id := r.String()
+	return id, r.Err
 }
 
 func decodePlaced(p []byte) (placed, error) {
@@ -191,8 +200,8 @@ func (s *Store) Check() error {
 			return fmt.Errorf("order: %s: %w", tx, err)
 		}
 	}
-	if len(s.ids) != s.orders.Len() {
-		return fmt.Errorf("order: %d orders committed but %d ids placed (an id committed twice)", s.orders.Len(), len(s.ids))
+	if s.ids.Len() != int64(s.orders.Len()) {
+		return fmt.Errorf("order: %d orders committed but %d ids placed", s.orders.Len(), s.ids.Len())
 	}
 	seen := make(map[string]struct{}, s.orders.Len())
 	return s.orders.Each(func(x placed) error {

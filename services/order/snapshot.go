@@ -3,11 +3,12 @@ package order
 import (
 	"bytes"
 	"encoding/gob"
+	"errors"
 	"fmt"
-	"hash/maphash"
 	"maps"
 	"path"
 
+	"github.com/dtx-dev/dtx/internal/idset"
 	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -45,15 +46,22 @@ func (s *Store) Snapshot() ([]byte, error) {
 // committed ones (a copy of its chunk headers: a committed order never
 // changes), and leaves the rest to the returned function: append the
 // orders committed since the last snapshot to the ledger file and fsync
-// it, then encode the snapshot with the file's new length (and no order).
-// Without a ledger file the snapshot holds every order.
+// it, write their ids' hashes as a run file of the id set (and merge its
+// runs), then encode the snapshot with the file's new length (and no
+// order). Without a ledger file the snapshot holds every order.
 func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
 	pending := maps.Clone(s.pending)
 	orders := s.orders.Capture()
+	ids := s.ids.Capture()
 	return func() ([]byte, error) {
 		n, count, inline, err := orders.Flush()
 		if err != nil {
 			return nil, fmt.Errorf("order: snapshot: %w", err)
+		}
+		if inline == nil {
+			if err := ids.Flush(n, count); err != nil {
+				return nil, fmt.Errorf("order: snapshot: %w", err)
+			}
 		}
 		st := snapState{Pending: pending, Placed: make([]snapPlaced, 0, len(inline)), LedgerLen: n, LedgerCount: count}
 		for _, x := range inline {
@@ -77,14 +85,16 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 	if s.pending == nil {
 		s.pending = map[string]Order{}
 	}
-	s.ids = make(map[uint64]struct{}, len(st.Placed)+len(st.Orders)+st.LedgerCount)
+	s.ids.Close()
+	s.ids = idset.New()
+	s.ids.Restore(st.LedgerCount)
 	s.orders = ledger.NewBook(encodePlaced, decodePlaced)
 	s.orders.Restore(st.LedgerLen, st.LedgerCount)
 	for tx, o := range st.Orders { // version 1
 		s.place(tx, o)
 	}
 	for _, x := range st.Placed {
-		if _, dup := s.ids[maphash.String(s.seed, x.Tx)]; dup {
+		if dup, _ := s.ids.Has(x.Tx); dup { // in memory: no error
 			return fmt.Errorf("order: snapshot: %s committed twice", x.Tx)
 		}
 		s.place(x.Tx, x.Order)
@@ -94,26 +104,29 @@ func (s *Store) RestoreSnapshot(b []byte) error {
 
 // AttachLedger implements participant.LedgerAttacher: the committed
 // orders live in dir's ledger file, cut to the length the restored
-// snapshot recorded. The file is read once, streaming, to rebuild the
-// index of order ids.
+// snapshot recorded, and their ids in the id set's run files beside it
+// (idset.Set.Attach), which read only the part of the ledger no run
+// covers. The ids of the orders the snapshot held itself are added again
+// after it.
 func (s *Store) AttachLedger(fsys wal.FS, dir string) error {
-	if err := s.orders.Attach(fsys, path.Join(dir, ledger.FileName)); err != nil {
+	name := path.Join(dir, ledger.FileName)
+	if err := s.orders.Attach(fsys, name); err != nil {
 		return err
 	}
 	tail := s.orders.Tail()
-	i := 0
-	return s.orders.Each(func(x placed) error {
-		if i < s.orders.Len()-tail { // the tail's ids are in already
-			s.ids[maphash.String(s.seed, x.tx)] = struct{}{}
-		}
-		i++
-		return nil
-	})
+	count := s.orders.Len() - tail
+	if err := s.ids.Attach(fsys, dir, name, s.orders.FileLen(), count, idOf); err != nil {
+		return fmt.Errorf("order: %w", err)
+	}
+	for i := range tail {
+		s.ids.Add(s.orders.TailAt(i).tx)
+	}
+	return nil
 }
 
-// CloseLedger closes the ledger file, if any (the service's incarnation
-// ended).
-func (s *Store) CloseLedger() error { return s.orders.Close() }
+// CloseLedger closes the ledger file and the id set's files, if any (the
+// service's incarnation ended).
+func (s *Store) CloseLedger() error { return errors.Join(s.orders.Close(), s.ids.Close()) }
 
 var _ interface {
 	Snapshot() ([]byte, error)
