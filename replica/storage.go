@@ -102,6 +102,14 @@ func openStorage(cfg wal.Config, peers []uint64) (*storage, error) {
 		return nil, fmt.Errorf("replica: raft log: %w", err)
 	}
 	s.base, s.seqOf = si+1, seqs
+	if si := snap.GetMetadata().GetIndex(); !raft.IsEmptyHardState(s.hs) && s.hs.GetCommit() < si {
+		// A snapshot holds only committed entries: its index is
+		// committed, whatever an older HardState says (a log written
+		// before the snapshot's own HardState was synced with it).
+		hs := proto.Clone(s.hs).(*pb.HardState)
+		hs.Commit = &si
+		s.hs = hs
+	}
 	if !raft.IsEmptyHardState(s.hs) {
 		if err := s.SetHardState(s.hs); err != nil {
 			s.close()
@@ -133,6 +141,14 @@ func appendEntry(ents []*pb.Entry, seqs []uint64, e *pb.Entry, seq uint64) ([]*p
 // syncs when sync is set) and hands them to the MemoryStorage.
 func (s *storage) save(snap *pb.Snapshot, hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	if !raft.IsEmptySnap(snap) {
+		// The HardState written (and synced) with the snapshot must be
+		// this Ready's: raft does not ask to sync a Ready whose only news
+		// is a snapshot and a higher commit, so the HardState appended
+		// after it may be lost, and an older one's commit is below the
+		// snapshot's index, which raft refuses at the next start.
+		if !raft.IsEmptyHardState(hs) {
+			s.hs = hs
+		}
 		if err := s.saveSnapshot(snap, true); err != nil {
 			return err
 		}

@@ -120,3 +120,14 @@ func TestLinearCheckerCatches(t *testing.T) {
 		})
 	}
 }
+
+// TestRegressReplicatedSeeds replays replicated runs that found bugs.
+func TestRegressReplicatedSeeds(t *testing.T) {
+	for _, seed := range []uint64{
+		1004338, // a follower's HardState synced with a leader's snapshot was the one before it: raft refused to restart after a power loss
+	} {
+		if r := Run(replicatedConfig(seed)); len(r.Violations) > 0 {
+			t.Errorf("seed %d: %s", seed, r.Violations[0])
+		}
+	}
+}
