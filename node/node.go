@@ -197,6 +197,14 @@ var ErrStopped = errors.New("node: stopped")
 func (n *Node) Run(ctx context.Context) error {
 	ticker := time.NewTicker(n.cfg.Tick)
 	defer ticker.Stop()
+	// The machine's clock follows the wall clock: a ticker drops the ticks
+	// that come while the loop is busy (a sync takes milliseconds), so each
+	// one that arrives stands for every tick since the last, up to a
+	// second's worth (a loop stalled longer than that does not replay the
+	// gap). Otherwise timeouts and retention windows, counted in ticks,
+	// would stretch with the load.
+	last := time.Now()
+	maxCatchUp := max(1, int(time.Second/n.cfg.Tick))
 	for {
 		if err := n.flush(); err != nil {
 			return err
@@ -208,8 +216,21 @@ func (n *Node) Run(ctx context.Context) error {
 			n.step(batch)
 		case f := <-n.calls:
 			f()
-		case <-ticker.C:
-			n.m.Tick()
+		case now := <-ticker.C:
+			k := int(now.Sub(last) / n.cfg.Tick)
+			switch {
+			case k < 1:
+				k = 1
+				last = now
+			case k > maxCatchUp:
+				k = maxCatchUp
+				last = now
+			default:
+				last = last.Add(time.Duration(k) * n.cfg.Tick)
+			}
+			for range k {
+				n.m.Tick()
+			}
 		}
 		// Take whatever else is already waiting, so one sync covers it all.
 	drain:
