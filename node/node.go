@@ -88,6 +88,14 @@ type Log interface {
 
 var _ Log = (*wal.Log)(nil)
 
+// Ticker is a Log that holds unforced records back for a while (a
+// replicated coordinator's log carries them with its next forced append):
+// the loop calls Tick at every machine tick, so that what it holds leaves
+// within a bounded time even when no forced append comes.
+type Ticker interface {
+	Tick() error
+}
+
 // Config configures a Node.
 type Config struct {
 	// ID is the node's name on the network.
@@ -230,6 +238,11 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			for range k {
 				n.m.Tick()
+				if t, ok := n.cfg.Log.(Ticker); ok {
+					if err := t.Tick(); err != nil {
+						return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
+					}
+				}
 			}
 		}
 		// Take whatever else is already waiting, so one sync covers it all.

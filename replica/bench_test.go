@@ -54,7 +54,7 @@ func BenchmarkGroupAppend(b *testing.B) {
 	lead.mu.Lock()
 	run := lead.mu.run
 	lead.mu.Unlock()
-	l := &Log{r: lead, run: run}
+	l := lead.newLog(run)
 	e := []wal.Entry{{Type: uint8(twopc.RecEvent), Data: make([]byte, 100)}}
 	b.ResetTimer()
 	for b.Loop() {
@@ -122,7 +122,7 @@ func BenchmarkGroupAppendGRPC(b *testing.B) {
 	lead.mu.Lock()
 	run := lead.mu.run
 	lead.mu.Unlock()
-	l := &Log{r: lead, run: run}
+	l := lead.newLog(run)
 	e := []wal.Entry{{Type: uint8(twopc.RecEvent), Data: make([]byte, 100)}}
 	b.ResetTimer()
 	for b.Loop() {

@@ -32,6 +32,11 @@ var errBadEntry = errors.New("replica: malformed raft entry")
 // the raft loop), to b.
 func encodeEntry(b []byte, es []wal.Entry) []byte {
 	b = append(b, make([]byte, tagSize)...)
+	return appendRecords(b, es)
+}
+
+// appendRecords appends the records of es to an entry's data b.
+func appendRecords(b []byte, es []wal.Entry) []byte {
 	for _, e := range es {
 		b = append(b, e.Type)
 		b = binary.AppendUvarint(b, uint64(len(e.Data)))

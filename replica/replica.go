@@ -78,7 +78,11 @@ type Config struct {
 	// HeartbeatTicks (default 1).
 	Tick                          time.Duration
 	ElectionTicks, HeartbeatTicks int
-	Logger                        *slog.Logger
+	// HoldTicks is how many of the leader's machine ticks (Coordinator's
+	// Tick) an unforced record may wait for a forced one to carry it to
+	// the group (see Log; default: one raft tick's worth).
+	HoldTicks int
+	Logger    *slog.Logger
 	// Lead, if set, makes this a stepped replica: one goroutine drives it
 	// with Tick, Step and Turn instead of Run (the deterministic simulator
 	// drives its replicas so). Each leadership's machine, once restored
@@ -231,6 +235,12 @@ func New(cfg Config) (*Replica, error) {
 	}
 	if cfg.HeartbeatTicks >= cfg.ElectionTicks {
 		return nil, fmt.Errorf("replica: heartbeat ticks %d must be fewer than election ticks %d", cfg.HeartbeatTicks, cfg.ElectionTicks)
+	}
+	if cfg.HoldTicks <= 0 {
+		cfg.HoldTicks = 1
+		if mt := cfg.Coordinator.Tick; mt > 0 && cfg.Tick > mt {
+			cfg.HoldTicks = int(cfg.Tick / mt)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -651,7 +661,7 @@ func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
 	if err == nil {
 		m.StartAtLeast(run.term)
 		var c *coordinator.Coordinator
-		c, err = coordinator.New(r.cfg.Coordinator, m, &Log{r: r, run: run}, ckpts)
+		c, err = coordinator.New(r.cfg.Coordinator, m, r.newLog(run), ckpts)
 		if err == nil {
 			run.coord = c
 		}
@@ -694,7 +704,7 @@ func (r *Replica) lead(run *leaderRun, ents []*pb.Entry) {
 		return
 	}
 	m.StartAtLeast(run.term)
-	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Checkpoints: ckpts, Log: &Log{r: r, run: run}, Records: n, Done: run.ctx.Done(), run: run})
+	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Checkpoints: ckpts, Log: r.newLog(run), Records: n, Done: run.ctx.Done(), run: run})
 }
 
 // restore replays the records of ents into a fresh machine (not started)
@@ -884,13 +894,37 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 // the group: a deposed leader that has not noticed yet decides nothing
 // that reaches a participant. (Participants also ignore an ABORT of an
 // older epoch than the PREPARE that prepared their branch.)
+//
+// Unforced records are held back, not proposed at once: they go with the
+// next forced append, in the same raft entry, or on their own once they
+// have waited HoldTicks machine ticks (Tick) or fill maxHeld bytes. A
+// single coordinator's unforced records cost a write and no fsync; here
+// each proposal costs a replication round and an fsync on every replica,
+// so a transaction whose BEGIN, ACKs and END were proposed alone paid
+// for three or four rounds where one carries them all. Holding is safe
+// for the same reason leaving them unsynced is: losing them with the
+// leader loses a BEGIN (the next leader presumes abort) or the ACKs and
+// END of a committed transaction (the next leader sends COMMIT again and
+// the branches acknowledge it again).
 type Log struct {
-	r       *Replica
-	run     *leaderRun
-	last    uint64
-	pending []*proposal // proposed, result not yet taken, oldest first
-	err     error
-	yield   func() bool // a stepped replica's: see SetYield
+	r        *Replica
+	run      *leaderRun
+	last     uint64
+	pending  []*proposal // proposed, result not yet taken, oldest first
+	err      error
+	yield    func() bool // a stepped replica's: see SetYield
+	held     []byte      // records held back: an entry's data, tag first
+	heldRecs int
+	ticks    int // machine ticks since the first held record
+	hold     int // ticks a record may be held
+}
+
+// maxHeld is how many bytes of unforced records a Log holds back before
+// it proposes them.
+const maxHeld = 64 << 10
+
+func (r *Replica) newLog(run *leaderRun) *Log {
+	return &Log{r: r, run: run, hold: r.cfg.HoldTicks}
 }
 
 // SetYield sets how an append of a stepped replica's Log waits for the
@@ -903,8 +937,12 @@ func (l *Log) SetYield(yield func() bool) { l.yield = yield }
 // Append proposes entries (if any) and waits until they and everything
 // proposed before are committed and applied.
 func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
-	if len(entries) > 0 {
-		if err := l.propose(entries); err != nil {
+	if len(entries) > 0 || l.heldRecs > 0 {
+		if l.err != nil {
+			return 0, l.err
+		}
+		l.holdBack(entries)
+		if err := l.flush(); err != nil {
 			return 0, err
 		}
 	}
@@ -919,9 +957,10 @@ func (l *Log) Append(entries ...wal.Entry) (uint64, error) {
 	return l.last, l.err
 }
 
-// AppendNoSync proposes entries and returns without waiting for them,
-// unless they hold a decision (an unforced ABORT): then it is Append, so
-// that no decision leaves a leader before the group has committed it.
+// AppendNoSync holds entries back (see Log) and returns without waiting
+// for them, unless they hold a decision (an unforced ABORT): then it is
+// Append, so that no decision leaves a leader before the group has
+// committed it.
 func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) {
 	for _, e := range entries {
 		if t := twopc.RecType(e.Type); t == twopc.RecAbort || t == twopc.RecCommit || t == twopc.RecRestart {
@@ -929,27 +968,80 @@ func (l *Log) AppendNoSync(entries ...wal.Entry) (uint64, error) {
 		}
 	}
 	if len(entries) > 0 {
-		if err := l.propose(entries); err != nil {
-			return 0, err
+		if l.err != nil {
+			return 0, l.err
+		}
+		l.holdBack(entries)
+		if len(l.held) >= maxHeld {
+			if err := l.flush(); err != nil {
+				return 0, err
+			}
 		}
 	}
-	// Take the results already in: the list stays short, and a failure
-	// is seen at once.
+	if err := l.takeDone(); err != nil {
+		return 0, err
+	}
+	return l.last, l.err
+}
+
+// Tick counts one machine tick (the node loop calls it with the
+// machine's): records held back that long are proposed.
+func (l *Log) Tick() error {
+	if l.heldRecs == 0 {
+		return l.takeDone()
+	}
+	l.ticks++
+	if l.ticks < l.hold {
+		return nil
+	}
+	if err := l.flush(); err != nil {
+		return err
+	}
+	return l.takeDone()
+}
+
+// Held is the number of records held back, not proposed yet.
+func (l *Log) Held() int { return l.heldRecs }
+
+// holdBack adds entries to the records held back.
+func (l *Log) holdBack(es []wal.Entry) {
+	if l.heldRecs == 0 {
+		l.held = encodeEntry(l.held[:0], es)
+		l.ticks = 0
+	} else {
+		l.held = appendRecords(l.held, es)
+	}
+	l.heldRecs += len(es)
+}
+
+// flush proposes the records held back, as one raft entry.
+func (l *Log) flush() error {
+	if l.heldRecs == 0 {
+		return l.err
+	}
+	data, n := l.held, l.heldRecs
+	l.held, l.heldRecs, l.ticks = nil, 0, 0
+	return l.propose(data, n)
+}
+
+// takeDone takes the results already in, without waiting: the list stays
+// short, and a failure is seen at once.
+func (l *Log) takeDone() error {
 	for len(l.pending) > 0 {
 		select {
 		case res := <-l.pending[0].done:
 			if err := l.take(res); err != nil {
-				return 0, err
+				return err
 			}
 			continue
 		case <-l.run.ctx.Done():
 			l.err = &NotLeaderError{ID: l.r.cfg.ID}
-			return 0, l.err
+			return l.err
 		default:
 		}
 		break
 	}
-	return l.last, l.err
+	return l.err
 }
 
 // DurableSeq is the seq of the last record known committed.
@@ -958,11 +1050,12 @@ func (l *Log) DurableSeq() uint64 { return l.last }
 // Compact does nothing: every replica compacts its raft log itself.
 func (l *Log) Compact(uint64) error { return nil }
 
-func (l *Log) propose(es []wal.Entry) error {
+// propose proposes data (an entry's, tag first) holding n records.
+func (l *Log) propose(data []byte, n int) error {
 	if l.err != nil {
 		return l.err
 	}
-	p := &proposal{run: l.run, data: encodeEntry(nil, es), done: make(chan propResult, 1), records: len(es)}
+	p := &proposal{run: l.run, data: data, done: make(chan propResult, 1), records: n}
 	if l.r.cfg.Lead != nil {
 		// A stepped replica: this runs on its driver's goroutine (or a
 		// coroutine of it), between two Turns.

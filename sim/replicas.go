@@ -117,7 +117,9 @@ func (s *Sim) replicaConfig(c *comp, fsys wal.FS) replica.Config {
 		Coordinator:   coordinator.Config{Machine: s.coordMachineConfig()},
 		Transport:     raftTransport{s, c},
 		ElectionTicks: electionTicks, HeartbeatTicks: heartbeatTicks,
-		Lead: func(l *replica.Lead) { c.newLead = l },
+		// Unforced records wait 1 to 4 machine ticks for a forced append.
+		HoldTicks: 1 + s.rng.IntN(4),
+		Lead:      func(l *replica.Lead) { c.newLead = l },
 	}
 }
 
@@ -191,6 +193,10 @@ func (s *Sim) tickReplica(c *comp) {
 	}
 	if c.lead != nil && c.next == nil {
 		c.m.Tick()
+		if err := c.lead.Log.Tick(); err != nil {
+			s.logFailed(c, err)
+			return
+		}
 	}
 	s.drive(c)
 }
@@ -343,7 +349,6 @@ func (s *Sim) carryOn(c *comp) bool {
 func (s *Sim) carryDone(c *comp) bool {
 	err := c.carryErr
 	c.carryErr = nil
-	var nl *replica.NotLeaderError
 	switch {
 	case err == nil:
 		held := c.held
@@ -354,16 +359,25 @@ func (s *Sim) carryDone(c *comp) bool {
 		return true
 	case errors.Is(err, node.ErrCrashed):
 		s.carryFailed(c, err)
-	case errors.As(err, &nl) || errors.Is(err, replica.ErrStopped):
+	default:
+		s.logFailed(c, err)
+	}
+	return false
+}
+
+// logFailed stops c's machine after its Log failed outside a crash point:
+// a lost leadership ends the machine; any other error is a violation.
+func (s *Sim) logFailed(c *comp, err error) {
+	var nl *replica.NotLeaderError
+	if errors.As(err, &nl) || errors.Is(err, replica.ErrStopped) {
 		s.tracef("%s: its machine stops: %v", c.id, err)
 		l := c.lead
 		s.dropLead(c)
 		c.rep.Resign(l)
-	default:
-		s.violate("recovery", "%s: carry failed: %v", c.id, err)
-		s.stopErr = err
+		return
 	}
-	return false
+	s.violate("recovery", "%s: carry failed: %v", c.id, err)
+	s.stopErr = err
 }
 
 // serving returns the replicas that run a machine, in the order of comps.
@@ -418,7 +432,7 @@ func (s *Sim) leaderComp() *comp {
 // its way: every proposal applied, no carry waiting, no Ready left.
 func (s *Sim) replicasQuiet() bool {
 	l := s.leaderComp()
-	return l != nil && len(s.serving()) == 1 && l.next == nil && len(l.held) == 0 && !l.m.HasReady() && l.rep.Idle()
+	return l != nil && len(s.serving()) == 1 && l.next == nil && len(l.held) == 0 && !l.m.HasReady() && l.lead.Log.Held() == 0 && l.rep.Idle()
 }
 
 // checkReplicaReplay replays each replica's committed raft log, twice,
