@@ -779,6 +779,50 @@ func (r *Replica) Status() Status {
 	return r.mu.status
 }
 
+// Records calls fn for every committed record of this replica's raft log
+// about tx (a follower's too), in log order, with its seq (the raft index
+// of its entry, shifted, plus its place in the entry, as the leader's Log
+// numbers them). The raft log holds what the last compaction kept: two to
+// three retention windows of records, like a single coordinator's wal.
+// It reads raft's in-memory log while the replica runs.
+func (r *Replica) Records(tx string, fn func(seq uint64, rec twopc.Record)) error {
+	first, err := r.st.FirstIndex()
+	if err != nil {
+		return err
+	}
+	commit := r.Status().Commit
+	if commit < first {
+		return nil
+	}
+	ents, err := r.st.Entries(first, commit+1, math.MaxUint64)
+	if err != nil {
+		return fmt.Errorf("replica %d: read raft log: %w", r.cfg.ID, err)
+	}
+	for _, e := range ents {
+		if e.GetType() != pb.EntryNormal {
+			continue
+		}
+		i := uint64(0)
+		err := eachRecord(e.GetData(), func(typ uint8, b []byte) error {
+			seq := e.GetIndex()<<seqShift | i
+			i++
+			rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
+			if err != nil {
+				return fmt.Errorf("replica %d: raft entry %d: %w", r.cfg.ID, e.GetIndex(), err)
+			}
+			if rec.Tx == tx {
+				fn(seq, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+
 // RaftLog returns the wal of the raft log (nil in memory), for its stats.
 func (r *Replica) RaftLog() *wal.Log { return r.st.wal }
 

@@ -215,13 +215,11 @@ func (rb *replicaBackend) Retry(ctx context.Context, tx string) ([]string, error
 	return sent, rb.wrap(err)
 }
 
-// Records: the replicated coordinator's records live in raft entries, which
-// the timeline does not read yet; the participants' records still are.
+// Records reads this replica's raft log: every replica holds the
+// coordinator's records, so any of them answers a timeline.
 func (rb *replicaBackend) Records(tx string, fn func(seq uint64, r twopc.Record)) error {
-	return errReplicatedRecords
+	return rb.r.Records(tx, fn)
 }
-
-var errReplicatedRecords = errors.New("the coordinator's own records are in its raft log, which a timeline does not read yet")
 
 func (rb *replicaBackend) Close() error {
 	rb.cancel()

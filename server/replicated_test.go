@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,32 @@ func TestReplicatedCoordinatorNetworked(t *testing.T) {
 	}
 	r.http[twopc.CoordinatorID] = r.https[next]
 	checkOutcomes(t, r.waitQuiet(), outcomes)
+
+	// The new leader's timeline of a transaction holds the coordinator's
+	// records from the raft log: those of the old leader too.
+	var committed string
+	for _, q := range reqs {
+		if o, ok := outcomes[q.TxID]; ok && o.Committed {
+			committed = q.TxID
+			break
+		}
+	}
+	if committed == "" {
+		t.Fatal("no transaction committed")
+	}
+	var tl server.AdminTimeline
+	if err := r.web.Get(context.Background(), r.https[next], "/v1/admin/transactions/"+committed+"/timeline", &tl); err != nil {
+		t.Fatal(err)
+	}
+	var coordTypes []string
+	for _, e := range tl.Entries {
+		if e.Component == twopc.CoordinatorID {
+			coordTypes = append(coordTypes, e.Type)
+		}
+	}
+	if tl.Status != "COMMITTED" || len(tl.Errors) != 0 || len(coordTypes) < 2 || coordTypes[0] != "BEGIN" || !slices.Contains(coordTypes, "COMMIT") {
+		t.Fatalf("timeline of %s at the new leader: status %s, errors %v, coordinator records %v; want COMMITTED, no errors, BEGIN first and a COMMIT", committed, tl.Status, tl.Errors, coordTypes)
+	}
 
 	// A follower does not answer an outcome query from its own view: it
 	// names the leader, and the client follows.
