@@ -822,7 +822,6 @@ func (r *Replica) Records(tx string, fn func(seq uint64, rec twopc.Record)) erro
 	return nil
 }
 
-
 // RaftLog returns the wal of the raft log (nil in memory), for its stats.
 func (r *Replica) RaftLog() *wal.Log { return r.st.wal }
 
