@@ -53,6 +53,25 @@ type LedgerAttacher interface {
 	AttachLedger(fsys wal.FS, dir string) error
 }
 
+// LedgerFlusher is a LedgerAttacher that can move the committed entries it
+// holds in memory to its ledger file between two snapshots, so that the
+// memory they take is bounded by SnapshotConfig.LedgerHeld instead of by
+// the snapshot interval. LedgerHeld is read off the loop; CaptureLedger
+// is called on the loop and the function it returns runs off it, one
+// flush or snapshot of the service at a time. What a flush appends lies
+// past the length the last snapshot recorded: a restart cuts it off and
+// the log replay rebuilds it, as for a snapshot that never landed.
+type LedgerFlusher interface {
+	LedgerAttacher
+	LedgerHeld() int
+	CaptureLedger() func() error
+}
+
+// DefaultLedgerHeld is how many committed entries a LedgerFlusher holds in
+// memory before they are moved to its ledger file, when the configuration
+// does not say.
+const DefaultLedgerHeld = 32768
+
 // SnapshotConfig says when a service snapshots its state. Zero disables
 // snapshots (the log then keeps every record).
 type SnapshotConfig struct {
@@ -64,6 +83,10 @@ type SnapshotConfig struct {
 	LogBytes uint64
 	// Check is how often the triggers are checked (0: 100 ms).
 	Check time.Duration
+	// LedgerHeld moves a LedgerFlusher's committed entries to its ledger
+	// file once it holds this many in memory, between snapshots (0:
+	// DefaultLedgerHeld; negative: only at snapshots).
+	LedgerHeld int
 }
 
 func (c SnapshotConfig) on() bool { return c.Every > 0 || c.LogBytes > 0 }
@@ -77,6 +100,9 @@ type SnapshotStats struct {
 	LastPause, MaxPause time.Duration
 	LastBytes           int
 	LastSeq             uint64
+	// LedgerFlushes counts the moves of a LedgerFlusher's entries to its
+	// ledger file between snapshots.
+	LedgerFlushes uint64
 	// Loaded is the snapshot the service last started from (0: none), and
 	// Skipped the damaged ones it passed over.
 	Loaded  uint64
@@ -253,6 +279,10 @@ func (s *Service) snapshotter(ctx context.Context) {
 	var lastAt time.Time = time.Now()
 	var lastBytes uint64
 	var lastInc *incarnation
+	held := c.LedgerHeld
+	if held == 0 {
+		held = DefaultLedgerHeld
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,6 +297,11 @@ func (s *Service) snapshotter(ctx context.Context) {
 		due := c.LogBytes > 0 && st.BytesWritten-lastBytes >= c.LogBytes ||
 			c.Every > 0 && time.Since(lastAt) >= c.Every && st.BytesWritten > lastBytes
 		if !due {
+			if lf, ok := inc.res.(LedgerFlusher); ok && held > 0 && lf.LedgerHeld() >= held {
+				if err := s.FlushLedgerNow(ctx); err != nil && ctx.Err() == nil {
+					s.cfg.Logger.Warn("ledger flush failed", "service", s.cfg.ID, "err", err)
+				}
+			}
 			continue
 		}
 		if err := s.SnapshotNow(ctx); err != nil {
@@ -323,6 +358,41 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
 	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", from)
+	return nil
+}
+
+// FlushLedger captures what a LedgerFlusher holds in memory (on the loop)
+// and returns the function that moves it to the ledger file (off the
+// loop). participant.Service and the simulator both call it.
+func FlushLedger(lf LedgerFlusher) func() error { return lf.CaptureLedger() }
+
+// FlushLedgerNow moves the committed entries the Resource (a
+// LedgerFlusher) holds in memory to its ledger file: captured on the loop
+// (a copy of the ledger's chunk headers, whatever the loop is doing),
+// appended and fsynced off it. It holds snapMu, so flushes and snapshots
+// append to the file in the order they captured.
+func (s *Service) FlushLedgerNow(ctx context.Context) error {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	inc := s.inc.Load()
+	lf, ok := inc.res.(LedgerFlusher)
+	if !ok {
+		return nil
+	}
+	var flush func() error
+	start := time.Now()
+	if err := inc.node.Do(ctx, inc.done, func() { flush = FlushLedger(lf) }); err != nil {
+		return err
+	}
+	pause := time.Since(start)
+	if s.inc.Load() != inc {
+		return node.ErrBusy // crashed meanwhile
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
+	}
+	s.snapStats.LedgerFlushes++
+	s.cfg.Logger.Debug("ledger flush", "service", s.cfg.ID, "capture", pause, "took", time.Since(start))
 	return nil
 }
 

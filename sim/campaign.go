@@ -22,7 +22,10 @@ type Summary struct {
 	Crashes    int
 	Restarts   int
 	Snapshots  int // participant snapshots written
-	Forgotten  uint64
+	// LedgerFlushes counts the moves of participants' ledger entries to
+	// their files between snapshots.
+	LedgerFlushes int
+	Forgotten     uint64
 	// TxRestarts counts deadlock victims restarted as a new attempt.
 	TxRestarts uint64
 	MultiDown  int // crashes that left two or more components down at once
@@ -54,6 +57,7 @@ func (s *Summary) Add(r *Result) {
 	s.Crashes += r.Crashes
 	s.Restarts += r.Restarts
 	s.Snapshots += r.Snapshots
+	s.LedgerFlushes += r.LedgerFlushes
 	s.Forgotten += r.Forgotten
 	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
@@ -166,7 +170,7 @@ func (s *Summary) Print(w io.Writer) {
 	if cfg.Replicas > 1 {
 		fmt.Fprintf(w, "coordinator replicas: %d; leaderships started: %d\n", cfg.Replicas, s.Leaderships)
 	}
-	fmt.Fprintf(w, "participant snapshots written: %d\n", s.Snapshots)
+	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\n", s.Snapshots, s.LedgerFlushes)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",
 		Percentile(s.HealToQuiet, 50), Percentile(s.HealToQuiet, 99), Percentile(s.HealToQuiet, 100))

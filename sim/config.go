@@ -75,6 +75,11 @@ const (
 	// torn (cut short) or with a flipped bit: recovery must use the one
 	// before.
 	FaultSnapshotDamage
+	// CrashLedgerFlush: a participant crashes (power loss) while it moves
+	// the committed entries it holds in memory to its ledger file between
+	// two snapshots: the disk halts in the middle of the append, its
+	// fsync or the id set's run file.
+	CrashLedgerFlush
 	numFaults
 )
 
@@ -87,7 +92,7 @@ var faultNames = [numFaults]string{"",
 	"crash.part-before-prepared-durable", "crash.part-after-prepared-durable",
 	"crash.part-before-committed-durable", "crash.part-after-committed-durable",
 	"crash.recovery-open", "crash.recovery-start", "crash.compact",
-	"crash.snapshot", "disk.snapshot-damage",
+	"crash.snapshot", "disk.snapshot-damage", "crash.ledger-flush",
 }
 
 func (f Fault) String() string {
@@ -140,7 +145,7 @@ var faultGroups = map[string][]Fault{
 		CrashCoordMidCommitSend, CrashCoordAfterAcksBeforeEnd, CrashCoordMidAbortSend,
 		CrashPartBeforePreparedDurable, CrashPartAfterPreparedDurable, CrashPartBeforeCommittedDurable,
 		CrashPartAfterCommittedDurable},
-	"recovery": {CrashRecoveryOpen, CrashRecoveryStart, CrashCompact, CrashSnapshot},
+	"recovery": {CrashRecoveryOpen, CrashRecoveryStart, CrashCompact, CrashSnapshot, CrashLedgerFlush},
 }
 
 // ParseFaults parses a comma-separated list of fault names (as Fault.String

@@ -61,6 +61,9 @@ type Result struct {
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
 	Snapshots  int // participant snapshots written
+	// LedgerFlushes counts the moves of participants' ledger entries to
+	// their files between snapshots.
+	LedgerFlushes int
 	// Forgotten counts the finished branches participants dropped past
 	// their retention.
 	Forgotten uint64
@@ -189,6 +192,7 @@ type params struct {
 	clientTimeout uint64
 	resubmit      int
 	snapEvery     uint64 // ticks between participant snapshots (0: none)
+	ledgerHeld    int    // committed entries a participant holds before it moves them to its ledger file (0: only at snapshots)
 	deadlock      twopc.DeadlockPolicy
 }
 
@@ -367,6 +371,9 @@ func (s *Sim) drawParams() {
 		s.p.clientTimeout = min(150, s.p.retention/2)
 		s.p.resubmit = int(s.p.retention / 4)
 	}
+	if r.IntN(2) == 0 {
+		s.p.ledgerHeld = 1 + r.IntN(8)
+	}
 }
 
 func (s *Sim) on(f Fault) bool { return !s.healed && s.p.on.Has(f) }
@@ -459,6 +466,7 @@ func (s *Sim) tick() {
 			c.m.Tick()
 			s.flush(c)
 			s.maybeSnapshot(c)
+			s.maybeFlushLedger(c)
 		}
 	}
 	if s.healed && s.quiet() {

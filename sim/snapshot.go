@@ -43,6 +43,22 @@ func (r *countingResource) AttachLedger(fsys wal.FS, dir string) error {
 	return nil
 }
 
+// LedgerHeld and CaptureLedger make the counting wrapper a
+// participant.LedgerFlusher when the service's store is one.
+func (r *countingResource) LedgerHeld() int {
+	if l, ok := r.Resource.(participant.LedgerFlusher); ok {
+		return l.LedgerHeld()
+	}
+	return 0
+}
+
+func (r *countingResource) CaptureLedger() func() error {
+	if l, ok := r.Resource.(participant.LedgerFlusher); ok {
+		return l.CaptureLedger()
+	}
+	return func() error { return nil }
+}
+
 func (r *countingResource) RestoreSnapshot(b []byte) error {
 	sn, ok := r.Resource.(participant.Snapshotter)
 	if !ok {
@@ -72,7 +88,7 @@ func (s *Sim) maybeSnapshot(c *comp) {
 	if !s.healed && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
 		stop = []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(3)]
 	}
-	halted := false
+	halted, crashAfter := false, false
 	dir := s.snapDir(c)
 	_, err = participant.WriteSnapshot(c.fs, dir, c.log, seq, data, participant.SnapshotHooks{
 		Step: func(st wal.SnapshotStep) error {
@@ -82,10 +98,12 @@ func (s *Sim) maybeSnapshot(c *comp) {
 			return nil
 		},
 		BeforeCompact: func(upTo uint64) {
-			if !s.healed && s.on(CrashCompact) && s.roll(s.p.crashPoint) {
+			if !s.healed && s.on(CrashCompact) && s.roll(max(s.p.crashPoint, 0.15)) {
 				if n := s.segmentsBefore(c, upTo); n > 0 {
 					c.fs.HaltAfter(s.rng.IntN(2 * n)) // each removal: a remove and a directory sync
 					halted = true
+				} else {
+					crashAfter = true // nothing to remove: the power goes right after
 				}
 			}
 		},
@@ -104,6 +122,11 @@ func (s *Sim) maybeSnapshot(c *comp) {
 		return
 	}
 	s.res.Snapshots++
+	if crashAfter {
+		s.tracef("%s crashes after snapshot %d, with nothing to compact", c.id, seq)
+		s.crash(c, CrashCompact, true)
+		return
+	}
 	if !s.healed && s.on(FaultSnapshotDamage) && s.roll(s.p.disk) {
 		path := dir + "/" + wal.SnapshotName(seq)
 		b, err := c.fs.ReadFile(path)
@@ -151,4 +174,39 @@ func (s *Sim) loadSnapshot(c *comp, fsys *wal.MemFS, m *twopc.Participant, res *
 		res.prepared[tx] = true
 	}
 	return seq, nil
+}
+
+// maybeFlushLedger moves the committed entries participant c holds in
+// memory to its ledger file once it holds ledgerHeld of them, as
+// participant.Service does between snapshots (participant.FlushLedger:
+// captured at any point of the loop, written at once here), cut by a
+// halt of its disk.
+func (s *Sim) maybeFlushLedger(c *comp) {
+	if s.p.ledgerHeld == 0 || c.role != rolePart || !c.up || c.res.LedgerHeld() < s.p.ledgerHeld {
+		return
+	}
+	flush := participant.FlushLedger(c.res)
+	halted := false
+	if !s.healed && c.plan.disk == 0 && s.on(CrashLedgerFlush) && s.roll(0.3) {
+		c.fs.HaltAfter(s.rng.IntN(4)) // the ledger's write and fsync, the id set's run: write, sync, rename, directory sync
+		halted = true
+	}
+	err := flush()
+	switch {
+	case err != nil && halted:
+		s.tracef("%s crashes moving its ledger's entries to the file", c.id)
+		s.crash(c, CrashLedgerFlush, true)
+		return
+	case err != nil && c.plan.disk != 0:
+		s.tracef("%s crashes: ledger flush failed (%s): %v", c.id, c.plan.disk, err)
+		s.crash(c, c.plan.disk, true)
+		return
+	case err != nil:
+		s.violate("disk", "%s: ledger flush: %v", c.id, err)
+		return
+	}
+	if halted && !c.fs.Halted() {
+		c.fs.Disarm() // the flush ended before the halt: no crash this time
+	}
+	s.res.LedgerFlushes++
 }

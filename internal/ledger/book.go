@@ -31,6 +31,7 @@ type Book[T any] struct {
 	fsys   wal.FS
 	name   string
 	mark   atomic.Pointer[mark]
+	held   atomic.Int64 // tail.Len(), for readers off the loop
 	encode func(b []byte, v T) []byte
 	decode func([]byte) (T, error)
 }
@@ -62,6 +63,7 @@ func (b *Book[T]) apply() {
 		i++
 	}
 	b.tail, b.count, b.length = rest, m.count, m.length
+	b.held.Store(int64(rest.Len()))
 }
 
 // Append adds a committed entry (on the loop).
@@ -70,7 +72,16 @@ func (b *Book[T]) Append(v T) {
 		b.apply()
 	}
 	b.tail.Append(v)
+	if b.file != nil {
+		b.held.Add(1)
+	}
 }
+
+// Held returns the number of entries held in memory since the book was
+// attached to its file, as of the loop's last call: safe off the loop (a
+// snapshotter reads it to decide when to move them to the file). It is 0
+// for a book without a file, which has nowhere to move them.
+func (b *Book[T]) Held() int { return int(b.held.Load()) }
 
 // Len returns the number of entries, in the file and in memory.
 func (b *Book[T]) Len() int {
@@ -118,6 +129,7 @@ func (b *Book[T]) Attach(fsys wal.FS, name string) error {
 		return err
 	}
 	b.file, b.fsys, b.name, b.length = f, fsys, name, f.Len()
+	b.held.Store(int64(b.tail.Len()))
 	return nil
 }
 
@@ -199,6 +211,9 @@ func (c Capture[T]) Flush() (length int64, count int, inline []T, err error) {
 		return 0, 0, nil, err
 	}
 	count = c.count + c.tail.Len()
+	// Held drops now, before the mark is stored (the loop's apply, which
+	// may run as soon as it is, stores the exact count).
+	b.held.Add(-int64(c.tail.Len()))
 	b.mark.Store(&mark{length: n, count: count})
 	return n, count, nil, nil
 }

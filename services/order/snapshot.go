@@ -133,3 +133,29 @@ var _ interface {
 	SnapshotDeferred() (func() ([]byte, error), error)
 	RestoreSnapshot([]byte) error
 } = (*Store)(nil)
+
+// LedgerHeld implements participant.LedgerFlusher: the committed entries
+// held in memory, not yet in the ledger file.
+func (s *Store) LedgerHeld() int { return s.orders.Held() }
+
+// CaptureLedger implements participant.LedgerFlusher: on the loop it
+// freezes the ledger's tail; the function it returns, off the loop,
+// appends the orders committed since the last flush to the ledger file and fsyncs it, then writes their ids' hashes as a run file of the id set. A restart cuts the file back to the length
+// the loaded snapshot recorded and the log replay rebuilds the rest, as
+// for a snapshot's flush that never landed.
+func (s *Store) CaptureLedger() func() error {
+	orders := s.orders.Capture()
+	ids := s.ids.Capture()
+	return func() error {
+		n, count, inline, err := orders.Flush()
+		if err != nil {
+			return fmt.Errorf("order: ledger flush: %w", err)
+		}
+		if inline == nil {
+			if err := ids.Flush(n, count); err != nil {
+				return fmt.Errorf("order: ledger flush: %w", err)
+			}
+		}
+		return nil
+	}
+}

@@ -108,3 +108,22 @@ var _ interface {
 	SnapshotDeferred() (func() ([]byte, error), error)
 	RestoreSnapshot([]byte) error
 } = (*Store)(nil)
+
+// LedgerHeld implements participant.LedgerFlusher: the committed entries
+// held in memory, not yet in the ledger file.
+func (s *Store) LedgerHeld() int { return s.charges.Held() }
+
+// CaptureLedger implements participant.LedgerFlusher: on the loop it
+// freezes the ledger's tail; the function it returns, off the loop,
+// appends the entries committed since the last flush to the ledger file and fsyncs it. A restart cuts the file back to the length
+// the loaded snapshot recorded and the log replay rebuilds the rest, as
+// for a snapshot's flush that never landed.
+func (s *Store) CaptureLedger() func() error {
+	c := s.charges.Capture()
+	return func() error {
+		if _, _, _, err := c.Flush(); err != nil {
+			return fmt.Errorf("payment: ledger flush: %w", err)
+		}
+		return nil
+	}
+}
