@@ -29,9 +29,11 @@ var leaderKills = flag.Int("leader-kills", 5, "SIGKILLs of the leading replica i
 // coordinator --replica-id processes) and the three services as six
 // processes on 127.0.0.1, loads it with `dtx run --coordinator A,B,C`, and
 // SIGKILLs the leading replica again and again (restarting it from its
-// data directory once a new leader serves). A probe client measures the
-// time from each kill to the first commit of a transaction submitted after
-// it. Then, from outside: every transaction dtx run printed COMMITTED is
+// data directory once a new leader serves); every fifth kill is a
+// follower's instead, and every fifth kills the leader and then the next
+// leader as soon as it is elected, while it restores its machine. A probe
+// client measures the time from each kill of the leader alone to the
+// first commit of a transaction submitted after it. Then, from outside: every transaction dtx run printed COMMITTED is
 // at all three services, every ROLLED_BACK one at none, nothing is in
 // doubt, and the invariants of every service hold.
 func TestReplicatedLeaderKills(t *testing.T) {
@@ -251,7 +253,11 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		t.Errorf("branches in doubt at a kill still in doubt 30s later: %v", first)
 		return -1
 	}
+	// Every fifth kill, from the fourth on, is a follower's; every fifth
+	// from the fifth on kills the leader and then its successor as soon as
+	// it is elected (during its own recovery); the others kill the leader.
 	var gaps, resolves []time.Duration
+	var followerKills, doubleKills, recoveringKills int
 	for k := 0; k < kills; k++ {
 		// Kill k once the run printed (k+1)/(kills+3) of its outcomes (or at
 		// once, if a slow failover already took the run past that).
@@ -264,6 +270,62 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		}
 		id := leader(10 * time.Second)
 		name := fmt.Sprintf("coordinator-%d", id)
+		switch k % 5 {
+		case 3:
+			// A follower: the leader goes on; the follower catches up
+			// when it comes back.
+			fid := ids[0]
+			for _, x := range ids {
+				if x != id {
+					fid = x
+				}
+			}
+			c.kill(fmt.Sprintf("coordinator-%d", fid), syscall.SIGKILL)
+			followerKills++
+			before := lines.Load()
+			for deadline := time.Now().Add(30 * time.Second); lines.Load() < before+50; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no progress within 30s of killing follower coordinator-%d", fid)
+				}
+			}
+			if nid := leader(10 * time.Second); nid != id {
+				t.Logf("kill %d: the leader changed from %d to %d after a follower was killed", k+1, id, nid)
+			}
+			startReplica(fid)
+			continue
+		case 4:
+			// The leader, then the next leader as soon as it is elected,
+			// while it restores and starts its machine; the first comes
+			// back at once so that two of three can elect a third.
+			c.kill(name, syscall.SIGKILL)
+			var nid uint64
+			for deadline := time.Now().Add(30 * time.Second); nid == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no new leader elected within 30s of killing %s", name)
+				}
+				for _, x := range ids {
+					var st deploy.CoordStatus
+					ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+					err := (*client.HTTP)(nil).Get(ctx, c.http[fmt.Sprintf("coordinator-%d", x)], "/v1/status", &st)
+					cancel()
+					if x != id && err == nil && st.Replica != nil && st.Replica.State == "leader" {
+						nid = x
+						if !st.Replica.Serving {
+							recoveringKills++
+						}
+						break
+					}
+				}
+			}
+			c.kill(fmt.Sprintf("coordinator-%d", nid), syscall.SIGKILL)
+			startReplica(id)
+			if got := leader(30 * time.Second); got == nid {
+				t.Fatalf("killed coordinator-%d still leads", nid)
+			}
+			startReplica(nid)
+			doubleKills++
+			continue
+		}
 		killed := time.Now()
 		c.kill(name, syscall.SIGKILL)
 		resolvedc := make(chan time.Duration, 1)
@@ -333,8 +395,9 @@ func TestReplicatedLeaderKills(t *testing.T) {
 	}
 	slices.Sort(gaps)
 	pct := func(p float64) time.Duration { return gaps[min(len(gaps)-1, int(p*float64(len(gaps))))] }
-	t.Logf("%d kills of the leader; dtx run: %d committed, %d rolled back; probe: %d committed; kill to first new commit: p50 %v, p99 %v, all %v",
-		kills, committed, rolled, len(commits), pct(0.5), pct(0.99), gaps)
+	t.Logf("%d kills: %d of the leader alone, %d of a follower, %d of the leader and then of the next one once elected (%d of them before it served); dtx run: %d committed, %d rolled back; probe: %d committed",
+		kills, len(gaps), followerKills, doubleKills, recoveringKills, committed, rolled, len(commits))
+	t.Logf("kill of the leader alone to first new commit: p50 %v, p99 %v, max %v", pct(0.5), pct(0.99), gaps[len(gaps)-1])
 	slices.Sort(resolves)
 	if len(resolves) > 0 {
 		rp := func(p float64) time.Duration { return resolves[min(len(resolves)-1, int(p*float64(len(resolves))))] }
