@@ -349,6 +349,16 @@ func (p *Participant) Restore(r Record) error {
 		case b.state == BranchAborted:
 			b.attempt = a
 			p.settle(r.Tx, b)
+		case b.state == BranchCommitted && p.cfg.Retention > 0:
+			// The machine never logs an ABORT of a branch it knows
+			// committed (it refuses it, an event). With Retention the
+			// branch was forgotten (which the log does not record) and a
+			// late ABORT of it remembered as a new aborted branch, as for
+			// any unknown one (stepAbort): the coordinator, past its own
+			// window, answered a late duplicate vote with a presumed
+			// abort. Replay does what the machine did then; the
+			// Resource's committed changes stand.
+			p.settle(r.Tx, &branch{state: BranchAborted, reason: r.Reason, attempt: a})
 		case b.state == BranchCommitted:
 			return bad("ABORTED after COMMITTED")
 		}

@@ -208,3 +208,77 @@ func TestReplayForgottenThenPreparedAgain(t *testing.T) {
 		t.Fatal("without retention, PREPARED after ABORTED of the same attempt was accepted")
 	}
 }
+
+// TestReplayForgottenCommittedThenAborted: a participant with Retention
+// commits a branch and forgets it; a late duplicate of its YES vote
+// reaches a coordinator that has forgotten the transaction too, which
+// answers ABORT (presumed abort); the participant remembers that ABORT as
+// a new aborted branch, so its log holds COMMITTED and then ABORTED of the
+// same attempt. Replaying it must rebuild what the machine did, with the
+// committed changes kept, not refuse the log: a participant that cannot
+// replay its own log cannot restart. Found by the fault campaign with a
+// replicated coordinator (seed 2099901 in 100,000 runs).
+func TestReplayForgottenCommittedThenAborted(t *testing.T) {
+	const w = 5
+	var l memLog
+	cfg := testPartConfig("a")
+	cfg.Retention = w
+	res := newKV()
+	p, err := NewParticipant(cfg, multiKV{res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	take(&l, p)
+	p.Step(prepareMsg("t1", "a", "k1", 1))
+	take(&l, p)
+	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
+	take(&l, p)
+	for range 2*w + 1 {
+		p.Tick()
+		take(&l, p)
+	}
+	if _, ok := p.Branch("t1"); ok {
+		t.Fatal("t1 still remembered after 2×retention")
+	}
+	p.Step(Message{Type: MsgAbort, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1, Reason: "presumed abort"})
+	take(&l, p)
+	if b, ok := p.Branch("t1"); !ok || b != BranchAborted {
+		t.Fatalf("an ABORT of a forgotten branch: %+v, %v; want it remembered as aborted", b, ok)
+	}
+	if res.calls["commit t1"] != 1 || res.calls["abort t1"] != 0 {
+		t.Fatalf("the live machine: %v; want t1 committed once, never aborted", res.calls)
+	}
+
+	qres := newKV()
+	q, err := NewParticipant(cfg, multiKV{qres})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range l.recs {
+		if err := q.Restore(r); err != nil {
+			t.Fatalf("replay of its own log: %v", err)
+		}
+	}
+	if b, ok := q.Branch("t1"); !ok || b != BranchAborted {
+		t.Fatalf("replayed: %+v, %v; want t1 remembered as aborted", b, ok)
+	}
+	if qres.calls["commit t1"] != 1 || qres.calls["abort t1"] != 0 {
+		t.Fatalf("replayed Resource: %v; want t1 committed once, never aborted", qres.calls)
+	}
+	// Without retention nothing is forgotten: the same log is refused.
+	cfg.Retention = 0
+	z, err := NewParticipant(cfg, multiKV{newKV()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rerr error
+	for _, r := range l.recs {
+		if rerr = z.Restore(r); rerr != nil {
+			break
+		}
+	}
+	if rerr == nil {
+		t.Fatal("without retention, ABORTED after COMMITTED of the same attempt was accepted")
+	}
+}
