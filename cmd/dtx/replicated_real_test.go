@@ -40,12 +40,12 @@ func TestReplicatedLeaderKills(t *testing.T) {
 	// The load must outlast the kills: each kill waits for a new leader
 	// and a new commit while dtx run goes on.
 	kills := *leaderKills
-	n := max(6000, 400*kills)
+	n := max(6000, 1000*kills)
 	if testing.Short() {
 		kills, n = 1, 1500
 	}
 	bin := buildDtx(t)
-	probes := max(20000, 400*kills)
+	probes := max(20000, 1000*kills)
 	c := newClCluster(t, bin, 50, 500, n+probes)
 	// Stock and money for every purchase of the load and the probe, so
 	// that rollbacks come from the kills and lock conflicts only.
@@ -280,12 +280,24 @@ func TestReplicatedLeaderKills(t *testing.T) {
 					fid = x
 				}
 			}
+			fkilled := time.Now()
 			c.kill(fmt.Sprintf("coordinator-%d", fid), syscall.SIGKILL)
 			followerKills++
-			before := lines.Load()
-			for deadline := time.Now().Add(30 * time.Second); lines.Load() < before+50; time.Sleep(2 * time.Millisecond) {
+			newCommits := func() int {
+				pmu.Lock()
+				defer pmu.Unlock()
+				m := 0
+				for _, cm := range commits {
+					if cm.submitted.After(fkilled) {
+						m++
+					}
+				}
+				return m
+			}
+			for deadline := time.Now().Add(30 * time.Second); newCommits() < 20; time.Sleep(2 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("no progress within 30s of killing follower coordinator-%d", fid)
+					t.Fatalf("kill %d: no progress within 30s of killing follower coordinator-%d (leader %d; %d of %d outcomes printed)\n%s",
+						k+1, fid, id, lines.Load(), n, replicaDump(c, ids))
 				}
 			}
 			if nid := leader(10 * time.Second); nid != id {
@@ -404,4 +416,26 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		t.Logf("kill to every branch in doubt at the kill decided (%d kills with branches in doubt): p50 %v, p99 %v, max %v",
 			len(resolves), rp(0.5), rp(0.99), resolves[len(resolves)-1])
 	}
+}
+
+// replicaDump describes every replica for a failure message: its status
+// and the tail of its log.
+func replicaDump(c *clCluster, ids []uint64) string {
+	var b strings.Builder
+	for _, id := range ids {
+		name := fmt.Sprintf("coordinator-%d", id)
+		var st deploy.CoordStatus
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := (*client.HTTP)(nil).Get(ctx, c.http[name], "/v1/status", &st)
+		cancel()
+		fmt.Fprintf(&b, "== %s: ", name)
+		if err != nil || st.Replica == nil {
+			fmt.Fprintf(&b, "status: %v\n", err)
+		} else {
+			fmt.Fprintf(&b, "%+v\n", *st.Replica)
+		}
+		b.WriteString(c.logTail(name))
+		b.WriteString("\n")
+	}
+	return b.String()
 }
