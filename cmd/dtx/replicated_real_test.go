@@ -20,6 +20,7 @@ import (
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/engine"
 	"github.com/dtx-dev/dtx/purchase"
+	"github.com/dtx-dev/dtx/server"
 	"github.com/dtx-dev/dtx/twopc"
 )
 
@@ -221,16 +222,19 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		inDoubt := func() map[string]bool {
 			m := map[string]bool{}
 			for _, s := range engine.Services {
-				var st deploy.ServiceState
+				// The admin API's list, not /v1/state: a state dump
+				// streams every committed entry, which takes seconds
+				// once the services hold a hundred thousand.
+				var d server.AdminInDoubt
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				err := (*client.HTTP)(nil).Get(ctx, c.http[s], "/v1/state", &st)
+				err := (*client.HTTP)(nil).Get(ctx, c.http[s], "/v1/admin/in-doubt", &d)
 				cancel()
 				if err != nil {
 					t.Errorf("in-doubt poll of %s: %v", s, err)
 					continue
 				}
-				for _, tx := range st.InDoubt {
-					m[s+"/"+tx] = true
+				for _, b := range d.InDoubt {
+					m[s+"/"+b.ID] = true
 				}
 			}
 			return m
