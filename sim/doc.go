@@ -53,8 +53,10 @@
 // its log; participants forget finished branches after twice that
 // retention (a resent COMMIT for a forgotten branch is ACKed; the campaign
 // reports how many were forgotten), snapshot every few ticks and compact
-// their logs. The faults crash.snapshot, crash.compact and
-// disk.snapshot-damage cut those steps (sim/snapshot.go).
+// their logs, and move the committed entries their stores hold to their
+// ledger files between snapshots. The faults crash.snapshot,
+// crash.compact, crash.ledger-flush and disk.snapshot-damage cut those
+// steps (sim/snapshot.go).
 //
 // A replicated coordinator (Config.Replicas 3 or 5; replicas.go): the
 // coordinator is a raft group of stepped replica.Replicas, each a
