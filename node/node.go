@@ -213,6 +213,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// would stretch with the load.
 	last := time.Now()
 	maxCatchUp := max(1, int(time.Second/n.cfg.Tick))
+	logTicker, _ := n.cfg.Log.(Ticker)
 	for {
 		if err := n.flush(); err != nil {
 			return err
@@ -238,8 +239,8 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			for range k {
 				n.m.Tick()
-				if t, ok := n.cfg.Log.(Ticker); ok {
-					if err := t.Tick(); err != nil {
+				if logTicker != nil {
+					if err := logTicker.Tick(); err != nil {
 						return fmt.Errorf("node %s: log: %w", n.cfg.ID, err)
 					}
 				}

@@ -361,11 +361,6 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	return nil
 }
 
-// FlushLedger captures what a LedgerFlusher holds in memory (on the loop)
-// and returns the function that moves it to the ledger file (off the
-// loop). participant.Service and the simulator both call it.
-func FlushLedger(lf LedgerFlusher) func() error { return lf.CaptureLedger() }
-
 // FlushLedgerNow moves the committed entries the Resource (a
 // LedgerFlusher) holds in memory to its ledger file: captured on the loop
 // (a copy of the ledger's chunk headers, whatever the loop is doing),
@@ -381,7 +376,7 @@ func (s *Service) FlushLedgerNow(ctx context.Context) error {
 	}
 	var flush func() error
 	start := time.Now()
-	if err := inc.node.Do(ctx, inc.done, func() { flush = FlushLedger(lf) }); err != nil {
+	if err := inc.node.Do(ctx, inc.done, func() { flush = lf.CaptureLedger() }); err != nil {
 		return err
 	}
 	pause := time.Since(start)

@@ -707,6 +707,31 @@ func (r *Replica) lead(run *leaderRun, ents []*pb.Entry) {
 	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Checkpoints: ckpts, Log: r.newLog(run), Records: n, Done: run.ctx.Done(), run: run})
 }
 
+// eachEntryRecord decodes the coordinator records of the normal entries
+// in ents and calls fn with each and its seq (the entry's raft index,
+// shifted, plus the record's place in the entry, as Log numbers them).
+func eachEntryRecord(ents []*pb.Entry, fn func(seq uint64, rec twopc.Record) error) error {
+	for _, e := range ents {
+		if e.GetType() != pb.EntryNormal {
+			continue
+		}
+		i := uint64(0)
+		err := eachRecord(e.GetData(), func(typ uint8, b []byte) error {
+			seq := e.GetIndex()<<seqShift | i
+			i++
+			rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
+			if err != nil {
+				return fmt.Errorf("raft entry %d: %w", e.GetIndex(), err)
+			}
+			return fn(seq, rec)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // restore replays the records of ents into a fresh machine (not started)
 // and returns it with the seqs of the last checkpoints and the number of
 // records.
@@ -717,29 +742,18 @@ func restore(mc twopc.CoordinatorConfig, ents []*pb.Entry) (*twopc.Coordinator, 
 	}
 	var ckpts []uint64
 	n := 0
-	for _, e := range ents {
-		if e.GetType() != pb.EntryNormal {
-			continue
-		}
-		i := uint64(0)
-		err := eachRecord(e.GetData(), func(typ uint8, b []byte) error {
-			rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
-			if err != nil {
-				return fmt.Errorf("raft entry %d: %w", e.GetIndex(), err)
+	err = eachEntryRecord(ents, func(seq uint64, rec twopc.Record) error {
+		if rec.Type == twopc.RecCheckpoint && rec.Attempt == 0 {
+			if len(ckpts) == keepCheckpoints {
+				ckpts = append(ckpts[:0], ckpts[1:]...)
 			}
-			if rec.Type == twopc.RecCheckpoint && rec.Attempt == 0 {
-				if len(ckpts) == keepCheckpoints {
-					ckpts = append(ckpts[:0], ckpts[1:]...)
-				}
-				ckpts = append(ckpts, e.GetIndex()<<seqShift|i)
-			}
-			i++
-			n++
-			return m.Restore(rec)
-		})
-		if err != nil {
-			return nil, nil, 0, err
+			ckpts = append(ckpts, seq)
 		}
+		n++
+		return m.Restore(rec)
+	})
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	return m, ckpts, n, nil
 }
@@ -798,26 +812,14 @@ func (r *Replica) Records(tx string, fn func(seq uint64, rec twopc.Record)) erro
 	if err != nil {
 		return fmt.Errorf("replica %d: read raft log: %w", r.cfg.ID, err)
 	}
-	for _, e := range ents {
-		if e.GetType() != pb.EntryNormal {
-			continue
+	err = eachEntryRecord(ents, func(seq uint64, rec twopc.Record) error {
+		if rec.Tx == tx {
+			fn(seq, rec)
 		}
-		i := uint64(0)
-		err := eachRecord(e.GetData(), func(typ uint8, b []byte) error {
-			seq := e.GetIndex()<<seqShift | i
-			i++
-			rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
-			if err != nil {
-				return fmt.Errorf("replica %d: raft entry %d: %w", r.cfg.ID, e.GetIndex(), err)
-			}
-			if rec.Tx == tx {
-				fn(seq, rec)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replica %d: %w", r.cfg.ID, err)
 	}
 	return nil
 }

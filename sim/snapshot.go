@@ -178,14 +178,14 @@ func (s *Sim) loadSnapshot(c *comp, fsys *wal.MemFS, m *twopc.Participant, res *
 
 // maybeFlushLedger moves the committed entries participant c holds in
 // memory to its ledger file once it holds ledgerHeld of them, as
-// participant.Service does between snapshots (participant.FlushLedger:
+// participant.Service does between snapshots (LedgerFlusher.CaptureLedger:
 // captured at any point of the loop, written at once here), cut by a
 // halt of its disk.
 func (s *Sim) maybeFlushLedger(c *comp) {
 	if s.p.ledgerHeld == 0 || c.role != rolePart || !c.up || c.res.LedgerHeld() < s.p.ledgerHeld {
 		return
 	}
-	flush := participant.FlushLedger(c.res)
+	flush := c.res.CaptureLedger()
 	halted := false
 	if !s.healed && c.plan.disk == 0 && s.on(CrashLedgerFlush) && s.roll(0.3) {
 		c.fs.HaltAfter(s.rng.IntN(4)) // the ledger's write and fsync, the id set's run: write, sync, rename, directory sync

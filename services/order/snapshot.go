@@ -54,14 +54,9 @@ func (s *Store) SnapshotDeferred() (func() ([]byte, error), error) {
 	orders := s.orders.Capture()
 	ids := s.ids.Capture()
 	return func() ([]byte, error) {
-		n, count, inline, err := orders.Flush()
+		n, count, inline, err := flushLedger(orders, ids)
 		if err != nil {
 			return nil, fmt.Errorf("order: snapshot: %w", err)
-		}
-		if inline == nil {
-			if err := ids.Flush(n, count); err != nil {
-				return nil, fmt.Errorf("order: snapshot: %w", err)
-			}
 		}
 		st := snapState{Pending: pending, Placed: make([]snapPlaced, 0, len(inline)), LedgerLen: n, LedgerCount: count}
 		for _, x := range inline {
@@ -147,15 +142,21 @@ func (s *Store) CaptureLedger() func() error {
 	orders := s.orders.Capture()
 	ids := s.ids.Capture()
 	return func() error {
-		n, count, inline, err := orders.Flush()
-		if err != nil {
+		if _, _, _, err := flushLedger(orders, ids); err != nil {
 			return fmt.Errorf("order: ledger flush: %w", err)
-		}
-		if inline == nil {
-			if err := ids.Flush(n, count); err != nil {
-				return fmt.Errorf("order: ledger flush: %w", err)
-			}
 		}
 		return nil
 	}
+}
+
+// flushLedger appends the captured orders to the ledger file and fsyncs
+// it, then writes their ids' hashes as a run of the id set (the set is
+// never ahead of the ledger). Without a ledger file it returns the orders
+// instead (inline), for a snapshot to hold.
+func flushLedger(orders ledger.Capture[placed], ids idset.Capture) (n int64, count int, inline []placed, err error) {
+	n, count, inline, err = orders.Flush()
+	if err != nil || inline != nil {
+		return n, count, inline, err
+	}
+	return n, count, nil, ids.Flush(n, count)
 }
