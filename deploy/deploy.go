@@ -296,6 +296,9 @@ type Deployment struct {
 	Inflight int
 	// InDoubt lists, per service, the branches its log left in doubt.
 	InDoubt map[string][]string
+	// Opened is how long each component (a service's id, or
+	// twopc.CoordinatorID) took to open: load its snapshot, replay its log.
+	Opened map[string]time.Duration
 	// PG is Config.Store's database, or nil (the services' logs).
 	PG *pgstore.Store
 
@@ -327,7 +330,7 @@ func Open(cfg Config, onRecovered func(twopc.Outcome)) (*Deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Deployment{Config: cfg, lock: lock, Services: map[string]*participant.Service{}, InDoubt: map[string][]string{}, errs: make(chan error, 8)}
+	d := &Deployment{Config: cfg, lock: lock, Services: map[string]*participant.Service{}, InDoubt: map[string][]string{}, Opened: map[string]time.Duration{}, errs: make(chan error, 8)}
 	if err := d.open(onRecovered); err != nil {
 		d.closeAll()
 		lock.Close()
@@ -350,6 +353,14 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 	if err != nil {
 		return err
 	}
+	// The four components open at once: each reads its own snapshot and
+	// log, and after millions of transactions a restart is mostly this
+	// replay (see docs/ARCHITECTURE.md, "Restart").
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs = make([]error, len(services.Builtin())+1)
+	)
 	for i, svc := range services.Builtin() {
 		id := svc.ID
 		faults := cfg.Faults
@@ -377,15 +388,22 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 		if cfg.Tracing != nil {
 			sc.Tracer = tracing.NewParticipant(cfg.Tracing, id)
 		}
-		s, err := participant.Open(sc)
-		if err != nil {
-			return err
-		}
-		d.Services[id] = s
-		s.InspectStopped(func(m *twopc.Participant, _ participant.Resource) {
-			if txs := m.InDoubtTxs(); len(txs) > 0 {
-				d.InDoubt[id] = txs
+		wg.Go(func() {
+			start := time.Now()
+			s, err := participant.Open(sc)
+			if err != nil {
+				errs[i] = err
+				return
 			}
+			var inDoubt []string
+			s.InspectStopped(func(m *twopc.Participant, _ participant.Resource) { inDoubt = m.InDoubtTxs() })
+			mu.Lock()
+			defer mu.Unlock()
+			d.Services[id] = s
+			if len(inDoubt) > 0 {
+				d.InDoubt[id] = inDoubt
+			}
+			d.Opened[id] = time.Since(start)
 		})
 	}
 	cc := CoordinatorConfig(cfg.DataDir, cfg.Protocol, d.Net, logCfg)
@@ -397,8 +415,20 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 	if cfg.Tracing != nil {
 		cc.Tracer = tracing.NewCoordinator(cfg.Tracing, twopc.CoordinatorID)
 	}
-	d.Coord, err = coordinator.Open(cc)
-	if err != nil {
+	wg.Go(func() {
+		start := time.Now()
+		c, err := coordinator.Open(cc)
+		if err != nil {
+			errs[len(errs)-1] = err
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		d.Coord = c
+		d.Opened[twopc.CoordinatorID] = time.Since(start)
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -48,6 +48,10 @@ type RecoveryReport struct {
 	InDoubt       map[string][]string // service -> branches prepared without a decision
 	Unfinished    int                 // transactions the coordinator had not finished
 	PresumedAbort []twopc.Outcome     // undecided transactions aborted by recovery
+	// Opened is how long each component (a service, or
+	// twopc.CoordinatorID) took to load its snapshot and replay its log;
+	// they open at the same time.
+	Opened map[string]time.Duration
 }
 
 // Open opens or creates the data directory, recovers every component from
@@ -63,7 +67,7 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.d = d
-	e.report = RecoveryReport{Fresh: d.Fresh, CoordEpoch: d.Epoch, Unfinished: d.Inflight, InDoubt: d.InDoubt}
+	e.report = RecoveryReport{Fresh: d.Fresh, CoordEpoch: d.Epoch, Unfinished: d.Inflight, InDoubt: d.InDoubt, Opened: d.Opened}
 	return e, nil
 }
 
