@@ -385,6 +385,10 @@ func (r tracedResource) PrepareAttempt(tx string, attempt uint32, op []byte) err
 	return err
 }
 
+func (r tracedResource) ReplayPrepare(tx string, attempt uint32, op []byte) error {
+	return twopc.ReplayPrepare(r.AttemptResource, tx, attempt, op)
+}
+
 // tracedMachine shows a Tracer the messages the machine takes.
 type tracedMachine struct {
 	*twopc.Participant
@@ -429,6 +433,11 @@ func (f *faulty) PrepareAttempt(tx string, attempt uint32, op []byte) error {
 		return errors.New("simulated failure")
 	}
 	return f.AttemptResource.PrepareAttempt(tx, attempt, op)
+}
+
+// ReplayPrepare never fails on purpose: the faults start after replay.
+func (f *faulty) ReplayPrepare(tx string, attempt uint32, op []byte) error {
+	return twopc.ReplayPrepare(f.AttemptResource, tx, attempt, op)
 }
 
 type lockedRand struct {

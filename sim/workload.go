@@ -230,7 +230,25 @@ func (s *Sim) newResource(id string) *countingResource {
 }
 
 func (r *countingResource) Prepare(tx string, op []byte) error {
-	err := r.Resource.Prepare(tx, op)
+	return r.count(tx, r.Resource.Prepare(tx, op))
+}
+
+// ReplayPrepare replays a prepare the way the service does (its own
+// ReplayPrepare, if it has one: twopc.ReplayPreparer) and counts it as
+// Prepare does. A service that skips its duplicate-order check on replay
+// must be right that the id is new: checked here on every replayed
+// prepare.
+func (r *countingResource) ReplayPrepare(tx string, attempt uint32, op []byte) error {
+	if p, ok := r.Resource.(interface{ Placed(string) (bool, error) }); ok {
+		if placed, err := p.Placed(tx); err == nil && placed {
+			r.s.violate("duplicate", "%s: %s replayed as prepared, but the order is placed already", r.id, tx)
+		}
+	}
+	return r.count(tx, twopc.ReplayPrepare(twopc.AsAttemptResource(r.Resource), tx, attempt, op))
+}
+
+// count notes a successful prepare of tx.
+func (r *countingResource) count(tx string, err error) error {
 	if err == nil {
 		if r.prepared[tx] {
 			r.s.violate("duplicate", "%s: %s prepared twice without a decision", r.id, tx)

@@ -47,7 +47,35 @@ func AsAttemptResource(r Resource) AttemptResource {
 	return plainResource{r}
 }
 
+// ReplayPreparer is a Resource with a cheaper prepare for a branch
+// replayed from the log: the machine calls ReplayPrepare instead of
+// Prepare (or PrepareAttempt) for each PREPARED record it restores. That
+// prepare succeeded when it was logged, and replay rebuilds the state it
+// ran against exactly, so a check whose answer cannot have changed may be
+// skipped (the order service's look-up of the id among its ledger's, a
+// disk read each). It must make the same change as Prepare.
+type ReplayPreparer interface {
+	ReplayPrepare(tx string, attempt uint32, op []byte) error
+}
+
+// ReplayPrepare prepares a replayed branch on r: with its ReplayPrepare
+// if it has one, else with PrepareAttempt. Wrappers of a Resource call it
+// to pass ReplayPrepare through.
+func ReplayPrepare(r AttemptResource, tx string, attempt uint32, op []byte) error {
+	if rp, ok := r.(ReplayPreparer); ok {
+		return rp.ReplayPrepare(tx, attempt, op)
+	}
+	return r.PrepareAttempt(tx, attempt, op)
+}
+
 type plainResource struct{ Resource }
+
+func (r plainResource) ReplayPrepare(tx string, attempt uint32, op []byte) error {
+	if rp, ok := r.Resource.(ReplayPreparer); ok {
+		return rp.ReplayPrepare(tx, attempt, op)
+	}
+	return r.Prepare(tx, op)
+}
 
 func (r plainResource) PrepareAttempt(tx string, _ uint32, op []byte) error {
 	return r.Prepare(tx, op)
@@ -320,7 +348,7 @@ func (p *Participant) Restore(r Record) error {
 		if err != nil || !granted {
 			return bad(fmt.Sprintf("locks not free on replay (granted=%v, err=%v)", granted, err))
 		}
-		if err := p.res.PrepareAttempt(r.Tx, a, r.Op); err != nil {
+		if err := ReplayPrepare(p.res, r.Tx, a, r.Op); err != nil {
 			return bad("prepare fails on replay: " + err.Error())
 		}
 		p.branches[r.Tx] = &branch{state: BranchPrepared, op: r.Op, attempt: a, epoch: r.Epoch}

@@ -282,3 +282,59 @@ func TestReplayForgottenCommittedThenAborted(t *testing.T) {
 		t.Fatal("without retention, ABORTED after COMMITTED of the same attempt was accepted")
 	}
 }
+
+// replayKV is a kv with a replay prepare of its own (ReplayPreparer).
+type replayKV struct{ *kv }
+
+func (r replayKV) ReplayPrepare(tx string, _ uint32, op []byte) error {
+	r.calls["replay "+tx]++
+	return r.kv.Prepare(tx, op)
+}
+
+// TestRestoreUsesReplayPrepare: a PREPARED record restored into a machine
+// whose Resource has ReplayPrepare goes through it, not Prepare, and the
+// branch is in doubt with its locks taken as after a Prepare; a Resource
+// without one is prepared as before.
+func TestRestoreUsesReplayPrepare(t *testing.T) {
+	var l memLog
+	cfg := testPartConfig("a")
+	p, err := NewParticipant(cfg, newKV())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	take(&l, p)
+	p.Step(prepareMsg("t1", "a", "k1", 1))
+	take(&l, p)
+
+	res := newKV()
+	q, err := NewParticipant(cfg, replayKV{res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range l.recs {
+		if err := q.Restore(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res.calls["replay t1"] != 1 || res.calls["prepare t1"] != 1 || res.prepared["t1"] == "" {
+		t.Fatalf("calls %v, prepared %v: want t1 prepared once, through ReplayPrepare", res.calls, res.prepared)
+	}
+	if b, ok := q.Branch("t1"); !ok || b != BranchPrepared || q.InDoubt() != 1 {
+		t.Fatalf("t1 after replay: %v %v, in doubt %d", b, ok, q.InDoubt())
+	}
+
+	plain := newKV()
+	r, err := NewParticipant(cfg, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range l.recs {
+		if err := r.Restore(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if plain.calls["prepare t1"] != 1 || plain.calls["replay t1"] != 0 {
+		t.Fatalf("a Resource without ReplayPrepare: calls %v", plain.calls)
+	}
+}

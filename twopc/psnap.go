@@ -178,6 +178,9 @@ func readFinished(d *decoder, t *txTable) {
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.fail("finished count %d exceeds payload", n)
 	}
+	if d.err == nil {
+		t.reserve(int(min(n, uint64(len(d.b))/5))) // an entry takes 5 bytes or more
+	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		tx := d.string()
 		st := d.byte()

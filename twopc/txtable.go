@@ -377,6 +377,18 @@ func (t *txTable) room() {
 	t.reindex(nil, txMinHomes, 8)
 }
 
+// reserve makes room in the index for n more keys, so that adding them
+// grows it once rather than by a fifth again and again (a restore that
+// knows its count: each growth copies the whole index).
+func (t *txTable) reserve(n int) {
+	if n <= 0 || t.homes == 0 { // a packed table reopens with room of its own
+		return
+	}
+	if homes := uint64(t.used+n)*5/4 + 1; homes > t.homes {
+		t.reindex(t.slots, homes, 0)
+	}
+}
+
 // insert puts slot s in the open index, after any equal tags.
 func (t *txTable) insert(s uint64) {
 	if 5*uint64(t.used+1) > 4*t.homes {

@@ -236,3 +236,44 @@ func BenchmarkTxTableHas(b *testing.B) {
 		})
 	}
 }
+
+// TestTxTableReserve: a table told how many keys come takes them all
+// without growing its index again, finds each, and still grows past
+// them; reserve on a packed table or of nothing changes nothing.
+func TestTxTableReserve(t *testing.T) {
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 3))
+	tab := newTxTable()
+	tab.Put("before", txVal{state: 1}, "")
+	n := 1000 + rng.IntN(50000)
+	tab.reserve(n)
+	homes := tab.homes
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "tx-" + strconv.FormatUint(rng.Uint64(), 36)
+		tab.Put(keys[i], txVal{state: 2, a: uint32(i)}, "")
+	}
+	if tab.homes != homes {
+		t.Fatalf("seed %d: %d keys after reserve(%d): the index grew from %d to %d homes", seed, n, n, homes, tab.homes)
+	}
+	for i, k := range keys {
+		if v, _, ok := tab.Get(k); !ok || v.a != uint32(i) {
+			t.Fatalf("seed %d: Get(%q) = %+v %v", seed, k, v, ok)
+		}
+	}
+	if !tab.Has("before") || tab.Has("after") {
+		t.Fatalf("seed %d: Has is wrong after reserve", seed)
+	}
+	for i := range n / 2 {
+		tab.Put("more-"+strconv.Itoa(i), txVal{state: 3}, "")
+	}
+	if tab.homes == homes || !tab.Has("more-0") || !tab.Has(keys[n-1]) || tab.Len() != n+n/2+1 {
+		t.Fatalf("seed %d: past the reserve: homes %d (was %d), len %d", seed, tab.homes, homes, tab.Len())
+	}
+	tab.pack()
+	tab.reserve(10)
+	tab.reserve(0)
+	if tab.homes != 0 || !tab.Has(keys[0]) {
+		t.Fatalf("seed %d: reserve changed a packed table", seed)
+	}
+}

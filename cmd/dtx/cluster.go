@@ -88,7 +88,7 @@ func readClusterFile(dir string) (*clusterFile, error) {
 
 func clusterUpCmd() *cobra.Command {
 	var dir, world, logLevel string
-	var extra []string
+	var extra, svcExtra []string
 	var insecure bool
 	var coordinators int
 	var trace traceFlags
@@ -215,8 +215,11 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 				}
 				if sp.role == twopc.CoordinatorID {
 					args = append(args, extra...)
-				} else if coordinators > 1 {
-					args = append(args, "--peer", twopc.CoordinatorID+"="+coordList)
+				} else {
+					args = append(args, svcExtra...)
+					if coordinators > 1 {
+						args = append(args, "--peer", twopc.CoordinatorID+"="+coordList)
+					}
 				}
 				if sp.replica != 0 {
 					args = append(args, "--replica-id", fmt.Sprint(sp.replica), "--replicas", strings.Join(replicaFlag, ","),
@@ -339,6 +342,7 @@ Ctrl-C stops the cluster.
 	trace.add(fl)
 	fl.IntVar(&coordinators, "coordinators", 1, "coordinator processes: 1, or 3 or 5 replicas of a replicated coordinator (one raft group)")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
+	fl.StringArrayVar(&svcExtra, "service-flag", nil, "extra flag for every service, e.g. --service-flag=--dedup-window=1m (repeatable)")
 	return cmd
 }
 

@@ -88,15 +88,31 @@ func (s *Store) Keys(tx string, op []byte) ([]string, error) {
 }
 
 // Prepare claims the order id.
-func (s *Store) Prepare(tx string, op []byte) error {
+func (s *Store) Prepare(tx string, op []byte) error { return s.prepare(tx, op, true) }
+
+// ReplayPrepare is Prepare of a branch replayed from the log
+// (twopc.ReplayPreparer): it prepared once against the same orders, so
+// its id was new then and is new now, and the look-up in the id set (a
+// disk read) is skipped.
+func (s *Store) ReplayPrepare(tx string, _ uint32, op []byte) error { return s.prepare(tx, op, false) }
+
+// Placed reports whether order tx was placed (committed), looking it up
+// among the ledger's ids as Prepare does.
+func (s *Store) Placed(tx string) (bool, error) { return s.ids.Has(tx) }
+
+func (s *Store) prepare(tx string, op []byte, checkID bool) error {
 	r, err := s.decode(op)
 	if err != nil {
 		return err
 	}
-	if dup, err := s.ids.Has(tx); err != nil {
-		return fmt.Errorf("order %s: cannot tell whether it exists: %w", tx, err)
-	} else if dup {
-		return fmt.Errorf("order %s already exists", tx)
+	if checkID {
+		dup, err := s.ids.Has(tx)
+		if err != nil {
+			return fmt.Errorf("order %s: cannot tell whether it exists: %w", tx, err)
+		}
+		if dup {
+			return fmt.Errorf("order %s already exists", tx)
+		}
 	}
 	if r.TxID != tx {
 		return fmt.Errorf("operation names transaction %s, not %s", r.TxID, tx)
