@@ -89,6 +89,7 @@ func readClusterFile(dir string) (*clusterFile, error) {
 func clusterUpCmd() *cobra.Command {
 	var dir, world, logLevel string
 	var extra, svcExtra []string
+	var dedupWindow time.Duration
 	var insecure bool
 	var coordinators int
 	var trace traceFlags
@@ -212,6 +213,11 @@ with DIR/certs/client.token and admin.token); later starts reuse them.
 				args := []string{"serve", component, "--data-dir", filepath.Join(dir, name), "--log-level", logLevel}
 				if world != "" && sp.role != twopc.CoordinatorID {
 					args = append(args, "--world", world)
+				}
+				if dedupWindow > 0 {
+					// The same on every process: a service's window must not
+					// be shorter than the coordinator's (see serve --help).
+					args = append(args, "--dedup-window", dedupWindow.String())
 				}
 				if sp.role == twopc.CoordinatorID {
 					args = append(args, extra...)
@@ -342,7 +348,8 @@ Ctrl-C stops the cluster.
 	trace.add(fl)
 	fl.IntVar(&coordinators, "coordinators", 1, "coordinator processes: 1, or 3 or 5 replicas of a replicated coordinator (one raft group)")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--participants=inventory,payment,order,shipping (repeatable)")
-	fl.StringArrayVar(&svcExtra, "service-flag", nil, "extra flag for every service, e.g. --service-flag=--dedup-window=1m (repeatable)")
+	fl.StringArrayVar(&svcExtra, "service-flag", nil, "extra flag for every service, e.g. --service-flag=--snapshot-every=30s (repeatable)")
+	fl.DurationVar(&dedupWindow, "dedup-window", 0, "--dedup-window of every process, the coordinator's and the services' alike (0: dtx serve's default)")
 	return cmd
 }
 

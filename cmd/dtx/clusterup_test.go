@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -25,7 +26,14 @@ func TestClusterUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds dtx and runs six processes")
 	}
-	for _, a := range []string{replicaAddr(1, false), replicaAddr(1, true), defaultAddr("inventory", false), replicaAddr(3, true)} {
+	var fixed []string
+	for _, n := range []string{"inventory", "payment", "order"} {
+		fixed = append(fixed, defaultAddr(n, false), defaultAddr(n, true))
+	}
+	for id := 1; id <= 3; id++ {
+		fixed = append(fixed, replicaAddr(id, false), replicaAddr(id, true))
+	}
+	for _, a := range fixed {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
 			t.Skipf("the fixed address %s of dtx cluster up is taken: %v", a, err)
@@ -33,23 +41,43 @@ func TestClusterUp(t *testing.T) {
 		l.Close()
 	}
 	bin := buildDtx(t)
-	dir := filepath.Join(t.TempDir(), "cl")
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "cl")
 	world, err := filepath.Abs("../../examples/world.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := exec.Command(bin, "cluster", "up", "--dir", dir, "--coordinators", "3", "--world", world,
-		"--service-flag=--dedup-window=1m", "--coordinator-flag=--dedup-window=2m")
-	var upOut bytes.Buffer
-	up.Stdout, up.Stderr = &upOut, &upOut
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	upLog := filepath.Join(tmp, "up.log")
+	upOut, err := os.Create(upLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upOut.Close()
+	up := exec.CommandContext(ctx, bin, "cluster", "up", "--dir", dir, "--coordinators", "3", "--world", world,
+		"--dedup-window", "90s", "--service-flag=--snapshot-every=30s", "--coordinator-flag=--log-level=warn")
+	up.Stdout, up.Stderr = upOut, upOut
+	up.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children too, if the test fails
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
+	done := make(chan error, 1)
+	go func() { done <- up.Wait() }()
+	upLogText := func() string { b, _ := os.ReadFile(upLog); return string(b) }
 	defer func() {
-		if !stopped {
-			up.Process.Signal(syscall.SIGINT)
-			up.Wait()
+		select {
+		case <-done:
+		default:
+			syscall.Kill(-up.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if cf, _ := readClusterFile(dir); cf != nil {
+			for _, p := range cf.Processes {
+				if running(p.PID) {
+					syscall.Kill(p.PID, syscall.SIGKILL)
+				}
+			}
 		}
 	}()
 
@@ -59,8 +87,14 @@ func TestClusterUp(t *testing.T) {
 		if cf, err = readClusterFile(dir); err == nil && cf != nil && len(cf.Processes) == 6 {
 			break
 		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("dtx cluster up ended before it was up: %v\n%s", err, upLogText())
+		default:
+		}
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("no cluster.json with 6 processes after 60 s (%v, %+v)\n%s", err, cf, upOut.String())
+			t.Fatalf("no cluster.json with 6 processes after 60 s (%v, %+v)\n%s", err, cf, upLogText())
 		}
 	}
 	var names []string
@@ -74,12 +108,12 @@ func TestClusterUp(t *testing.T) {
 			t.Fatalf("process %s (pid %d): %v", p.Name, p.PID, err)
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		want := "--dedup-window=1m"
-		if p.Role == "coordinator" {
-			want = "--dedup-window=2m"
+		if i := slices.Index(args, "--dedup-window"); i < 0 || i+1 >= len(args) || args[i+1] != "1m30s" {
+			t.Errorf("%s runs without --dedup-window 1m30s: %q", p.Name, args)
 		}
-		if !slices.Contains(args, want) {
-			t.Errorf("%s runs without %s: %q", p.Name, want, args)
+		svcFlag, coordFlag := slices.Contains(args, "--snapshot-every=30s"), slices.Contains(args, "--log-level=warn")
+		if svcFlag != (p.Role == "participant") || coordFlag != (p.Role == "coordinator") {
+			t.Errorf("%s (%s): --service-flag given: %v, --coordinator-flag given: %v", p.Name, p.Role, svcFlag, coordFlag)
 		}
 	}
 	slices.Sort(names)
@@ -87,14 +121,14 @@ func TestClusterUp(t *testing.T) {
 		t.Fatalf("cluster.json names %v, want %v", names, want)
 	}
 
-	load := exec.Command(bin, "cluster", "load", "--dir", dir, "--world", world, "--coordinator",
+	load := exec.CommandContext(ctx, bin, "cluster", "load", "--dir", dir, "--world", world, "--coordinator",
 		strings.Join([]string{replicaAddr(1, false), replicaAddr(2, false), replicaAddr(3, false)}, ","),
 		"--count", "300", "--concurrency", "8", "--progress=false")
 	if out, err := load.CombinedOutput(); err != nil {
 		t.Fatalf("cluster load: %v\n%s", err, out)
 	}
 
-	stateOut, err := exec.Command(bin, "cluster", "state", "--dir", dir, "--json").Output()
+	stateOut, err := exec.CommandContext(ctx, bin, "cluster", "state", "--dir", dir, "--json").Output()
 	if err != nil {
 		t.Fatalf("cluster state: %v\n%s", err, stateOut)
 	}
@@ -129,13 +163,14 @@ func TestClusterUp(t *testing.T) {
 
 	// Ctrl-C stops every process.
 	up.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- up.Wait() }()
 	select {
-	case <-done:
-		stopped = true
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("dtx cluster up after SIGINT: %v\n%s", err, upLogText())
+		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("dtx cluster up did not stop within 30 s of SIGINT\n%s", upOut.String())
+		t.Fatalf("dtx cluster up did not stop within 30 s of SIGINT\n%s", upLogText())
 	}
 	for _, p := range cf.Processes {
 		for start := time.Now(); running(p.PID); time.Sleep(50 * time.Millisecond) {
