@@ -110,10 +110,8 @@ type SnapshotStats struct {
 }
 
 // encodeSnapshot joins the machine's and the Resource's snapshots.
-func encodeSnapshot(machine, res []byte) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 10+len(machine)+len(res)), uint64(len(machine)))
-	b = append(b, machine...)
-	return append(b, res...)
+func encodeSnapshot(machine, res []byte) [][]byte {
+	return [][]byte{binary.AppendUvarint(nil, uint64(len(machine))), machine, res}
 }
 
 func decodeSnapshot(b []byte) (machine, res []byte, err error) {
@@ -175,7 +173,7 @@ func attachLedger(fsys wal.FS, dir string, res Resource) error {
 // entries (twopc.Participant.SnapshotDeferred); the Resource's is
 // SnapshotDeferred if it is a DeferredSnapshotter, and otherwise its whole
 // Snapshot, on the loop.
-func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func() ([]byte, error), err error) {
+func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func() ([][]byte, error), err error) {
 	sn, ok := res.(Snapshotter)
 	if !ok {
 		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
@@ -196,7 +194,7 @@ func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64,
 		}
 		renc = func() ([]byte, error) { return rb, nil }
 	}
-	return log.LastSeq(), func() ([]byte, error) {
+	return log.LastSeq(), func() ([][]byte, error) {
 		rb, err := renc()
 		if err != nil {
 			return nil, err
@@ -222,14 +220,14 @@ type SnapshotHooks struct {
 // older snapshot, removes the others, and compacts the log up to that
 // older one, so that recovery can fall back to it. It returns the seq the
 // log is kept from (0: all of it).
-func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data []byte, h SnapshotHooks) (keptFrom uint64, err error) {
+func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]byte, h SnapshotHooks) (keptFrom uint64, err error) {
 	if err := log.Sync(); err != nil {
 		return 0, err
 	}
-	if err := wal.WriteSnapshot(fsys, dir, seq, data, h.Step); err != nil {
+	if err := wal.WriteSnapshotParts(fsys, dir, seq, data, h.Step); err != nil {
 		return 0, err
 	}
-	if _, err := wal.ReadSnapshot(fsys, dir, seq); err != nil {
+	if err := wal.CheckSnapshot(fsys, dir, seq); err != nil {
 		return 0, fmt.Errorf("participant: snapshot not readable after writing it: %w", err)
 	}
 	older, ok := wal.OlderSnapshot(fsys, dir, seq)
@@ -328,7 +326,7 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	inc := s.inc.Load()
-	var encode func() ([]byte, error)
+	var encode func() ([][]byte, error)
 	var seq uint64
 	var serr error
 	var pause time.Duration
@@ -355,9 +353,13 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}
 	s.snapStats.Taken++
-	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, len(data), seq
+	size := 0
+	for _, p := range data {
+		size += len(p)
+	}
+	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, size, seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
-	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", len(data), "loop_pause", pause, "log_from", from)
+	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", size, "loop_pause", pause, "log_from", from)
 	return nil
 }
 

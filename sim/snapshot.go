@@ -76,7 +76,7 @@ func (s *Sim) maybeSnapshot(c *comp) {
 	}
 	c.lastSnap = s.now
 	seq, encode, err := participant.TakeSnapshot(c.part, c.res, c.log)
-	var data []byte
+	var data [][]byte
 	if err == nil {
 		data, err = encode()
 	}

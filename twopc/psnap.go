@@ -75,6 +75,13 @@ func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
 	heur := p.appendHeuristics(nil) // a few operator decisions at most
 	return func(b []byte) []byte {
 		slices.SortFunc(prepared, func(x, y prep) int { return strings.Compare(x.tx, y.tx) })
+		// One allocation of about the right size, not a doubling buffer
+		// (which would hold up to twice the snapshot at its last growth).
+		est := prevFin.encodedMax() + finished.encodedMax() + 32 + len(heur)
+		for _, pr := range prepared {
+			est += len(pr.tx) + len(pr.op) + 3*binary.MaxVarintLen32
+		}
+		b = slices.Grow(b, est)
 		b = append(b, snapshotVersion)
 		b = binary.AppendUvarint(b, maxEpoch)
 		b = binary.AppendUvarint(b, uint64(len(prepared)))

@@ -1,6 +1,7 @@
 package twopc
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"math/bits"
 	"slices"
@@ -58,8 +59,11 @@ type txTable struct {
 	dir   []uint32
 	shift uint8
 
-	chunks    [][]byte
-	cur       int // the chunk small entries are appended to; -1: none yet
+	chunks [][]byte
+	cur    int // the chunk small entries are appended to; -1: none yet
+	// shared[i]: chunk i is also read by a frozen copy (freeze), so it
+	// must be copied before a value in it changes in place.
+	shared    []bool
 	n         int // live keys in this part
 	maxChunks int
 	older     []*txTable // sealed parts, oldest first (nil but in a huge table)
@@ -261,6 +265,20 @@ func (t *txTable) at(pos uint32) ([]byte, int) {
 	return t.chunks[pos>>txOffBits], int(pos & (txChunkMax - 1))
 }
 
+// writable is at for a change in place: a chunk a frozen copy still reads
+// is replaced by a copy of its own first (copy on write: 64 KiB at most,
+// once per chunk and freeze).
+func (t *txTable) writable(pos uint32) ([]byte, int) {
+	if ci := int(pos >> txOffBits); ci < len(t.shared) && t.shared[ci] {
+		c := t.chunks[ci]
+		own := make([]byte, len(c), cap(c))
+		copy(own, c)
+		t.chunks[ci] = own
+		t.shared[ci] = false
+	}
+	return t.at(pos)
+}
+
 // keyAt reports whether the live entry at pos has key.
 func (t *txTable) keyAt(pos uint32, key string) bool {
 	c, off := t.at(pos)
@@ -318,7 +336,7 @@ func (t *txTable) Put(key string, v txVal, text string) { t.putH(key, t.hash(key
 
 func (t *txTable) putH(key string, h uint64, v txVal, text string) {
 	if p, pos := t.find(key, h); p != nil {
-		c, off := p.at(pos)
+		c, off := p.writable(pos)
 		e := parseEntry(c, off)
 		if e.tlen == len(text) && string(c[e.text:e.end]) == text && setInPlace(c, off, &e, v) {
 			return // the common replacement: no new bytes
@@ -373,7 +391,7 @@ func (t *txTable) room() {
 	old.older = nil
 	old.pack()
 	t.older = append(t.older, &old)
-	t.chunks, t.cur, t.n, t.used = nil, -1, 0, 0
+	t.chunks, t.cur, t.n, t.used, t.shared = nil, -1, 0, 0, nil
 	t.reindex(nil, txMinHomes, 8)
 }
 
@@ -530,24 +548,45 @@ func allChunks(chunks [][]byte, f func(key string, v txVal, text string) bool) b
 	return true
 }
 
-// txFrozen is a copy of a txTable's entries as they were, for reading by
+// txFrozen is a view of a txTable's entries as they were, for reading by
 // another goroutine while the table changes.
 type txFrozen struct {
 	chunks [][]byte
 	n      int
 }
 
-// freeze copies the chunks' bytes (values are changed in place by Put): one
-// memmove per chunk, about the id and 3 bytes per entry, no hashing and no
-// allocation per entry.
+// freeze returns a view of the entries as they are now, in O(chunks): the
+// view shares the chunks, each cut at its present length (later entries
+// are appended past it, or to new chunks), and marks them shared, so that
+// a value changed in place later (Put) changes a copy of its chunk
+// instead (writable). A snapshot's pause on the loop is this, not a copy
+// of every retained entry.
 func (t *txTable) freeze() txFrozen {
 	f := txFrozen{n: t.Len()}
 	for _, p := range t.parts() {
-		for _, c := range p.chunks {
-			f.chunks = append(f.chunks, slices.Clone(c))
+		if cap(p.shared) >= len(p.chunks) {
+			p.shared = p.shared[:len(p.chunks)]
+		} else {
+			p.shared = make([]bool, len(p.chunks), cap(p.chunks))
+		}
+		for i, c := range p.chunks {
+			f.chunks = append(f.chunks, c[:len(c):len(c)])
+			p.shared[i] = true
 		}
 	}
 	return f
+}
+
+// encodedMax bounds the bytes appendFinished takes for f: an entry is
+// encoded as its stored bytes, three more at most (a zero number or an
+// empty text's length stored as absent, written as one byte), and a
+// uvarint count.
+func (f *txFrozen) encodedMax() int {
+	n := binary.MaxVarintLen64 + 3*f.n
+	for _, c := range f.chunks {
+		n += len(c)
+	}
+	return n
 }
 
 // All is txTable.All over the frozen copy.

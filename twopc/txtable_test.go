@@ -178,6 +178,11 @@ func txTableModelRun(t *testing.T, seed uint64, steps int) {
 	all("All", tab.All, want)
 	for i := range frozen {
 		all("frozen All", frozen[i].All, frozenWant[i])
+		// A snapshot's buffer is sized by encodedMax once: it must bound
+		// what appendFinished writes.
+		if n, max := len(appendFinished(nil, &frozen[i])), frozen[i].encodedMax(); n > max {
+			t.Fatalf("seed %d: frozen %d encodes to %d bytes, more than encodedMax %d", seed, i, n, max)
+		}
 	}
 	// The expired set of the table knows every key and (but for a 2^-64
 	// chance) nothing else.

@@ -72,6 +72,13 @@ const (
 // WriteSnapshot returns) to simulate a crash. On any error the temporary
 // file is removed if it can be.
 func WriteSnapshot(fsys FS, dir string, seq uint64, data []byte, after func(SnapshotStep) error) error {
+	return WriteSnapshotParts(fsys, dir, seq, [][]byte{data}, after)
+}
+
+// WriteSnapshotParts is WriteSnapshot of the data made of parts, one after
+// the other, written as they are (a snapshot of tens of megabytes is never
+// copied into one buffer).
+func WriteSnapshotParts(fsys FS, dir string, seq uint64, parts [][]byte, after func(SnapshotStep) error) error {
 	path := filepath.Join(dir, SnapshotName(seq))
 	tmp := path + tmpSuffix
 	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -94,19 +101,29 @@ func WriteSnapshot(fsys FS, dir string, seq uint64, data []byte, after func(Snap
 		}
 		return after(s)
 	}
-	buf := make([]byte, SnapshotHeaderSize, SnapshotHeaderSize+len(data))
-	copy(buf, snapMagic)
-	binary.LittleEndian.PutUint16(buf[8:], snapVersion)
-	binary.LittleEndian.PutUint64(buf[12:], seq)
-	binary.LittleEndian.PutUint64(buf[20:], uint64(len(data)))
-	crc := crc32.Update(crc32.Checksum(buf[8:28], castagnoli), castagnoli, data)
-	binary.LittleEndian.PutUint32(buf[28:], crc)
-	buf = append(buf, data...)
-	if n, err := f.WriteAt(buf, 0); err != nil || n != len(buf) {
-		if err == nil {
-			err = io.ErrShortWrite
+	var n int
+	for _, p := range parts {
+		n += len(p)
+	}
+	h := make([]byte, SnapshotHeaderSize)
+	copy(h, snapMagic)
+	binary.LittleEndian.PutUint16(h[8:], snapVersion)
+	binary.LittleEndian.PutUint64(h[12:], seq)
+	binary.LittleEndian.PutUint64(h[20:], uint64(n))
+	crc := crc32.Checksum(h[8:28], castagnoli)
+	for _, p := range parts {
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	binary.LittleEndian.PutUint32(h[28:], crc)
+	off := int64(0)
+	for _, p := range append([][]byte{h}, parts...) {
+		if k, err := f.WriteAt(p, off); err != nil || k != len(p) {
+			if err == nil {
+				err = io.ErrShortWrite
+			}
+			return fail("write", err)
 		}
-		return fail("write", err)
+		off += int64(len(p))
 	}
 	if err := step(SnapWrite); err != nil {
 		return err
@@ -179,6 +196,13 @@ func snapshotSeqs(names []string) []uint64 {
 }
 
 func readSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
+	return scanSnapshot(fsys, dir, seq, true)
+}
+
+// scanSnapshot reads and checks the snapshot covering seq in dir; with
+// keep, the data is read whole and returned, otherwise a piece at a time
+// (a check needs no copy of it in memory).
+func scanSnapshot(fsys FS, dir string, seq uint64, keep bool) (Snapshot, error) {
 	name := SnapshotName(seq)
 	bad := func(why string) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("%w: %s: %s", ErrBadSnapshot, filepath.Join(dir, name), why)
@@ -192,26 +216,41 @@ func readSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
 	if err != nil {
 		return bad(err.Error())
 	}
-	if st.Size() < SnapshotHeaderSize {
-		return bad(fmt.Sprintf("%d bytes, shorter than a header", st.Size()))
+	size := st.Size()
+	if size < SnapshotHeaderSize {
+		return bad(fmt.Sprintf("%d bytes, shorter than a header", size))
 	}
-	buf := make([]byte, st.Size())
-	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+	h := make([]byte, SnapshotHeaderSize)
+	if _, err := f.ReadAt(h, 0); err != nil {
 		return bad(err.Error())
 	}
-	h := buf[:SnapshotHeaderSize]
-	switch {
-	case string(h[:8]) != snapMagic:
-		return bad("bad magic")
-	case binary.LittleEndian.Uint16(h[8:]) != snapVersion:
-		return bad(fmt.Sprintf("unknown version %d", binary.LittleEndian.Uint16(h[8:])))
-	case binary.LittleEndian.Uint64(h[12:]) != seq:
-		return bad("seq does not match the name")
-	case binary.LittleEndian.Uint64(h[20:]) != uint64(len(buf)-SnapshotHeaderSize):
-		return bad(fmt.Sprintf("length %d, but %d bytes of data (torn?)", binary.LittleEndian.Uint64(h[20:]), len(buf)-SnapshotHeaderSize))
+	if why := checkHeader(h, seq, size-SnapshotHeaderSize); why != "" {
+		return bad(why)
 	}
-	data := buf[SnapshotHeaderSize:]
-	if crc32.Update(crc32.Checksum(h[8:28], castagnoli), castagnoli, data) != binary.LittleEndian.Uint32(h[28:]) {
+	var data, buf []byte
+	if keep {
+		data = make([]byte, size-SnapshotHeaderSize)
+		buf = data
+	} else {
+		buf = make([]byte, min(size-SnapshotHeaderSize, 1<<20))
+	}
+	crc := crc32.Checksum(h[8:28], castagnoli)
+	for off := int64(SnapshotHeaderSize); off < size; {
+		piece := buf[:min(int64(len(buf)), size-off)]
+		if keep {
+			piece = data[off-SnapshotHeaderSize:]
+		}
+		k, err := f.ReadAt(piece, off)
+		if k == 0 {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return bad(err.Error())
+		}
+		crc = crc32.Update(crc, castagnoli, piece[:k])
+		off += int64(k)
+	}
+	if crc != binary.LittleEndian.Uint32(h[28:]) {
 		return bad("checksum mismatch")
 	}
 	return Snapshot{Seq: seq, Data: data, Name: name}, nil
@@ -221,6 +260,30 @@ func readSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
 // error wrapping ErrBadSnapshot if it is missing, torn or damaged).
 func ReadSnapshot(fsys FS, dir string, seq uint64) (Snapshot, error) {
 	return readSnapshot(fsys, dir, seq)
+}
+
+// checkHeader returns why h is not the header of the snapshot covering seq
+// with dataLen bytes of data ("" if it is; the checksum is not checked).
+func checkHeader(h []byte, seq uint64, dataLen int64) string {
+	switch {
+	case string(h[:8]) != snapMagic:
+		return "bad magic"
+	case binary.LittleEndian.Uint16(h[8:]) != snapVersion:
+		return fmt.Sprintf("unknown version %d", binary.LittleEndian.Uint16(h[8:]))
+	case binary.LittleEndian.Uint64(h[12:]) != seq:
+		return "seq does not match the name"
+	case binary.LittleEndian.Uint64(h[20:]) != uint64(dataLen):
+		return fmt.Sprintf("length %d, but %d bytes of data (torn?)", binary.LittleEndian.Uint64(h[20:]), dataLen)
+	}
+	return ""
+}
+
+// CheckSnapshot checks the snapshot covering seq in dir as ReadSnapshot
+// does, reading it a piece at a time instead of whole (a check after
+// writing it needs no second copy of it in memory).
+func CheckSnapshot(fsys FS, dir string, seq uint64) error {
+	_, err := scanSnapshot(fsys, dir, seq, false)
+	return err
 }
 
 // OlderSnapshot returns the newest valid snapshot in dir that covers less

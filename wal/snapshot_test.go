@@ -59,7 +59,9 @@ func TestSnapshotCrashAtEveryStep(t *testing.T) {
 }
 
 // TestSnapshotDamaged: a torn (short) or corrupted (a flipped bit
-// anywhere) newest snapshot is skipped, with a reason, for the one before.
+// anywhere) newest snapshot is skipped, with a reason, for the one before,
+// and CheckSnapshot (the check after writing, a piece at a time) refuses
+// it too. The newer one is written in parts (WriteSnapshotParts).
 func TestSnapshotDamaged(t *testing.T) {
 	good := []byte("the older snapshot")
 	newer := bytes.Repeat([]byte{7}, 100)
@@ -74,8 +76,14 @@ func TestSnapshotDamaged(t *testing.T) {
 			if err := WriteSnapshot(fsys, "/d", 5, good, nil); err != nil {
 				t.Fatal(err)
 			}
-			if err := WriteSnapshot(fsys, "/d", 9, newer, nil); err != nil {
+			if err := WriteSnapshotParts(fsys, "/d", 9, [][]byte{newer[:10], nil, newer[10:]}, nil); err != nil {
 				t.Fatal(err)
+			}
+			if err := CheckSnapshot(fsys, "/d", 9); err != nil {
+				t.Fatalf("the whole snapshot: %v", err)
+			}
+			if s, err := ReadSnapshot(fsys, "/d", 9); err != nil || !bytes.Equal(s.Data, newer) {
+				t.Fatalf("the whole snapshot reads back %q, %v", s.Data, err)
 			}
 			path := filepath.Join("/d", SnapshotName(9))
 			b, _ := fsys.ReadFile(path)
@@ -98,6 +106,9 @@ func TestSnapshotDamaged(t *testing.T) {
 			}
 			if len(skipped) != 1 || !errors.Is(skipped[0], ErrBadSnapshot) {
 				t.Fatalf("%s at %d: skipped %v", damage, off, skipped)
+			}
+			if err := CheckSnapshot(fsys, "/d", 9); !errors.Is(err, ErrBadSnapshot) {
+				t.Fatalf("%s at %d: CheckSnapshot: %v", damage, off, err)
 			}
 		}
 	}
