@@ -10,8 +10,9 @@
 // buyers), the workload (purchases of one or two items, resubmissions of
 // the same transaction_id, business NO votes: unknown item or buyer,
 // expired card, stock and money running out), the network (latency, drop,
-// duplicate, delay that reorders, a partition of one component from the
-// rest that heals), the disks (each component's log is the real wal on its
+// duplicate, delay that reorders, always shorter than half the
+// coordinator's retention window, the model's bound on a message's age; a
+// partition of one component from the rest that heals), the disks (each component's log is the real wal on its
 // own wal.MemFS: fsync and write errors, loss of the unsynced tail, torn
 // last records on power loss, small segments for rollovers) and the
 // crashes. Each run also draws which of the configured fault kinds it

@@ -242,3 +242,37 @@ func TestParticipantsForget(t *testing.T) {
 	}
 	t.Logf("%d finished branches forgotten in 40 runs", forgotten)
 }
+
+// TestDelayBelowRetention: when outcomes are forgotten, no message spends
+// as long as the retention window on the network (the assumption
+// forgetting rests on; seed 4082650 broke it with an INQUIRE delayed 60
+// ticks under a retention of about 20), and seed 4082650 runs clean.
+func TestDelayBelowRetention(t *testing.T) {
+	short := 0
+	for seed := uint64(1); seed <= 300; seed++ {
+		s, err := newSim(DefaultConfig(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.p.retention == 0 {
+			continue
+		}
+		if s.p.retention < 60 {
+			short++
+		}
+		s.p.on = s.p.on.With(FaultDelay)
+		s.p.delay = 1
+		for range 200 {
+			if d := s.latency(); d >= s.p.retention/2 {
+				t.Fatalf("seed %d: a message delayed %d ticks under a retention of %d", seed, d, s.p.retention)
+			}
+		}
+	}
+	if short == 0 {
+		t.Fatal("no run with a retention under 60 ticks: the bound was not exercised")
+	}
+	cfg := DefaultConfig(4082650)
+	if r := Run(cfg); len(r.Violations) > 0 {
+		report(t, cfg, r.Violations)
+	}
+}
