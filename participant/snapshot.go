@@ -169,8 +169,9 @@ func attachLedger(fsys wal.FS, dir string, res Resource) error {
 // the loop; it is the loop's whole pause), as the snapshot covering the
 // log up to log.LastSeq(), and returns the function that serializes the
 // capture, to be called off the loop (m may go on meanwhile). The
-// machine's part is a copy of its prepared branches and finished-branch
-// entries (twopc.Participant.SnapshotDeferred); the Resource's is
+// machine's part is a copy of its prepared branches and a view of its
+// finished-branch tables that shares their chunks, copy on write
+// (twopc.Participant.SnapshotDeferred); the Resource's is
 // SnapshotDeferred if it is a DeferredSnapshotter, and otherwise its whole
 // Snapshot, on the loop.
 func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func() ([][]byte, error), err error) {

@@ -48,9 +48,10 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 // snapshot needs (between two Readies, on the machine's goroutine) and
 // returns the function that encodes that copy, which may run on another
 // goroutine while the machine goes on. The copy is the prepared branches
-// (their operations are shared: never changed once received) and the
-// finished-branch tables' byte chunks (a memmove of the id and about 3
-// bytes per branch, bounded by Retention); nothing is encoded on the machine's goroutine.
+// (their operations are shared: never changed once received) and a view
+// of the finished-branch tables that shares their byte chunks (a slice
+// header per chunk; a value changed in place later copies its chunk
+// first); nothing is encoded on the machine's goroutine.
 func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
 	if p.HasReady() {
 		return nil, fmt.Errorf("twopc: %s: snapshot with a Ready not carried out", p.cfg.ID)

@@ -221,7 +221,12 @@ func scanSnapshot(fsys FS, dir string, seq uint64, keep bool) (Snapshot, error) 
 		return bad(fmt.Sprintf("%d bytes, shorter than a header", size))
 	}
 	h := make([]byte, SnapshotHeaderSize)
-	if _, err := f.ReadAt(h, 0); err != nil {
+	if k, err := f.ReadAt(h, 0); k < SnapshotHeaderSize {
+		// io.ReaderAt may return io.EOF with a whole read that ends at the
+		// end of the file (a snapshot of no data): only a short read fails.
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return bad(err.Error())
 	}
 	if why := checkHeader(h, seq, size-SnapshotHeaderSize); why != "" {

@@ -151,3 +151,26 @@ func TestSnapshotPrune(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestSnapshotEmptyData: a snapshot of no data (a file of just its header)
+// is written, read back and checked, on the memory and the real disk.
+func TestSnapshotEmptyData(t *testing.T) {
+	for name, fsys := range map[string]FS{"memfs": NewMemFS(1), "osfs": OSFS()} {
+		dir := "/d"
+		if name == "osfs" {
+			dir = t.TempDir()
+		}
+		if err := fsys.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteSnapshotParts(fsys, dir, 3, nil, nil); err != nil {
+			t.Fatalf("%s: write: %v", name, err)
+		}
+		if err := CheckSnapshot(fsys, dir, 3); err != nil {
+			t.Fatalf("%s: check: %v", name, err)
+		}
+		if s, err := ReadSnapshot(fsys, dir, 3); err != nil || len(s.Data) != 0 {
+			t.Fatalf("%s: read: %q, %v", name, s.Data, err)
+		}
+	}
+}
