@@ -26,6 +26,9 @@ type Summary struct {
 	// their files between snapshots.
 	LedgerFlushes int
 	Forgotten     uint64
+	// ExpiredRefusals counts resubmissions refused as expired past the
+	// window.
+	ExpiredRefusals uint64
 	// TxRestarts counts deadlock victims restarted as a new attempt.
 	TxRestarts uint64
 	MultiDown  int // crashes that left two or more components down at once
@@ -59,6 +62,7 @@ func (s *Summary) Add(r *Result) {
 	s.Snapshots += r.Snapshots
 	s.LedgerFlushes += r.LedgerFlushes
 	s.Forgotten += r.Forgotten
+	s.ExpiredRefusals += r.ExpiredRefusals
 	s.TxRestarts += r.TxRestarts
 	s.MultiDown += r.MultiDown
 	s.Leaderships += r.Leaderships
@@ -172,6 +176,7 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\n", s.Snapshots, s.LedgerFlushes)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
+	fmt.Fprintf(w, "resubmissions refused as expired (more than the window after their outcome): %d\n", s.ExpiredRefusals)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",
 		Percentile(s.HealToQuiet, 50), Percentile(s.HealToQuiet, 99), Percentile(s.HealToQuiet, 100))
 	fmt.Fprintf(w, "events: %d\n", s.Events)

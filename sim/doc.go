@@ -74,7 +74,11 @@
 // Clients submit each transaction, time out and resubmit the same id
 // while the coordinator is down or silent, and sometimes resubmit after an
 // answer, always within the retention window (a timeout of at most half of
-// it, extra resubmissions at most a quarter apart).
+// it, extra resubmissions at most a quarter apart). A resubmission that
+// kept retrying while the coordinator was down can reach it later than
+// that: refused as "outcome expired" more than the window after the id's
+// outcome, it is counted (Result.ExpiredRefusals); refused sooner, or run
+// again, it is a violation.
 //
 // # Checkers
 //

@@ -67,6 +67,9 @@ type Result struct {
 	// Forgotten counts the finished branches participants dropped past
 	// their retention.
 	Forgotten uint64
+	// ExpiredRefusals counts resubmissions refused as "outcome expired",
+	// each more than the window after its outcome.
+	ExpiredRefusals uint64
 	// Deadlock is the policy this run drew; TxRestarts counts deadlock
 	// victims the coordinator restarted as a new attempt (all incarnations).
 	Deadlock   twopc.DeadlockPolicy

@@ -52,6 +52,9 @@ type client struct {
 	submits int
 	extra   int    // resubmissions after an answer still to make
 	callAt  uint64 // tick of the latest submission
+	// outAt is the tick the coordinator first reported an outcome of the
+	// id (recovered ones included; 0: none yet).
+	outAt uint64
 }
 
 func (s *Sim) makeClients() {
@@ -138,6 +141,17 @@ func (s *Sim) submit(cl *client) {
 		s.schedule(&event{at: s.now + 10, kind: evSubmit, client: cl.idx})
 		return
 	}
+	if errors.Is(err, twopc.ErrOutcomeExpired) && cl.first != nil && s.p.retention > 0 && s.now-cl.outAt >= s.p.retention {
+		// A resubmission that reaches the coordinator more than the window
+		// after the outcome (here one that kept retrying while the
+		// coordinator was down) may be refused as expired: it is never run
+		// again, and the client has its answer already. Inside the window
+		// the refusal is a violation (below).
+		s.tracef("client %s: refused as expired, %d ticks after the outcome (retention %d)", cl.req.TxID, s.now-cl.outAt, s.p.retention)
+		cl.waiting = false
+		s.res.ExpiredRefusals++
+		return
+	}
 	if err != nil {
 		s.violate("client", "propose %s: %v", cl.req.TxID, err)
 		return
@@ -164,6 +178,9 @@ func (s *Sim) report(outs []twopc.Outcome) {
 		s.hash.add(b2u(o.Committed), b2u(o.Duplicate), b2u(o.Recovered))
 		if cl.first != nil && cl.first.Committed != o.Committed {
 			s.violate("outcome", "%s: client heard %s, later %s", o.Tx, status(*cl.first), status(o))
+		}
+		if cl.outAt == 0 {
+			cl.outAt = s.now
 		}
 		if o.Recovered {
 			continue // no client waits for it
