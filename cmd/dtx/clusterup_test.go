@@ -43,9 +43,12 @@ func TestClusterUp(t *testing.T) {
 	bin := buildDtx(t)
 	tmp := t.TempDir()
 	dir := filepath.Join(tmp, "cl")
-	world, err := filepath.Abs("../../examples/world.json")
-	if err != nil {
-		t.Fatal(err)
+	// A world stocked and funded for the load: the bundled example world
+	// has four buyers whose money runs out within the first few purchases,
+	// so whether any of them commits depends on the order they run in.
+	world := filepath.Join(tmp, "world.json")
+	if out, err := exec.Command(bin, "gen", "--count", "1", "--make-world", world, "--items", "20", "--buyers", "50").CombinedOutput(); err != nil {
+		t.Fatalf("dtx gen --make-world: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -124,8 +127,9 @@ func TestClusterUp(t *testing.T) {
 	load := exec.CommandContext(ctx, bin, "cluster", "load", "--dir", dir, "--world", world, "--coordinator",
 		strings.Join([]string{replicaAddr(1, false), replicaAddr(2, false), replicaAddr(3, false)}, ","),
 		"--count", "300", "--concurrency", "8", "--progress=false")
-	if out, err := load.CombinedOutput(); err != nil {
-		t.Fatalf("cluster load: %v\n%s", err, out)
+	loadOut, err := load.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cluster load: %v\n%s", err, loadOut)
 	}
 
 	stateOut, err := exec.CommandContext(ctx, bin, "cluster", "state", "--dir", dir, "--json").Output()
@@ -157,8 +161,9 @@ func TestClusterUp(t *testing.T) {
 	if len(st.Replicas) != 3 || leaders != 1 {
 		t.Errorf("replicas %+v, leader %q", st.Replicas, st.Leader)
 	}
-	if len(st.Order.Orders) == 0 {
-		t.Errorf("no committed order after 300 purchases")
+	t.Logf("%d committed orders; cluster load printed:\n%s", len(st.Order.Orders), loadOut)
+	if len(st.Order.Orders) < 150 {
+		t.Errorf("%d committed orders after 300 clean purchases in a world funded for them; cluster load printed:\n%s", len(st.Order.Orders), loadOut)
 	}
 
 	// Ctrl-C stops every process.
