@@ -81,8 +81,12 @@ func TestSnapshotFailpoints(t *testing.T) {
 		"inventory:compact-mid@2",
 	}
 	tmp := t.TempDir()
+	// The services look at their log size every 100 ms, so the run must
+	// last long enough on a slow machine for a third snapshot and a second
+	// compaction (here: about 3,000 and 7,000 purchases in); a run stops at
+	// its failpoint, so the length costs nothing when the point is reached.
 	input, world := filepath.Join(tmp, "in.jsonl"), filepath.Join(tmp, "world.json")
-	if err := os.WriteFile(input, dtx(t, bin, "gen", "--count", "3000", "--seed", "9", "--clean",
+	if err := os.WriteFile(input, dtx(t, bin, "gen", "--count", "20000", "--seed", "9", "--clean",
 		"--make-world", world, "--items", "50", "--buyers", "200"), 0o644); err != nil {
 		t.Fatal(err)
 	}
