@@ -208,11 +208,17 @@ type Coordinator struct {
 	expiredN    int
 	genStart    uint64
 	checkpoints uint64
-	timers      timers
-	rd          Ready
-	lastTS      uint64
-	waits       map[string]waitReport // latest wait-for report per participant
-	dl          DeadlockStats
+	// lastRot is the latest rotation's view (CheckpointSnapshot);
+	// restored says a checkpoint snapshot was loaded, and snapHead that
+	// its CHECKPOINT head has not been replayed yet.
+	lastRot  *rotationView
+	restored bool
+	snapHead bool
+	timers   timers
+	rd       Ready
+	lastTS   uint64
+	waits    map[string]waitReport // latest wait-for report per participant
+	dl       DeadlockStats
 	// presumed counts, per participant, the presumed-abort answers about
 	// unknown transactions in the current window (PresumeBudget).
 	presumed      map[string]uint64
@@ -314,6 +320,9 @@ func (c *Coordinator) Restore(r Record) error {
 	}
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %s: %s", ErrBadRecord, r, why)
+	}
+	if c.snapHead && (r.Type != RecCheckpoint || r.Attempt != 0) {
+		return bad("the replay after a checkpoint snapshot must begin at the snapshot's CHECKPOINT")
 	}
 	switch r.Type {
 	case RecEpoch:

@@ -91,6 +91,7 @@ func (c *Coordinator) rotate() {
 	c.done = newTxTableSeed(c.seed)
 	c.genStart = c.now
 	c.checkpoints++
+	c.lastRot = &rotationView{prev: c.prev, exp: c.exp, epoch: c.epoch, n: c.checkpoints}
 }
 
 // maybeCheckpoint rotates and logs a checkpoint when the generation is due.
@@ -147,7 +148,13 @@ func appendCheckpointTx(b []byte, t *coordTx) []byte {
 // (their earlier records may be compacted away).
 func (c *Coordinator) restoreCheckpoint(r Record) error {
 	if r.Attempt == 0 {
-		c.rotate()
+		if c.snapHead {
+			// The head of the checkpoint snapshot restored: the
+			// snapshot is the state just after this rotation.
+			c.snapHead = false
+		} else {
+			c.rotate()
+		}
 		c.epoch = max(c.epoch, r.Epoch)
 	}
 	d := decoder{b: r.Op}

@@ -1,10 +1,14 @@
 package twopc
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"hash/maphash"
 	"math/bits"
 	"slices"
+	"unsafe"
+
+	"github.com/dchest/siphash"
 )
 
 // txTable remembers finished transactions: for each id, a small value and
@@ -597,29 +601,46 @@ func (f *txFrozen) All(fn func(key string, v txVal, text string) bool) { allChun
 // begins (about 8 per bucket), 8.5 to 9 bytes per id. A hash match means
 // "seen" (a false match, 1 in 2^64 per pair, refuses a new id as expired:
 // the safe direction).
+//
+// The hash is SipHash-2-4 under a random 128-bit key of the set's own, not
+// the tables' maphash seed: a key can be written down, so the set goes into
+// a coordinator's checkpoint snapshot as it is (its ids are gone, it could
+// not be hashed again), and under a secret key a client cannot craft ids
+// that collide with expired ones to get new transactions refused.
 type expiredSet struct {
-	seed   maphash.Seed
-	hashes []uint64
+	k0, k1 uint64
+	hashes []uint64 // ascending
 	dir    []uint32
 	shift  uint8
 }
 
-// expiredSet hashes every live key of t (read in storage order) and
-// sorts the hashes by bucket (a counting sort, then each small bucket).
+// expiredSet hashes every live key of t (read in storage order) under a new
+// random key.
 func (t *txTable) expiredSet() expiredSet {
-	n := t.Len()
-	hs := make([]uint64, 0, n)
+	var key [16]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	k0, k1 := binary.LittleEndian.Uint64(key[:8]), binary.LittleEndian.Uint64(key[8:])
+	hs := make([]uint64, 0, t.Len())
 	for _, p := range t.parts() {
 		for _, c := range p.chunks {
 			for off := 0; off < len(c); {
 				e := parseEntry(c, off)
 				if c[off]&txDead == 0 {
-					hs = append(hs, maphash.Bytes(t.seed, c[e.key:e.text]))
+					hs = append(hs, siphash.Hash(k0, k1, c[e.key:e.text]))
 				}
 				off = e.end
 			}
 		}
 	}
+	return newExpiredSet(k0, k1, hs)
+}
+
+// newExpiredSet sorts hs by bucket (a counting sort, then each small
+// bucket: ascending overall) and builds the directory.
+func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
+	n := len(hs)
 	k := bits.Len(uint(n / txBucket))
 	shift := uint8(64 - k)
 	dir := make([]uint32, 1<<k+1)
@@ -639,14 +660,17 @@ func (t *txTable) expiredSet() expiredSet {
 	for b := range len(dir) - 1 {
 		slices.Sort(sorted[dir[b]:dir[b+1]])
 	}
-	return expiredSet{seed: t.seed, hashes: sorted, dir: dir, shift: shift}
+	return expiredSet{k0: k0, k1: k1, hashes: sorted, dir: dir, shift: shift}
 }
+
+// Len returns the number of ids in the set.
+func (e *expiredSet) Len() int { return len(e.hashes) }
 
 func (e *expiredSet) has(key string) bool {
 	if len(e.dir) == 0 {
 		return false
 	}
-	return e.hasH(txHash(e.seed, key))
+	return e.hasH(siphash.Hash(e.k0, e.k1, unsafe.Slice(unsafe.StringData(key), len(key))))
 }
 
 func (e *expiredSet) hasH(h uint64) bool {
