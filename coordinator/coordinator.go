@@ -39,6 +39,8 @@ type Config struct {
 	OnRecord func(*twopc.Record)
 	// Hooks are crash points for tests (failpoints).
 	Hooks node.Hooks
+	// SnapshotHooks cut the writing of checkpoint snapshots (failpoints).
+	SnapshotHooks node.SnapshotHooks
 	// Tracer, if set, sees each transaction's life (package tracing makes
 	// spans of it). Nil: no tracing, and nothing of it on the hot path.
 	Tracer Tracer
@@ -78,6 +80,11 @@ type Coordinator struct {
 	stop context.Context // cancelled by Close
 	halt context.CancelFunc
 
+	// Checkpoint snapshots (Open's coordinator only; snapshot.go).
+	snapJobs  chan ckptJob
+	snapMu    sync.Mutex
+	snapStats SnapshotStats
+
 	mu struct {
 		sync.Mutex
 		running, closed bool
@@ -98,16 +105,23 @@ func Open(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, ckpts, err := node.RecoverCheckpoints(lc, m, cfg.Hooks)
+	log, rec, err := Recover(lc, m, cfg.Hooks)
+	for _, e := range rec.Skipped {
+		cfg.Logger.Warn("checkpoint snapshot skipped", "err", e)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c, err := newCoordinator(cfg, m, log, ckpts)
+	c, err := newCoordinator(cfg, m, log, rec.Checkpoints, true)
 	if err != nil {
 		log.Close()
 		return nil, err
 	}
 	c.log = log
+	c.snapStats.Loaded = rec.Snapshot
+	for _, e := range rec.Skipped {
+		c.snapStats.Skipped = append(c.snapStats.Skipped, e.Error())
+	}
 	return c, nil
 }
 
@@ -121,10 +135,13 @@ func New(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coord
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return newCoordinator(cfg, m, log, ckpts)
+	return newCoordinator(cfg, m, log, ckpts, false)
 }
 
-func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coordinator, error) {
+// newCoordinator builds the driver; snapshots says the coordinator writes
+// checkpoint snapshots and compacts its log after them (a wal of its own,
+// Open) instead of the carrier compacting it three checkpoints back.
+func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64, snapshots bool) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:     cfg,
 		m:       m,
@@ -144,6 +161,10 @@ func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint
 		Hooks:       cfg.Hooks,
 		Logger:      cfg.Logger,
 		Checkpoints: ckpts,
+	}
+	if snapshots {
+		c.snapJobs = make(chan ckptJob, 1)
+		nc.OnCheckpoint = c.onCheckpoint
 	}
 	var machine node.Machine = m
 	if t := cfg.Tracer; t != nil {
@@ -179,10 +200,19 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.stop, cancel)()
+	// The snapshot writer stops before done is closed: Close closes the
+	// log it writes to.
+	var writer sync.WaitGroup
+	wctx, stopWriter := context.WithCancel(context.Background())
+	if c.snapJobs != nil {
+		writer.Go(func() { c.snapshotWriter(wctx) })
+	}
 	inbox := c.node.Inbox()
 	c.cfg.Network.Register(c.cfg.Machine.ID, inbox)
 	err := c.node.Run(ctx)
 	c.cfg.Network.Unregister(c.cfg.Machine.ID, inbox)
+	stopWriter()
+	writer.Wait()
 	// The loop is over: asynchronous waiters learn that no outcome will
 	// come from it (synchronous ones see done).
 	for tx, ws := range c.waiters {

@@ -119,6 +119,8 @@ type Config struct {
 	// Checkpoints are the checkpoint seqs RecoverCheckpoints found in Log
 	// (see Carrier.Checkpoints).
 	Checkpoints []uint64
+	// OnCheckpoint: see Carrier.OnCheckpoint.
+	OnCheckpoint func(seq uint64)
 }
 
 // Node drives one machine.
@@ -147,13 +149,14 @@ func New(cfg Config, m Machine) (*Node, error) {
 		inbox: make(chan []twopc.Message, cfg.InboxSize),
 		calls: make(chan func(), 1024),
 		carrier: Carrier{
-			ID:          cfg.ID,
-			Log:         cfg.Log,
-			Transport:   cfg.Transport,
-			OnOutcomes:  cfg.OnOutcomes,
-			OnRecord:    cfg.OnRecord,
-			Hooks:       cfg.Hooks,
-			Checkpoints: cfg.Checkpoints,
+			ID:           cfg.ID,
+			Log:          cfg.Log,
+			Transport:    cfg.Transport,
+			OnOutcomes:   cfg.OnOutcomes,
+			OnRecord:     cfg.OnRecord,
+			Hooks:        cfg.Hooks,
+			Checkpoints:  cfg.Checkpoints,
+			OnCheckpoint: cfg.OnCheckpoint,
 		},
 	}, nil
 }
@@ -296,8 +299,16 @@ type Carrier struct {
 	// Checkpoints holds the seqs of the latest checkpoint records (a
 	// coordinator's RecCheckpoint heads) of Log, oldest first: Recover
 	// finds them in the log, Carry adds those it appends. Once a third is
-	// durable, the log before the oldest of the three is compacted.
+	// durable, the log before the oldest of the three is compacted
+	// (unless OnCheckpoint is set).
 	Checkpoints []uint64
+	// OnCheckpoint, if set, is called on the loop with the seq of the
+	// last checkpoint head of a Ready once its records are appended
+	// (maybe not yet durable), before the machine moves on: a
+	// coordinator takes its checkpoint snapshot there
+	// (twopc.Coordinator.CheckpointSnapshot) and compacts the log once
+	// the snapshot is written, so the carrier does not compact.
+	OnCheckpoint func(seq uint64)
 
 	buf     []byte
 	entries []wal.Entry
@@ -310,12 +321,15 @@ const keepCheckpoints = 3
 
 // noteCheckpoints records the seqs of rd's checkpoint heads, appended with
 // lastSeq as the seq of the last record.
-func (c *Carrier) noteCheckpoints(rd *twopc.Ready, lastSeq uint64) {
+// It returns the seq of the last one (0: none).
+func (c *Carrier) noteCheckpoints(rd *twopc.Ready, lastSeq uint64) (head uint64) {
 	for i := range rd.Records {
 		if r := &rd.Records[i]; r.Type == twopc.RecCheckpoint && r.Attempt == 0 {
-			c.Checkpoints = append(c.Checkpoints, lastSeq-uint64(len(rd.Records)-1-i))
+			head = lastSeq - uint64(len(rd.Records)-1-i)
+			c.Checkpoints = append(c.Checkpoints, head)
 		}
 	}
+	return head
 }
 
 // compact removes the log segments before the oldest kept checkpoint once
@@ -377,10 +391,18 @@ func (c *Carrier) Carry(m Machine) error {
 	if err != nil {
 		return fmt.Errorf("node %s: log: %w", c.ID, err)
 	}
+	var head uint64
 	if len(c.entries) > 0 {
-		c.noteCheckpoints(&rd, last)
+		head = c.noteCheckpoints(&rd, last)
 	}
-	if len(c.Checkpoints) >= keepCheckpoints {
+	if c.OnCheckpoint != nil {
+		if head > 0 {
+			c.OnCheckpoint(head)
+		}
+		if n := len(c.Checkpoints); n > keepCheckpoints {
+			c.Checkpoints = c.Checkpoints[n-keepCheckpoints:]
+		}
+	} else if len(c.Checkpoints) >= keepCheckpoints {
 		if err := c.compact(); err != nil {
 			if err == ErrCrashed {
 				return err

@@ -205,50 +205,14 @@ func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64,
 }
 
 // SnapshotHooks cut WriteSnapshot for crash tests.
-type SnapshotHooks struct {
-	// Step is called after each step of writing the file and may stop
-	// the write there with an error (returned as is).
-	Step func(wal.SnapshotStep) error
-	// BeforeCompact is called before the log is compacted up to upTo.
-	BeforeCompact func(upTo uint64)
-}
+type SnapshotHooks = node.SnapshotHooks
 
 // WriteSnapshot makes a snapshot taken by TakeSnapshot durable, off the
-// loop: it syncs log up to the snapshot's record (a snapshot may never get
-// ahead of its log: if the log then lost its unsynced tail, new records
-// would reuse seqs the snapshot claims to cover), writes the file
-// (wal.WriteSnapshot), checks it reads back, keeps it and the newest valid
-// older snapshot, removes the others, and compacts the log up to that
-// older one, so that recovery can fall back to it. It returns the seq the
-// log is kept from (0: all of it).
+// loop (node.WriteSnapshot: sync the log, write and check the file, keep
+// it and the newest valid older one, compact the log up to that one). It
+// returns the seq the log is kept from (0: all of it).
 func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]byte, h SnapshotHooks) (keptFrom uint64, err error) {
-	if err := log.Sync(); err != nil {
-		return 0, err
-	}
-	if err := wal.WriteSnapshotParts(fsys, dir, seq, data, h.Step); err != nil {
-		return 0, err
-	}
-	if err := wal.CheckSnapshot(fsys, dir, seq); err != nil {
-		return 0, fmt.Errorf("participant: snapshot not readable after writing it: %w", err)
-	}
-	older, ok := wal.OlderSnapshot(fsys, dir, seq)
-	keep := []uint64{seq}
-	if ok {
-		keep = append(keep, older)
-	}
-	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
-		return 0, err
-	}
-	if !ok {
-		return 0, nil
-	}
-	if h.BeforeCompact != nil {
-		h.BeforeCompact(older + 1)
-	}
-	if err := log.Compact(older + 1); err != nil {
-		return 0, err
-	}
-	return older + 1, nil
+	return node.WriteSnapshot(fsys, dir, log, seq, data, h)
 }
 
 // loadSnapshot is LoadSnapshot for the service, recording what it found.

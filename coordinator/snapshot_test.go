@@ -1,0 +1,144 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/transport"
+	"github.com/dtx-dev/dtx/twopc"
+	"github.com/dtx-dev/dtx/wal"
+)
+
+// TestCheckpointSnapshotRestart runs a coordinator across several
+// rotations of a short retention window with small log segments, then
+// checks from outside what the checkpoint snapshots are for: they were
+// written, the log was compacted after them (its first record is no
+// longer the first ever), at most two snapshot files are kept, and a
+// restart loads the newest and answers every id as before (committed,
+// expired or unknown). With the newest snapshot damaged it falls back to
+// the older one and still answers alike; with both damaged it refuses to
+// start, naming the damage, instead of replaying a log that no longer
+// holds what they stood for.
+func TestCheckpointSnapshotRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net := transport.NewMemNetwork(transport.Faults{}, 1)
+	fakeParticipant(ctx, net, "p1")
+	mc := twopc.DefaultCoordinatorConfig()
+	mc.PrepareTimeout = 200
+	mc.Retention = 150 // ticks of 1 ms
+	lc := wal.DefaultConfig("")
+	lc.SegmentSize = 8 << 10
+	lc.PreallocSize = 4 << 10
+	open := func() *coordinator.Coordinator {
+		t.Helper()
+		c, err := coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go c.Run(ctx)
+		return c
+	}
+	c := open()
+	var ids []string
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		st := c.SnapshotStats()
+		if st.Taken >= 4 && st.KeptFrom > 1 && i >= 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d transactions and 20 s: %+v", i, st)
+		}
+		tx := fmt.Sprintf("t%d", i)
+		if o, err := c.Submit(ctx, tx, []twopc.Branch{{Node: "p1", Op: []byte("x")}}); err != nil || !o.Committed {
+			t.Fatalf("%s: %+v %v", tx, o, err)
+		}
+		ids = append(ids, tx)
+		time.Sleep(time.Millisecond)
+	}
+	ids = append(ids, "never-seen")
+	answers := func(c *coordinator.Coordinator) map[string]coordinator.Known {
+		t.Helper()
+		m := map[string]coordinator.Known{}
+		for _, tx := range ids {
+			k, _, err := c.Lookup(ctx, tx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[tx] = k
+		}
+		return m
+	}
+	if first := c.Log().FirstSeq(); first <= 1 {
+		t.Fatalf("the log still starts at record %d after %+v", first, c.SnapshotStats())
+	}
+	c.Close()
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap-*.snap"))
+	if len(snaps) != 2 {
+		t.Fatalf("%d snapshot files kept, want 2: %v", len(snaps), snaps)
+	}
+
+	// What the coordinator answers right after a restart (its window
+	// starts again at the restart: nothing rotates within the checks).
+	c = open()
+	want := answers(c)
+	if st := c.SnapshotStats(); st.Loaded == 0 || len(st.Skipped) != 0 {
+		t.Fatalf("restart: %+v, want the newest snapshot loaded", st)
+	}
+	kinds := map[coordinator.Known]int{}
+	for _, k := range want {
+		kinds[k]++
+	}
+	if kinds[coordinator.KnownDecided] == 0 || kinds[coordinator.KnownExpired] == 0 || kinds[coordinator.KnownUnknown] < 2 {
+		t.Fatalf("answers after the restart cover too little: %v", kinds)
+	}
+	c.Close()
+
+	// The newest snapshot damaged: the older one and a longer replay give
+	// the same answers.
+	flip := func(path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x10
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps, _ = filepath.Glob(filepath.Join(dir, "snap-*.snap"))
+	flip(snaps[len(snaps)-1])
+	c = open()
+	got := answers(c)
+	st := c.SnapshotStats()
+	c.Close()
+	if len(st.Skipped) != 1 || st.Loaded == 0 {
+		t.Fatalf("with the newest snapshot damaged: %+v, want the older one loaded", st)
+	}
+	for _, tx := range ids {
+		if got[tx] != want[tx] {
+			t.Fatalf("from the older snapshot %s is %v, from the newest %v", tx, got[tx], want[tx])
+		}
+	}
+
+	// Both damaged: the log was compacted up to the older one's head, so
+	// a replay from scratch would be wrong. Open must refuse.
+	snaps, _ = filepath.Glob(filepath.Join(dir, "snap-*.snap"))
+	for _, p := range snaps {
+		if err := os.Truncate(p, 40); err != nil { // torn
+			t.Fatal(err)
+		}
+	}
+	_, err := coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc})
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("Open with every snapshot damaged: %v, want an error naming the damage", err)
+	}
+}
