@@ -37,6 +37,7 @@ import (
 
 	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/failpoint"
+	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/services"
@@ -410,6 +411,14 @@ func (d *Deployment) open(onRecovered func(twopc.Outcome)) error {
 	rng := rand.New(rand.NewPCG(cfg.Faults.Seed, cfg.Faults.Seed^0x5851f42d4c957f2d))
 	cc.Machine.Rand = rng.Uint64
 	cc.Hooks = cfg.Failpoints.Hooks(twopc.CoordinatorID)
+	cc.SnapshotHooks = node.SnapshotHooks{
+		Step:          cfg.Failpoints.SnapshotHook(twopc.CoordinatorID),
+		BeforeCompact: cfg.Failpoints.CompactHook(twopc.CoordinatorID),
+	}
+	if cc.Log.FS == nil {
+		cc.Log.FS = wal.OSFS()
+	}
+	cc.Log.FS = cfg.Failpoints.FS(twopc.CoordinatorID, cc.Log.FS)
 	cc.OnRecovered = onRecovered
 	cc.Logger = cfg.Logger
 	if cfg.Tracing != nil {

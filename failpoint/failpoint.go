@@ -7,8 +7,9 @@
 // coordinator, inventory, payment, order (any participant id) or * (any
 // participant). POINT is before-X-durable or after-X-durable, where X names
 // a forced record: commit (coordinator), prepared or committed
-// (participants). A participant also has the points of its snapshots
-// (participant.WriteSnapshot): snapshot-written (the temporary file
+// (participants). Every component also has the points of its snapshots
+// (node.WriteSnapshot: a participant's, or the coordinator's checkpoint
+// snapshot at each rotation): snapshot-written (the temporary file
 // written, not synced), snapshot-synced (synced, not renamed),
 // snapshot-renamed (renamed, the directory not synced), compact-before (the
 // snapshot durable, its log not yet compacted) and compact-mid (right
@@ -87,9 +88,6 @@ func Parse(spec string) (Set, error) {
 			point, r.n = p, v
 		}
 		if _, ok := snapPoints[point]; ok {
-			if comp == twopc.CoordinatorID {
-				return Set{}, fmt.Errorf("failpoint %q: %s is a participant's snapshot point", part, point)
-			}
 			r.snap = point
 			s.rules = append(s.rules, r)
 			continue
@@ -198,7 +196,7 @@ func (s Set) fire(component string, idx []int) {
 	}
 }
 
-// SnapshotHook returns the participant.Config.SnapshotHook of component
+// SnapshotHook returns the snapshot hook (node.SnapshotHooks.Step) of component
 // (nil if no snapshot-written, -synced or -renamed point applies).
 func (s Set) SnapshotHook(component string) func(wal.SnapshotStep) error {
 	byStep := map[wal.SnapshotStep][]int{}
@@ -218,7 +216,7 @@ func (s Set) SnapshotHook(component string) func(wal.SnapshotStep) error {
 	}
 }
 
-// CompactHook returns the participant.Config.CompactHook of component
+// CompactHook returns the compaction hook (node.SnapshotHooks.BeforeCompact) of component
 // (nil if compact-before does not apply).
 func (s Set) CompactHook(component string) func(upTo uint64) {
 	idx := s.snapRules(component, "compact-before")

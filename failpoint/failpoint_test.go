@@ -56,14 +56,12 @@ func TestHooksFireOnNthHit(t *testing.T) {
 	}
 }
 
-// TestSnapshotPoints: the snapshot points parse for participants only,
-// fire at their step on the N-th hit, and compact-mid fires after a log
-// segment is removed, not after any other file.
+// TestSnapshotPoints: the snapshot points fire at their step on the N-th
+// hit, for the component named (* is any participant, not the
+// coordinator), and compact-mid fires after a log segment is removed, not
+// after any other file.
 func TestSnapshotPoints(t *testing.T) {
-	if _, err := Parse("coordinator:snapshot-written"); err == nil {
-		t.Fatal("a snapshot point of the coordinator was accepted")
-	}
-	s, err := Parse("inventory:snapshot-synced@2,*:compact-before,payment:compact-mid")
+	s, err := Parse("inventory:snapshot-synced@2,*:compact-before,payment:compact-mid,coordinator:snapshot-renamed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +74,8 @@ func TestSnapshotPoints(t *testing.T) {
 	if s.SnapshotHook("payment") != nil || s.CompactHook("coordinator") != nil {
 		t.Fatal("hooks for components no point names")
 	}
+	s.SnapshotHook("coordinator")(wal.SnapSynced)
+	s.SnapshotHook("coordinator")(wal.SnapRenamed)
 	s.CompactHook("order")(10)
 	fsys := s.FS("payment", wal.NewMemFS(1))
 	fsys.MkdirAll("/d", 0o755)
@@ -89,7 +89,7 @@ func TestSnapshotPoints(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := "[inventory:snapshot-synced@2 order:compact-before@1 payment:compact-mid@1]"
+	want := "[inventory:snapshot-synced@2 coordinator:snapshot-renamed@1 order:compact-before@1 payment:compact-mid@1]"
 	if got := fmt.Sprint(killed); got != want {
 		t.Fatalf("fired %s, want %s", got, want)
 	}

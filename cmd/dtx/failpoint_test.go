@@ -61,7 +61,8 @@ func TestFailpoints(t *testing.T) {
 	}
 }
 
-// TestSnapshotFailpoints kills `dtx run` inside a participant's snapshot:
+// TestSnapshotFailpoints kills `dtx run` inside a participant's snapshot
+// or the coordinator's checkpoint snapshot:
 // after the temporary file is written, after it is synced, after the
 // rename, before the compaction and in the middle of it (after a segment
 // is removed). From outside, after each kill: every snapshot file left is
@@ -79,6 +80,10 @@ func TestSnapshotFailpoints(t *testing.T) {
 		"order:snapshot-renamed@3",
 		"*:compact-before@2",
 		"inventory:compact-mid@2",
+		"coordinator:snapshot-written@2",
+		"coordinator:snapshot-renamed@3",
+		"coordinator:compact-before@2",
+		"coordinator:compact-mid@1",
 	}
 	tmp := t.TempDir()
 	// The services look at their log size every 100 ms, so the run must
@@ -95,7 +100,8 @@ func TestSnapshotFailpoints(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
 			cmd := exec.Command(bin, "run", "--input", input, "--world", world, "--data-dir", dir, "--concurrency", "8",
 				"--fail-rate", "0", "--slow-rate", "0", "--crash-rate", "0",
-				"--snapshot-every", "0", "--snapshot-log-bytes", "16384", "--wal-segment-bytes", "8192")
+				"--snapshot-every", "0", "--snapshot-log-bytes", "16384", "--wal-segment-bytes", "8192",
+				"--dedup-count", "1500") // the coordinator rotates, and snapshots, every 1,500 outcomes
 			cmd.Env = append(os.Environ(), "DTX_FAILPOINT="+fp)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -109,7 +115,7 @@ func TestSnapshotFailpoints(t *testing.T) {
 			}
 			// Every file under a snapshot's name is whole: the temporary
 			// file is the only one a kill may leave half written.
-			for _, svc := range []string{"inventory", "payment", "order"} {
+			for _, svc := range []string{"inventory", "payment", "order", "coordinator"} {
 				names, err := filepath.Glob(filepath.Join(dir, svc, "snap-*.snap"))
 				if err != nil {
 					t.Fatal(err)
