@@ -54,33 +54,53 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
-	snap, found, skipped, err := wal.LoadSnapshot(fsys, lc.Dir)
+	after, skipped, err := LoadSnapshot(fsys, lc.Dir, m)
 	rec.Skipped = skipped
 	if err != nil {
-		return nil, rec, fmt.Errorf("checkpoint snapshot: %w", err)
+		return nil, rec, err
 	}
-	if !found {
-		if len(skipped) >= 2 {
-			return nil, rec, fmt.Errorf("every checkpoint snapshot in %s is damaged (%d), and the log may have been compacted up to one: %w",
-				lc.Dir, len(skipped), skipped[0])
-		}
+	if after == 0 {
 		log, ckpts, err := node.RecoverCheckpoints(lc, m, h)
 		rec.Checkpoints = ckpts
 		return log, rec, err
 	}
-	if err := m.RestoreCheckpointSnapshot(snap.Data); err != nil {
-		return nil, rec, fmt.Errorf("checkpoint snapshot %s: %w", snap.Name, err)
-	}
-	log, err := node.RecoverAfter(lc, m, h, snap.Seq)
+	log, err := node.RecoverAfter(lc, m, h, after)
 	if err != nil {
 		return nil, rec, err
 	}
-	if log.LastSeq() <= snap.Seq {
+	if log.LastSeq() <= after {
 		log.Close()
-		return nil, rec, fmt.Errorf("replay: the log ends at record %d, without the CHECKPOINT %d of snapshot %s", log.LastSeq(), snap.Seq+1, snap.Name)
+		return nil, rec, fmt.Errorf("replay: the log ends at record %d, without the CHECKPOINT %d of snapshot %s", log.LastSeq(), after+1, wal.SnapshotName(after))
 	}
-	rec.Snapshot = snap.Seq
+	rec.Snapshot = after
 	return log, rec, nil
+}
+
+// LoadSnapshot restores the fresh machine m from the newest whole, valid
+// checkpoint snapshot in dir and returns the seq it is named by: replay
+// the log after it, from its CHECKPOINT head on. 0 means there is none
+// and the whole log is to be replayed; that is an error if two or more
+// snapshot files are there, all damaged (see Recover). skipped has an
+// error for each newer snapshot skipped as torn or damaged.
+func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, skipped []error, err error) {
+	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
+	if err != nil {
+		return 0, skipped, fmt.Errorf("checkpoint snapshot: %w", err)
+	}
+	if !found {
+		if len(skipped) >= 2 {
+			return 0, skipped, fmt.Errorf("every checkpoint snapshot in %s is damaged (%d), and the log may have been compacted up to one: %w",
+				dir, len(skipped), skipped[0])
+		}
+		return 0, skipped, nil
+	}
+	if snap.Seq == 0 {
+		return 0, skipped, fmt.Errorf("checkpoint snapshot %s: named by seq 0", snap.Name)
+	}
+	if err := m.RestoreCheckpointSnapshot(snap.Data); err != nil {
+		return 0, skipped, fmt.Errorf("checkpoint snapshot %s: %w", snap.Name, err)
+	}
+	return snap.Seq, skipped, nil
 }
 
 // ckptJob is a captured rotation waiting to be written.

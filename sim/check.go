@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/services"
@@ -185,6 +186,8 @@ func coordStates(m *twopc.Coordinator, clients []*client) map[string]string {
 	for _, cl := range clients {
 		if st, ok := m.State(cl.req.TxID); ok {
 			out[cl.req.TxID] = st.String()
+		} else if m.Expired(cl.req.TxID) {
+			out[cl.req.TxID] = "EXPIRED"
 		}
 	}
 	return out
@@ -207,6 +210,9 @@ func (s *Sim) replayState(c *comp) (any, error) {
 			return nil, err
 		}
 		restore, state = m.Restore, func() any { return coordStates(m, s.clients) }
+		if after, _, err = coordinator.LoadSnapshot(c.fs.Clone(), s.snapDir(c), m); err != nil {
+			return nil, err
+		}
 	} else {
 		res := s.newResource(c.id)
 		m, err := twopc.NewParticipant(twopc.ParticipantConfig{ID: c.id, Coordinator: twopc.CoordinatorID,

@@ -16,6 +16,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/dtx-dev/dtx/replica"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/internal/mutant"
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/services"
@@ -61,6 +62,9 @@ type Result struct {
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
 	Snapshots  int // participant snapshots written
+	// CoordSnapshots counts the coordinator's checkpoint snapshots
+	// written, CoordSnapshotLoads its restarts from one.
+	CoordSnapshots, CoordSnapshotLoads int
 	// LedgerFlushes counts the moves of participants' ledger entries to
 	// their files between snapshots.
 	LedgerFlushes int
@@ -114,6 +118,11 @@ type comp struct {
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
 	lastSnap   uint64 // tick of the last snapshot (participants)
+	// ckptEnc is the coordinator's checkpoint snapshot captured at its
+	// latest CHECKPOINT head and not written yet (nil: none), named by
+	// ckptAfter.
+	ckptEnc   func() []byte
+	ckptAfter uint64
 
 	// A coordinator replica's (see replicas.go): its id in the group, the
 	// stepped replica, the leadership whose machine runs here (coord, m
@@ -947,10 +956,26 @@ func (s *Sim) logConfig(c *comp, fsys wal.FS) wal.Config {
 }
 
 // openCalls returns how many disk calls opening and replaying c's log
-// takes (on a copy of its disk).
+// takes (on a copy of its disk). For the coordinator it is its whole
+// recovery (coordinator.Recover): loading a checkpoint snapshot and then
+// replaying only the records after it may take fewer calls than replaying
+// the whole log, and a halt planned past the last call would outlive the
+// recovery.
 func (s *Sim) openCalls(c *comp) int {
 	clone := c.fs.Clone()
 	before := clone.Calls()
+	if c.role == roleCoord {
+		m, err := twopc.NewCoordinator(s.coordMachineConfig())
+		if err != nil {
+			return 0
+		}
+		if l, _, err := coordinator.Recover(s.logConfig(c, clone), m, node.Hooks{}); err == nil {
+			n := clone.Calls() - before
+			l.Close()
+			return n
+		}
+		return clone.Calls() - before
+	}
 	l, err := wal.Open(s.logConfig(c, clone))
 	if err == nil {
 		_ = node.Replay(l, func(twopc.Record) error { return nil }, node.Hooks{})
@@ -999,7 +1024,12 @@ func (s *Sim) restart(c *comp) {
 			log, err = node.RecoverAfter(s.logConfig(c, c.fs), m, hooks, after)
 		}
 	} else {
-		log, ckpts, err = node.RecoverCheckpoints(s.logConfig(c, c.fs), m, hooks)
+		var rec coordinator.Recovered
+		log, rec, err = coordinator.Recover(s.logConfig(c, c.fs), c.coord, hooks)
+		ckpts = rec.Checkpoints
+		if err == nil && rec.Snapshot > 0 {
+			s.res.CoordSnapshotLoads++
+		}
 	}
 	if err != nil {
 		if halt && c.fs.Halted() {
@@ -1018,6 +1048,12 @@ func (s *Sim) restart(c *comp) {
 	c.carrier = &node.Carrier{ID: c.id, Log: log, Transport: transport{s, c}, OnRecord: s.observe(c), Hooks: hooks, Checkpoints: ckpts}
 	if c.role == roleCoord {
 		c.carrier.OnOutcomes = s.report
+		c.ckptEnc = nil
+		c.carrier.OnCheckpoint = func(seq uint64) {
+			if enc, ok := c.coord.CheckpointSnapshot(); ok && seq > 0 {
+				c.ckptEnc, c.ckptAfter = enc, seq-1
+			}
+		}
 	}
 	c.up = true
 	s.res.Restarts++

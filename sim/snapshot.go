@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -71,6 +72,10 @@ func (r *countingResource) RestoreSnapshot(b []byte) error {
 // steps (participant.TakeSnapshot, participant.WriteSnapshot), cut by the
 // faults.
 func (s *Sim) maybeSnapshot(c *comp) {
+	if c.role == roleCoord {
+		s.maybeCoordSnapshot(c)
+		return
+	}
 	if s.p.snapEvery == 0 || c.role != rolePart || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
 		return
 	}
@@ -84,13 +89,35 @@ func (s *Sim) maybeSnapshot(c *comp) {
 		s.violate("recovery", "%s: snapshot: %v", c.id, err)
 		return
 	}
+	s.writeSnapshot(c, seq, data)
+}
+
+// maybeCoordSnapshot writes the checkpoint snapshot the coordinator c
+// captured when its carrier appended a CHECKPOINT head
+// (node.Carrier.OnCheckpoint, twopc.Coordinator.CheckpointSnapshot), as
+// package coordinator's writer does off the loop, cut by the same faults
+// as a participant's.
+func (s *Sim) maybeCoordSnapshot(c *comp) {
+	if !c.up || c.ckptEnc == nil {
+		return
+	}
+	enc := c.ckptEnc
+	c.ckptEnc = nil
+	s.writeSnapshot(c, c.ckptAfter, [][]byte{enc()})
+}
+
+// writeSnapshot makes snapshot data of c, named by seq, durable with the
+// production steps (node.WriteSnapshot), and cuts them: a crash after a
+// step of writing the file, a halt in the middle of the compaction, damage
+// to the file just written.
+func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
 	var stop wal.SnapshotStep
 	if !s.healed && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
 		stop = []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(3)]
 	}
 	halted, crashAfter := false, false
 	dir := s.snapDir(c)
-	_, err = participant.WriteSnapshot(c.fs, dir, c.log, seq, data, participant.SnapshotHooks{
+	_, err := node.WriteSnapshot(c.fs, dir, c.log, seq, data, node.SnapshotHooks{
 		Step: func(st wal.SnapshotStep) error {
 			if st == stop {
 				return errSnapCrash
@@ -121,7 +148,11 @@ func (s *Sim) maybeSnapshot(c *comp) {
 		s.violate("disk", "%s: snapshot: %v", c.id, err)
 		return
 	}
-	s.res.Snapshots++
+	if c.role == roleCoord {
+		s.res.CoordSnapshots++
+	} else {
+		s.res.Snapshots++
+	}
 	if crashAfter {
 		s.tracef("%s crashes after snapshot %d, with nothing to compact", c.id, seq)
 		s.crash(c, CrashCompact, true)
