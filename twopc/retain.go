@@ -16,7 +16,8 @@ import (
 // previous one and a new one begins. A CHECKPOINT record marks each
 // rotation in the log and carries every unfinished transaction, so that
 // the log before the checkpoint two rotations back is no longer needed
-// (node.Carrier compacts it; see Coordinator.Restore for the replay).
+// (a replicated coordinator compacts its raft log so; a single one writes
+// a checkpoint snapshot of the rotation, csnap.go, and needs less).
 //
 // So for an id whose outcome was decided in generation g (ticks of running
 // time, a restart does not count its downtime):
