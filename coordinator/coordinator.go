@@ -119,6 +119,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c.log = log
 	c.snapStats.Loaded = rec.Snapshot
+	c.snapStats.LoadTook, c.snapStats.LoadedOutcomes, c.snapStats.LoadedExpired = rec.LoadTook, rec.Outcomes, rec.Expired
 	for _, e := range rec.Skipped {
 		c.snapStats.Skipped = append(c.snapStats.Skipped, e.Error())
 	}

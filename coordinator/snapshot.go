@@ -36,6 +36,10 @@ type Recovered struct {
 	Skipped []error
 	// Checkpoints are the checkpoint heads replayed (node.Carrier).
 	Checkpoints []uint64
+	// LoadTook is how long reading and loading the snapshot took (the
+	// retention tables' load time), Outcomes and Expired what it held.
+	LoadTook          time.Duration
+	Outcomes, Expired int
 }
 
 // Recover opens the coordinator's log (lc.Dir) and rebuilds the fresh
@@ -54,10 +58,15 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
+	start := time.Now()
 	after, skipped, err := LoadSnapshot(fsys, lc.Dir, m)
 	rec.Skipped = skipped
 	if err != nil {
 		return nil, rec, err
+	}
+	if after > 0 {
+		st := m.RetentionStats()
+		rec.LoadTook, rec.Outcomes, rec.Expired = time.Since(start), st.Previous, st.Expired
 	}
 	if after == 0 {
 		log, ckpts, err := node.RecoverCheckpoints(lc, m, h)
@@ -112,9 +121,12 @@ type ckptJob struct {
 // SnapshotStats describes the checkpoint snapshots of a coordinator.
 type SnapshotStats struct {
 	// Loaded is the seq the snapshot loaded at the start is named by (0:
-	// none); Skipped the snapshots skipped then as torn or damaged.
-	Loaded  uint64
-	Skipped []string
+	// none); Skipped the snapshots skipped then as torn or damaged;
+	// LoadTook, LoadedOutcomes and LoadedExpired as in Recovered.
+	Loaded                        uint64
+	Skipped                       []string
+	LoadTook                      time.Duration
+	LoadedOutcomes, LoadedExpired int
 	// Taken counts the snapshots written by this run, Failed those that
 	// could not be; LastBytes, LastSeq and LastTook describe the latest
 	// one written; KeptFrom is the first seq the log keeps.

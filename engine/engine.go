@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/purchase"
@@ -52,6 +53,9 @@ type RecoveryReport struct {
 	// twopc.CoordinatorID) took to load its snapshot and replay its log;
 	// they open at the same time.
 	Opened map[string]time.Duration
+	// CoordSnapshot describes the coordinator's checkpoint snapshot
+	// loaded (Loaded 0: none, the whole log was replayed).
+	CoordSnapshot coordinator.SnapshotStats
 }
 
 // Open opens or creates the data directory, recovers every component from
@@ -67,7 +71,8 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.d = d
-	e.report = RecoveryReport{Fresh: d.Fresh, CoordEpoch: d.Epoch, Unfinished: d.Inflight, InDoubt: d.InDoubt, Opened: d.Opened}
+	e.report = RecoveryReport{Fresh: d.Fresh, CoordEpoch: d.Epoch, Unfinished: d.Inflight, InDoubt: d.InDoubt, Opened: d.Opened,
+		CoordSnapshot: d.Coord.SnapshotStats()}
 	return e, nil
 }
 

@@ -83,6 +83,13 @@ func recoverCmd() *cobra.Command {
 			rep := eng.Report()
 			fmt.Fprintf(os.Stderr, "dtx: ready (logs opened, snapshots loaded, records replayed, nothing unfinished) in %v; opened side by side: %s\n",
 				ready.Round(time.Millisecond), openedList(rep.Opened))
+			if cs := rep.CoordSnapshot; cs.Loaded > 0 {
+				fmt.Fprintf(os.Stderr, "dtx: coordinator: checkpoint snapshot %d loaded in %v (%d retained outcomes, %d expired ids), log replayed from record %d\n",
+					cs.Loaded, cs.LoadTook.Round(time.Millisecond), cs.LoadedOutcomes, cs.LoadedExpired, cs.Loaded+1)
+			}
+			for _, s := range rep.CoordSnapshot.Skipped {
+				fmt.Fprintf(os.Stderr, "dtx: coordinator: snapshot skipped: %s\n", s)
+			}
 			fmt.Printf("coordinator epoch %d: %d unfinished transaction(s) found\n", rep.CoordEpoch, rep.Unfinished)
 			for _, svc := range engine.Services {
 				txs := rep.InDoubt[svc]
