@@ -39,7 +39,11 @@ type Config struct {
 	OnRecord func(*twopc.Record)
 	// Hooks are crash points for tests (failpoints).
 	Hooks node.Hooks
-	// SnapshotHooks cut the writing of checkpoint snapshots (failpoints).
+	// Snapshot says when the coordinator snapshots its machine and
+	// compacts its log (snapshot.go); zero: never, the log keeps every
+	// record. Only for Open's coordinator.
+	Snapshot SnapshotConfig
+	// SnapshotHooks cut the writing of snapshots (failpoints).
 	SnapshotHooks node.SnapshotHooks
 	// Tracer, if set, sees each transaction's life (package tracing makes
 	// spans of it). Nil: no tracing, and nothing of it on the hot path.
@@ -80,8 +84,9 @@ type Coordinator struct {
 	stop context.Context // cancelled by Close
 	halt context.CancelFunc
 
-	// Checkpoint snapshots (Open's coordinator only; snapshot.go).
-	snapJobs  chan ckptJob
+	// Snapshots (Open's coordinator only; snapshot.go): snapRun is held
+	// by the snapshot being taken, snapMu guards snapStats.
+	snapRun   sync.Mutex
 	snapMu    sync.Mutex
 	snapStats SnapshotStats
 
@@ -107,7 +112,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	log, rec, err := Recover(lc, m, cfg.Hooks)
 	for _, e := range rec.Skipped {
-		cfg.Logger.Warn("checkpoint snapshot skipped", "err", e)
+		cfg.Logger.Warn("snapshot skipped", "err", e)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -139,10 +144,10 @@ func New(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coord
 	return newCoordinator(cfg, m, log, ckpts, false)
 }
 
-// newCoordinator builds the driver; snapshots says the coordinator writes
-// checkpoint snapshots and compacts its log after them (a wal of its own,
-// Open) instead of the carrier compacting it three checkpoints back.
-func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64, snapshots bool) (*Coordinator, error) {
+// newCoordinator builds the driver; ownLog says the log is a wal of its
+// own (Open), compacted after its snapshots only, never by the carrier at
+// checkpoints (a replicated coordinator's group log is).
+func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64, ownLog bool) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:     cfg,
 		m:       m,
@@ -163,10 +168,7 @@ func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint
 		Logger:      cfg.Logger,
 		Checkpoints: ckpts,
 	}
-	if snapshots {
-		c.snapJobs = make(chan ckptJob, 1)
-		nc.OnCheckpoint = c.onCheckpoint
-	}
+	nc.NoCheckpointCompaction = ownLog
 	var machine node.Machine = m
 	if t := cfg.Tracer; t != nil {
 		if cfg.Hooks.Delay != nil {
@@ -201,12 +203,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.stop, cancel)()
-	// The snapshot writer stops before done is closed: Close closes the
-	// log it writes to.
+	// The snapshotter stops before done is closed: Close closes the log
+	// it writes to.
 	var writer sync.WaitGroup
-	wctx, stopWriter := context.WithCancel(context.Background())
-	if c.snapJobs != nil {
-		writer.Go(func() { c.snapshotWriter(wctx) })
+	wctx, stopWriter := context.WithCancel(ctx)
+	if c.log != nil && c.cfg.Snapshot.on() {
+		writer.Go(func() { c.snapshotter(wctx) })
 	}
 	inbox := c.node.Inbox()
 	c.cfg.Network.Register(c.cfg.Machine.ID, inbox)

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -11,47 +12,61 @@ import (
 	"github.com/dtx-dev/dtx/wal"
 )
 
-// Checkpoint snapshots.
+// Snapshots.
 //
-// At every rotation of its outcome generations the coordinator logs a
-// CHECKPOINT head (seq S) and, once the Ready holding it is appended,
-// captures the rotation on the loop (twopc.Coordinator.CheckpointSnapshot:
-// references to the packed previous generation and the expired set, which
-// no longer change). Off the loop, the snapshot writer serializes them,
-// syncs the log (the head must be durable before a file claims it), writes
-// the file named by S-1 (temp file, fsync, rename, fsync dir), keeps it and
-// the newest valid older one, and compacts the log up to that older one's
-// head: node.WriteSnapshot, the participants' own steps. A restart
-// (Recover) loads the newest valid snapshot and replays the log from its
-// head on, so it replays less than a window of records instead of two to
-// three, and the log holds one to two windows.
+// A coordinator that runs on a wal of its own (Open) snapshots its machine
+// as a participant does: when SnapshotConfig.Every passed or LogBytes were
+// logged since the last one, the loop stops between two Readies only to
+// capture it (twopc.Coordinator.SnapshotDeferred: a copy of the unfinished
+// transactions, views of the outcome tables that share their chunks); off
+// the loop the capture is serialized and node.WriteSnapshot syncs the log,
+// writes the file (temp file, fsync, rename, fsync dir), keeps it and the
+// newest valid older one and compacts the log up to that one. A restart
+// (Recover) loads the newest valid snapshot and replays only the records
+// after it. So the log holds at most about two snapshot intervals of
+// records and a restart replays at most one, whatever the retention
+// window, instead of the two to three windows a replay from the third
+// newest checkpoint needs.
+
+// SnapshotConfig says when the coordinator snapshots. Zero disables
+// snapshots: the log then keeps every record.
+type SnapshotConfig struct {
+	// Every is the longest time between two snapshots while records are
+	// logged (0: no time trigger).
+	Every time.Duration
+	// LogBytes snapshots once this many bytes of records were logged
+	// since the last one (0: no size trigger).
+	LogBytes uint64
+	// Check is how often the triggers are checked (0: 100 ms).
+	Check time.Duration
+}
+
+func (c SnapshotConfig) on() bool { return c.Every > 0 || c.LogBytes > 0 }
 
 // Recovered says how a coordinator came back from its data directory.
 type Recovered struct {
-	// Snapshot is the seq the checkpoint snapshot loaded is named by (the
-	// replay began at the record after it), 0 if none was.
+	// Snapshot is the seq the snapshot loaded covers (the replay began
+	// at the record after it), 0 if none was.
 	Snapshot uint64
 	// Skipped has an error for each newer snapshot skipped as torn or
 	// damaged.
 	Skipped []error
 	// Checkpoints are the checkpoint heads replayed (node.Carrier).
 	Checkpoints []uint64
-	// LoadTook is how long reading and loading the snapshot took (the
-	// retention tables' load time), Outcomes and Expired what it held.
+	// LoadTook is how long reading and loading the snapshot took (mostly
+	// the retention tables' load time), Outcomes and Expired what it
+	// held: retained outcomes and expired ids.
 	LoadTook          time.Duration
 	Outcomes, Expired int
 }
 
 // Recover opens the coordinator's log (lc.Dir) and rebuilds the fresh
-// machine m from it: from the newest whole, valid checkpoint snapshot in
-// the directory and the records from its CHECKPOINT head on, or, with no
-// snapshot, from the whole log; then starts m. A log compacted past every
-// snapshot that could be loaded is an error, never a shorter history: two
-// snapshot files exist once the log was compacted up to one, so with fewer
-// than two damaged ones the log still starts where a replay from scratch
-// may (the first record, or a checkpoint two rotations back, as the log
-// was compacted before snapshots existed). The simulator recovers its
-// coordinator with this too.
+// machine m from it: from the newest whole, valid snapshot in the
+// directory and the records after it, or, with no snapshot, from the whole
+// log; then starts m. A log compacted past the snapshot loaded is an
+// error, never a shorter history; so is a directory where two or more
+// snapshot files are all damaged (see LoadSnapshot). The simulator
+// recovers its coordinator with this too.
 func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recovered, error) {
 	var rec Recovered
 	fsys := lc.FS
@@ -64,139 +79,169 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	if err != nil {
 		return nil, rec, err
 	}
-	if after > 0 {
-		st := m.RetentionStats()
-		rec.LoadTook, rec.Outcomes, rec.Expired = time.Since(start), st.Previous, st.Expired
-	}
 	if after == 0 {
 		log, ckpts, err := node.RecoverCheckpoints(lc, m, h)
 		rec.Checkpoints = ckpts
 		return log, rec, err
 	}
+	st := m.RetentionStats()
+	rec.LoadTook, rec.Outcomes, rec.Expired = time.Since(start), st.Current+st.Previous, st.Expired
 	log, err := node.RecoverAfter(lc, m, h, after)
 	if err != nil {
 		return nil, rec, err
-	}
-	if log.LastSeq() <= after {
-		log.Close()
-		return nil, rec, fmt.Errorf("replay: the log ends at record %d, without the CHECKPOINT %d of snapshot %s", log.LastSeq(), after+1, wal.SnapshotName(after))
 	}
 	rec.Snapshot = after
 	return log, rec, nil
 }
 
 // LoadSnapshot restores the fresh machine m from the newest whole, valid
-// checkpoint snapshot in dir and returns the seq it is named by: replay
-// the log after it, from its CHECKPOINT head on. 0 means there is none
-// and the whole log is to be replayed; that is an error if two or more
-// snapshot files are there, all damaged (see Recover). skipped has an
-// error for each newer snapshot skipped as torn or damaged.
+// snapshot in dir and returns the seq it covers: replay the log after it.
+// 0 means there is none and the whole log is to be replayed. That is an
+// error if two or more snapshot files are there, all damaged: the log is
+// compacted only once two snapshots are written and kept, so it may no
+// longer hold what they stood for. skipped has an error for each newer
+// snapshot skipped as torn or damaged.
 func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, skipped []error, err error) {
 	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
 	if err != nil {
-		return 0, skipped, fmt.Errorf("checkpoint snapshot: %w", err)
+		return 0, skipped, fmt.Errorf("snapshot: %w", err)
 	}
 	if !found {
 		if len(skipped) >= 2 {
-			return 0, skipped, fmt.Errorf("every checkpoint snapshot in %s is damaged (%d), and the log may have been compacted up to one: %w",
+			return 0, skipped, fmt.Errorf("every snapshot in %s is damaged (%d), and the log may have been compacted up to one: %w",
 				dir, len(skipped), skipped[0])
 		}
 		return 0, skipped, nil
 	}
 	if snap.Seq == 0 {
-		return 0, skipped, fmt.Errorf("checkpoint snapshot %s: named by seq 0", snap.Name)
+		return 0, skipped, fmt.Errorf("snapshot %s covers no record", snap.Name)
 	}
-	if err := m.RestoreCheckpointSnapshot(snap.Data); err != nil {
-		return 0, skipped, fmt.Errorf("checkpoint snapshot %s: %w", snap.Name, err)
+	if err := m.RestoreSnapshot(snap.Data); err != nil {
+		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
 	}
 	return snap.Seq, skipped, nil
 }
 
-// ckptJob is a captured rotation waiting to be written.
-type ckptJob struct {
-	after  uint64 // the seq before the CHECKPOINT head
-	encode func() []byte
+// TakeSnapshot captures m, which must be between two Readies (on the loop;
+// it is the loop's whole pause), as the snapshot covering the log up to
+// log.LastSeq(), and returns the function that serializes the capture, to
+// be called off the loop.
+func TakeSnapshot(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func() [][]byte, err error) {
+	enc, err := m.SnapshotDeferred()
+	if err != nil {
+		return 0, nil, err
+	}
+	return log.LastSeq(), func() [][]byte { return [][]byte{enc()} }, nil
 }
 
-// SnapshotStats describes the checkpoint snapshots of a coordinator.
+// SnapshotStats describes the snapshots of a coordinator.
 type SnapshotStats struct {
-	// Loaded is the seq the snapshot loaded at the start is named by (0:
+	// Loaded is the seq the snapshot loaded at the start covers (0:
 	// none); Skipped the snapshots skipped then as torn or damaged;
 	// LoadTook, LoadedOutcomes and LoadedExpired as in Recovered.
 	Loaded                        uint64
 	Skipped                       []string
 	LoadTook                      time.Duration
 	LoadedOutcomes, LoadedExpired int
-	// Taken counts the snapshots written by this run, Failed those that
-	// could not be; LastBytes, LastSeq and LastTook describe the latest
-	// one written; KeptFrom is the first seq the log keeps.
-	Taken, Failed uint64
-	LastBytes     int
-	LastSeq       uint64
-	LastTook      time.Duration
-	KeptFrom      uint64
+	// Taken counts the snapshots written by this run; LastBytes, LastSeq,
+	// LastPause (the loop's) and LastTook (capture to durable) describe
+	// the latest; MaxPause is the longest pause; KeptFrom is the first
+	// seq the log keeps.
+	Taken               uint64
+	LastBytes           int
+	LastSeq             uint64
+	LastPause, MaxPause time.Duration
+	LastTook            time.Duration
+	KeptFrom            uint64
 }
 
-// onCheckpoint captures the rotation whose head is at seq (on the loop)
-// and hands it to the writer, replacing one still waiting: the newer
-// snapshot makes the older useless.
-func (c *Coordinator) onCheckpoint(seq uint64) {
-	enc, ok := c.m.CheckpointSnapshot()
-	if !ok || seq == 0 {
-		return
+// snapshotter takes a snapshot whenever one is due, until ctx ends.
+func (c *Coordinator) snapshotter(ctx context.Context) {
+	cfg := c.cfg.Snapshot
+	check := cfg.Check
+	if check <= 0 {
+		check = 100 * time.Millisecond
 	}
-	job := ckptJob{after: seq - 1, encode: enc}
+	t := time.NewTicker(check)
+	defer t.Stop()
+	lastAt, lastBytes := time.Now(), uint64(0)
 	for {
 		select {
-		case c.snapJobs <- job:
+		case <-ctx.Done():
 			return
-		default:
+		case <-t.C:
 		}
-		select {
-		case <-c.snapJobs:
-		default:
+		written := c.log.Stats().BytesWritten
+		due := cfg.LogBytes > 0 && written-lastBytes >= cfg.LogBytes ||
+			cfg.Every > 0 && time.Since(lastAt) >= cfg.Every && written > lastBytes
+		if !due {
+			continue
 		}
+		if err := c.SnapshotNow(ctx); err != nil {
+			if !errors.Is(err, node.ErrBusy) && ctx.Err() == nil {
+				c.cfg.Logger.Warn("snapshot failed; the log is kept until one is written", "err", err)
+			}
+			continue
+		}
+		lastAt, lastBytes = time.Now(), written
 	}
 }
 
-// snapshotWriter writes the captured rotations until ctx ends.
-func (c *Coordinator) snapshotWriter(ctx context.Context) {
+// SnapshotNow takes a snapshot of the running coordinator now: captured on
+// the loop between two Readies, serialized and written off it
+// (node.WriteSnapshot), the log then compacted up to the older snapshot
+// kept. It returns node.ErrBusy if the loop had work in hand (try again).
+// One runs at a time.
+func (c *Coordinator) SnapshotNow(ctx context.Context) error {
+	if c.log == nil {
+		return errors.New("coordinator: snapshots need the coordinator's own log (Open)")
+	}
+	c.snapRun.Lock()
+	defer c.snapRun.Unlock()
+	start := time.Now()
+	var seq uint64
+	var encode func() [][]byte
+	var serr error
+	var pause time.Duration
+	err := c.node.DoQuiet(ctx, c.done, func() {
+		t0 := time.Now()
+		seq, encode, serr = TakeSnapshot(c.m, c.log)
+		pause = time.Since(t0)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	data := encode()
 	fsys := c.cfg.Log.FS
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
-	for {
-		var job ckptJob
-		select {
-		case <-ctx.Done():
-			return
-		case job = <-c.snapJobs:
-		}
-		start := time.Now()
-		data := job.encode()
-		from, err := node.WriteSnapshot(fsys, filepath.Clean(c.cfg.Dir), c.log, job.after, [][]byte{data}, c.cfg.SnapshotHooks)
-		c.snapMu.Lock()
-		if err != nil {
-			c.snapStats.Failed++
-			c.snapMu.Unlock()
-			if ctx.Err() == nil {
-				c.cfg.Logger.Warn("checkpoint snapshot failed; the log is kept whole until one is written", "seq", job.after, "err", err)
-			}
-			continue
-		}
-		c.snapStats.Taken++
-		c.snapStats.LastBytes, c.snapStats.LastSeq, c.snapStats.LastTook = len(data), job.after, time.Since(start)
-		if from > 0 {
-			c.snapStats.KeptFrom = from
-		}
-		c.snapMu.Unlock()
-		c.cfg.Logger.Info("checkpoint snapshot", "seq", job.after, "bytes", len(data), "took", time.Since(start), "log_from", from)
+	from, err := node.WriteSnapshot(fsys, filepath.Clean(c.cfg.Dir), c.log, seq, data, c.cfg.SnapshotHooks)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
+	size := 0
+	for _, p := range data {
+		size += len(p)
+	}
+	took := time.Since(start)
+	c.snapMu.Lock()
+	c.snapStats.Taken++
+	c.snapStats.LastBytes, c.snapStats.LastSeq, c.snapStats.LastPause, c.snapStats.LastTook = size, seq, pause, took
+	c.snapStats.MaxPause = max(c.snapStats.MaxPause, pause)
+	if from > 0 {
+		c.snapStats.KeptFrom = from
+	}
+	c.snapMu.Unlock()
+	c.cfg.Logger.Info("snapshot", "seq", seq, "bytes", size, "loop_pause", pause, "took", took, "log_from", from)
+	return nil
 }
 
-// SnapshotStats returns the coordinator's checkpoint snapshot counters
-// (zero for a replicated coordinator, whose group log is compacted by
-// raft).
+// SnapshotStats returns the coordinator's snapshot counters (zero for a
+// replicated coordinator, whose group log is compacted by raft).
 func (c *Coordinator) SnapshotStats() SnapshotStats {
 	c.snapMu.Lock()
 	defer c.snapMu.Unlock()

@@ -77,11 +77,12 @@ type Protocol struct {
 	// transaction's outcome for resubmissions of its id: at least this
 	// long (of running time) and less than twice; then, for as long again,
 	// a resubmission is refused with "outcome expired"; after that the id
-	// is new. 0 keeps every outcome forever (the log is never compacted).
+	// is new. 0 keeps every outcome forever.
 	DedupWindow time.Duration
-	// SnapshotEvery and SnapshotLogBytes say when each service snapshots
-	// its state and compacts its log: after this long while records are
-	// logged, or after this many bytes of records (0 and 0: never).
+	// SnapshotEvery and SnapshotLogBytes say when each component (every
+	// service, and a coordinator on a log of its own) snapshots its state
+	// and compacts its log: after this long while records are logged, or
+	// after this many bytes of records (0 and 0: never).
 	SnapshotEvery    time.Duration
 	SnapshotLogBytes uint64
 	// DedupCount, with a DedupWindow, also ends a generation of outcomes
@@ -185,11 +186,12 @@ func LogDir(dataDir, id string) string { return filepath.Join(dataDir, id) }
 // set). The caller sets the jitter source, hooks and callbacks.
 func CoordinatorConfig(dataDir string, p Protocol, net transport.Network, log wal.Config) coordinator.Config {
 	return coordinator.Config{
-		Dir:     LogDir(dataDir, twopc.CoordinatorID),
-		Machine: p.CoordinatorMachine(),
-		Tick:    p.Tick,
-		Network: net,
-		Log:     log,
+		Dir:      LogDir(dataDir, twopc.CoordinatorID),
+		Machine:  p.CoordinatorMachine(),
+		Tick:     p.Tick,
+		Network:  net,
+		Log:      log,
+		Snapshot: coordinator.SnapshotConfig{Every: p.SnapshotEvery, LogBytes: p.SnapshotLogBytes},
 	}
 }
 

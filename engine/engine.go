@@ -53,7 +53,7 @@ type RecoveryReport struct {
 	// twopc.CoordinatorID) took to load its snapshot and replay its log;
 	// they open at the same time.
 	Opened map[string]time.Duration
-	// CoordSnapshot describes the coordinator's checkpoint snapshot
+	// CoordSnapshot describes the coordinator's snapshot
 	// loaded (Loaded 0: none, the whole log was replayed).
 	CoordSnapshot coordinator.SnapshotStats
 }

@@ -119,8 +119,8 @@ type Config struct {
 	// Checkpoints are the checkpoint seqs RecoverCheckpoints found in Log
 	// (see Carrier.Checkpoints).
 	Checkpoints []uint64
-	// OnCheckpoint: see Carrier.OnCheckpoint.
-	OnCheckpoint func(seq uint64)
+	// NoCheckpointCompaction: see Carrier.NoCheckpointCompaction.
+	NoCheckpointCompaction bool
 }
 
 // Node drives one machine.
@@ -149,14 +149,14 @@ func New(cfg Config, m Machine) (*Node, error) {
 		inbox: make(chan []twopc.Message, cfg.InboxSize),
 		calls: make(chan func(), 1024),
 		carrier: Carrier{
-			ID:           cfg.ID,
-			Log:          cfg.Log,
-			Transport:    cfg.Transport,
-			OnOutcomes:   cfg.OnOutcomes,
-			OnRecord:     cfg.OnRecord,
-			Hooks:        cfg.Hooks,
-			Checkpoints:  cfg.Checkpoints,
-			OnCheckpoint: cfg.OnCheckpoint,
+			ID:                     cfg.ID,
+			Log:                    cfg.Log,
+			Transport:              cfg.Transport,
+			OnOutcomes:             cfg.OnOutcomes,
+			OnRecord:               cfg.OnRecord,
+			Hooks:                  cfg.Hooks,
+			Checkpoints:            cfg.Checkpoints,
+			NoCheckpointCompaction: cfg.NoCheckpointCompaction,
 		},
 	}, nil
 }
@@ -300,15 +300,13 @@ type Carrier struct {
 	// coordinator's RecCheckpoint heads) of Log, oldest first: Recover
 	// finds them in the log, Carry adds those it appends. Once a third is
 	// durable, the log before the oldest of the three is compacted
-	// (unless OnCheckpoint is set).
+	// (unless NoCheckpointCompaction).
 	Checkpoints []uint64
-	// OnCheckpoint, if set, is called on the loop with the seq of the
-	// last checkpoint head of a Ready once its records are appended
-	// (maybe not yet durable), before the machine moves on: a
-	// coordinator takes its checkpoint snapshot there
-	// (twopc.Coordinator.CheckpointSnapshot) and compacts the log once
-	// the snapshot is written, so the carrier does not compact.
-	OnCheckpoint func(seq uint64)
+	// NoCheckpointCompaction leaves the log's compaction to its owner: a
+	// coordinator that takes snapshots (package coordinator) compacts it
+	// after each one, and a compaction at checkpoints could cut the log
+	// past the snapshot a restart falls back to.
+	NoCheckpointCompaction bool
 
 	buf     []byte
 	entries []wal.Entry
@@ -321,15 +319,12 @@ const keepCheckpoints = 3
 
 // noteCheckpoints records the seqs of rd's checkpoint heads, appended with
 // lastSeq as the seq of the last record.
-// It returns the seq of the last one (0: none).
-func (c *Carrier) noteCheckpoints(rd *twopc.Ready, lastSeq uint64) (head uint64) {
+func (c *Carrier) noteCheckpoints(rd *twopc.Ready, lastSeq uint64) {
 	for i := range rd.Records {
 		if r := &rd.Records[i]; r.Type == twopc.RecCheckpoint && r.Attempt == 0 {
-			head = lastSeq - uint64(len(rd.Records)-1-i)
-			c.Checkpoints = append(c.Checkpoints, head)
+			c.Checkpoints = append(c.Checkpoints, lastSeq-uint64(len(rd.Records)-1-i))
 		}
 	}
-	return head
 }
 
 // compact removes the log segments before the oldest kept checkpoint once
@@ -391,14 +386,10 @@ func (c *Carrier) Carry(m Machine) error {
 	if err != nil {
 		return fmt.Errorf("node %s: log: %w", c.ID, err)
 	}
-	var head uint64
 	if len(c.entries) > 0 {
-		head = c.noteCheckpoints(&rd, last)
+		c.noteCheckpoints(&rd, last)
 	}
-	if c.OnCheckpoint != nil {
-		if head > 0 {
-			c.OnCheckpoint(head)
-		}
+	if c.NoCheckpointCompaction {
 		if n := len(c.Checkpoints); n > keepCheckpoints {
 			c.Checkpoints = c.Checkpoints[n-keepCheckpoints:]
 		}

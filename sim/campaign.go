@@ -22,8 +22,8 @@ type Summary struct {
 	Crashes    int
 	Restarts   int
 	Snapshots  int // participant snapshots written
-	// CoordSnapshots counts the coordinator's checkpoint snapshots
-	// written, CoordSnapshotLoads its restarts from one.
+	// CoordSnapshots counts the coordinator's snapshots written,
+	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
 	// LedgerFlushes counts the moves of participants' ledger entries to
 	// their files between snapshots.
@@ -179,7 +179,7 @@ func (s *Summary) Print(w io.Writer) {
 	if cfg.Replicas > 1 {
 		fmt.Fprintf(w, "coordinator replicas: %d; leaderships started: %d\n", cfg.Replicas, s.Leaderships)
 	}
-	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\ncoordinator checkpoint snapshots written: %d; restarts from one: %d\n", s.Snapshots, s.LedgerFlushes, s.CoordSnapshots, s.CoordSnapshotLoads)
+	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\ncoordinator snapshots written: %d; restarts from one: %d\n", s.Snapshots, s.LedgerFlushes, s.CoordSnapshots, s.CoordSnapshotLoads)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
 	fmt.Fprintf(w, "resubmissions refused as expired (more than the window after their outcome): %d\n", s.ExpiredRefusals)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",

@@ -62,8 +62,8 @@ type Result struct {
 	Crashes    int // component crashes of every kind
 	Restarts   int // successful recoveries
 	Snapshots  int // participant snapshots written
-	// CoordSnapshots counts the coordinator's checkpoint snapshots
-	// written, CoordSnapshotLoads its restarts from one.
+	// CoordSnapshots counts the coordinator's snapshots written,
+	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
 	// LedgerFlushes counts the moves of participants' ledger entries to
 	// their files between snapshots.
@@ -117,12 +117,7 @@ type comp struct {
 	inc     uint64 // incarnation: bumped by every crash
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
-	lastSnap   uint64 // tick of the last snapshot (participants)
-	// ckptEnc is the coordinator's checkpoint snapshot captured at its
-	// latest CHECKPOINT head and not written yet (nil: none), named by
-	// ckptAfter.
-	ckptEnc   func() []byte
-	ckptAfter uint64
+	lastSnap   uint64 // tick of the last snapshot
 
 	// A coordinator replica's (see replicas.go): its id in the group, the
 	// stepped replica, the leadership whose machine runs here (coord, m
@@ -957,7 +952,7 @@ func (s *Sim) logConfig(c *comp, fsys wal.FS) wal.Config {
 
 // openCalls returns how many disk calls opening and replaying c's log
 // takes (on a copy of its disk). For the coordinator it is its whole
-// recovery (coordinator.Recover): loading a checkpoint snapshot and then
+// recovery (coordinator.Recover): loading a snapshot and then
 // replaying only the records after it may take fewer calls than replaying
 // the whole log, and a halt planned past the last call would outlive the
 // recovery.
@@ -1048,12 +1043,7 @@ func (s *Sim) restart(c *comp) {
 	c.carrier = &node.Carrier{ID: c.id, Log: log, Transport: transport{s, c}, OnRecord: s.observe(c), Hooks: hooks, Checkpoints: ckpts}
 	if c.role == roleCoord {
 		c.carrier.OnOutcomes = s.report
-		c.ckptEnc = nil
-		c.carrier.OnCheckpoint = func(seq uint64) {
-			if enc, ok := c.coord.CheckpointSnapshot(); ok && seq > 0 {
-				c.ckptEnc, c.ckptAfter = enc, seq-1
-			}
-		}
+		c.carrier.NoCheckpointCompaction = true // compacted after its snapshots, as coordinator.Open's
 	}
 	c.up = true
 	s.res.Restarts++

@@ -283,10 +283,10 @@ func TestDelayBelowRetention(t *testing.T) {
 	}
 }
 
-// TestCoordinatorSnapshots: the coordinator writes checkpoint snapshots at
-// its rotations and comes back from them after crashes, with crashes in
-// the middle of writing them and of the compaction after them, and damage
-// to them, and every run is still clean.
+// TestCoordinatorSnapshots: the coordinator writes snapshots and comes back
+// from them after crashes, with crashes in the middle of writing them and
+// of the compaction after them, and damage to them, and every run is still
+// clean.
 func TestCoordinatorSnapshots(t *testing.T) {
 	const runs = 200
 	s := Campaign(DefaultConfig(9100000), runs, 0, nil, nil)
@@ -294,7 +294,7 @@ func TestCoordinatorSnapshots(t *testing.T) {
 		t.Errorf("%v\n    replay: %s", v, ReplayCommand(DefaultConfig(v.Seed), v.Seed))
 	}
 	if s.CoordSnapshots == 0 || s.CoordSnapshotLoads == 0 {
-		t.Fatalf("%d runs: %d coordinator checkpoint snapshots written, %d restarts from one: the path is not exercised", runs, s.CoordSnapshots, s.CoordSnapshotLoads)
+		t.Fatalf("%d runs: %d coordinator snapshots written, %d restarts from one: the path is not exercised", runs, s.CoordSnapshots, s.CoordSnapshotLoads)
 	}
-	t.Logf("%d runs: %d coordinator checkpoint snapshots written, %d restarts from one", runs, s.CoordSnapshots, s.CoordSnapshotLoads)
+	t.Logf("%d runs: %d coordinator snapshots written, %d restarts from one", runs, s.CoordSnapshots, s.CoordSnapshotLoads)
 }

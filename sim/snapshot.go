@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
@@ -92,18 +93,20 @@ func (s *Sim) maybeSnapshot(c *comp) {
 	s.writeSnapshot(c, seq, data)
 }
 
-// maybeCoordSnapshot writes the checkpoint snapshot the coordinator c
-// captured when its carrier appended a CHECKPOINT head
-// (node.Carrier.OnCheckpoint, twopc.Coordinator.CheckpointSnapshot), as
-// package coordinator's writer does off the loop, cut by the same faults
-// as a participant's.
+// maybeCoordSnapshot snapshots the coordinator c if it is due, with
+// package coordinator's own steps (coordinator.TakeSnapshot, then
+// node.WriteSnapshot), cut by the same faults as a participant's.
 func (s *Sim) maybeCoordSnapshot(c *comp) {
-	if !c.up || c.ckptEnc == nil {
+	if s.p.snapEvery == 0 || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
 		return
 	}
-	enc := c.ckptEnc
-	c.ckptEnc = nil
-	s.writeSnapshot(c, c.ckptAfter, [][]byte{enc()})
+	c.lastSnap = s.now
+	seq, encode, err := coordinator.TakeSnapshot(c.coord, c.log)
+	if err != nil {
+		s.violate("recovery", "%s: snapshot: %v", c.id, err)
+		return
+	}
+	s.writeSnapshot(c, seq, encode())
 }
 
 // writeSnapshot makes snapshot data of c, named by seq, durable with the

@@ -208,12 +208,8 @@ type Coordinator struct {
 	expiredN    int
 	genStart    uint64
 	checkpoints uint64
-	// lastRot is the latest rotation's view (CheckpointSnapshot);
-	// restored says a checkpoint snapshot was loaded, and snapHead that
-	// its CHECKPOINT head has not been replayed yet.
-	lastRot  *rotationView
+	// restored says a snapshot was loaded (RestoreSnapshot).
 	restored bool
-	snapHead bool
 	timers   timers
 	rd       Ready
 	lastTS   uint64
@@ -320,9 +316,6 @@ func (c *Coordinator) Restore(r Record) error {
 	}
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %s: %s", ErrBadRecord, r, why)
-	}
-	if c.snapHead && (r.Type != RecCheckpoint || r.Attempt != 0) {
-		return bad("the replay after a checkpoint snapshot must begin at the snapshot's CHECKPOINT")
 	}
 	switch r.Type {
 	case RecEpoch:

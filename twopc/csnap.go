@@ -3,122 +3,157 @@ package twopc
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 )
 
-// Checkpoint snapshots (the coordinator's).
+// Coordinator snapshots.
 //
-// A rotation packs the previous generation of outcomes and builds the
-// expired set; neither changes again until the next rotation. A checkpoint
-// snapshot is those two (and the epoch), taken at the rotation whose
-// CHECKPOINT head the log holds at seq S and written off the loop
-// (package coordinator). A restart loads the newest valid one into a fresh
-// machine (RestoreCheckpointSnapshot) and replays the log from S on: the
-// head itself then adds the unfinished transactions it carries but does not
-// rotate again, since the snapshot is the state just after that rotation.
-// So the log needs the records from the older kept snapshot's head on (one
-// to two windows instead of the two to three that replay from scratch
-// needs) and a restart replays only the current generation's, less than
-// one window.
+// A snapshot is what a replay of the log up to it would rebuild: the epoch,
+// every unfinished transaction (id, state, attempt, participants, ACKs,
+// votes), the outcome tables (current and previous generation) and the
+// expired set. A restart loads the newest valid one into a fresh machine
+// (RestoreSnapshot) and replays only the records after it, so the log
+// needs only the records after the older kept snapshot, and a restart
+// replays at most one snapshot interval instead of two to three retention
+// windows (package coordinator says when they are taken and keeps them).
 //
-// The snapshot's file is named by S-1 (wal.SnapshotName): like a
-// participant's, it stands for what came before the records a restart
-// replays, and the same code writes, prunes and compacts it.
+// The capture on the loop (SnapshotDeferred) copies the unfinished
+// transactions and takes views of the outcome tables that share their
+// chunks, copy on write (txTable.freeze), as a participant's does; the
+// previous generation and the expired set do not change until the next
+// rotation, which replaces them rather than changing them.
 
-const ckptSnapVersion = 1
+const coordSnapVersion = 2
 
-// rotationView is what a rotation left that no longer changes.
-type rotationView struct {
-	prev  *txTable
-	exp   expiredSet
-	epoch uint64
-	n     uint64 // rotations of this machine so far (checkpoints)
+type snapTx struct {
+	id      string
+	state   CoordState
+	attempt uint32
+	nodes   []string
+	acked   []bool
+	votes   []Vote
 }
 
-// CheckpointSnapshot returns the serializer of a snapshot of the latest
-// rotation, to be called off the loop (the machine may go on, even rotate
-// again, meanwhile: the view does not change), and false if this machine
-// has not rotated. Call it on the loop right after carrying the Ready that
-// holds the rotation's CHECKPOINT head (node.Carrier.OnCheckpoint): that
-// head is the latest one.
-func (c *Coordinator) CheckpointSnapshot() (encode func() []byte, ok bool) {
-	v := c.lastRot
-	if v == nil {
-		return nil, false
+// SnapshotDeferred captures the machine, which must be between two Readies
+// (no Ready pending), and returns the function that serializes the
+// capture, to be called off the loop: the machine may go on meanwhile.
+func (c *Coordinator) SnapshotDeferred() (func() []byte, error) {
+	if c.HasReady() {
+		return nil, fmt.Errorf("twopc: coordinator snapshot with a Ready not carried out")
 	}
-	return func() []byte { return v.encode() }, true
-}
-
-func (v *rotationView) encode() []byte {
-	n := 0
-	if v.prev != nil {
-		n = v.prev.Len()
-		for _, p := range v.prev.parts() {
-			for _, ch := range p.chunks {
-				n += len(ch) + 3
+	txs := make([]snapTx, 0, len(c.active))
+	for _, t := range c.active {
+		txs = append(txs, snapTx{id: t.id, state: t.state, attempt: t.attempt,
+			nodes: slices.Clone(t.nodes), acked: slices.Clone(t.acked), votes: slices.Clone(t.votes)})
+	}
+	epoch := c.epoch
+	done := c.done.freeze()
+	var prev txFrozen
+	hasPrev := c.prev != nil
+	if hasPrev {
+		prev = c.prev.freeze()
+	}
+	exp := c.exp
+	return func() []byte {
+		slices.SortFunc(txs, func(x, y snapTx) int { return strings.Compare(x.id, y.id) })
+		est := 32 + done.encodedMax() + prev.encodedMax() + 16 + 8*len(exp.hashes)
+		for _, t := range txs {
+			est += len(t.id) + 3*binary.MaxVarintLen32
+			for _, n := range t.nodes {
+				est += len(n) + 3
 			}
 		}
-	}
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+n+16+8*len(v.exp.hashes))
-	b = append(b, ckptSnapVersion)
-	b = binary.AppendUvarint(b, v.epoch)
-	if v.prev == nil {
-		b = binary.AppendUvarint(b, 0)
-	} else {
-		b = binary.AppendUvarint(b, uint64(v.prev.Len()))
-		v.prev.All(func(tx string, val txVal, reason string) bool {
-			b = appendString(b, tx)
-			b = append(b, val.state)
-			b = binary.AppendUvarint(b, uint64(val.a))
-			b = appendString(b, reason)
-			return true
-		})
-	}
-	b = binary.LittleEndian.AppendUint64(b, v.exp.k0)
-	b = binary.LittleEndian.AppendUint64(b, v.exp.k1)
-	b = binary.AppendUvarint(b, uint64(len(v.exp.hashes)))
-	for _, h := range v.exp.hashes {
-		b = binary.LittleEndian.AppendUint64(b, h)
-	}
-	return b
+		b := make([]byte, 0, est)
+		b = append(b, coordSnapVersion)
+		b = binary.AppendUvarint(b, epoch)
+		b = binary.AppendUvarint(b, uint64(len(txs)))
+		for _, t := range txs {
+			b = appendString(b, t.id)
+			b = append(b, byte(t.state))
+			b = binary.AppendUvarint(b, uint64(t.attempt))
+			b = binary.AppendUvarint(b, uint64(len(t.nodes)))
+			for i, n := range t.nodes {
+				b = appendString(b, n)
+				var f byte
+				if t.acked[i] {
+					f = 1
+				}
+				b = append(b, f, byte(t.votes[i]))
+			}
+		}
+		b = appendFinished(b, &done)
+		if hasPrev {
+			b = append(b, 1)
+			b = appendFinished(b, &prev)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.LittleEndian.AppendUint64(b, exp.k0)
+		b = binary.LittleEndian.AppendUint64(b, exp.k1)
+		b = binary.AppendUvarint(b, uint64(len(exp.hashes)))
+		for _, h := range exp.hashes {
+			b = binary.LittleEndian.AppendUint64(b, h)
+		}
+		return b
+	}, nil
 }
 
-// RestoreCheckpointSnapshot loads a checkpoint snapshot into a coordinator
-// that has restored nothing yet. Replay the log from the snapshot's
-// CHECKPOINT head on (the record after the seq its file is named by): the
-// first record replayed must be that head.
-func (c *Coordinator) RestoreCheckpointSnapshot(b []byte) error {
-	if c.started || c.restored || len(c.active) > 0 || c.done.Len() > 0 || c.prev != nil {
-		return fmt.Errorf("twopc: RestoreCheckpointSnapshot on a coordinator that is not fresh")
+// RestoreSnapshot loads a snapshot into a coordinator that has restored
+// nothing yet. Replay the records logged after it with Restore, then Start.
+func (c *Coordinator) RestoreSnapshot(b []byte) error {
+	if c.started || c.restored || c.epoch != 0 || len(c.active) > 0 || c.done.Len() > 0 || c.prev != nil {
+		return fmt.Errorf("twopc: RestoreSnapshot on a coordinator that is not fresh")
 	}
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != ckptSnapVersion {
-		return fmt.Errorf("%w: checkpoint snapshot version %d", ErrDecode, v)
+	if v := d.byte(); d.err == nil && v != coordSnapVersion {
+		return fmt.Errorf("%w: coordinator snapshot version %d", ErrDecode, v)
 	}
 	epoch := d.uvarint()
 	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b))/4 { // an outcome takes 4 bytes or more
-		d.fail("outcome count %d exceeds payload", n)
+	if d.err == nil && n > uint64(len(d.b))/4 {
+		d.fail("unfinished count %d exceeds payload", n)
 	}
-	prev := newTxTableSeed(c.seed)
-	if d.err == nil {
-		prev.reserve(int(n))
-	}
+	active := make(map[string]*coordTx, min(n, 1<<20))
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		tx := d.string()
-		st := d.byte()
-		a := d.uvarint()
-		reason := d.string()
+		id := d.string()
+		st := CoordState(d.byte())
+		attempt := d.uvarint()
+		k := d.uvarint()
+		if d.err == nil && k > uint64(len(d.b))/3 {
+			d.fail("%s: participant count %d exceeds payload", id, k)
+		}
+		if d.err != nil {
+			break
+		}
+		t := &coordTx{id: id, state: st, attempt: uint32(max(attempt, 1))}
+		for j := uint64(0); j < k && d.err == nil; j++ {
+			t.nodes = append(t.nodes, d.string())
+			t.acked = append(t.acked, d.byte() == 1)
+			t.votes = append(t.votes, Vote(d.byte()))
+		}
 		switch {
 		case d.err != nil:
-		case st > 1:
-			d.fail("outcome %q in state %d", tx, st)
-		case a > 1<<32-1:
-			d.fail("outcome %q: attempt %d", tx, a)
-		case prev.Has(tx):
-			d.fail("outcome %q twice", tx)
+		case st != CoordCollecting && st != CoordCommitting:
+			d.fail("%s unfinished in state %v", id, st)
+		case attempt > 1<<32-1:
+			d.fail("%s: attempt %d", id, attempt)
+		case active[id] != nil:
+			d.fail("%s unfinished twice", id)
 		default:
-			prev.Put(tx, txVal{state: st, a: uint32(a)}, reason)
+			active[id] = t
 		}
+	}
+	done := newTxTableSeed(c.seed)
+	readOutcomes(&d, done)
+	var prev *txTable
+	switch f := d.byte(); {
+	case d.err != nil:
+	case f > 1:
+		d.fail("previous generation flag %d", f)
+	case f == 1:
+		prev = newTxTableSeed(c.seed)
+		readOutcomes(&d, prev)
 	}
 	var k0, k1 uint64
 	if d.err == nil && len(d.b) < 16 {
@@ -132,23 +167,57 @@ func (c *Coordinator) RestoreCheckpointSnapshot(b []byte) error {
 	if d.err == nil && (m != uint64(len(d.b))/8 || len(d.b)%8 != 0) {
 		d.fail("expired set of %d ids in %d bytes", m, len(d.b))
 	}
-	var hs []uint64
-	if d.err == nil {
-		hs = make([]uint64, m)
-		for i := range hs {
-			hs[i] = binary.LittleEndian.Uint64(d.b[8*i:])
-		}
-		d.b = nil
-	}
 	if d.err != nil {
-		return fmt.Errorf("checkpoint snapshot: %w", d.err)
+		return fmt.Errorf("coordinator snapshot: %w", d.err)
 	}
-	prev.pack()
+	hs := make([]uint64, m)
+	for i := range hs {
+		hs[i] = binary.LittleEndian.Uint64(d.b[8*i:])
+	}
+	for id := range active {
+		if done.Has(id) || prev != nil && prev.Has(id) {
+			return fmt.Errorf("%w: coordinator snapshot: %s unfinished but its outcome is known", ErrBadRecord, id)
+		}
+	}
+	if prev != nil {
+		prev.pack()
+	}
+	c.epoch = epoch
+	c.active = active
+	c.done = done
 	c.prev = prev
 	c.exp = newExpiredSet(k0, k1, hs)
 	c.expiredN = len(hs)
-	c.epoch = max(c.epoch, epoch)
 	c.restored = true
-	c.snapHead = true
 	return nil
+}
+
+// readOutcomes reads what appendFinished wrote of a coordinator's outcome
+// table into t.
+func readOutcomes(d *decoder, t *txTable) {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b))/5 { // an entry takes 5 bytes or more
+		d.fail("outcome count %d exceeds payload", n)
+	}
+	if d.err == nil {
+		t.reserve(int(n))
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		tx := d.string()
+		st := d.byte()
+		a := d.uvarint()
+		_ = d.uvarint() // a participant's generation; 0 here
+		reason := d.string()
+		switch {
+		case d.err != nil:
+		case st > 1:
+			d.fail("outcome %q in state %d", tx, st)
+		case a > 1<<32-1:
+			d.fail("outcome %q: attempt %d", tx, a)
+		case t.Has(tx):
+			d.fail("outcome %q twice", tx)
+		default:
+			t.Put(tx, txVal{state: st, a: uint32(a)}, reason)
+		}
+	}
 }

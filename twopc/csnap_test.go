@@ -1,28 +1,27 @@
 package twopc
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
 )
 
-// TestCheckpointSnapshotReplay: a coordinator rebuilt from a checkpoint
-// snapshot and the log from that snapshot's CHECKPOINT head on knows
-// exactly what one rebuilt from the whole log knows: every id's state
-// (retained outcome, expired, in flight or unknown) and the sizes of the
-// generations. Random transactions (commits, NO votes, ACKs owed for a
-// long time) run across a dozen rotations; each snapshot is taken on the
-// live machine right after the Ready holding its head, as
-// node.Carrier.OnCheckpoint does, and every one of them is checked, so the
-// older kept snapshot a restart falls back to is checked too.
-func TestCheckpointSnapshotReplay(t *testing.T) {
-	for seed := uint64(1); seed <= 30; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { checkpointSnapshotRun(t, seed) })
+// TestCoordinatorSnapshotReplay: a coordinator rebuilt from a snapshot and
+// the records logged after it knows exactly what one rebuilt from the
+// whole log knows: every id's state (retained outcome, expired, in flight
+// or unknown), the sizes of the generations, and what Start then does
+// (presumed aborts, COMMITs resent). Random transactions (commits, NO
+// votes, restarts, ACKs owed across rotations) run across a dozen
+// rotations; snapshots are captured between Readies at random moments and
+// serialized only later, after more work changed the tables in place and
+// rotated them (the capture shares their chunks, copy on write).
+func TestCoordinatorSnapshotReplay(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { coordSnapshotRun(t, seed) })
 	}
 }
 
-func checkpointSnapshotRun(t *testing.T, seed uint64) {
+func coordSnapshotRun(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	var l memLog
 	cfg := testCoordConfig()
@@ -34,30 +33,22 @@ func checkpointSnapshotRun(t *testing.T, seed uint64) {
 	c.Start()
 	take(&l, c)
 	type snap struct {
-		head int // index of the CHECKPOINT head in l.recs
-		data []byte
+		after  int // records logged before the capture
+		encode func() []byte
+		data   []byte
 	}
-	var snaps []snap
-	step := func() {
-		before := len(l.recs)
-		take(&l, c)
-		head := -1
-		for i := before; i < len(l.recs); i++ {
-			if r := l.recs[i]; r.Type == RecCheckpoint && r.Attempt == 0 {
-				head = i
-			}
-		}
-		if head >= 0 {
-			enc, ok := c.CheckpointSnapshot()
-			if !ok {
-				t.Fatalf("seed %d: a CHECKPOINT head was logged but there is no rotation to snapshot", seed)
-			}
-			snaps = append(snaps, snap{head, enc()})
-		}
-	}
+	var snaps []*snap
 	var ids []string
-	for i := 0; c.RetentionStats().Checkpoints < 12; i++ {
-		switch k := rng.IntN(10); {
+	// A dozen rotations, then a little more work and a last snapshot: a
+	// CHECKPOINT after a snapshot carries the unfinished transactions
+	// and the epoch again, so only a snapshot after the last one shows
+	// whether the snapshot itself holds them.
+	extra := 0
+	for i := 0; extra < 30; i++ {
+		if c.RetentionStats().Checkpoints >= 12 {
+			extra++
+		}
+		switch k := rng.IntN(12); {
 		case k < 4:
 			tx := fmt.Sprintf("t%d", i)
 			if rng.IntN(8) == 0 && len(ids) > 0 {
@@ -66,6 +57,13 @@ func checkpointSnapshotRun(t *testing.T, seed uint64) {
 				ids = append(ids, tx)
 			}
 			_ = c.Propose(tx, []Branch{{Node: "a", Op: []byte("k")}, {Node: "b", Op: []byte("k")}})
+			if rng.IntN(2) == 0 {
+				// Both vote YES at once: it commits, and often waits
+				// for a's ACK across snapshots and rotations.
+				take(&l, c)
+				c.Step(Message{Type: MsgVote, From: "a", To: CoordinatorID, Tx: tx, Vote: VoteYes, Attempt: 1})
+				c.Step(Message{Type: MsgVote, From: "b", To: CoordinatorID, Tx: tx, Vote: VoteYes, Attempt: 1})
+			}
 		case k < 7 && len(ids) > 0:
 			tx := ids[rng.IntN(len(ids))]
 			v := VoteYes
@@ -81,29 +79,59 @@ func checkpointSnapshotRun(t *testing.T, seed uint64) {
 			if rng.IntN(3) == 0 {
 				c.Step(Message{Type: MsgAck, From: "a", To: CoordinatorID, Tx: tx, Attempt: 1})
 			}
+		case k < 9:
+			take(&l, c)
+			enc, err := c.SnapshotDeferred()
+			if err != nil {
+				t.Fatal(err)
+			}
+			snaps = append(snaps, &snap{after: len(l.recs), encode: enc})
 		default:
 			c.Tick()
 		}
-		step()
+		take(&l, c)
+		// Serialize some captures later than they were taken.
+		for _, s := range snaps {
+			if s.data == nil && rng.IntN(20) == 0 {
+				s.data = s.encode()
+			}
+		}
 	}
+	enc, err := c.SnapshotDeferred()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps = append(snaps, &snap{after: len(l.recs), encode: enc})
 	ids = append(ids, "never-seen")
-	if len(snaps) < 10 {
+	if len(snaps) < 5 {
 		t.Fatalf("seed %d: %d snapshots", seed, len(snaps))
 	}
 	full := replayInto(t, l.recs, nil)
 	for si, sn := range snaps {
-		got := replayInto(t, l.recs[sn.head:], sn.data)
+		if sn.data == nil {
+			sn.data = sn.encode()
+		}
+		got := replayInto(t, l.recs[sn.after:], sn.data)
 		if a, b := full.RetentionStats(), got.RetentionStats(); a.Current != b.Current || a.Previous != b.Previous || a.Expired != b.Expired {
-			t.Fatalf("seed %d, snapshot %d (of %d): generations %+v, from the whole log %+v", seed, si, len(snaps), b, a)
+			t.Fatalf("seed %d, snapshot %d (of %d, after record %d): generations %+v, from the whole log %+v", seed, si, len(snaps), sn.after, b, a)
 		}
 		for _, tx := range ids {
 			s1, k1 := full.State(tx)
 			s2, k2 := got.State(tx)
 			if s1 != s2 || k1 != k2 || full.Expired(tx) != got.Expired(tx) {
-				t.Fatalf("seed %d, snapshot %d (of %d): %s is %v/%v/expired %v, from the whole log %v/%v/expired %v",
-					seed, si, len(snaps), tx, s2, k2, got.Expired(tx), s1, k1, full.Expired(tx))
+				t.Fatalf("seed %d, snapshot %d (of %d, after record %d): %s is %v/%v/expired %v, from the whole log %v/%v/expired %v",
+					seed, si, len(snaps), sn.after, tx, s2, k2, got.Expired(tx), s1, k1, full.Expired(tx))
 			}
 		}
+	}
+	// What Start does is the same too.
+	last := snaps[len(snaps)-1]
+	a, b := replayInto(t, l.recs, nil), replayInto(t, l.recs[last.after:], last.data)
+	a.Start()
+	b.Start()
+	ra, rb := a.Ready(), b.Ready()
+	if fmt.Sprint(ra.Records) != fmt.Sprint(rb.Records) || fmt.Sprint(ra.Messages) != fmt.Sprint(rb.Messages) {
+		t.Fatalf("seed %d: Start after the whole log:\n%v\n%v\nafter the last snapshot:\n%v\n%v", seed, ra.Records, ra.Messages, rb.Records, rb.Messages)
 	}
 }
 
@@ -118,7 +146,7 @@ func replayInto(t *testing.T, recs []Record, data []byte) *Coordinator {
 		t.Fatal(err)
 	}
 	if data != nil {
-		if err := c.RestoreCheckpointSnapshot(data); err != nil {
+		if err := c.RestoreSnapshot(data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,17 +158,22 @@ func replayInto(t *testing.T, recs []Record, data []byte) *Coordinator {
 	return c
 }
 
-// TestCheckpointSnapshotRefused: a snapshot whose replay does not begin at
-// its CHECKPOINT head, a machine that is not fresh, and damaged bytes are
-// refused, never loaded as something else.
-func TestCheckpointSnapshotRefused(t *testing.T) {
+// TestCoordinatorSnapshotRefused: a machine that is not fresh, every cut of
+// the bytes, and an unknown version are refused, never loaded as something
+// else.
+func TestCoordinatorSnapshotRefused(t *testing.T) {
 	var l memLog
 	c := retainCoord(t, &l, 3)
 	commitOne(t, c, &l, "t1")
 	ticks(c, &l, 3)
-	enc, ok := c.CheckpointSnapshot()
-	if !ok {
-		t.Fatal("no rotation to snapshot")
+	commitOne(t, c, &l, "t2")
+	if err := c.Propose("t3", []Branch{{Node: "a", Op: []byte("k")}}); err != nil {
+		t.Fatal(err)
+	}
+	take(&l, c)
+	enc, err := c.SnapshotDeferred()
+	if err != nil {
+		t.Fatal(err)
 	}
 	data := enc()
 	fresh := func() *Coordinator {
@@ -153,22 +186,26 @@ func TestCheckpointSnapshotRefused(t *testing.T) {
 		return m
 	}
 	m := fresh()
-	if err := m.RestoreCheckpointSnapshot(data); err != nil {
+	if err := m.RestoreSnapshot(data); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Restore(Record{Type: RecBegin, Tx: "t2", Nodes: []string{"a"}}); !errors.Is(err, ErrBadRecord) {
-		t.Fatalf("a BEGIN before the snapshot's CHECKPOINT: %v, want ErrBadRecord", err)
+	if st, _ := m.State("t3"); st != CoordCollecting {
+		t.Fatalf("t3 after the snapshot: %v", st)
 	}
-	if err := m.RestoreCheckpointSnapshot(data); err == nil {
+	if err := m.RestoreSnapshot(data); err == nil {
 		t.Fatal("a second snapshot loaded into the same machine")
 	}
 	for i := range data {
-		if err := fresh().RestoreCheckpointSnapshot(data[:i]); err == nil {
+		if err := fresh().RestoreSnapshot(data[:i]); err == nil {
 			t.Fatalf("the snapshot cut to %d of %d bytes loaded", i, len(data))
 		}
 	}
-	bad := append([]byte{ckptSnapVersion + 1}, data[1:]...)
-	if err := fresh().RestoreCheckpointSnapshot(bad); err == nil {
+	bad := append([]byte{coordSnapVersion + 1}, data[1:]...)
+	if err := fresh().RestoreSnapshot(bad); err == nil {
 		t.Fatal("an unknown version loaded")
+	}
+	c.Tick()
+	if _, err := c.SnapshotDeferred(); err == nil && c.HasReady() {
+		t.Fatal("a snapshot taken with a Ready pending")
 	}
 }

@@ -16,8 +16,8 @@ import (
 // previous one and a new one begins. A CHECKPOINT record marks each
 // rotation in the log and carries every unfinished transaction, so that
 // the log before the checkpoint two rotations back is no longer needed
-// (a replicated coordinator compacts its raft log so; a single one writes
-// a checkpoint snapshot of the rotation, csnap.go, and needs less).
+// (a replicated coordinator compacts its raft log so; a single one takes
+// snapshots, csnap.go, and needs less).
 //
 // So for an id whose outcome was decided in generation g (ticks of running
 // time, a restart does not count its downtime):
@@ -92,7 +92,6 @@ func (c *Coordinator) rotate() {
 	c.done = newTxTableSeed(c.seed)
 	c.genStart = c.now
 	c.checkpoints++
-	c.lastRot = &rotationView{prev: c.prev, exp: c.exp, epoch: c.epoch, n: c.checkpoints}
 }
 
 // maybeCheckpoint rotates and logs a checkpoint when the generation is due.
@@ -149,13 +148,7 @@ func appendCheckpointTx(b []byte, t *coordTx) []byte {
 // (their earlier records may be compacted away).
 func (c *Coordinator) restoreCheckpoint(r Record) error {
 	if r.Attempt == 0 {
-		if c.snapHead {
-			// The head of the checkpoint snapshot restored: the
-			// snapshot is the state just after this rotation.
-			c.snapHead = false
-		} else {
-			c.rotate()
-		}
+		c.rotate()
 		c.epoch = max(c.epoch, r.Epoch)
 	}
 	d := decoder{b: r.Op}

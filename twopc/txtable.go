@@ -604,7 +604,7 @@ func (f *txFrozen) All(fn func(key string, v txVal, text string) bool) { allChun
 //
 // The hash is SipHash-2-4 under a random 128-bit key of the set's own, not
 // the tables' maphash seed: a key can be written down, so the set goes into
-// a coordinator's checkpoint snapshot as it is (its ids are gone, it could
+// a coordinator's snapshot as it is (its ids are gone, it could
 // not be hashed again), and under a secret key a client cannot craft ids
 // that collide with expired ones to get new transactions refused.
 type expiredSet struct {

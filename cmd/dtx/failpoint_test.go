@@ -62,7 +62,7 @@ func TestFailpoints(t *testing.T) {
 }
 
 // TestSnapshotFailpoints kills `dtx run` inside a participant's snapshot
-// or the coordinator's checkpoint snapshot:
+// or the coordinator's:
 // after the temporary file is written, after it is synced, after the
 // rename, before the compaction and in the middle of it (after a segment
 // is removed). From outside, after each kill: every snapshot file left is
@@ -88,10 +88,10 @@ func TestSnapshotFailpoints(t *testing.T) {
 	tmp := t.TempDir()
 	// The services look at their log size every 100 ms, so the run must
 	// last long enough on a slow machine for a third snapshot and a second
-	// compaction (here: about 3,000 and 7,000 purchases in); a run stops at
+	// compaction (here: 2,000 to 12,000 purchases in); a run stops at
 	// its failpoint, so the length costs nothing when the point is reached.
 	input, world := filepath.Join(tmp, "in.jsonl"), filepath.Join(tmp, "world.json")
-	if err := os.WriteFile(input, dtx(t, bin, "gen", "--count", "20000", "--seed", "9", "--clean",
+	if err := os.WriteFile(input, dtx(t, bin, "gen", "--count", "40000", "--seed", "9", "--clean",
 		"--make-world", world, "--items", "50", "--buyers", "200"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestSnapshotFailpoints(t *testing.T) {
 			cmd := exec.Command(bin, "run", "--input", input, "--world", world, "--data-dir", dir, "--concurrency", "8",
 				"--fail-rate", "0", "--slow-rate", "0", "--crash-rate", "0",
 				"--snapshot-every", "0", "--snapshot-log-bytes", "16384", "--wal-segment-bytes", "8192",
-				"--dedup-count", "1500") // the coordinator rotates, and snapshots, every 1,500 outcomes
+				"--dedup-count", "1500") // the coordinator rotates every 1,500 outcomes
 			cmd.Env = append(os.Environ(), "DTX_FAILPOINT="+fp)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

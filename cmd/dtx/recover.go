@@ -84,7 +84,7 @@ func recoverCmd() *cobra.Command {
 			fmt.Fprintf(os.Stderr, "dtx: ready (logs opened, snapshots loaded, records replayed, nothing unfinished) in %v; opened side by side: %s\n",
 				ready.Round(time.Millisecond), openedList(rep.Opened))
 			if cs := rep.CoordSnapshot; cs.Loaded > 0 {
-				fmt.Fprintf(os.Stderr, "dtx: coordinator: checkpoint snapshot %d loaded in %v (%d retained outcomes, %d expired ids), log replayed from record %d\n",
+				fmt.Fprintf(os.Stderr, "dtx: coordinator: snapshot %d loaded in %v (%d retained outcomes, %d expired ids), log replayed from record %d\n",
 					cs.Loaded, cs.LoadTook.Round(time.Millisecond), cs.LoadedOutcomes, cs.LoadedExpired, cs.Loaded+1)
 			}
 			for _, s := range rep.CoordSnapshot.Skipped {
