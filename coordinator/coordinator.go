@@ -40,8 +40,8 @@ type Config struct {
 	// Hooks are crash points for tests (failpoints).
 	Hooks node.Hooks
 	// Snapshot says when the coordinator snapshots its machine and
-	// compacts its log (snapshot.go); zero: never, the log keeps every
-	// record. Only for Open's coordinator.
+	// compacts its log (snapshot.go; zero: the defaults). Only for Open's
+	// coordinator.
 	Snapshot SnapshotConfig
 	// SnapshotHooks cut the writing of snapshots (failpoints).
 	SnapshotHooks node.SnapshotHooks
@@ -207,7 +207,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// it writes to.
 	var writer sync.WaitGroup
 	wctx, stopWriter := context.WithCancel(ctx)
-	if c.log != nil && c.cfg.Snapshot.on() {
+	if c.log != nil && !c.cfg.Snapshot.Off {
 		writer.Go(func() { c.snapshotter(wctx) })
 	}
 	inbox := c.node.Inbox()

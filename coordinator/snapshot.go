@@ -28,20 +28,36 @@ import (
 // window, instead of the two to three windows a replay from the third
 // newest checkpoint needs.
 
-// SnapshotConfig says when the coordinator snapshots. Zero disables
-// snapshots: the log then keeps every record.
+// SnapshotConfig says when the coordinator snapshots. The zero value
+// means the defaults (every DefaultSnapshotEvery or DefaultSnapshotLogBytes,
+// whichever comes first).
 type SnapshotConfig struct {
 	// Every is the longest time between two snapshots while records are
-	// logged (0: no time trigger).
+	// logged (0 with LogBytes set: no time trigger).
 	Every time.Duration
 	// LogBytes snapshots once this many bytes of records were logged
-	// since the last one (0: no size trigger).
+	// since the last one (0 with Every set: no size trigger).
 	LogBytes uint64
 	// Check is how often the triggers are checked (0: 100 ms).
 	Check time.Duration
+	// Off takes no snapshot: the log then keeps every record (it is not
+	// compacted at checkpoints either, which could cut it past a snapshot
+	// an earlier run left).
+	Off bool
 }
 
-func (c SnapshotConfig) on() bool { return c.Every > 0 || c.LogBytes > 0 }
+// The defaults of SnapshotConfig, those of the services too.
+const (
+	DefaultSnapshotEvery    = time.Minute
+	DefaultSnapshotLogBytes = 64 << 20
+)
+
+func (c SnapshotConfig) withDefaults() SnapshotConfig {
+	if c.Every == 0 && c.LogBytes == 0 {
+		c.Every, c.LogBytes = DefaultSnapshotEvery, DefaultSnapshotLogBytes
+	}
+	return c
+}
 
 // Recovered says how a coordinator came back from its data directory.
 type Recovered struct {
@@ -157,7 +173,7 @@ type SnapshotStats struct {
 
 // snapshotter takes a snapshot whenever one is due, until ctx ends.
 func (c *Coordinator) snapshotter(ctx context.Context) {
-	cfg := c.cfg.Snapshot
+	cfg := c.cfg.Snapshot.withDefaults()
 	check := cfg.Check
 	if check <= 0 {
 		check = 100 * time.Millisecond

@@ -186,12 +186,13 @@ func LogDir(dataDir, id string) string { return filepath.Join(dataDir, id) }
 // set). The caller sets the jitter source, hooks and callbacks.
 func CoordinatorConfig(dataDir string, p Protocol, net transport.Network, log wal.Config) coordinator.Config {
 	return coordinator.Config{
-		Dir:      LogDir(dataDir, twopc.CoordinatorID),
-		Machine:  p.CoordinatorMachine(),
-		Tick:     p.Tick,
-		Network:  net,
-		Log:      log,
-		Snapshot: coordinator.SnapshotConfig{Every: p.SnapshotEvery, LogBytes: p.SnapshotLogBytes},
+		Dir:     LogDir(dataDir, twopc.CoordinatorID),
+		Machine: p.CoordinatorMachine(),
+		Tick:    p.Tick,
+		Network: net,
+		Log:     log,
+		Snapshot: coordinator.SnapshotConfig{Every: p.SnapshotEvery, LogBytes: p.SnapshotLogBytes,
+			Off: p.SnapshotEvery == 0 && p.SnapshotLogBytes == 0},
 	}
 }
 
