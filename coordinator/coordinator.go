@@ -458,6 +458,8 @@ func (c *Coordinator) Close() error {
 	if c.log == nil {
 		return nil
 	}
+	c.snapRun.Lock() // a SnapshotNow of another caller still writing
+	defer c.snapRun.Unlock()
 	return c.log.Close()
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/dtx-dev/dtx/node"
@@ -77,12 +79,14 @@ type Recovered struct {
 }
 
 // Recover opens the coordinator's log (lc.Dir) and rebuilds the fresh
-// machine m from it: from the newest whole, valid snapshot in the
-// directory and the records after it, or, with no snapshot, from the whole
-// log; then starts m. A log compacted past the snapshot loaded is an
-// error, never a shorter history; so is a directory where two or more
-// snapshot files are all damaged (see LoadSnapshot). The simulator
-// recovers its coordinator with this too.
+// machine m from it, then starts m: from the newest whole, valid snapshot
+// in the directory and the records after it; or, with none, from the whole
+// log, which is right if the log was never compacted (it still starts at
+// record 1, whatever snapshot files are damaged) or was compacted only at
+// checkpoints, as before coordinators took snapshots (no SnapshotMarker).
+// A log compacted after snapshots of which none can be loaded is an
+// error, never a shorter history. The simulator recovers its coordinator
+// with this too.
 func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recovered, error) {
 	var rec Recovered
 	fsys := lc.FS
@@ -96,6 +100,20 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 		return nil, rec, err
 	}
 	if after == 0 {
+		first, ok, err := wal.FirstSegment(fsys, lc.Dir)
+		if err != nil {
+			return nil, rec, err
+		}
+		if ok && first > 1 {
+			marked, err := hasMarker(fsys, lc.Dir)
+			if err != nil {
+				return nil, rec, err
+			}
+			if marked {
+				return nil, rec, fmt.Errorf("the log in %s starts at record %d, compacted after snapshots, and no snapshot can be loaded (%d damaged): refusing to start with a shorter history",
+					lc.Dir, first, len(skipped))
+			}
+		}
 		log, ckpts, err := node.RecoverCheckpoints(lc, m, h)
 		rec.Checkpoints = ckpts
 		return log, rec, err
@@ -110,23 +128,64 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	return log, rec, nil
 }
 
+// SnapshotMarker is the file a coordinator's directory holds once the
+// coordinator has written a snapshot: from then on its log may be
+// compacted after snapshots, and a restart that cannot load one must not
+// replay what is left of the log as if it were whole.
+const SnapshotMarker = "SNAPSHOTS"
+
+func hasMarker(fsys wal.FS, dir string) (bool, error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("list %s: %w", dir, err)
+	}
+	return slices.Contains(names, SnapshotMarker), nil
+}
+
+// WriteSnapshot makes a snapshot taken by TakeSnapshot durable, off the
+// loop: it makes sure SnapshotMarker exists (created, synced, directory
+// synced) and then takes node.WriteSnapshot's steps (sync the log, write
+// and check the file, keep it and the newest valid older one, compact the
+// log up to that one). It returns the seq the log is kept from (0: all).
+func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]byte, h node.SnapshotHooks) (keptFrom uint64, err error) {
+	marked, err := hasMarker(fsys, dir)
+	if err != nil {
+		return 0, err
+	}
+	if !marked {
+		path := filepath.Join(dir, SnapshotMarker)
+		f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return 0, fmt.Errorf("snapshot marker: %w", err)
+		}
+		if _, err := f.Write([]byte("this log is compacted after snapshots; a restart needs one of them\n")); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("snapshot marker: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("snapshot marker: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return 0, fmt.Errorf("snapshot marker: %w", err)
+		}
+		if err := fsys.SyncDir(dir); err != nil {
+			return 0, fmt.Errorf("snapshot marker: %w", err)
+		}
+	}
+	return node.WriteSnapshot(fsys, dir, log, seq, data, h)
+}
+
 // LoadSnapshot restores the fresh machine m from the newest whole, valid
-// snapshot in dir and returns the seq it covers: replay the log after it.
-// 0 means there is none and the whole log is to be replayed. That is an
-// error if two or more snapshot files are there, all damaged: the log is
-// compacted only once two snapshots are written and kept, so it may no
-// longer hold what they stood for. skipped has an error for each newer
-// snapshot skipped as torn or damaged.
+// snapshot in dir and returns the seq it covers: replay the log after it
+// (0: there is none). skipped has an error for each newer snapshot
+// skipped as torn or damaged.
 func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, skipped []error, err error) {
 	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
 	if err != nil {
 		return 0, skipped, fmt.Errorf("snapshot: %w", err)
 	}
 	if !found {
-		if len(skipped) >= 2 {
-			return 0, skipped, fmt.Errorf("every snapshot in %s is damaged (%d), and the log may have been compacted up to one: %w",
-				dir, len(skipped), skipped[0])
-		}
 		return 0, skipped, nil
 	}
 	if snap.Seq == 0 {
@@ -180,16 +239,16 @@ func (c *Coordinator) snapshotter(ctx context.Context) {
 	}
 	t := time.NewTicker(check)
 	defer t.Stop()
-	lastAt, lastBytes := time.Now(), uint64(0)
+	lastAt, lastBytes, lastSeq := time.Now(), uint64(0), c.log.LastSeq()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		written := c.log.Stats().BytesWritten
+		written, seq := c.log.Stats().BytesWritten, c.log.LastSeq()
 		due := cfg.LogBytes > 0 && written-lastBytes >= cfg.LogBytes ||
-			cfg.Every > 0 && time.Since(lastAt) >= cfg.Every && written > lastBytes
+			cfg.Every > 0 && time.Since(lastAt) >= cfg.Every && seq > lastSeq
 		if !due {
 			continue
 		}
@@ -199,7 +258,7 @@ func (c *Coordinator) snapshotter(ctx context.Context) {
 			}
 			continue
 		}
-		lastAt, lastBytes = time.Now(), written
+		lastAt, lastBytes, lastSeq = time.Now(), written, c.SnapshotStats().LastSeq
 	}
 }
 
@@ -211,6 +270,12 @@ func (c *Coordinator) snapshotter(ctx context.Context) {
 func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	if c.log == nil {
 		return errors.New("coordinator: snapshots need the coordinator's own log (Open)")
+	}
+	c.mu.Lock()
+	running := c.mu.running && !c.mu.closed
+	c.mu.Unlock()
+	if !running {
+		return ErrClosed // not running (yet, or any more): no loop to capture on
 	}
 	c.snapRun.Lock()
 	defer c.snapRun.Unlock()
@@ -235,13 +300,13 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
-	from, err := node.WriteSnapshot(fsys, filepath.Clean(c.cfg.Dir), c.log, seq, data, c.cfg.SnapshotHooks)
-	if err != nil {
-		return fmt.Errorf("coordinator: %w", err)
-	}
 	size := 0
 	for _, p := range data {
 		size += len(p)
+	}
+	from, err := WriteSnapshot(fsys, filepath.Clean(c.cfg.Dir), c.log, seq, data, c.cfg.SnapshotHooks)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
 	took := time.Since(start)
 	c.snapMu.Lock()

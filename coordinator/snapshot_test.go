@@ -142,4 +142,65 @@ func TestSnapshotRestart(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("Open with every snapshot damaged: %v, want an error naming the damage", err)
 	}
+	// Removed (by an operator after that error, say): still refused.
+	for _, p := range snaps {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc})
+	if err == nil || !strings.Contains(err.Error(), "no snapshot can be loaded") {
+		t.Fatalf("Open of a compacted log with its snapshots removed: %v, want a refusal", err)
+	}
+}
+
+// TestSnapshotDamagedWholeLog: snapshot files all damaged but a log never
+// compacted (its segments are larger than what was logged) is replayed
+// whole: the coordinator starts and knows every outcome.
+func TestSnapshotDamagedWholeLog(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net := transport.NewMemNetwork(transport.Faults{}, 1)
+	fakeParticipant(ctx, net, "p1")
+	mc := twopc.DefaultCoordinatorConfig()
+	mc.PrepareTimeout = 200
+	cfg := coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: wal.DefaultConfig(""),
+		Snapshot: coordinator.SnapshotConfig{LogBytes: 2 << 10, Check: 5 * time.Millisecond}}
+	c, err := coordinator.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; c.SnapshotStats().Taken < 3; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no three snapshots: %+v", c.SnapshotStats())
+		}
+		if _, err := c.Submit(ctx, fmt.Sprintf("t%d", i), []twopc.Branch{{Node: "p1", Op: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first := c.Log().FirstSeq(); first != 1 {
+		t.Fatalf("the log starts at %d: compacted, the test needs it whole", first)
+	}
+	c.Close()
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap-*.snap"))
+	if len(snaps) < 2 {
+		t.Fatalf("%d snapshot files", len(snaps))
+	}
+	for _, p := range snaps {
+		if err := os.Truncate(p, 40); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err = coordinator.Open(cfg)
+	if err != nil {
+		t.Fatalf("a whole log with damaged snapshots: %v", err)
+	}
+	go c.Run(ctx)
+	defer c.Close()
+	if k, o, err := c.Lookup(ctx, "t0"); err != nil || k != coordinator.KnownDecided || !o.Committed {
+		t.Fatalf("t0 after replaying the whole log: %v %+v %v", k, o, err)
+	}
 }

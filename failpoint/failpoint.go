@@ -8,8 +8,8 @@
 // participant). POINT is before-X-durable or after-X-durable, where X names
 // a forced record: commit (coordinator), prepared or committed
 // (participants). Every component also has the points of its snapshots
-// (node.WriteSnapshot: a participant's, or the coordinator's checkpoint
-// snapshot at each rotation): snapshot-written (the temporary file
+// (node.WriteSnapshot: a participant's or the coordinator's):
+// snapshot-written (the temporary file
 // written, not synced), snapshot-synced (synced, not renamed),
 // snapshot-renamed (renamed, the directory not synced), compact-before (the
 // snapshot durable, its log not yet compacted) and compact-mid (right

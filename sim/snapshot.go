@@ -120,7 +120,11 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
 	}
 	halted, crashAfter := false, false
 	dir := s.snapDir(c)
-	_, err := node.WriteSnapshot(c.fs, dir, c.log, seq, data, node.SnapshotHooks{
+	write := node.WriteSnapshot
+	if c.role == roleCoord {
+		write = coordinator.WriteSnapshot // with its marker file
+	}
+	_, err := write(c.fs, dir, c.log, seq, data, node.SnapshotHooks{
 		Step: func(st wal.SnapshotStep) error {
 			if st == stop {
 				return errSnapCrash

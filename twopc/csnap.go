@@ -59,9 +59,9 @@ func (c *Coordinator) SnapshotDeferred() (func() []byte, error) {
 		slices.SortFunc(txs, func(x, y snapTx) int { return strings.Compare(x.id, y.id) })
 		est := 32 + done.encodedMax() + prev.encodedMax() + 16 + 8*len(exp.hashes)
 		for _, t := range txs {
-			est += len(t.id) + 3*binary.MaxVarintLen32
+			est += len(t.id) + 4*binary.MaxVarintLen32
 			for _, n := range t.nodes {
-				est += len(n) + 3
+				est += len(n) + binary.MaxVarintLen32 + 2
 			}
 		}
 		b := make([]byte, 0, est)
@@ -128,12 +128,23 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error {
 		}
 		t := &coordTx{id: id, state: st, attempt: uint32(max(attempt, 1))}
 		for j := uint64(0); j < k && d.err == nil; j++ {
-			t.nodes = append(t.nodes, d.string())
-			t.acked = append(t.acked, d.byte() == 1)
-			t.votes = append(t.votes, Vote(d.byte()))
+			node := d.string()
+			ack, vote := d.byte(), Vote(d.byte())
+			switch {
+			case d.err != nil:
+			case node == "" || slices.Contains(t.nodes, node):
+				d.fail("%s: participant %q empty or twice", id, node)
+			case ack > 1 || vote >= voteEnd:
+				d.fail("%s: participant %s: ACK flag %d, vote %d", id, node, ack, vote)
+			}
+			t.nodes = append(t.nodes, node)
+			t.acked = append(t.acked, ack == 1)
+			t.votes = append(t.votes, vote)
 		}
 		switch {
 		case d.err != nil:
+		case id == "" || k == 0:
+			d.fail("unfinished transaction %q with %d participants", id, k)
 		case st != CoordCollecting && st != CoordCommitting:
 			d.fail("%s unfinished in state %v", id, st)
 		case attempt > 1<<32-1:
@@ -199,9 +210,10 @@ func readOutcomes(d *decoder, t *txTable) {
 	if d.err == nil && count > uint64(len(d.b))/5 { // an entry takes 5 bytes or more
 		d.fail("outcome count %d exceeds payload", count)
 	}
-	if d.err == nil {
-		t.reserve(int(count))
+	if d.err != nil {
+		return
 	}
+	b := t.bulk(int(count))
 	for i := uint64(0); i < count && d.err == nil; i++ {
 		tx := d.string()
 		st := d.byte()
@@ -215,11 +227,10 @@ func readOutcomes(d *decoder, t *txTable) {
 		case a > 1<<32-1:
 			d.fail("outcome %q: attempt %d", tx, a)
 		default:
-			n := t.Len()
-			t.Put(tx, txVal{state: st, a: uint32(a)}, reason)
-			if t.Len() == n { // replaced: one lookup instead of a Has before the Put
-				d.fail("outcome %q twice", tx)
-			}
+			b.add(tx, txVal{state: st, a: uint32(a)}, reason)
 		}
+	}
+	if dup, ok := b.finish(); !ok && d.err == nil {
+		d.fail("outcome %q twice", dup)
 	}
 }

@@ -186,9 +186,10 @@ func readFinished(d *decoder, t *txTable) {
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.fail("finished count %d exceeds payload", n)
 	}
-	if d.err == nil {
-		t.reserve(int(min(n, uint64(len(d.b))/5))) // an entry takes 5 bytes or more
+	if d.err != nil {
+		return
 	}
+	b := t.bulk(int(min(n, uint64(len(d.b))/5))) // an entry takes 5 bytes or more
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		tx := d.string()
 		st := d.byte()
@@ -199,7 +200,10 @@ func readFinished(d *decoder, t *txTable) {
 			d.fail("finished branch %s in state %d", tx, st)
 		}
 		if d.err == nil {
-			t.Put(tx, txVal{state: st, a: uint32(a), b: uint32(g)}, reason)
+			b.add(tx, txVal{state: st, a: uint32(a), b: uint32(g)}, reason)
 		}
+	}
+	if dup, ok := b.finish(); !ok && d.err == nil {
+		d.fail("finished branch %s twice", dup)
 	}
 }

@@ -353,10 +353,16 @@ func (t *txTable) putH(key string, h uint64, v txVal, text string) {
 
 // add stores a new entry and indexes it.
 func (t *txTable) add(key string, tag uint32, v txVal, text string) {
-	need := entrySize(key, v, text)
 	if t.homes == 0 { // a packed table takes a key again
 		t.reindex(t.slots, max(txMinHomes, uint64(t.used)*5/4+1), 0)
 	}
+	t.insert(uint64(tag)<<32 | uint64(t.store(key, v, text)))
+}
+
+// store appends a new entry to the chunks and returns its position; the
+// caller indexes it.
+func (t *txTable) store(key string, v txVal, text string) uint32 {
+	need := entrySize(key, v, text)
 	var ci int
 	switch {
 	case need > txChunkMax:
@@ -382,7 +388,84 @@ func (t *txTable) add(key string, tag uint32, v txVal, text string) {
 	pos := uint32(ci)<<txOffBits | uint32(len(c))
 	t.chunks[ci] = appendEntry(c, key, v, text)
 	t.n++
-	t.insert(uint64(tag)<<32 | uint64(pos))
+	return pos
+}
+
+// txBulk fills a fresh table from a snapshot: entries are appended without
+// a lookup and indexed at the end by one sort of their slots, instead of a
+// probe and a shifting insert each (random accesses into an index of
+// millions of slots: most of a large snapshot's load time). A key given
+// twice is reported by finish.
+type txBulk struct {
+	t      *txTable
+	slots  []uint64
+	direct bool   // past what one part's chunks can number: Put each
+	dup    string // a key given twice (direct mode)
+	dupped bool
+}
+
+// bulk starts a bulk load of about n keys into t, which must be empty.
+func (t *txTable) bulk(n int) *txBulk {
+	if t.n != 0 || t.used != 0 || len(t.older) > 0 {
+		panic("twopc: bulk load of a table that is not empty")
+	}
+	return &txBulk{t: t, slots: make([]uint64, 0, n)}
+}
+
+func (b *txBulk) add(key string, v txVal, text string) {
+	t := b.t
+	if !b.direct && len(t.chunks) >= t.maxChunks-1 {
+		// The next chunk could seal the part, whose index must then be
+		// whole: index what was loaded and Put the rest.
+		if d, ok := b.index(); !ok {
+			b.dup, b.dupped = d, true
+		}
+		b.direct = true
+	}
+	if b.direct {
+		n := t.Len()
+		t.Put(key, v, text)
+		if t.Len() == n && !b.dupped {
+			b.dup, b.dupped = key, true
+		}
+		return
+	}
+	tag := tagOf(t.hash(key))
+	b.slots = append(b.slots, uint64(tag)<<32|uint64(t.store(key, v, text)))
+}
+
+// finish indexes what add stored and returns a key that was given twice,
+// if any (ok false).
+func (b *txBulk) finish() (dup string, ok bool) {
+	if !b.direct {
+		if d, ok := b.index(); !ok {
+			return d, false
+		}
+	}
+	return b.dup, !b.dupped
+}
+
+// index sorts the slots by tag, checks that equal tags hold different
+// keys, and builds the open index from them.
+func (b *txBulk) index() (dup string, ok bool) {
+	t, slots := b.t, b.slots
+	b.slots = nil
+	slices.Sort(slots)
+	for i := 1; i < len(slots); i++ {
+		if slots[i]>>32 != slots[i-1]>>32 {
+			continue
+		}
+		for j := i - 1; j >= 0 && slots[j]>>32 == slots[i]>>32; j-- {
+			c, off := t.at(uint32(slots[i]))
+			e := parseEntry(c, off)
+			if key := string(c[e.key:e.text]); t.keyAt(uint32(slots[j]), key) {
+				return key, false
+			}
+		}
+	}
+	t.used = len(slots)
+	t.reindex(slots, max(txMinHomes, uint64(len(slots))*5/4+1), 0)
+	return "", true
 }
 
 // room makes sure a new chunk can be numbered: when every chunk number is

@@ -1,9 +1,11 @@
 package twopc
 
 import (
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -280,5 +282,81 @@ func TestTxTableReserve(t *testing.T) {
 	tab.reserve(0)
 	if tab.homes != 0 || !tab.Has(keys[0]) {
 		t.Fatalf("seed %d: reserve changed a packed table", seed)
+	}
+}
+
+// TestTxTableBulk: a table bulk-loaded (a snapshot's restore) answers every
+// key as one built by Put, stays a working table afterwards (puts,
+// replacements, packing), reports a key given twice, and past the chunks
+// one part can number goes on by Put without losing a key.
+func TestTxTableBulk(t *testing.T) {
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 3))
+	for run := range 20 {
+		n := rng.IntN(5000)
+		ref, bulk := newTxTable(), newTxTable()
+		if run%3 == 0 {
+			bulk.maxChunks = 3 // most of the load goes the direct way
+		}
+		b := bulk.bulk(n)
+		dupAt := -1
+		if run%2 == 1 && n > 10 {
+			dupAt = rng.IntN(n)
+		}
+		var keys []string
+		for i := range n {
+			k := fmt.Sprintf("tx-%d-%d", run, rng.Uint64()%(1<<40))
+			if i == dupAt {
+				k = keys[rng.IntN(len(keys))]
+			}
+			text := ""
+			if rng.IntN(4) == 0 {
+				text = strings.Repeat("r", rng.IntN(300))
+			}
+			v := txVal{state: uint8(rng.IntN(2)), a: uint32(rng.IntN(5))}
+			if !slices.Contains(keys, k) {
+				ref.Put(k, v, text)
+			}
+			keys = append(keys, k)
+			b.add(k, v, text)
+		}
+		dup, ok := b.finish()
+		if dupAt >= 0 {
+			if ok || dup != keys[dupAt] {
+				t.Fatalf("seed %d run %d: key %q given twice: finish says %q, %v", seed, run, keys[dupAt], dup, ok)
+			}
+			continue
+		}
+		if !ok {
+			t.Fatalf("seed %d run %d: finish reports %q twice", seed, run, dup)
+		}
+		check := func(when string) {
+			if bulk.Len() != ref.Len() {
+				t.Fatalf("seed %d run %d %s: %d keys, want %d", seed, run, when, bulk.Len(), ref.Len())
+			}
+			ref.All(func(k string, v txVal, text string) bool {
+				got, gt, ok := bulk.Get(k)
+				if !ok || got != v || gt != text {
+					t.Fatalf("seed %d run %d %s: %q is %+v %q %v, want %+v %q", seed, run, when, k, got, gt, ok, v, text)
+				}
+				return true
+			})
+			if bulk.Has("absent") {
+				t.Fatalf("seed %d run %d %s: an absent key found", seed, run, when)
+			}
+		}
+		check("after the load")
+		for i := range 200 {
+			k := fmt.Sprintf("new-%d", i)
+			if i%2 == 0 && len(keys) > 0 {
+				k = keys[rng.IntN(len(keys))]
+			}
+			v := txVal{state: 1, a: uint32(i)}
+			ref.Put(k, v, "")
+			bulk.Put(k, v, "")
+		}
+		check("after more puts")
+		bulk.pack()
+		check("packed")
 	}
 }

@@ -304,7 +304,9 @@ func OlderSnapshot(fsys FS, dir string, before uint64) (seq uint64, ok bool) {
 		if seqs[i] >= before {
 			continue
 		}
-		if _, err := readSnapshot(fsys, dir, seqs[i]); err == nil {
+		// Checked a piece at a time, not read whole: the newer snapshot
+		// is still in its writer's memory.
+		if _, err := scanSnapshot(fsys, dir, seqs[i], false); err == nil {
 			return seqs[i], true
 		}
 	}
@@ -340,4 +342,23 @@ func PruneSnapshots(fsys FS, dir string, keep ...uint64) error {
 		}
 	}
 	return fsys.SyncDir(dir)
+}
+
+// FirstSegment returns the first seq of the oldest log segment in dir, from
+// the segment files' names alone (ok false: no segment). It is 1 until the
+// log is first compacted.
+func FirstSegment(fsys FS, dir string) (first uint64, ok bool, err error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		if isNotExist(err) {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("wal: list %s: %w", dir, err)
+	}
+	for _, name := range names {
+		if seq, isSeg := parseSegmentName(name); isSeg && (!ok || seq < first) {
+			first, ok = seq, true
+		}
+	}
+	return first, ok, nil
 }
