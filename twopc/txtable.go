@@ -445,35 +445,11 @@ func (b *txBulk) finish() (dup string, ok bool) {
 	return b.dup, !b.dupped
 }
 
-// sortSlots sorts slots (tag<<32 | position, tags uniformly spread): a
-// counting sort by the high bits into buckets of about 8, then each
-// bucket, several times faster than a comparison sort of millions.
+// sortSlots sorts slots (tag<<32 | position; tags uniformly spread) by
+// bucketSort: several times faster than a comparison sort of millions.
 func sortSlots(slots []uint64) []uint64 {
-	n := len(slots)
-	k := bits.Len(uint(n / txBucket))
-	shift := uint(64 - k)
-	if k == 0 {
-		slices.Sort(slots)
-		return slots
-	}
-	start := make([]uint32, 1<<k+1)
-	for _, s := range slots {
-		start[s>>shift+1]++
-	}
-	for i := 1; i < len(start); i++ {
-		start[i] += start[i-1]
-	}
-	next := slices.Clone(start[:len(start)-1])
-	out := make([]uint64, n)
-	for _, s := range slots {
-		b := s >> shift
-		out[next[b]] = s
-		next[b]++
-	}
-	for b := range len(start) - 1 {
-		slices.Sort(out[start[b]:start[b+1]])
-	}
-	return out
+	sorted, _, _ := bucketSort(slots)
+	return sorted
 }
 
 // index sorts the slots by tag, checks that equal tags hold different
@@ -751,13 +727,22 @@ func (t *txTable) expiredSet() expiredSet {
 	return newExpiredSet(k0, k1, hs)
 }
 
-// newExpiredSet sorts hs by bucket (a counting sort, then each small
-// bucket: ascending overall) and builds the directory.
+// newExpiredSet sorts hs (bucketSort) and keeps its directory.
 func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
+	sorted, dir, shift := bucketSort(hs)
+	return expiredSet{k0: k0, k1: k1, hashes: sorted, dir: dir, shift: shift}
+}
+
+// bucketSort sorts values whose high bits are uniformly spread (hashes,
+// or index slots led by a hash's tag): a counting sort by the high bits
+// into buckets of about txBucket values, then each small bucket. dir[b]
+// is where bucket b = v>>shift begins in sorted, dir[len(dir)-1] =
+// len(sorted).
+func bucketSort(hs []uint64) (sorted []uint64, dir []uint32, shift uint8) {
 	n := len(hs)
 	k := bits.Len(uint(n / txBucket))
-	shift := uint8(64 - k)
-	dir := make([]uint32, 1<<k+1)
+	shift = uint8(64 - k)
+	dir = make([]uint32, 1<<k+1)
 	for _, h := range hs {
 		dir[h>>shift+1]++
 	}
@@ -765,7 +750,7 @@ func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
 		dir[b] += dir[b-1]
 	}
 	next := slices.Clone(dir[:len(dir)-1])
-	sorted := make([]uint64, n)
+	sorted = make([]uint64, n)
 	for _, h := range hs {
 		b := h >> shift
 		sorted[next[b]] = h
@@ -774,7 +759,7 @@ func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
 	for b := range len(dir) - 1 {
 		slices.Sort(sorted[dir[b]:dir[b+1]])
 	}
-	return expiredSet{k0: k0, k1: k1, hashes: sorted, dir: dir, shift: shift}
+	return sorted, dir, shift
 }
 
 // Len returns the number of ids in the set.
