@@ -219,6 +219,15 @@ func TestAttackForgedMessages(t *testing.T) {
 	if !strings.Contains(body, `dtx_unauthorized_total{kind="message"}`) {
 		t.Errorf("/metrics has no dtx_unauthorized_total{kind=\"message\"}")
 	}
+	// Both kinds of process say how their snapshots go.
+	for _, node := range []string{"inventory", twopc.CoordinatorID} {
+		body := sc.get(t, node, "/metrics", "admin/test", "")
+		for _, m := range []string{"dtx_snapshots_total ", "dtx_snapshot_last_bytes ", "dtx_snapshot_loop_pause_max_seconds "} {
+			if !strings.Contains(body, "\n"+m) {
+				t.Errorf("%s /metrics has no %s", node, m)
+			}
+		}
+	}
 }
 
 // TestAttackSubmitTx: SubmitTx needs the app role, and the purchase

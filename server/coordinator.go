@@ -181,6 +181,10 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	}))
 	if c.rep == nil {
 		co := c.coord.(*coordinator.Coordinator)
+		snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+			st := co.SnapshotStats()
+			return st.Taken, st.LastBytes, st.MaxPause
+		})
 		go func() { c.runErr <- co.Run(context.Background()) }()
 		st, err := c.coord.Status(context.Background())
 		if err != nil {

@@ -228,3 +228,16 @@ func reasonClass(reason string, nodes []string) string {
 func newGaugeFunc(name, help string, f func() float64) prometheus.GaugeFunc {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 }
+
+// snapshotMetrics registers a component's snapshot counters: how many it
+// wrote, the size of the last, the longest pause of its loop for one.
+func snapshotMetrics(reg *prometheus.Registry, stats func() (taken uint64, lastBytes int, maxPause time.Duration)) {
+	reg.MustRegister(newCounterFunc("dtx_snapshots_total",
+		"Snapshots this process wrote (each followed by a compaction of its log).",
+		func() float64 { n, _, _ := stats(); return float64(n) }))
+	reg.MustRegister(newGaugeFunc("dtx_snapshot_last_bytes", "Size of the last snapshot written.",
+		func() float64 { _, b, _ := stats(); return float64(b) }))
+	reg.MustRegister(newGaugeFunc("dtx_snapshot_loop_pause_max_seconds",
+		"Longest time the node loop stopped to capture a snapshot (the rest is off the loop).",
+		func() float64 { _, _, p := stats(); return p.Seconds() }))
+}

@@ -124,6 +124,10 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 		}
 		return float64(n)
 	}))
+	snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+		st := svc.SnapshotStats()
+		return st.Taken, st.LastBytes, st.MaxPause
+	})
 	go func() { p.runErr <- svc.Run(context.Background()) }()
 	b.guard.senders[twopc.CoordinatorID] = true
 	b.handle("GET /v1/state", auth.ActOperate, p.httpState)
