@@ -51,7 +51,8 @@ func dtx(t *testing.T, bin string, args ...string) []byte {
 // `dtx recover`, and checks from outside (`dtx state`) that every
 // transaction printed COMMITTED survived at all three services, every
 // ROLLED_BACK one left nothing, and no transaction is partial. Each trial
-// goes on with the same data directory.
+// goes on with the same data directory; every other one snapshots as
+// often as it can, so that kills land in snapshots and compactions too.
 func TestKillAndRecover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills processes")
@@ -75,8 +76,17 @@ func TestKillAndRecover(t *testing.T) {
 		if err := os.WriteFile(input, gen, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "run", "--input", input, "--data-dir", dir, "--concurrency", "32",
-			"--seed", fmt.Sprint(seed+uint64(trial)), "--crash-rate", "0.005", "--fail-rate", "0.02")
+		args := []string{"run", "--input", input, "--data-dir", dir, "--concurrency", "32",
+			"--seed", fmt.Sprint(seed+uint64(trial)), "--crash-rate", "0.005", "--fail-rate", "0.02",
+			"--wal-segment-bytes", "32768"}
+		if trial%2 == 1 {
+			// Every component, the coordinator too, snapshots every
+			// 16 KiB of records (as often as its 100 ms check allows)
+			// and compacts its log: kills can land in a snapshot or a
+			// compaction, and later trials start from snapshots.
+			args = append(args, "--snapshot-every", "0", "--snapshot-log-bytes", "16384")
+		}
+		cmd := exec.Command(bin, args...)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
