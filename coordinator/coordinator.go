@@ -77,9 +77,10 @@ type Coordinator struct {
 	m    *twopc.Coordinator
 	node *node.Node
 
-	done    chan struct{}                   // closed when Run returns
-	waiters map[string][]waiter             // loop goroutine only
-	lookups map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
+	done     chan struct{}                   // closed when Run returns
+	loopDone chan struct{}                   // closed when the node loop returns, before the snapshotter is waited for
+	waiters  map[string][]waiter             // loop goroutine only
+	lookups  map[string][]chan twopc.Outcome // loop goroutine only; see Lookup
 
 	stop context.Context // cancelled by Close
 	halt context.CancelFunc
@@ -149,11 +150,12 @@ func New(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64) (*Coord
 // checkpoints (a replicated coordinator's group log is).
 func newCoordinator(cfg Config, m *twopc.Coordinator, log node.Log, ckpts []uint64, ownLog bool) (*Coordinator, error) {
 	c := &Coordinator{
-		cfg:     cfg,
-		m:       m,
-		done:    make(chan struct{}),
-		waiters: make(map[string][]waiter),
-		lookups: make(map[string][]chan twopc.Outcome),
+		cfg:      cfg,
+		m:        m,
+		done:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		waiters:  make(map[string][]waiter),
+		lookups:  make(map[string][]chan twopc.Outcome),
 	}
 	c.stop, c.halt = context.WithCancel(context.Background())
 	var err error
@@ -213,6 +215,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	inbox := c.node.Inbox()
 	c.cfg.Network.Register(c.cfg.Machine.ID, inbox)
 	err := c.node.Run(ctx)
+	close(c.loopDone) // a SnapshotNow waiting for the loop gives up, so the snapshotter can end
 	c.cfg.Network.Unregister(c.cfg.Machine.ID, inbox)
 	stopWriter()
 	writer.Wait()

@@ -109,7 +109,7 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 			if err != nil {
 				return nil, rec, err
 			}
-			if marked {
+			if marked || len(skipped) >= 2 { // two files are kept only once the log may be compacted after them
 				return nil, rec, fmt.Errorf("the log in %s starts at record %d, compacted after snapshots, and no snapshot can be loaded (%d damaged): refusing to start with a shorter history",
 					lc.Dir, first, len(skipped))
 			}
@@ -128,10 +128,10 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	return log, rec, nil
 }
 
-// SnapshotMarker is the file a coordinator's directory holds once the
-// coordinator has written a snapshot: from then on its log may be
-// compacted after snapshots, and a restart that cannot load one must not
-// replay what is left of the log as if it were whole.
+// SnapshotMarker is the file a coordinator's directory holds from just
+// before its log is first compacted after a snapshot: a restart that then
+// cannot load a snapshot must not replay what is left of the log as if it
+// were whole.
 const SnapshotMarker = "SNAPSHOTS"
 
 func hasMarker(fsys wal.FS, dir string) (bool, error) {
@@ -143,37 +143,50 @@ func hasMarker(fsys wal.FS, dir string) (bool, error) {
 }
 
 // WriteSnapshot makes a snapshot taken by TakeSnapshot durable, off the
-// loop: it makes sure SnapshotMarker exists (created, synced, directory
-// synced) and then takes node.WriteSnapshot's steps (sync the log, write
-// and check the file, keep it and the newest valid older one, compact the
-// log up to that one). It returns the seq the log is kept from (0: all).
+// loop, with node.WriteSnapshot's steps (sync the log, write and check the
+// file, keep it and the newest valid older one, compact the log up to that
+// one), and makes sure SnapshotMarker exists (created, synced, directory
+// synced) before the log is first compacted. It returns the seq the log is
+// kept from (0: all of it).
 func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]byte, h node.SnapshotHooks) (keptFrom uint64, err error) {
-	marked, err := hasMarker(fsys, dir)
-	if err != nil {
-		return 0, err
-	}
-	if !marked {
-		path := filepath.Join(dir, SnapshotMarker)
-		f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return 0, fmt.Errorf("snapshot marker: %w", err)
+	may := h.MayCompact
+	h.MayCompact = func() error {
+		if err := ensureMarker(fsys, dir); err != nil {
+			return err
 		}
-		if _, err := f.Write([]byte("this log is compacted after snapshots; a restart needs one of them\n")); err != nil {
-			f.Close()
-			return 0, fmt.Errorf("snapshot marker: %w", err)
+		if may != nil {
+			return may()
 		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return 0, fmt.Errorf("snapshot marker: %w", err)
-		}
-		if err := f.Close(); err != nil {
-			return 0, fmt.Errorf("snapshot marker: %w", err)
-		}
-		if err := fsys.SyncDir(dir); err != nil {
-			return 0, fmt.Errorf("snapshot marker: %w", err)
-		}
+		return nil
 	}
 	return node.WriteSnapshot(fsys, dir, log, seq, data, h)
+}
+
+// ensureMarker creates SnapshotMarker in dir if it is not there.
+func ensureMarker(fsys wal.FS, dir string) error {
+	marked, err := hasMarker(fsys, dir)
+	if err != nil || marked {
+		return err
+	}
+	f, err := fsys.OpenFile(filepath.Join(dir, SnapshotMarker), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("snapshot marker: %w", err)
+	}
+	if _, err := f.Write([]byte("this log is compacted after snapshots; a restart needs one of them\n")); err != nil {
+		f.Close()
+		return fmt.Errorf("snapshot marker: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("snapshot marker: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("snapshot marker: %w", err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("snapshot marker: %w", err)
+	}
+	return nil
 }
 
 // LoadSnapshot restores the fresh machine m from the newest whole, valid
@@ -284,7 +297,7 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	var encode func() [][]byte
 	var serr error
 	var pause time.Duration
-	err := c.node.DoQuiet(ctx, c.done, func() {
+	err := c.node.DoQuiet(ctx, c.loopDone, func() {
 		t0 := time.Now()
 		seq, encode, serr = TakeSnapshot(c.m, c.log)
 		pause = time.Since(t0)

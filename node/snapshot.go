@@ -11,6 +11,10 @@ type SnapshotHooks struct {
 	// Step is called after each step of writing the file and may stop
 	// the write there with an error (returned as is).
 	Step func(wal.SnapshotStep) error
+	// MayCompact, if set, is called before the log is compacted (after
+	// the snapshot is durable); an error stops the compaction and is
+	// returned. A coordinator writes its marker file there.
+	MayCompact func() error
 	// BeforeCompact is called before the log is compacted up to upTo.
 	BeforeCompact func(upTo uint64)
 }
@@ -44,6 +48,11 @@ func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]b
 	}
 	if !ok {
 		return 0, nil
+	}
+	if h.MayCompact != nil {
+		if err := h.MayCompact(); err != nil {
+			return 0, err
+		}
 	}
 	if h.BeforeCompact != nil {
 		h.BeforeCompact(older + 1)
