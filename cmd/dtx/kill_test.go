@@ -77,7 +77,7 @@ func TestKillAndRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := []string{"run", "--input", input, "--data-dir", dir, "--concurrency", "32",
-			"--seed", fmt.Sprint(seed+uint64(trial)), "--crash-rate", "0.005", "--fail-rate", "0.02",
+			"--seed", fmt.Sprint(seed + uint64(trial)), "--crash-rate", "0.005", "--fail-rate", "0.02",
 			"--wal-segment-bytes", "32768"}
 		if trial%2 == 1 {
 			// Every component, the coordinator too, snapshots every
