@@ -118,7 +118,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c, err := newCoordinator(cfg, m, log, rec.Checkpoints, true)
+	c, err := newCoordinator(cfg, m, log, nil, true)
 	if err != nil {
 		log.Close()
 		return nil, err

@@ -69,8 +69,6 @@ type Recovered struct {
 	// Skipped has an error for each newer snapshot skipped as torn or
 	// damaged.
 	Skipped []error
-	// Checkpoints are the checkpoint heads replayed (node.Carrier).
-	Checkpoints []uint64
 	// LoadTook is how long reading and loading the snapshot took (mostly
 	// the retention tables' load time), Outcomes and Expired what it
 	// held: retained outcomes and expired ids.
@@ -114,8 +112,7 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 					lc.Dir, first, len(skipped))
 			}
 		}
-		log, ckpts, err := node.RecoverCheckpoints(lc, m, h)
-		rec.Checkpoints = ckpts
+		log, err := node.Recover(lc, m, h)
 		return log, rec, err
 	}
 	st := m.RetentionStats()

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -203,4 +205,61 @@ func TestSnapshotDamagedWholeLog(t *testing.T) {
 	if k, o, err := c.Lookup(ctx, "t0"); err != nil || k != coordinator.KnownDecided || !o.Committed {
 		t.Fatalf("t0 after replaying the whole log: %v %+v %v", k, o, err)
 	}
+}
+
+// TestSnapshotOutlivesCheckpoints: a coordinator on its own log leaves
+// the compaction to its snapshots. Here one snapshot is taken and then
+// many rotations pass without another: compacting at the third newest
+// checkpoint, as a replicated coordinator's log is, would remove the
+// records right after that snapshot, and the restart from it would find
+// them missing.
+func TestSnapshotOutlivesCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net := transport.NewMemNetwork(transport.Faults{}, 1)
+	fakeParticipant(ctx, net, "p1")
+	mc := twopc.DefaultCoordinatorConfig()
+	mc.PrepareTimeout = 200
+	mc.Retention = 10 // ticks of 1 ms: a rotation every 10 ms
+	lc := wal.DefaultConfig("")
+	lc.SegmentSize = 8 << 10
+	lc.PreallocSize = 4 << 10
+	cfg := coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc,
+		Snapshot: coordinator.SnapshotConfig{Every: time.Hour, LogBytes: 1 << 40}}
+	c, err := coordinator.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	submit := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := c.Submit(ctx, fmt.Sprintf("t%d", i), []twopc.Branch{{Node: "p1", Op: []byte("x")}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	submit(0, 50)
+	for err := c.SnapshotNow(ctx); err != nil; err = c.SnapshotNow(ctx) {
+		if !errors.Is(err, node.ErrBusy) {
+			t.Fatal(err)
+		}
+	}
+	// Many rotations and segments later, still no other snapshot.
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for i := 50; time.Now().Before(deadline); i += 20 {
+		submit(i, i+20)
+	}
+	if st := c.SnapshotStats(); st.Taken != 1 {
+		t.Fatalf("%d snapshots, want the one", st.Taken)
+	}
+	c.Close()
+	c, err = coordinator.Open(cfg)
+	if err != nil {
+		t.Fatalf("restart from the one snapshot: %v", err)
+	}
+	if st := c.SnapshotStats(); st.Loaded == 0 {
+		t.Fatalf("the snapshot was not loaded: %+v", st)
+	}
+	c.Close()
 }

@@ -302,10 +302,11 @@ type Carrier struct {
 	// durable, the log before the oldest of the three is compacted
 	// (unless NoCheckpointCompaction).
 	Checkpoints []uint64
-	// NoCheckpointCompaction leaves the log's compaction to its owner: a
-	// coordinator that takes snapshots (package coordinator) compacts it
-	// after each one, and a compaction at checkpoints could cut the log
-	// past the snapshot a restart falls back to.
+	// NoCheckpointCompaction leaves the log's compaction to its owner (and
+	// Checkpoints unused): a coordinator that takes snapshots (package
+	// coordinator) compacts it after each one, and a compaction at
+	// checkpoints could cut the log past the snapshot a restart falls back
+	// to.
 	NoCheckpointCompaction bool
 
 	buf     []byte
@@ -386,14 +387,10 @@ func (c *Carrier) Carry(m Machine) error {
 	if err != nil {
 		return fmt.Errorf("node %s: log: %w", c.ID, err)
 	}
-	if len(c.entries) > 0 {
+	if len(c.entries) > 0 && !c.NoCheckpointCompaction {
 		c.noteCheckpoints(&rd, last)
 	}
-	if c.NoCheckpointCompaction {
-		if n := len(c.Checkpoints); n > keepCheckpoints {
-			c.Checkpoints = c.Checkpoints[n-keepCheckpoints:]
-		}
-	} else if len(c.Checkpoints) >= keepCheckpoints {
+	if len(c.Checkpoints) >= keepCheckpoints {
 		if err := c.compact(); err != nil {
 			if err == ErrCrashed {
 				return err

@@ -964,12 +964,12 @@ func (s *Sim) openCalls(c *comp) int {
 		if err != nil {
 			return 0
 		}
-		if l, _, err := coordinator.Recover(s.logConfig(c, clone), m, node.Hooks{}); err == nil {
-			n := clone.Calls() - before
+		l, _, err := coordinator.Recover(s.logConfig(c, clone), m, node.Hooks{})
+		n := clone.Calls() - before
+		if err == nil {
 			l.Close()
-			return n
 		}
-		return clone.Calls() - before
+		return n
 	}
 	l, err := wal.Open(s.logConfig(c, clone))
 	if err == nil {
@@ -1021,7 +1021,6 @@ func (s *Sim) restart(c *comp) {
 	} else {
 		var rec coordinator.Recovered
 		log, rec, err = coordinator.Recover(s.logConfig(c, c.fs), c.coord, hooks)
-		ckpts = rec.Checkpoints
 		if err == nil && rec.Snapshot > 0 {
 			s.res.CoordSnapshotLoads++
 		}

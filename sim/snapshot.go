@@ -69,44 +69,33 @@ func (r *countingResource) RestoreSnapshot(b []byte) error {
 	return sn.RestoreSnapshot(b)
 }
 
-// maybeSnapshot snapshots participant c if it is due, with the SDK's own
-// steps (participant.TakeSnapshot, participant.WriteSnapshot), cut by the
-// faults.
+// maybeSnapshot snapshots c (a participant or the single coordinator) if
+// it is due, with the production steps (participant.TakeSnapshot or
+// coordinator.TakeSnapshot, then writeSnapshot), cut by the faults.
 func (s *Sim) maybeSnapshot(c *comp) {
-	if c.role == roleCoord {
-		s.maybeCoordSnapshot(c)
-		return
-	}
-	if s.p.snapEvery == 0 || c.role != rolePart || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
+	if s.p.snapEvery == 0 || c.role == roleReplica || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
 		return
 	}
 	c.lastSnap = s.now
-	seq, encode, err := participant.TakeSnapshot(c.part, c.res, c.log)
+	var seq uint64
 	var data [][]byte
-	if err == nil {
-		data, err = encode()
+	var err error
+	if c.role == roleCoord {
+		var encode func() [][]byte
+		if seq, encode, err = coordinator.TakeSnapshot(c.coord, c.log); err == nil {
+			data = encode()
+		}
+	} else {
+		var encode func() ([][]byte, error)
+		if seq, encode, err = participant.TakeSnapshot(c.part, c.res, c.log); err == nil {
+			data, err = encode()
+		}
 	}
 	if err != nil {
 		s.violate("recovery", "%s: snapshot: %v", c.id, err)
 		return
 	}
 	s.writeSnapshot(c, seq, data)
-}
-
-// maybeCoordSnapshot snapshots the coordinator c if it is due, with
-// package coordinator's own steps (coordinator.TakeSnapshot, then
-// node.WriteSnapshot), cut by the same faults as a participant's.
-func (s *Sim) maybeCoordSnapshot(c *comp) {
-	if s.p.snapEvery == 0 || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
-		return
-	}
-	c.lastSnap = s.now
-	seq, encode, err := coordinator.TakeSnapshot(c.coord, c.log)
-	if err != nil {
-		s.violate("recovery", "%s: snapshot: %v", c.id, err)
-		return
-	}
-	s.writeSnapshot(c, seq, encode())
 }
 
 // writeSnapshot makes snapshot data of c, named by seq, durable with the
