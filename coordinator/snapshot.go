@@ -54,7 +54,8 @@ const (
 	DefaultSnapshotLogBytes = 64 << 20
 )
 
-func (c SnapshotConfig) withDefaults() SnapshotConfig {
+// WithDefaults returns c with the defaults filled in where it says nothing.
+func (c SnapshotConfig) WithDefaults() SnapshotConfig {
 	if c.Every == 0 && c.LogBytes == 0 {
 		c.Every, c.LogBytes = DefaultSnapshotEvery, DefaultSnapshotLogBytes
 	}
@@ -242,7 +243,7 @@ type SnapshotStats struct {
 
 // snapshotter takes a snapshot whenever one is due, until ctx ends.
 func (c *Coordinator) snapshotter(ctx context.Context) {
-	cfg := c.cfg.Snapshot.withDefaults()
+	cfg := c.cfg.Snapshot.WithDefaults()
 	check := cfg.Check
 	if check <= 0 {
 		check = 100 * time.Millisecond

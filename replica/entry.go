@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
 
@@ -76,20 +75,4 @@ func eachRecord(data []byte, fn func(typ uint8, rec []byte) error) error {
 		b = b[1+k+int(n):]
 	}
 	return nil
-}
-
-// hasCheckpoint reports whether an entry's data holds a checkpoint's head
-// record (the first chunk of a coordinator CHECKPOINT).
-func hasCheckpoint(data []byte) bool {
-	found := false
-	_ = eachRecord(data, func(typ uint8, rec []byte) error {
-		if twopc.RecType(typ) != twopc.RecCheckpoint || found {
-			return nil
-		}
-		if r, err := twopc.DecodeRecord(twopc.RecType(typ), rec); err == nil && r.Attempt == 0 {
-			found = true
-		}
-		return nil
-	})
-	return found
 }

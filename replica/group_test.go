@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/money"
 	"github.com/dtx-dev/dtx/participant"
@@ -149,6 +150,10 @@ func (g *group) start(id uint64) {
 	rng := rand.New(rand.NewPCG(g.seed, id))
 	var rmu sync.Mutex
 	cc.Machine.Rand = func() uint64 { rmu.Lock(); defer rmu.Unlock(); return rng.Uint64() }
+	// Snapshots every few dozen transactions: the kills restart replicas
+	// from their snapshot files, and a replica down while the others
+	// compacted catches up by fetching one.
+	cc.Snapshot = coordinator.SnapshotConfig{LogBytes: 16 << 10, Every: 100 * time.Millisecond}
 	r, err := New(Config{
 		ID: id, Peers: g.ids, Log: lc, Coordinator: cc, Transport: g.rt,
 		Tick: 5 * time.Millisecond, ElectionTicks: 10,

@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -78,17 +79,27 @@ func entriesWith(t *testing.T, r *Replica, mark []byte) [][]byte {
 	return out
 }
 
-// recordsOf returns the bytes of the records of an entry's data.
+// recordsOf returns the reasons of the records of an entry's data (the
+// marks of event's records).
 func recordsOf(data []byte) []string {
 	var out []string
-	_ = eachRecord(data, func(_ uint8, rec []byte) error {
-		out = append(out, string(rec))
+	_ = eachRecord(data, func(typ uint8, b []byte) error {
+		rec, err := twopc.DecodeRecord(twopc.RecType(typ), b)
+		if err != nil {
+			out = append(out, fmt.Sprintf("undecodable: %v", err))
+			return nil
+		}
+		out = append(out, rec.Reason)
 		return nil
 	})
 	return out
 }
 
-func event(s string) wal.Entry { return wal.Entry{Type: uint8(twopc.RecEvent), Data: []byte(s)} }
+// event is an EVENT record (every replica applies the records it
+// commits, so they must decode) whose reason is s.
+func event(s string) wal.Entry {
+	return wal.Entry{Type: uint8(twopc.RecEvent), Data: twopc.AppendRecord(nil, &twopc.Record{Type: twopc.RecEvent, Reason: s})}
+}
 
 // An unforced record is not proposed alone: the next forced append
 // carries it, in the same raft entry and before the forced record.

@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"context"
+	"fmt"
 	"sync"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -48,4 +50,17 @@ func (t *MemTransport) Send(msgs []*pb.Message) {
 			r.Receive(proto.Clone(m).(*pb.Message))
 		}
 	}
+}
+
+// FetchSnapshot reads replica from's snapshot file at index, unless either
+// end is isolated (SnapshotFetcher).
+func (t *MemTransport) FetchSnapshot(_ context.Context, from, index uint64) ([]byte, error) {
+	t.mu.Lock()
+	r := t.replicas[from]
+	cut := t.isolated[from]
+	t.mu.Unlock()
+	if r == nil || cut {
+		return nil, fmt.Errorf("replica %d unreachable", from)
+	}
+	return r.SnapshotFile(index)
 }

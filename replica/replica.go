@@ -22,11 +22,8 @@
 // those Readies is sent or reported, and its machine is dropped. Followers
 // keep only the raft log.
 //
-// Every replica compacts its raft log by itself, at the coordinator's
-// checkpoints: once three checkpoints are applied, the entries before the
-// oldest of them are no longer needed (replay from it rebuilds the whole
-// machine, as node.Carrier's compaction of a wal relies on), and the raft
-// snapshot at the entry before it carries no state of its own.
+// Every replica applies the committed records to a machine of its own,
+// snapshots it and compacts its raft log by itself (snapshot.go).
 package replica
 
 import (
@@ -48,6 +45,7 @@ import (
 
 	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/internal/mutant"
+	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
 )
@@ -68,7 +66,10 @@ type Config struct {
 	// in memory only (tests).
 	Log wal.Config
 	// Coordinator configures the coordinator the leader runs (Machine,
-	// Tick, Network, callbacks, Hooks, Logger; Dir and Log are not used).
+	// Tick, Network, callbacks, Hooks, Logger; Dir and Log are not used)
+	// and when every replica snapshots its state (Snapshot; not with a
+	// raft log in memory). A stepped replica counts Snapshot.Every in
+	// raft ticks.
 	Coordinator coordinator.Config
 	// Transport sends raft messages to the other replicas.
 	Transport Transport
@@ -78,6 +79,10 @@ type Config struct {
 	// HeartbeatTicks (default 1).
 	Tick                          time.Duration
 	ElectionTicks, HeartbeatTicks int
+	// SnapshotHooks cut the writing of a snapshot file (Step) and the
+	// compaction after it (BeforeCompact) for crash tests; MayCompact is
+	// not used.
+	SnapshotHooks node.SnapshotHooks
 	// HoldTicks is how many of the leader's machine ticks (Coordinator's
 	// Tick) an unforced record may wait for a forced one to carry it to
 	// the group (see Log; default: one raft tick's worth).
@@ -96,17 +101,16 @@ type Config struct {
 }
 
 // Lead is one leadership of a stepped replica (Config.Lead): the machine
-// restored from every committed record and started at an epoch of at
-// least Term, the checkpoints for its carrier, and the Log its records go
-// to. Done is closed when the leadership ends.
+// restored from the group's state at the barrier (Index) and started at an
+// epoch of at least Term, and the Log its records go to. Done is closed
+// when the leadership ends.
 type Lead struct {
-	Term        uint64
-	Machine     *twopc.Coordinator
-	Checkpoints []uint64
-	Log         *Log
-	Records     int
-	Done        <-chan struct{}
-	run         *leaderRun
+	Term    uint64
+	Machine *twopc.Coordinator
+	Log     *Log
+	Index   uint64
+	Done    <-chan struct{}
+	run     *leaderRun
 }
 
 // NotLeaderError is returned by a replica that is not the group's leader
@@ -151,13 +155,16 @@ type Replica struct {
 
 	// The raft loop's own state.
 	applied  uint64
-	snapshot uint64 // index of the raft log's snapshot
+	snapshot uint64             // index of the raft log's snapshot
+	state    *twopc.Coordinator // the group's state at applied (never started)
+	snap     snapState
+	fatal    error // a raft log failure off the loop, returned by the next Turn
+	ctx      context.Context
 	cs       *pb.ConfState
 	term     uint64
 	leading  bool
 	serial   uint64
 	pending  map[uint64]*proposal // by serial, this term's
-	ckpts    []uint64             // indexes of applied entries with a checkpoint head
 	reads    map[uint64]*readReq  // ReadIndex requests by id
 	readq    []*readReq           // answered by raft, waiting for applied
 	readSer  uint64
@@ -253,12 +260,21 @@ func New(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	snap, _ := st.Snapshot()
+	state, at, skipped, err := loadState(cfg.Log, st, cfg.Coordinator.Machine)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	if err := st.committed(at); err != nil {
+		st.close()
+		return nil, err
+	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
 		Storage:                   st,
-		Applied:                   snap.GetMetadata().GetIndex(),
+		Applied:                   at,
 		MaxSizePerMsg:             1 << 20,
 		MaxInflightMsgs:           256,
 		MaxUncommittedEntriesSize: 1 << 30,
@@ -279,11 +295,20 @@ func New(cfg Config) (*Replica, error) {
 		prop:     make(chan *proposal, 1024),
 		call:     make(chan func(), 256),
 		done:     make(chan struct{}),
-		applied:  snap.GetMetadata().GetIndex(),
+		applied:  at,
 		snapshot: snap.GetMetadata().GetIndex(),
+		state:    state,
+		ctx:      context.Background(),
 		cs:       snap.GetMetadata().GetConfState(),
 		pending:  map[uint64]*proposal{},
 		reads:    map[uint64]*readReq{},
+	}
+	r.snap.cfg = cfg.Coordinator.Snapshot.WithDefaults()
+	if r.snap.cfg.Every > 0 {
+		r.snap.every = max(1, int(r.snap.cfg.Every/cfg.Tick))
+	}
+	if at > r.snapshot || skipped > 0 {
+		r.snap.stats.Loaded, r.snap.stats.Skipped = at, skipped
 	}
 	r.mu.status = Status{ID: cfg.ID, State: "follower", Applied: r.applied}
 	return r, nil
@@ -304,6 +329,7 @@ func (r *Replica) Receive(m *pb.Message) {
 func (r *Replica) Run(ctx context.Context) error {
 	defer close(r.done)
 	defer r.st.close()
+	r.ctx = ctx
 	ticker := time.NewTicker(r.cfg.Tick)
 	defer ticker.Stop()
 	err := r.loop(ctx, ticker.C)
@@ -321,8 +347,9 @@ func (r *Replica) loop(ctx context.Context, tick <-chan time.Time) error {
 			return nil
 		case <-tick:
 			r.rn.Tick()
+			r.snap.ticks++
 		case m := <-r.recv:
-			_ = r.rn.Step(m) // a message of another term or a stale one: raft ignores it
+			r.receive(m)
 		case p := <-r.prop:
 			r.propose(p)
 		case f := <-r.call:
@@ -332,7 +359,7 @@ func (r *Replica) loop(ctx context.Context, tick <-chan time.Time) error {
 		for i := 0; i < 1024; i++ {
 			select {
 			case m := <-r.recv:
-				_ = r.rn.Step(m)
+				r.receive(m)
 			case p := <-r.prop:
 				r.propose(p)
 			case f := <-r.call:
@@ -350,12 +377,13 @@ func (r *Replica) loop(ctx context.Context, tick <-chan time.Time) error {
 // Tick advances a stepped replica's raft clock by one tick, then Turns.
 func (r *Replica) Tick() error {
 	r.rn.Tick()
+	r.snap.ticks++
 	return r.Turn()
 }
 
 // Step hands a stepped replica one raft message, then Turns.
 func (r *Replica) Step(m *pb.Message) error {
-	_ = r.rn.Step(m) // a message of another term or a stale one: raft ignores it
+	r.receive(m)
 	return r.Turn()
 }
 
@@ -365,13 +393,17 @@ func (r *Replica) Step(m *pb.Message) error {
 // Run's loop calls it after every batch; a stepped replica's driver calls
 // it (through Tick and Step, and after its machine proposed).
 func (r *Replica) Turn() error {
+	if r.fatal != nil {
+		return r.fatal
+	}
 	for r.rn.HasReady() {
 		if err := r.handleReady(); err != nil {
 			return err
 		}
 	}
+	r.maybeSnapshot()
 	r.leadership()
-	return nil
+	return r.fatal
 }
 
 // Resign ends a stepped replica's leadership l after its driver stopped
@@ -437,6 +469,11 @@ func (r *Replica) handleReady() error {
 	if early {
 		r.send(rd.Messages)
 	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := r.install(rd.Snapshot); err != nil {
+			return err
+		}
+	}
 	if err := r.st.save(rd.Snapshot, rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return err
 	}
@@ -444,7 +481,6 @@ func (r *Replica) handleReady() error {
 		md := rd.Snapshot.GetMetadata()
 		r.applied, r.snapshot = md.GetIndex(), md.GetIndex()
 		r.cs = md.GetConfState()
-		r.ckpts = r.ckpts[:0]
 	}
 	if !early {
 		r.send(rd.Messages)
@@ -475,8 +511,9 @@ func (r *Replica) send(msgs []*pb.Message) {
 	r.cfg.Transport.Send(msgs)
 	for _, m := range msgs {
 		if m.GetType() == pb.MsgSnap {
-			// The snapshot holds no state (see the package comment): the
-			// follower gets the entries after it in MsgApp.
+			// The follower fetches the file itself (snapshot.go); until
+			// it has installed it, raft finds it behind and sends the
+			// snapshot again.
 			r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
 		}
 	}
@@ -503,6 +540,9 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 			if !ok {
 				continue
 			}
+			if err := r.applyState(e); err != nil {
+				return fmt.Errorf("replica %d: apply entry %d: %w", r.cfg.ID, e.GetIndex(), err)
+			}
 			if term == r.term && r.leading {
 				if p := r.pending[serial]; p != nil {
 					delete(r.pending, serial)
@@ -513,35 +553,8 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 					}
 				}
 			}
-			if hasCheckpoint(e.GetData()) {
-				r.ckpts = append(r.ckpts, e.GetIndex())
-			}
 		}
 	}
-	return r.maybeCompact()
-}
-
-// keepCheckpoints is node's rule: replay from the third newest checkpoint
-// rebuilds the current, previous and expired generations of outcomes.
-const keepCheckpoints = 3
-
-// snapshotData marks the group's snapshots: they hold no state, the
-// entries after them replay into the whole machine.
-var snapshotData = []byte("dtx: entries after this index start at a coordinator checkpoint")
-
-func (r *Replica) maybeCompact() error {
-	if len(r.ckpts) < keepCheckpoints {
-		return nil
-	}
-	r.ckpts = r.ckpts[len(r.ckpts)-keepCheckpoints:]
-	at := r.ckpts[0] - 1
-	if at <= r.snapshot || at > r.applied {
-		return nil
-	}
-	if err := r.st.compact(at, r.cs, snapshotData); err != nil {
-		return fmt.Errorf("replica: compact raft log: %w", err)
-	}
-	r.snapshot = at
 	return nil
 }
 
@@ -623,26 +636,25 @@ func (r *Replica) stepDown(err error) {
 }
 
 // startRun proposes the new leadership's barrier; once it is applied, the
-// machine is restored from every entry up to it (off the raft loop) and
-// the coordinator starts.
+// machine is restored from a capture of the state at the barrier (off the
+// raft loop) and the coordinator starts.
 func (r *Replica) startRun() {
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &leaderRun{term: r.term, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
 	r.run, r.runStart = run, time.Now()
 	p := &proposal{run: run, data: make([]byte, tagSize)}
 	p.barrier = func(index uint64) {
-		first, _ := r.st.FirstIndex()
-		ents, err := r.st.Entries(first, index+1, math.MaxUint64)
+		enc, err := r.state.SnapshotDeferred()
 		if err != nil {
-			r.cfg.Logger.Error("replica: read raft log for restore", "err", err)
+			r.cfg.Logger.Error("replica: capture the state for the leader", "err", err)
 			r.stepDown(err)
 			return
 		}
 		if r.cfg.Lead != nil {
-			r.lead(run, ents)
+			r.lead(run, enc, index)
 			return
 		}
-		go r.serve(run, ents, first)
+		go r.serve(run, enc, index)
 	}
 	r.propose(p)
 	if _, ok := r.pending[r.serial]; !ok || r.pending[r.serial] != p {
@@ -653,15 +665,15 @@ func (r *Replica) startRun() {
 	}
 }
 
-// serve restores a machine from ents (the raft log from index first up to
-// the barrier), starts it and runs the coordinator until the run ends.
-func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
+// serve restores a machine from the capture enc of the state at the
+// barrier (index), starts it and runs the coordinator until the run ends.
+func (r *Replica) serve(run *leaderRun, enc func() []byte, index uint64) {
 	start := time.Now()
-	m, ckpts, n, err := restore(r.cfg.Coordinator.Machine, ents)
+	m, err := restore(r.cfg.Coordinator.Machine, enc)
 	if err == nil {
 		m.StartAtLeast(run.term)
 		var c *coordinator.Coordinator
-		c, err = coordinator.New(r.cfg.Coordinator, m, r.newLog(run), ckpts)
+		c, err = coordinator.New(r.cfg.Coordinator, m, r.newLog(run), nil)
 		if err == nil {
 			run.coord = c
 		}
@@ -677,7 +689,7 @@ func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
 		})
 		return
 	}
-	r.cfg.Logger.Info("replica leads", "id", r.cfg.ID, "term", run.term, "records", n, "first_index", first,
+	r.cfg.Logger.Info("replica leads", "id", r.cfg.ID, "term", run.term, "index", index,
 		"restore", time.Since(start), "since_elected", time.Since(r.runStart))
 	if err := run.coord.Run(run.ctx); err != nil && run.ctx.Err() == nil {
 		r.cfg.Logger.Warn("replica: coordinator stopped", "id", r.cfg.ID, "term", run.term, "err", err)
@@ -692,10 +704,10 @@ func (r *Replica) serve(run *leaderRun, ents []*pb.Entry, first uint64) {
 	})
 }
 
-// lead restores a stepped replica's machine from ents and hands it to
-// Config.Lead (on the raft loop).
-func (r *Replica) lead(run *leaderRun, ents []*pb.Entry) {
-	m, ckpts, n, err := restore(r.cfg.Coordinator.Machine, ents)
+// lead restores a stepped replica's machine from the capture enc and
+// hands it to Config.Lead (on the raft loop).
+func (r *Replica) lead(run *leaderRun, enc func() []byte, index uint64) {
+	m, err := restore(r.cfg.Coordinator.Machine, enc)
 	run.err = err
 	close(run.ready)
 	if err != nil {
@@ -704,7 +716,7 @@ func (r *Replica) lead(run *leaderRun, ents []*pb.Entry) {
 		return
 	}
 	m.StartAtLeast(run.term)
-	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Checkpoints: ckpts, Log: r.newLog(run), Records: n, Done: run.ctx.Done(), run: run})
+	r.cfg.Lead(&Lead{Term: run.term, Machine: m, Log: r.newLog(run), Index: index, Done: run.ctx.Done(), run: run})
 }
 
 // eachEntryRecord decodes the coordinator records of the normal entries
@@ -732,30 +744,16 @@ func eachEntryRecord(ents []*pb.Entry, fn func(seq uint64, rec twopc.Record) err
 	return nil
 }
 
-// restore replays the records of ents into a fresh machine (not started)
-// and returns it with the seqs of the last checkpoints and the number of
-// records.
-func restore(mc twopc.CoordinatorConfig, ents []*pb.Entry) (*twopc.Coordinator, []uint64, int, error) {
+// restore builds a fresh machine (not started) from a capture of a state.
+func restore(mc twopc.CoordinatorConfig, enc func() []byte) (*twopc.Coordinator, error) {
 	m, err := twopc.NewCoordinator(mc)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
-	var ckpts []uint64
-	n := 0
-	err = eachEntryRecord(ents, func(seq uint64, rec twopc.Record) error {
-		if rec.Type == twopc.RecCheckpoint && rec.Attempt == 0 {
-			if len(ckpts) == keepCheckpoints {
-				ckpts = append(ckpts[:0], ckpts[1:]...)
-			}
-			ckpts = append(ckpts, seq)
-		}
-		n++
-		return m.Restore(rec)
-	})
-	if err != nil {
-		return nil, nil, 0, err
+	if err := m.RestoreSnapshot(enc()); err != nil {
+		return nil, err
 	}
-	return m, ckpts, n, nil
+	return m, nil
 }
 
 // post runs f on the raft loop (dropped once the replica stopped).
@@ -796,8 +794,8 @@ func (r *Replica) Status() Status {
 // Records calls fn for every committed record of this replica's raft log
 // about tx (a follower's too), in log order, with its seq (the raft index
 // of its entry, shifted, plus its place in the entry, as the leader's Log
-// numbers them). The raft log holds what the last compaction kept: two to
-// three retention windows of records, like a single coordinator's wal.
+// numbers them). The raft log holds what the last compaction kept: the
+// entries after the older of the two snapshot files kept.
 // It reads raft's in-memory log while the replica runs.
 func (r *Replica) Records(tx string, fn func(seq uint64, rec twopc.Record)) error {
 	first, err := r.st.FirstIndex()
@@ -1162,25 +1160,30 @@ func (l *Log) take(res propResult) error {
 	return nil
 }
 
-// ReplayCommitted opens the raft log in cfg (of a group of peers) and
-// replays every committed record it holds into a fresh machine (restored,
-// not started): the state any leader elected with this log would restore.
-// It returns the machine and the commit index. The simulator's replay
-// check uses it.
+// ReplayCommitted opens the raft log in cfg (of a group of peers), loads
+// its newest valid snapshot file and replays every committed record after
+// it into the machine (restored, not started): the state any leader
+// elected with this log would restore. It returns the machine and the
+// commit index. The simulator's replay check uses it.
 func ReplayCommitted(cfg wal.Config, peers []uint64, mc twopc.CoordinatorConfig) (*twopc.Coordinator, uint64, error) {
 	st, err := openStorage(cfg, peers)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer st.close()
-	first, _ := st.FirstIndex()
-	commit := st.hs.GetCommit()
-	var ents []*pb.Entry
-	if commit >= first {
-		if ents, err = st.Entries(first, commit+1, math.MaxUint64); err != nil {
+	m, at, _, err := loadState(cfg, st, mc)
+	if err != nil {
+		return nil, 0, err
+	}
+	commit := max(st.hs.GetCommit(), at)
+	if commit > at {
+		ents, err := st.Entries(at+1, commit+1, math.MaxUint64)
+		if err != nil {
 			return nil, 0, fmt.Errorf("replica: read raft log: %w", err)
 		}
+		if err := eachEntryRecord(ents, func(_ uint64, rec twopc.Record) error { return m.Restore(rec) }); err != nil {
+			return nil, 0, err
+		}
 	}
-	m, _, _, err := restore(mc, ents)
-	return m, commit, err
+	return m, commit, nil
 }

@@ -36,7 +36,7 @@ func TestStorageReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs := &pb.ConfState{Voters: []uint64{1, 2, 3}}
-	if err := s.compact(120, cs, snapshotData); err != nil {
+	if err := s.compact(120, cs, legacyData); err != nil {
 		t.Fatal(err)
 	}
 	segsBefore := s.wal.FirstSeq()
@@ -89,7 +89,7 @@ func TestStorageSnapshotSurvivesPowerLoss(t *testing.T) {
 	if err := s.save(nil, &pb.HardState{Term: new(uint64(1)), Vote: new(uint64(2)), Commit: new(uint64(21))}, ents(1, 1, 21), true); err != nil {
 		t.Fatal(err)
 	}
-	snap := &pb.Snapshot{Data: snapshotData, Metadata: &pb.SnapshotMetadata{Index: new(uint64(33)), Term: new(uint64(1)), ConfState: &pb.ConfState{Voters: peers}}}
+	snap := &pb.Snapshot{Data: legacyData, Metadata: &pb.SnapshotMetadata{Index: new(uint64(33)), Term: new(uint64(1)), ConfState: &pb.ConfState{Voters: peers}}}
 	if err := s.save(snap, &pb.HardState{Term: new(uint64(1)), Vote: new(uint64(2)), Commit: new(uint64(33))}, nil, false); err != nil {
 		t.Fatal(err)
 	}

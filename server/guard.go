@@ -45,6 +45,7 @@ var grpcActions = map[string]auth.Action{
 	"/dtx.v1.Admin/Call":               auth.ActAdmin,
 	"/dtx.v1.Raft/Send":                auth.ActReplicate,
 	"/dtx.v1.Raft/SendStream":          auth.ActReplicate,
+	"/dtx.v1.Raft/Snapshot":            auth.ActReplicate,
 }
 
 // openMethod reports whether any authenticated peer may call method: the

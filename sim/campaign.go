@@ -25,6 +25,11 @@ type Summary struct {
 	// CoordSnapshots counts the coordinator's snapshots written,
 	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
+	// ReplicaSnapshots counts the snapshot files replicas wrote,
+	// ReplicaSnapshotLoads their restarts from one, and
+	// ReplicaSnapshotFetches the files fetched from another replica by
+	// one behind the group's compacted log.
+	ReplicaSnapshots, ReplicaSnapshotLoads, ReplicaSnapshotFetches int
 	// LedgerFlushes counts the moves of participants' ledger entries to
 	// their files between snapshots.
 	LedgerFlushes int
@@ -65,6 +70,9 @@ func (s *Summary) Add(r *Result) {
 	s.Snapshots += r.Snapshots
 	s.CoordSnapshots += r.CoordSnapshots
 	s.CoordSnapshotLoads += r.CoordSnapshotLoads
+	s.ReplicaSnapshots += r.ReplicaSnapshots
+	s.ReplicaSnapshotLoads += r.ReplicaSnapshotLoads
+	s.ReplicaSnapshotFetches += r.ReplicaSnapshotFetches
 	s.LedgerFlushes += r.LedgerFlushes
 	s.Forgotten += r.Forgotten
 	s.ExpiredRefusals += r.ExpiredRefusals
@@ -178,6 +186,7 @@ func (s *Summary) Print(w io.Writer) {
 		s.Crashes, s.Restarts, s.MultiDown, s.MaxDown)
 	if cfg.Replicas > 1 {
 		fmt.Fprintf(w, "coordinator replicas: %d; leaderships started: %d\n", cfg.Replicas, s.Leaderships)
+		fmt.Fprintf(w, "replica snapshots written: %d; restarts from one: %d; fetched by a replica behind: %d\n", s.ReplicaSnapshots, s.ReplicaSnapshotLoads, s.ReplicaSnapshotFetches)
 	}
 	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\ncoordinator snapshots written: %d; restarts from one: %d\n", s.Snapshots, s.LedgerFlushes, s.CoordSnapshots, s.CoordSnapshotLoads)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
@@ -99,6 +100,48 @@ func (t raftTransport) Send(msgs []*pb.Message) {
 	}
 }
 
+// FetchSnapshot reads replica from's snapshot file at index from its
+// disk, if it is up and reachable (replica.SnapshotFetcher): a replica
+// behind the group's compacted log installs it.
+func (t raftTransport) FetchSnapshot(_ context.Context, from, index uint64) ([]byte, error) {
+	s := t.s
+	peer := s.byRID[from]
+	if peer == nil || !peer.up || peer.rep == nil || (!s.healed && s.cutIdx(peer.idx, t.c.idx)) {
+		return nil, fmt.Errorf("replica %d unreachable", from)
+	}
+	b, err := peer.rep.SnapshotFile(index)
+	if err == nil {
+		s.res.ReplicaSnapshotFetches++
+	}
+	return b, err
+}
+
+// replicaSnapHooks cut a replica's snapshot writes: the power goes at a
+// step of writing the file, or in the middle of compacting its raft log
+// after it. The replica notices at its next write of the raft log.
+func (s *Sim) replicaSnapHooks(c *comp) node.SnapshotHooks {
+	return node.SnapshotHooks{
+		Step: func(st wal.SnapshotStep) error {
+			if st == wal.SnapRenamed {
+				s.res.ReplicaSnapshots++
+			}
+			if !s.healed && c.raftFault == 0 && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
+				s.tracef("%s: the power goes after step %d of a snapshot", c.id, st)
+				c.fs.HaltAfter(0)
+				c.raftFault = CrashSnapshot
+			}
+			return nil
+		},
+		BeforeCompact: func(uint64) {
+			if !s.healed && c.raftFault == 0 && s.on(CrashCompact) && s.roll(max(s.p.crashPoint, 0.15)) {
+				s.tracef("%s: the power goes while it compacts its raft log", c.id)
+				c.fs.HaltAfter(s.rng.IntN(4))
+				c.raftFault = CrashCompact
+			}
+		},
+	}
+}
+
 func (s *Sim) replicated() bool { return s.cfg.Replicas > 1 }
 
 // coordMachineConfig is the coordinator machine's config, for a single
@@ -114,8 +157,9 @@ func (s *Sim) coordMachineConfig() twopc.CoordinatorConfig {
 func (s *Sim) replicaConfig(c *comp, fsys wal.FS) replica.Config {
 	return replica.Config{
 		ID: c.rid, Peers: s.peers, Log: s.logConfig(c, fsys),
-		Coordinator:   coordinator.Config{Machine: s.coordMachineConfig()},
+		Coordinator:   coordinator.Config{Machine: s.coordMachineConfig(), Snapshot: s.p.replicaSnap},
 		Transport:     raftTransport{s, c},
+		SnapshotHooks: s.replicaSnapHooks(c),
 		ElectionTicks: electionTicks, HeartbeatTicks: heartbeatTicks,
 		// Unforced records wait 1 to 4 machine ticks for a forced append.
 		HoldTicks: 1 + s.rng.IntN(4),
@@ -162,6 +206,9 @@ func (s *Sim) restartReplica(c *comp) {
 		return
 	}
 	c.rep, c.up = r, true
+	if r.SnapshotStats().Loaded > 0 {
+		s.res.ReplicaSnapshotLoads++
+	}
 	s.res.Restarts++
 	s.tracef("%s up (incarnation %d)", c.id, c.inc)
 	s.drive(c)
@@ -246,6 +293,13 @@ func (s *Sim) drive(c *comp) {
 			s.raftFailed(c, err)
 			return
 		}
+		if c.raftFault != 0 && c.fs.Halted() {
+			// The power went in the middle of a snapshot or a compaction
+			// (replicaSnapHooks), whose failure the replica only logs.
+			s.tracef("%s crashes: its disk halted (%s)", c.id, c.raftFault)
+			s.crash(c, c.raftFault, true)
+			return
+		}
 		s.followLead(c)
 		if !c.up || c.lead == nil || !s.carryOn(c) {
 			if c.up && c.rep != nil {
@@ -285,10 +339,10 @@ func (s *Sim) followLead(c *comp) {
 		}
 		c.lead, c.coord, c.m = l, l.Machine, l.Machine
 		c.carrier = &node.Carrier{ID: c.id, Log: l.Log, Transport: transport{s, c}, OnRecord: s.observe(c),
-			Hooks: s.hooks(c), Checkpoints: l.Checkpoints, OnOutcomes: s.report}
+			Hooks: s.hooks(c), OnOutcomes: s.report}
 		c.recovering = true
 		s.res.Leaderships++
-		s.tracef("%s leads (term %d, restored %d records)", c.id, l.Term, l.Records)
+		s.tracef("%s leads (term %d, restored at index %d)", c.id, l.Term, l.Index)
 	}
 }
 

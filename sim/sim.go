@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 	"github.com/dtx-dev/dtx/replica"
@@ -65,6 +66,11 @@ type Result struct {
 	// CoordSnapshots counts the coordinator's snapshots written,
 	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
+	// ReplicaSnapshots counts the snapshot files replicas wrote,
+	// ReplicaSnapshotLoads their restarts from one, and
+	// ReplicaSnapshotFetches the files fetched from another replica by
+	// one behind the group's compacted log.
+	ReplicaSnapshots, ReplicaSnapshotLoads, ReplicaSnapshotFetches int
 	// LedgerFlushes counts the moves of participants' ledger entries to
 	// their files between snapshots.
 	LedgerFlushes int
@@ -199,7 +205,8 @@ type params struct {
 	clientTimeout uint64
 	resubmit      int
 	snapEvery     uint64 // ticks between participant snapshots (0: none)
-	ledgerHeld    int    // committed entries a participant holds before it moves them to its ledger file (0: only at snapshots)
+	replicaSnap   coordinator.SnapshotConfig
+	ledgerHeld    int // committed entries a participant holds before it moves them to its ledger file (0: only at snapshots)
 	deadlock      twopc.DeadlockPolicy
 }
 
@@ -367,6 +374,13 @@ func (s *Sim) drawParams() {
 	}
 	if r.IntN(3) != 0 {
 		s.p.snapEvery = uint64(10 + r.IntN(200))
+	}
+	// Replicas snapshot their state every few KiB of raft log or every
+	// few dozen raft ticks (a stepped replica counts Every in ticks of
+	// 10 ms), or never.
+	s.p.replicaSnap = coordinator.SnapshotConfig{Off: true}
+	if r.IntN(4) != 0 {
+		s.p.replicaSnap = coordinator.SnapshotConfig{LogBytes: uint64(1024 + r.IntN(16<<10)), Every: time.Duration(20+r.IntN(200)) * 10 * time.Millisecond}
 	}
 	s.p.clientTimeout, s.p.resubmit = 150, 400
 	if r.IntN(4) != 0 {

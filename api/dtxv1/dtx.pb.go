@@ -1375,6 +1375,94 @@ func (*RaftReply) Descriptor() ([]byte, []int) {
 	return file_dtx_proto_rawDescGZIP(), []int{19}
 }
 
+type RaftSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"` // the raft index the snapshot covers
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftSnapshotRequest) Reset() {
+	*x = RaftSnapshotRequest{}
+	mi := &file_dtx_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftSnapshotRequest) ProtoMessage() {}
+
+func (x *RaftSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RaftSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RaftSnapshotRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RaftSnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"` // the next bytes of the snapshot (the file's data)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftSnapshotChunk) Reset() {
+	*x = RaftSnapshotChunk{}
+	mi := &file_dtx_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftSnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftSnapshotChunk) ProtoMessage() {}
+
+func (x *RaftSnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_dtx_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftSnapshotChunk.ProtoReflect.Descriptor instead.
+func (*RaftSnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_dtx_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RaftSnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_dtx_proto protoreflect.FileDescriptor
 
 const file_dtx_proto_rawDesc = "" +
@@ -1451,7 +1539,11 @@ const file_dtx_proto_rawDesc = "" +
 	"\x04json\x18\x01 \x01(\fR\x04json\"'\n" +
 	"\tRaftBatch\x12\x1a\n" +
 	"\bmessages\x18\x01 \x03(\fR\bmessages\"\v\n" +
-	"\tRaftReply*\xdd\x01\n" +
+	"\tRaftReply\"+\n" +
+	"\x13RaftSnapshotRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"'\n" +
+	"\x11RaftSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*\xdd\x01\n" +
 	"\aMsgType\x12\x18\n" +
 	"\x14MSG_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MSG_TYPE_PREPARE\x10\x01\x12\x11\n" +
@@ -1484,11 +1576,12 @@ const file_dtx_proto_rawDesc = "" +
 	"\aOutcome\x12\x16.dtx.v1.OutcomeRequest\x1a\x11.dtx.v1.TxOutcome\x12=\n" +
 	"\fSubmitStream\x12\x13.dtx.v1.SubmitBatch\x1a\x14.dtx.v1.OutcomeBatch(\x010\x0129\n" +
 	"\x05Admin\x120\n" +
-	"\x04Call\x12\x14.dtx.v1.AdminRequest\x1a\x12.dtx.v1.AdminReply2j\n" +
+	"\x04Call\x12\x14.dtx.v1.AdminRequest\x1a\x12.dtx.v1.AdminReply2\xb0\x01\n" +
 	"\x04Raft\x12,\n" +
 	"\x04Send\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply\x124\n" +
 	"\n" +
-	"SendStream\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply(\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
+	"SendStream\x12\x11.dtx.v1.RaftBatch\x1a\x11.dtx.v1.RaftReply(\x01\x12D\n" +
+	"\bSnapshot\x12\x1b.dtx.v1.RaftSnapshotRequest\x1a\x19.dtx.v1.RaftSnapshotChunk0\x01B(Z&github.com/dtx-dev/dtx/api/dtxv1;dtxv1b\x06proto3"
 
 var (
 	file_dtx_proto_rawDescOnce sync.Once
@@ -1503,31 +1596,33 @@ func file_dtx_proto_rawDescGZIP() []byte {
 }
 
 var file_dtx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_dtx_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_dtx_proto_goTypes = []any{
-	(MsgType)(0),            // 0: dtx.v1.MsgType
-	(Vote)(0),               // 1: dtx.v1.Vote
-	(Status)(0),             // 2: dtx.v1.Status
-	(*Wait)(nil),            // 3: dtx.v1.Wait
-	(*Message)(nil),         // 4: dtx.v1.Message
-	(*Batch)(nil),           // 5: dtx.v1.Batch
-	(*DeliverReply)(nil),    // 6: dtx.v1.DeliverReply
-	(*StreamRequest)(nil),   // 7: dtx.v1.StreamRequest
-	(*SubmitBatch)(nil),     // 8: dtx.v1.SubmitBatch
-	(*StreamOutcome)(nil),   // 9: dtx.v1.StreamOutcome
-	(*OutcomeBatch)(nil),    // 10: dtx.v1.OutcomeBatch
-	(*PurchaseRequest)(nil), // 11: dtx.v1.PurchaseRequest
-	(*Branch)(nil),          // 12: dtx.v1.Branch
-	(*TxRequest)(nil),       // 13: dtx.v1.TxRequest
-	(*OutcomeRequest)(nil),  // 14: dtx.v1.OutcomeRequest
-	(*TxOutcome)(nil),       // 15: dtx.v1.TxOutcome
-	(*RecordsRequest)(nil),  // 16: dtx.v1.RecordsRequest
-	(*LogRecord)(nil),       // 17: dtx.v1.LogRecord
-	(*RecordsReply)(nil),    // 18: dtx.v1.RecordsReply
-	(*AdminRequest)(nil),    // 19: dtx.v1.AdminRequest
-	(*AdminReply)(nil),      // 20: dtx.v1.AdminReply
-	(*RaftBatch)(nil),       // 21: dtx.v1.RaftBatch
-	(*RaftReply)(nil),       // 22: dtx.v1.RaftReply
+	(MsgType)(0),                // 0: dtx.v1.MsgType
+	(Vote)(0),                   // 1: dtx.v1.Vote
+	(Status)(0),                 // 2: dtx.v1.Status
+	(*Wait)(nil),                // 3: dtx.v1.Wait
+	(*Message)(nil),             // 4: dtx.v1.Message
+	(*Batch)(nil),               // 5: dtx.v1.Batch
+	(*DeliverReply)(nil),        // 6: dtx.v1.DeliverReply
+	(*StreamRequest)(nil),       // 7: dtx.v1.StreamRequest
+	(*SubmitBatch)(nil),         // 8: dtx.v1.SubmitBatch
+	(*StreamOutcome)(nil),       // 9: dtx.v1.StreamOutcome
+	(*OutcomeBatch)(nil),        // 10: dtx.v1.OutcomeBatch
+	(*PurchaseRequest)(nil),     // 11: dtx.v1.PurchaseRequest
+	(*Branch)(nil),              // 12: dtx.v1.Branch
+	(*TxRequest)(nil),           // 13: dtx.v1.TxRequest
+	(*OutcomeRequest)(nil),      // 14: dtx.v1.OutcomeRequest
+	(*TxOutcome)(nil),           // 15: dtx.v1.TxOutcome
+	(*RecordsRequest)(nil),      // 16: dtx.v1.RecordsRequest
+	(*LogRecord)(nil),           // 17: dtx.v1.LogRecord
+	(*RecordsReply)(nil),        // 18: dtx.v1.RecordsReply
+	(*AdminRequest)(nil),        // 19: dtx.v1.AdminRequest
+	(*AdminReply)(nil),          // 20: dtx.v1.AdminReply
+	(*RaftBatch)(nil),           // 21: dtx.v1.RaftBatch
+	(*RaftReply)(nil),           // 22: dtx.v1.RaftReply
+	(*RaftSnapshotRequest)(nil), // 23: dtx.v1.RaftSnapshotRequest
+	(*RaftSnapshotChunk)(nil),   // 24: dtx.v1.RaftSnapshotChunk
 }
 var file_dtx_proto_depIdxs = []int32{
 	0,  // 0: dtx.v1.Message.type:type_name -> dtx.v1.MsgType
@@ -1551,18 +1646,20 @@ var file_dtx_proto_depIdxs = []int32{
 	19, // 18: dtx.v1.Admin.Call:input_type -> dtx.v1.AdminRequest
 	21, // 19: dtx.v1.Raft.Send:input_type -> dtx.v1.RaftBatch
 	21, // 20: dtx.v1.Raft.SendStream:input_type -> dtx.v1.RaftBatch
-	6,  // 21: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
-	6,  // 22: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
-	18, // 23: dtx.v1.Transport.Records:output_type -> dtx.v1.RecordsReply
-	15, // 24: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
-	15, // 25: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
-	15, // 26: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
-	10, // 27: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
-	20, // 28: dtx.v1.Admin.Call:output_type -> dtx.v1.AdminReply
-	22, // 29: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
-	22, // 30: dtx.v1.Raft.SendStream:output_type -> dtx.v1.RaftReply
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
+	23, // 21: dtx.v1.Raft.Snapshot:input_type -> dtx.v1.RaftSnapshotRequest
+	6,  // 22: dtx.v1.Transport.Deliver:output_type -> dtx.v1.DeliverReply
+	6,  // 23: dtx.v1.Transport.DeliverStream:output_type -> dtx.v1.DeliverReply
+	18, // 24: dtx.v1.Transport.Records:output_type -> dtx.v1.RecordsReply
+	15, // 25: dtx.v1.Coordinator.Submit:output_type -> dtx.v1.TxOutcome
+	15, // 26: dtx.v1.Coordinator.SubmitTx:output_type -> dtx.v1.TxOutcome
+	15, // 27: dtx.v1.Coordinator.Outcome:output_type -> dtx.v1.TxOutcome
+	10, // 28: dtx.v1.Coordinator.SubmitStream:output_type -> dtx.v1.OutcomeBatch
+	20, // 29: dtx.v1.Admin.Call:output_type -> dtx.v1.AdminReply
+	22, // 30: dtx.v1.Raft.Send:output_type -> dtx.v1.RaftReply
+	22, // 31: dtx.v1.Raft.SendStream:output_type -> dtx.v1.RaftReply
+	24, // 32: dtx.v1.Raft.Snapshot:output_type -> dtx.v1.RaftSnapshotChunk
+	22, // [22:33] is the sub-list for method output_type
+	11, // [11:22] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1579,7 +1676,7 @@ func file_dtx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dtx_proto_rawDesc), len(file_dtx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

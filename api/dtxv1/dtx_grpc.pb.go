@@ -613,6 +613,7 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 const (
 	Raft_Send_FullMethodName       = "/dtx.v1.Raft/Send"
 	Raft_SendStream_FullMethodName = "/dtx.v1.Raft/SendStream"
+	Raft_Snapshot_FullMethodName   = "/dtx.v1.Raft/Snapshot"
 )
 
 // RaftClient is the client API for Raft service.
@@ -627,6 +628,10 @@ type RaftClient interface {
 	Send(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftReply, error)
 	// SendStream is Send for many batches on one stream (what replicas use).
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftBatch, RaftReply], error)
+	// Snapshot streams the coordinator snapshot this replica keeps at a
+	// raft index: a replica that fell behind the group's compacted log
+	// installs it (raft's MsgSnap names the index, not the bytes).
+	Snapshot(ctx context.Context, in *RaftSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RaftSnapshotChunk], error)
 }
 
 type raftClient struct {
@@ -660,6 +665,25 @@ func (c *raftClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_SendStreamClient = grpc.ClientStreamingClient[RaftBatch, RaftReply]
 
+func (c *raftClient) Snapshot(ctx context.Context, in *RaftSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RaftSnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[1], Raft_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RaftSnapshotRequest, RaftSnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SnapshotClient = grpc.ServerStreamingClient[RaftSnapshotChunk]
+
 // RaftServer is the server API for Raft service.
 // All implementations must embed UnimplementedRaftServer
 // for forward compatibility.
@@ -672,6 +696,10 @@ type RaftServer interface {
 	Send(context.Context, *RaftBatch) (*RaftReply, error)
 	// SendStream is Send for many batches on one stream (what replicas use).
 	SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error
+	// Snapshot streams the coordinator snapshot this replica keeps at a
+	// raft index: a replica that fell behind the group's compacted log
+	// installs it (raft's MsgSnap names the index, not the bytes).
+	Snapshot(*RaftSnapshotRequest, grpc.ServerStreamingServer[RaftSnapshotChunk]) error
 	mustEmbedUnimplementedRaftServer()
 }
 
@@ -687,6 +715,9 @@ func (UnimplementedRaftServer) Send(context.Context, *RaftBatch) (*RaftReply, er
 }
 func (UnimplementedRaftServer) SendStream(grpc.ClientStreamingServer[RaftBatch, RaftReply]) error {
 	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
+func (UnimplementedRaftServer) Snapshot(*RaftSnapshotRequest, grpc.ServerStreamingServer[RaftSnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedRaftServer) mustEmbedUnimplementedRaftServer() {}
 func (UnimplementedRaftServer) testEmbeddedByValue()              {}
@@ -734,6 +765,17 @@ func _Raft_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_SendStreamServer = grpc.ClientStreamingServer[RaftBatch, RaftReply]
 
+func _Raft_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RaftSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RaftServer).Snapshot(m, &grpc.GenericServerStream[RaftSnapshotRequest, RaftSnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_SnapshotServer = grpc.ServerStreamingServer[RaftSnapshotChunk]
+
 // Raft_ServiceDesc is the grpc.ServiceDesc for Raft service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -751,6 +793,11 @@ var Raft_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "SendStream",
 			Handler:       _Raft_SendStream_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Snapshot",
+			Handler:       _Raft_Snapshot_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "dtx.proto",
