@@ -140,9 +140,8 @@ func newGroupProto(t *testing.T, seed uint64, n int, proto deploy.Protocol) *gro
 	return g
 }
 
-// start opens replica id from its raft log (new or left by a kill) and runs it.
-func (g *group) start(id uint64) {
-	g.t.Helper()
+// cfgOf is the Config replica id runs with.
+func (g *group) cfgOf(id uint64) Config {
 	lc := wal.DefaultConfig(filepath.Join(g.dir, "raft"+strconv.FormatUint(id, 10)))
 	lc.PreallocSize = 0
 	lc.SegmentSize = 256 << 10
@@ -154,10 +153,16 @@ func (g *group) start(id uint64) {
 	// from their snapshot files, and a replica down while the others
 	// compacted catches up by fetching one.
 	cc.Snapshot = coordinator.SnapshotConfig{LogBytes: 16 << 10, Every: 100 * time.Millisecond}
-	r, err := New(Config{
+	return Config{
 		ID: id, Peers: g.ids, Log: lc, Coordinator: cc, Transport: g.rt,
 		Tick: 5 * time.Millisecond, ElectionTicks: 10,
-	})
+	}
+}
+
+// start opens replica id from its raft log (new or left by a kill) and runs it.
+func (g *group) start(id uint64) {
+	g.t.Helper()
+	r, err := New(g.cfgOf(id))
 	if err != nil {
 		g.t.Fatal(err)
 	}

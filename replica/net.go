@@ -170,6 +170,59 @@ func (s raftServer) deliver(b *dtxv1.RaftBatch) error {
 	return nil
 }
 
+// snapshotChunk is the size of the pieces a snapshot is streamed in.
+const snapshotChunk = 1 << 20
+
+// Snapshot streams this replica's snapshot file at the index asked for.
+func (s raftServer) Snapshot(req *dtxv1.RaftSnapshotRequest, st grpc.ServerStreamingServer[dtxv1.RaftSnapshotChunk]) error {
+	s.n.mu.Lock()
+	r := s.n.r
+	s.n.mu.Unlock()
+	if r == nil {
+		return status.Error(codes.Unavailable, "replica not running")
+	}
+	data, err := r.SnapshotFile(req.GetIndex())
+	if err != nil {
+		return status.Errorf(codes.NotFound, "%v", err)
+	}
+	for len(data) > 0 {
+		k := min(len(data), snapshotChunk)
+		if err := st.Send(&dtxv1.RaftSnapshotChunk{Data: data[:k]}); err != nil {
+			return err
+		}
+		data = data[k:]
+	}
+	return nil
+}
+
+// FetchSnapshot fetches replica from's snapshot file at index
+// (SnapshotFetcher).
+func (n *Net) FetchSnapshot(ctx context.Context, from, index uint64) ([]byte, error) {
+	s := n.senders[from]
+	if s == nil {
+		return nil, fmt.Errorf("replica: no peer %d", from)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
+	st, err := s.client.Snapshot(ctx, &dtxv1.RaftSnapshotRequest{Index: index})
+	if err != nil {
+		return nil, fmt.Errorf("replica: fetch snapshot %d from peer %d: %w", index, from, err)
+	}
+	var data []byte
+	for {
+		c, err := st.Recv()
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("replica: fetch snapshot %d from peer %d: %w", index, from, err)
+		}
+		data = append(data, c.GetData()...)
+	}
+}
+
 type raftSender struct {
 	n      *Net
 	to     uint64

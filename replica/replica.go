@@ -265,10 +265,6 @@ func New(cfg Config) (*Replica, error) {
 		st.close()
 		return nil, err
 	}
-	if err := st.committed(at); err != nil {
-		st.close()
-		return nil, err
-	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
@@ -481,6 +477,9 @@ func (r *Replica) handleReady() error {
 		md := rd.Snapshot.GetMetadata()
 		r.applied, r.snapshot = md.GetIndex(), md.GetIndex()
 		r.cs = md.GetConfState()
+		if err := r.installed(rd.Snapshot); err != nil {
+			return err
+		}
 	}
 	if !early {
 		r.send(rd.Messages)

@@ -3,7 +3,9 @@ package replica
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -114,7 +116,7 @@ func statefulSnap(s *pb.Snapshot) bool { return bytes.Equal(s.GetData(), fileDat
 
 // loadState builds the state a replica starts from: a fresh machine
 // restored from the newest valid snapshot file at or after the raft log's
-// snapshot (and not past what the log holds), or a fresh machine if the
+// snapshot (and not past what the log says is committed), or a fresh machine if the
 // raft snapshot holds no state and no file is there. It returns the state
 // and the index it is at: raft applies the entries after it.
 func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (*twopc.Coordinator, uint64, int, error) {
@@ -131,23 +133,52 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (*twopc.C
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
-	last, _ := st.LastIndex()
-	s, ok, skipped, err := wal.LoadSnapshot(fsys, lc.Dir)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("replica: %w", err)
-	}
-	switch {
-	case ok && s.Seq >= si && s.Seq <= last:
+	// The newest valid file within what the log says is committed. A
+	// replica writes its own files only after syncing a commit index at
+	// least theirs; a file past it is one fetched from the leader whose
+	// install did not reach the log before a crash, and the entries of
+	// this log up to it may not be the group's.
+	commit := max(st.hs.GetCommit(), si)
+	skipped := 0
+	for _, seq := range snapshotIndexes(fsys, lc.Dir) {
+		if seq > commit {
+			continue
+		}
+		if seq < si {
+			break
+		}
+		s, err := wal.ReadSnapshot(fsys, lc.Dir, seq)
+		if err != nil {
+			skipped++
+			continue
+		}
 		if err := m.RestoreSnapshot(s.Data); err != nil {
 			return nil, 0, 0, fmt.Errorf("replica: snapshot %s: %w", s.Name, err)
 		}
-		return m, s.Seq, len(skipped), nil
-	case ok && s.Seq > last:
-		return nil, 0, 0, fmt.Errorf("replica: snapshot %s covers index %d, past the raft log's last entry %d", s.Name, s.Seq, last)
-	case statefulSnap(snap):
-		return nil, 0, 0, fmt.Errorf("replica: the raft log was compacted up to index %d and no snapshot file at or after it can be loaded (%d damaged): refusing to start with a shorter history", si, len(skipped))
+		return m, seq, skipped, nil
 	}
-	return m, si, len(skipped), nil
+	if statefulSnap(snap) {
+		return nil, 0, 0, fmt.Errorf("replica: the raft log was compacted up to index %d and no snapshot file at or after it can be loaded (%d damaged): refusing to start with a shorter history", si, skipped)
+	}
+	return m, si, skipped, nil
+}
+
+// snapshotIndexes lists the indexes of the snapshot files in dir, newest
+// first.
+func snapshotIndexes(fsys wal.FS, dir string) []uint64 {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var idx []uint64
+	for _, n := range names {
+		if i, ok := wal.ParseSnapshotName(n); ok {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	slices.Reverse(idx)
+	return idx
 }
 
 // maybeSnapshot captures the state if a snapshot is due and none is being
@@ -193,7 +224,7 @@ func (r *Replica) snapshotAt() uint64 {
 func (r *Replica) writeSnapshot(index uint64, enc func() []byte) (older uint64, n int, err error) {
 	data := enc()
 	if err := r.st.wal.Sync(); err != nil {
-		return 0, 0, err
+		return 0, 0, &logError{err}
 	}
 	fsys, dir := r.fsys(), r.cfg.Log.Dir
 	r.snap.fileMu.Lock()
@@ -211,11 +242,22 @@ func (r *Replica) writeSnapshot(index uint64, enc func() []byte) (older uint64, 
 	} else {
 		older = 0
 	}
+	for _, i := range snapshotIndexes(fsys, dir) {
+		if i > index {
+			keep = append(keep, i) // fetched from the leader, maybe being installed
+		}
+	}
 	if err := wal.PruneSnapshots(fsys, dir, keep...); err != nil {
 		return 0, 0, err
 	}
 	return older, len(data), nil
 }
+
+// logError is a failure of the raft log itself while a snapshot was
+// written (its sync): the replica must stop, as for any raft log failure.
+type logError struct{ err error }
+
+func (e *logError) Error() string { return e.err.Error() }
 
 // snapshotWritten follows a snapshot's write on the raft loop: the raft
 // log is compacted up to the older file kept.
@@ -231,7 +273,13 @@ func (r *Replica) snapshotWritten(index, older uint64, n int, start time.Time, p
 		st.MaxPause = max(st.MaxPause, pause)
 	}
 	r.snap.mu.Unlock()
+	if le := (*logError)(nil); errors.As(err, &le) {
+		r.fatal = fmt.Errorf("replica: raft log: %w", le.err)
+		return
+	}
 	if err != nil {
+		// The file is not written: the raft log is left as it is, and
+		// the next snapshot tries again.
 		r.cfg.Logger.Warn("replica: snapshot not written", "id", r.cfg.ID, "index", index, "err", err)
 		return
 	}
@@ -245,6 +293,18 @@ func (r *Replica) snapshotWritten(index, older uint64, n int, start time.Time, p
 		}
 		r.snapshot = older
 	}
+}
+
+// installed prunes the snapshot files older than an installed snapshot,
+// once the raft log holds it: the log starts after it now, so they have
+// nothing to fall back to.
+func (r *Replica) installed(snap *pb.Snapshot) error {
+	if !statefulSnap(snap) {
+		return nil
+	}
+	r.snap.fileMu.Lock()
+	defer r.snap.fileMu.Unlock()
+	return wal.PruneSnapshots(r.fsys(), r.cfg.Log.Dir, snap.GetMetadata().GetIndex())
 }
 
 // install loads the state of a snapshot raft is about to install: a
@@ -267,16 +327,6 @@ func (r *Replica) install(snap *pb.Snapshot) error {
 			if err != nil {
 				return fmt.Errorf("replica: install snapshot at %d: %w", index, err)
 			}
-		}
-	}
-	if statefulSnap(snap) {
-		// The log now starts after index: older files have nothing to
-		// fall back to.
-		r.snap.fileMu.Lock()
-		err := wal.PruneSnapshots(r.fsys(), r.cfg.Log.Dir, index)
-		r.snap.fileMu.Unlock()
-		if err != nil {
-			return err
 		}
 	}
 	r.state = m

@@ -261,19 +261,6 @@ func (s *storage) compact(index uint64, cs *pb.ConfState, data []byte) error {
 	return nil
 }
 
-// committed records that every entry up to index is committed: a
-// snapshot file at index was written after the log (and a HardState with
-// that commit) was synced, whatever older HardState the log ends with.
-func (s *storage) committed(index uint64) error {
-	if index <= s.hs.GetCommit() {
-		return nil
-	}
-	hs := proto.Clone(s.hs).(*pb.HardState)
-	hs.Commit = &index
-	s.hs = hs
-	return s.SetHardState(hs)
-}
-
 func (s *storage) close() error {
 	if s.wal == nil {
 		return nil

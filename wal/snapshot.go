@@ -44,6 +44,10 @@ const (
 // SnapshotName returns the file name of the snapshot covering seq.
 func SnapshotName(seq uint64) string { return fmt.Sprintf("%s%016x%s", snapPrefix, seq, snapSuffix) }
 
+// ParseSnapshotName returns the seq a snapshot file's name says it covers
+// (ok false: not a snapshot file's name).
+func ParseSnapshotName(name string) (uint64, bool) { return parseSnapshotName(name) }
+
 func parseSnapshotName(name string) (uint64, bool) {
 	hex, ok := strings.CutPrefix(name, snapPrefix)
 	if !ok {
