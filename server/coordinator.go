@@ -194,6 +194,11 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		}
 		b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
 	} else {
+		rep := c.rep.r
+		snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+			st := rep.SnapshotStats()
+			return st.Taken, st.LastBytes, st.MaxPause
+		})
 		go func() { c.runErr <- c.rep.run() }()
 		b.log.Info("coordinator replica started", "replica", cfg.ReplicaID, "replicas", cfg.Replicas, "participants", cfg.Participants)
 	}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -62,7 +63,15 @@ func (r *replicated) leader() uint64 {
 }
 
 func newReplicated(t *testing.T) *replicated {
+	return newReplicatedWith(t, nil)
+}
+
+// newReplicatedWith starts the cluster after tune changed its protocol.
+func newReplicatedWith(t *testing.T, tune func(*deploy.Protocol)) *replicated {
 	c := newCluster(t)
+	if tune != nil {
+		tune(&c.protocol)
+	}
 	r := &replicated{cluster: c, addrs: map[uint64]string{}, https: map[uint64]string{}, reps: map[uint64]*server.Coordinator{}}
 	names := append([]string{twopc.CoordinatorID, "client/test", "admin/test"}, engine.Services...)
 	files, err := server.WriteCerts(filepath.Join(c.dir, "certs"), names, time.Hour)
@@ -193,4 +202,67 @@ func TestReplicatedCoordinatorNetworked(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a participant sent raft messages: %v", err)
 	}
+	sst, err := dtxv1.NewRaftClient(conn).Snapshot(context.Background(), &dtxv1.RaftSnapshotRequest{Index: 1})
+	if err == nil {
+		_, err = sst.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a participant fetched a coordinator snapshot: %v", err)
+	}
+}
+
+func (r *replicated) status(id uint64) deploy.ReplicaStatus {
+	r.t.Helper()
+	var st deploy.CoordStatus
+	if err := r.web.Get(context.Background(), r.https[id], "/v1/status", &st); err != nil || st.Replica == nil {
+		r.t.Fatalf("status of replica %d: %v", id, err)
+	}
+	return *st.Replica
+}
+
+// TestReplicatedSnapshotFetchNetworked: with snapshots every few KiB of
+// raft log, a follower stopped while the others snapshot and compact past
+// its log comes back and catches up by fetching the leader's snapshot
+// over mutual TLS (Raft/Snapshot); then the leader stops and the
+// outcomes still hold.
+func TestReplicatedSnapshotFetchNetworked(t *testing.T) {
+	r := newReplicatedWith(t, func(p *deploy.Protocol) { p.SnapshotLogBytes, p.SnapshotEvery = 8<<10, 0 })
+	cl := r.client()
+	lead := r.leader()
+	down := lead%3 + 1
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r.reps[down].Shutdown(ctx)
+	cancel()
+	delete(r.reps, down)
+	downLast := uint64(0)
+	for id := range r.reps {
+		downLast = max(downLast, r.status(id).Commit)
+	}
+	outcomes := runAll(t, cl, genRequests(t, r.world, 200, 5, "snap-a-"), 16)
+	for id := range r.reps {
+		if st := r.status(id); st.Compacted <= downLast {
+			t.Fatalf("replica %d compacted only up to %d after 200 purchases (the stopped one's log ends near %d)", id, st.Compacted, downLast)
+		}
+	}
+	r.startReplica(down)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, lst := r.status(down), r.status(r.leader())
+		if st.Compacted > downLast && st.Applied >= lst.Compacted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d did not catch up by a snapshot: %+v (leader %+v)", down, st, lst)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	maps.Copy(outcomes, runAll(t, cl, genRequests(t, r.world, 100, 5, "snap-b-"), 16))
+	lead = r.leader()
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	r.reps[lead].Shutdown(ctx)
+	cancel()
+	delete(r.reps, lead)
+	maps.Copy(outcomes, runAll(t, cl, genRequests(t, r.world, 100, 5, "snap-c-"), 16))
+	r.http[twopc.CoordinatorID] = r.https[r.leader()]
+	checkOutcomes(t, r.waitQuiet(), outcomes)
 }
