@@ -86,6 +86,23 @@ func readClusterFile(dir string) (*clusterFile, error) {
 	return &f, nil
 }
 
+// clusterCoordinators returns the gRPC addresses of the coordinator
+// processes DIR/cluster.json names (every replica of a replicated one),
+// none if there is no such file.
+func clusterCoordinators(dir string) ([]string, error) {
+	f, err := readClusterFile(dir)
+	if err != nil || f == nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, p := range f.Processes {
+		if p.Role == "coordinator" && p.GRPC != "" {
+			addrs = append(addrs, p.GRPC)
+		}
+	}
+	return addrs, nil
+}
+
 func clusterUpCmd() *cobra.Command {
 	var dir, world, logLevel string
 	var extra, svcExtra []string

@@ -78,6 +78,15 @@ set size over the run.`,
 				}
 			}
 			remote.coordinator = coord
+			if !cmd.Flags().Changed("coordinator") && dir != "" {
+				// Every replica of a replicated coordinator: the client
+				// follows the leader among them.
+				if addrs, err := clusterCoordinators(dir); err != nil {
+					return err
+				} else if len(addrs) > 0 {
+					remote.coordinator = strings.Join(addrs, ",")
+				}
+			}
 			if remote.clusterDir == "" {
 				remote.clusterDir = dir
 			}
