@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,9 +70,14 @@ type Config struct {
 // Client talks to one coordinator (or its replicas). It is safe for
 // concurrent use.
 type Client struct {
-	cfg     Config
-	eps     []*endpoint
-	cur     atomic.Int32 // the endpoint in use (the leader, as far as known)
+	cfg Config
+	// eps are the coordinator processes known: the configured ones, then
+	// leaders named by a replica's refusal (dialled when first named).
+	// The slice is replaced, never changed, under epMu.
+	eps      atomic.Pointer[[]*endpoint]
+	epMu     sync.Mutex
+	dialOpts []grpc.DialOption
+	cur      atomic.Int32 // the endpoint in use (the leader, as far as known)
 	retries atomic.Uint64
 
 	ctx           context.Context // the streams' lifetime: until Close
@@ -139,43 +145,88 @@ func Dial(cfg Config) (*Client, error) {
 		}
 		creds = credentials.NewTLS(auth.ExpectServer(cfg.TLS, want))
 	}
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, dialOpts: []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes), grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes))}}
+	var eps []*endpoint
 	for _, addr := range cfg.Addrs {
-		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(creds),
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes), grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes)))
+		e, err := c.dialEndpoint(addr)
 		if err != nil {
-			for _, e := range c.eps {
+			for _, e := range eps {
 				e.conn.Close()
 			}
-			return nil, fmt.Errorf("client: %s: %w", addr, err)
+			return nil, err
 		}
-		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, cfg.Streams)})
+		eps = append(eps, e)
 	}
+	c.eps.Store(&eps)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
 
+// maxEndpoints bounds the coordinator processes a client learns of from
+// refusals that name a leader it was not given.
+const maxEndpoints = 16
+
+func (c *Client) dialEndpoint(addr string) (*endpoint, error) {
+	conn, err := grpc.NewClient(addr, c.dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", addr, err)
+	}
+	return &endpoint{addr: addr, conn: conn, api: dtxv1.NewCoordinatorClient(conn), slots: make([]streamSlot, c.cfg.Streams)}, nil
+}
+
+func (c *Client) endpoints() []*endpoint { return *c.eps.Load() }
+
 // endpoint returns the endpoint in use and its index.
 func (c *Client) endpoint() (int32, *endpoint) {
 	i := c.cur.Load()
-	return i, c.eps[i]
+	return i, c.endpoints()[i]
+}
+
+// learn returns the index of the endpoint at addr, dialling it first if
+// the client does not know it yet (-1: it cannot).
+func (c *Client) learn(addr string) int32 {
+	c.epMu.Lock()
+	defer c.epMu.Unlock()
+	eps := c.endpoints()
+	for i, e := range eps {
+		if e.addr == addr {
+			return int32(i)
+		}
+	}
+	if len(eps) >= maxEndpoints || c.ctx.Err() != nil {
+		return -1
+	}
+	e, err := c.dialEndpoint(addr)
+	if err != nil {
+		return -1
+	}
+	grown := append(slices.Clip(eps), e)
+	c.eps.Store(&grown)
+	return int32(len(grown) - 1)
 }
 
 // redirect moves the client off endpoint at, whose call failed with err:
 // to the leader err names, or to the next replica. It reports whether it
 // moved (there is more than one endpoint).
+//
+// A leader the client was not given (a client that knows one replica of
+// a replicated coordinator) is dialled, with the same credentials: in
+// mutual TLS it must still prove the coordinator's identity.
 func (c *Client) redirect(at int32, err error) bool {
-	if len(c.eps) < 2 {
-		return false
-	}
-	next := (at + 1) % int32(len(c.eps))
+	next := int32(-1)
 	if hint := leaderHint(err); hint != "" {
-		for i, e := range c.eps {
-			if e.addr == hint {
-				next = int32(i)
-			}
+		next = c.learn(hint)
+	}
+	if next < 0 {
+		n := int32(len(c.endpoints()))
+		if n < 2 {
+			return false
 		}
+		next = (at + 1) % n
+	}
+	if next == at {
+		return false
 	}
 	c.cur.CompareAndSwap(at, next)
 	return true
@@ -211,8 +262,10 @@ func (c *Client) Check(ctx context.Context) error {
 // connection.
 func (c *Client) Close() error {
 	c.cancel()
+	c.epMu.Lock()
+	defer c.epMu.Unlock()
 	var errs []error
-	for _, e := range c.eps {
+	for _, e := range c.endpoints() {
 		errs = append(errs, e.conn.Close())
 	}
 	return errors.Join(errs...)
@@ -339,7 +392,7 @@ func (c *Client) callUntil(ctx context.Context, f func(context.Context, time.Tim
 			ambiguous = true
 		}
 		pause := c.backoff(attempt)
-		if code == codes.Unavailable && c.redirect(at, err) && hops < len(c.eps) {
+		if code == codes.Unavailable && c.redirect(at, err) && hops < len(c.endpoints()) {
 			// Another replica leads (or this one is down): go there at
 			// once, with the same id.
 			hops++

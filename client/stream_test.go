@@ -140,7 +140,7 @@ func TestStreamBreakAndReconnect(t *testing.T) {
 		}()
 	}
 	// One more call straight on the stream, to see the error itself.
-	s, err := cl.getStream(context.Background(), cl.eps[0])
+	s, err := cl.getStream(context.Background(), cl.endpoints()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestStreamCallerGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	s, err := cl.getStream(context.Background(), cl.eps[0])
+	s, err := cl.getStream(context.Background(), cl.endpoints()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,5 +292,58 @@ func TestSubmitCarriesCallersTrace(t *testing.T) {
 	}
 	if got := f.received.Load(); got != 1 {
 		t.Fatalf("%d purchases on the stream, want the untraced one", got)
+	}
+}
+
+// follower refuses every call as a follower of a replicated coordinator
+// does, naming the leader.
+type follower struct {
+	dtxv1.UnimplementedCoordinatorServer
+	leader string
+	calls  atomic.Int64
+}
+
+func (f *follower) refuse() error {
+	f.calls.Add(1)
+	return status.Errorf(codes.Unavailable, "coordinator replica 1 is not the leader; retry with the same transaction_id at the leader at %s", f.leader)
+}
+
+func (f *follower) Submit(context.Context, *dtxv1.PurchaseRequest) (*dtxv1.TxOutcome, error) {
+	return nil, f.refuse()
+}
+
+func (f *follower) SubmitStream(dtxv1.Coordinator_SubmitStreamServer) error { return f.refuse() }
+
+// A client given one replica's address follows the leader that replica
+// names, though it was not given that address: it dials it and stays
+// there.
+func TestFollowsALeaderNotGiven(t *testing.T) {
+	lead := &fakeCoord{seen: map[string]bool{}}
+	_, leadAddr := serveFake(t, "127.0.0.1:0", lead)
+	fol := &follower{leader: leadAddr}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	dtxv1.RegisterCoordinatorServer(srv, fol)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	cl, err := Dial(Config{Addr: lis.Addr().String(), RetryFor: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 5 {
+		o, err := cl.Submit(context.Background(), req("lead-"+string(rune('a'+i))))
+		if err != nil || !o.Committed {
+			t.Fatalf("submit %d through a follower: %+v, %v", i, o, err)
+		}
+	}
+	if n := fol.calls.Load(); n != 1 {
+		t.Fatalf("the follower was called %d times, want once (then the client stays with the leader)", n)
+	}
+	if eps := cl.endpoints(); len(eps) != 2 || eps[1].addr != leadAddr {
+		t.Fatalf("endpoints after the redirect: %d", len(eps))
 	}
 }
