@@ -78,7 +78,7 @@ type Client struct {
 	epMu     sync.Mutex
 	dialOpts []grpc.DialOption
 	cur      atomic.Int32 // the endpoint in use (the leader, as far as known)
-	retries atomic.Uint64
+	retries  atomic.Uint64
 
 	ctx           context.Context // the streams' lifetime: until Close
 	cancel        context.CancelFunc
