@@ -82,7 +82,12 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		name := fmt.Sprintf("coordinator-%d", id)
 		args := []string{"serve", twopc.CoordinatorID, "--replica-id", fmt.Sprint(id), "--replicas", strings.Join(spec, ","),
 			"--listen", c.lis[name], "--http", c.http[name], "--data-dir", filepath.Join(c.dir, name),
-			"--prepare-timeout", "1s", "--grace", "2s", "--call-timeout", "1s", "--log-level", "warn"}
+			"--prepare-timeout", "1s", "--grace", "2s", "--call-timeout", "1s", "--log-level", "warn",
+			// Snapshots every few hundred transactions: kills land during
+			// snapshot writes and compactions, and a replica killed for a
+			// while comes back behind the others' compacted logs and
+			// fetches a snapshot.
+			"--snapshot-log-bytes", "262144", "--snapshot-every", "2s"}
 		for _, s := range engine.Services {
 			args = append(args, "--peer", s+"="+c.grpc[s])
 		}
@@ -408,6 +413,19 @@ func TestReplicatedLeaderKills(t *testing.T) {
 	}
 	if committed == 0 {
 		t.Fatal("nothing committed")
+	}
+	// Every replica snapshotted its state and compacted its raft log (or
+	// installed a snapshot fetched from another).
+	for _, id := range ids {
+		name := fmt.Sprintf("coordinator-%d", id)
+		var st deploy.CoordStatus
+		if err := (*client.HTTP)(nil).Get(context.Background(), c.http[name], "/v1/status", &st); err != nil || st.Replica == nil {
+			t.Fatalf("status of %s: %v", name, err)
+		}
+		if st.Replica.Compacted == 0 {
+			t.Errorf("%s never compacted its raft log: %+v", name, *st.Replica)
+		}
+		t.Logf("%s: raft log compacted up to %d of %d", name, st.Replica.Compacted, st.Replica.Applied)
 	}
 	slices.Sort(gaps)
 	pct := func(p float64) time.Duration { return gaps[min(len(gaps)-1, int(p*float64(len(gaps))))] }
