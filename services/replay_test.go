@@ -66,8 +66,9 @@ func replayOp(tb testing.TB, i int) (string, []byte) {
 	return tx, op
 }
 
-// buildReplayDir writes service svc's data directory: finished purchases,
-// a snapshot, then tail purchases in the log after it (PREPARED and
+// buildReplayDir writes service svc's data directory: finished purchases
+// (half of them before a rotation of the finished-branch generations), a
+// snapshot, then tail purchases in the log after it (PREPARED and
 // COMMITTED each, 32 in flight at a time as under load), the way the
 // service's driver writes them.
 func buildReplayDir(tb testing.TB, svc services.Service, finished, tail int) string {
@@ -107,6 +108,14 @@ func buildReplayDir(tb testing.TB, svc services.Service, finished, tail int) str
 		}
 		if j := i - inflight; j >= 0 {
 			m.Step(twopc.Message{Type: twopc.MsgCommit, From: twopc.CoordinatorID, To: svc.ID, Tx: "t" + strconv.Itoa(j+1), Epoch: 1, Attempt: 1})
+			carry()
+		}
+		if i == finished/2 {
+			// A rotation halfway: the snapshot holds both generations of
+			// finished branches, as a long-running service's does.
+			for range replayConfig(svc.ID).Retention {
+				m.Tick()
+			}
 			carry()
 		}
 		if i == finished-1 || finished == 0 && i == 0 {
