@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Record encoding (the payload of one wal record; the wal record type is the
@@ -151,3 +152,13 @@ func (d *decoder) bytes() []byte {
 }
 
 func (d *decoder) string() string { return string(d.bytes()) }
+
+// transient is string without the copy: the result shares the payload's
+// bytes, so it is valid only while they do not change, and only for a
+// callee that copies what it keeps (txBulk.add stores the bytes in its
+// chunks). A snapshot's finished branches load through it without an
+// allocation per id and per reason.
+func (d *decoder) transient() string {
+	b := d.bytes()
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}

@@ -325,7 +325,23 @@ func (p *Participant) Restore(r Record) error {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %s: %s: %s", ErrBadRecord, p.cfg.ID, r, why)
 	}
-	b := p.branchOf(r.Tx)
+	// Only what each record's rules look at is looked up: the finished
+	// tables (a hash and a probe of each generation) only where a
+	// finished branch changes the outcome. A COMMITTED or a heuristic
+	// decision needs a prepared branch, which is live, or fails the same
+	// way without one; a PREPARED with Retention passes whether or not
+	// the branch finished before (see forgotten below); an EVENT needs
+	// nothing. Replay is mostly PREPARED and COMMITTED records of new
+	// branches, so this spares a look-up per branch.
+	var b *branch
+	switch {
+	case r.Type == RecEvent, r.Type == RecHeuristicMismatch:
+	case r.Type == RecCommitted, r.Type == RecHeuristicCommitted, r.Type == RecHeuristicAborted,
+		r.Type == RecPrepared && p.cfg.Retention > 0:
+		b = p.branches[r.Tx]
+	default:
+		b = p.branchOf(r.Tx)
+	}
 	a := AttemptOf(r.Attempt)
 	switch r.Type {
 	case RecPrepared:

@@ -191,11 +191,13 @@ func readFinished(d *decoder, t *txTable) {
 	}
 	b := t.bulk(int(min(n, uint64(len(d.b))/5))) // an entry takes 5 bytes or more
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		tx := d.string()
+		// Transient: the table copies the bytes (the payload stays as it
+		// is for the whole load).
+		tx := d.transient()
 		st := d.byte()
 		a := d.uvarint()
 		g := d.uvarint()
-		reason := d.string()
+		reason := d.transient()
 		if d.err == nil && BranchState(st) != BranchCommitted && BranchState(st) != BranchAborted {
 			d.fail("finished branch %s in state %d", tx, st)
 		}

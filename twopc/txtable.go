@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/dchest/siphash"
@@ -85,6 +86,9 @@ const (
 	txChunkMin = 1 << 10
 	txMinHomes = 32
 	txBucket   = 8 // ids per bucket of a packed index, on average
+	// bucketTopBits: bucketSort sorts by this many high bits first when
+	// it has more buckets than that.
+	bucketTopBits = 8
 
 	txDead    = 0x80 // flags: the entry was replaced
 	txHasText = 0x40
@@ -412,6 +416,8 @@ func (t *txTable) bulk(n int) *txBulk {
 	return &txBulk{t: t, slots: make([]uint64, 0, n)}
 }
 
+// add stores key's entry. It keeps neither key nor text, only copies of
+// their bytes: they may be transient views of a snapshot's payload.
 func (b *txBulk) add(key string, v txVal, text string) {
 	t := b.t
 	if !b.direct && len(t.chunks) >= t.maxChunks-1 {
@@ -426,7 +432,7 @@ func (b *txBulk) add(key string, v txVal, text string) {
 		n := t.Len()
 		t.Put(key, v, text)
 		if t.Len() == n && !b.dupped {
-			b.dup, b.dupped = key, true
+			b.dup, b.dupped = strings.Clone(key), true
 		}
 		return
 	}
@@ -754,13 +760,54 @@ func bucketSort(hs []uint64) (sorted []uint64, dir []uint32, shift uint8) {
 	}
 	next := slices.Clone(dir[:len(dir)-1])
 	sorted = make([]uint64, n)
-	for _, h := range hs {
-		b := h >> shift
-		sorted[next[b]] = h
-		next[b]++
+	if k <= bucketTopBits {
+		for _, h := range hs {
+			b := h >> shift
+			sorted[next[b]] = h
+			next[b]++
+		}
+	} else {
+		// Two passes instead of one to every bucket at once (2^k places
+		// written in turn, all over an array of millions: a cache miss
+		// each): by the top bucketTopBits bits, then each of those ranges
+		// (tens of KB) to its buckets, through a scratch copy.
+		sub := k - bucketTopBits
+		top := make([]uint32, 1<<bucketTopBits)
+		for j := range top {
+			top[j] = dir[j<<sub]
+		}
+		for _, h := range hs {
+			j := h >> (64 - bucketTopBits)
+			sorted[top[j]] = h
+			top[j]++
+		}
+		var scratch []uint64
+		for j := range 1 << bucketTopBits {
+			lo, hi := dir[j<<sub], dir[(j+1)<<sub]
+			scratch = append(scratch[:0], sorted[lo:hi]...)
+			for _, h := range scratch {
+				b := h >> shift
+				sorted[next[b]] = h
+				next[b]++
+			}
+		}
 	}
 	for b := range len(dir) - 1 {
-		slices.Sort(sorted[dir[b]:dir[b+1]])
+		// Buckets hold about txBucket values: an insertion sort in place,
+		// without slices.Sort's call and dispatch for each.
+		lo, hi := int(dir[b]), int(dir[b+1])
+		if hi-lo > 4*txBucket {
+			slices.Sort(sorted[lo:hi])
+			continue
+		}
+		for i := lo + 1; i < hi; i++ {
+			v := sorted[i]
+			j := i
+			for ; j > lo && sorted[j-1] > v; j-- {
+				sorted[j] = sorted[j-1]
+			}
+			sorted[j] = v
+		}
 	}
 	return sorted, dir, shift
 }

@@ -301,7 +301,7 @@ func TestTxTableBulk(t *testing.T) {
 		b := bulk.bulk(n)
 		dupAt := -1
 		if run%2 == 1 && n > 10 {
-			dupAt = rng.IntN(n)
+			dupAt = 1 + rng.IntN(n-1) // a key given before it: not the first
 		}
 		var keys []string
 		for i := range n {

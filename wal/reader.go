@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 )
 
@@ -92,6 +93,32 @@ func (r *segReader) decodeAt(off int64) (recordFrame, frameStatus, string, error
 	return fr, st, reason, nil
 }
 
+// frameInWindow is decodeAt's common case, without its reads and its
+// verdicts: the frame at off if it lies whole in the window already read
+// and is valid (decodeRecord says frameOK), else ok false, and decodeAt
+// decides. A scan spends most of its time per record outside the checksum
+// itself; this spares it a second look at the window, the length checks
+// done twice and a large result copied out.
+func (r *segReader) frameInWindow(off int64) (fr recordFrame, ok bool) {
+	s := off - r.winOff
+	if off < r.winOff || s+RecordHeaderSize > int64(len(r.buf)) {
+		return recordFrame{}, false
+	}
+	b := r.buf[s:]
+	length := int64(binary.LittleEndian.Uint32(b[4:8]))
+	size := RecordHeaderSize + length
+	if length > int64(r.maxRec) || size > int64(len(b)) {
+		return recordFrame{}, false
+	}
+	frame := b[:size]
+	typ := frame[16]
+	if binary.LittleEndian.Uint32(frame[0:4]) != crc32.Checksum(frame[4:], castagnoli) ||
+		typ == 0 || frame[17] != 0 || frame[18] != 0 || frame[19] != 0 {
+		return recordFrame{}, false
+	}
+	return recordFrame{seq: binary.LittleEndian.Uint64(frame[8:16]), typ: typ, data: frame[RecordHeaderSize:], size: int(size)}, true
+}
+
 // badRecord is where a segment scan stopped before the end of the file.
 type badRecord struct {
 	off    int64
@@ -115,9 +142,13 @@ type segScan struct {
 func (r *segReader) scan(first uint64, visit func(off int64, fr recordFrame) error) (segScan, error) {
 	off, next := int64(SegmentHeaderSize), first
 	for off < r.size {
-		fr, st, reason, err := r.decodeAt(off)
-		if err != nil {
-			return segScan{}, err
+		fr, ok := r.frameInWindow(off)
+		st, reason := frameOK, ""
+		if !ok {
+			var err error
+			if fr, st, reason, err = r.decodeAt(off); err != nil {
+				return segScan{}, err
+			}
 		}
 		if st == frameOK && fr.seq != next {
 			st, reason = frameBadHeader, fmt.Sprintf("record has seq %d, want %d", fr.seq, next)

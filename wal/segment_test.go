@@ -480,8 +480,9 @@ func TestTornTailZerosAndGarbage(t *testing.T) {
 	}
 }
 
-// TestReplayFrom: ReplayFrom hands over exactly the records from its seq
-// on, in order, across segment boundaries, whatever segment it starts in.
+// TestReplayFrom: ReplayFrom and ReplayFromNoCopy hand over exactly the
+// records from their seq on, in order, across segment boundaries, whatever
+// segment they start in; ReplayFrom's data stays valid after the call.
 func TestReplayFrom(t *testing.T) {
 	fsys := NewMemFS(21)
 	cfg := memConfig(fsys)
@@ -496,24 +497,37 @@ func TestReplayFrom(t *testing.T) {
 	if len(fsys.List(memDir)) < 5 {
 		t.Fatalf("want several segments, got %v", fsys.List(memDir))
 	}
-	for _, from := range []uint64{0, 1, 2, 17, 30, 59, 60, 61, 100} {
-		var got []uint64
-		if err := l.ReplayFrom(from, func(r Record) error {
-			got = append(got, r.Seq)
-			if want := testEntry(int(r.Seq - 1)); r.Type != want.Type || !bytes.Equal(r.Data, want.Data) {
-				t.Fatalf("from %d: record %d is %d %q, want %d %q", from, r.Seq, r.Type, r.Data, want.Type, want.Data)
+	for _, noCopy := range []bool{false, true} {
+		replay := l.ReplayFrom
+		if noCopy {
+			replay = l.ReplayFromNoCopy
+		}
+		for _, from := range []uint64{0, 1, 2, 17, 30, 59, 60, 61, 100} {
+			var got []uint64
+			var kept []Record
+			if err := replay(from, func(r Record) error {
+				got = append(got, r.Seq)
+				if want := testEntry(int(r.Seq - 1)); r.Type != want.Type || !bytes.Equal(r.Data, want.Data) {
+					t.Fatalf("from %d: record %d is %d %q, want %d %q", from, r.Seq, r.Type, r.Data, want.Type, want.Data)
+				}
+				kept = append(kept, r)
+				return nil
+			}); err != nil {
+				t.Fatalf("from %d: %v", from, err)
 			}
-			return nil
-		}); err != nil {
-			t.Fatalf("from %d: %v", from, err)
-		}
-		first := max(from, 1)
-		var want []uint64
-		for s := first; s <= n; s++ {
-			want = append(want, s)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("ReplayFrom(%d) visited %v, want %v", from, got, want)
+			first := max(from, 1)
+			var want []uint64
+			for s := first; s <= n; s++ {
+				want = append(want, s)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("no copy %v: ReplayFrom(%d) visited %v, want %v", noCopy, from, got, want)
+			}
+			for _, r := range kept {
+				if want := testEntry(int(r.Seq - 1)); !noCopy && !bytes.Equal(r.Data, want.Data) {
+					t.Fatalf("from %d: record %d's data changed after the call: %q, want %q", from, r.Seq, r.Data, want.Data)
+				}
+			}
 		}
 	}
 	mustClose(t, l)
