@@ -260,7 +260,7 @@ func New(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	snap, _ := st.Snapshot()
-	state, at, skipped, err := loadState(cfg.Log, st, cfg.Coordinator.Machine)
+	state, at, fromFile, skipped, err := loadState(cfg.Log, st, cfg.Coordinator.Machine)
 	if err != nil {
 		st.close()
 		return nil, err
@@ -303,9 +303,10 @@ func New(cfg Config) (*Replica, error) {
 	if r.snap.cfg.Every > 0 {
 		r.snap.every = max(1, int(r.snap.cfg.Every/cfg.Tick))
 	}
-	if at > r.snapshot || skipped > 0 {
-		r.snap.stats.Loaded, r.snap.stats.Skipped = at, skipped
+	if fromFile {
+		r.snap.stats.Loaded = at
 	}
+	r.snap.stats.Skipped = skipped
 	r.mu.status = Status{ID: cfg.ID, State: "follower", Applied: r.applied}
 	return r, nil
 }
@@ -1170,7 +1171,7 @@ func ReplayCommitted(cfg wal.Config, peers []uint64, mc twopc.CoordinatorConfig)
 		return nil, 0, err
 	}
 	defer st.close()
-	m, at, _, err := loadState(cfg, st, mc)
+	m, at, _, _, err := loadState(cfg, st, mc)
 	if err != nil {
 		return nil, 0, err
 	}

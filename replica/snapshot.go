@@ -119,15 +119,14 @@ func statefulSnap(s *pb.Snapshot) bool { return bytes.Equal(s.GetData(), fileDat
 // snapshot (and not past what the log says is committed), or a fresh machine if the
 // raft snapshot holds no state and no file is there. It returns the state
 // and the index it is at: raft applies the entries after it.
-func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (*twopc.Coordinator, uint64, int, error) {
-	m, err := twopc.NewCoordinator(mc)
-	if err != nil {
-		return nil, 0, 0, err
+func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (m *twopc.Coordinator, at uint64, fromFile bool, skipped int, err error) {
+	if m, err = twopc.NewCoordinator(mc); err != nil {
+		return nil, 0, false, 0, err
 	}
 	snap, _ := st.Snapshot()
 	si := snap.GetMetadata().GetIndex()
 	if lc.Dir == "" {
-		return m, si, 0, nil
+		return m, si, false, 0, nil
 	}
 	fsys := lc.FS
 	if fsys == nil {
@@ -139,7 +138,6 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (*twopc.C
 	// install did not reach the log before a crash, and the entries of
 	// this log up to it may not be the group's.
 	commit := max(st.hs.GetCommit(), si)
-	skipped := 0
 	for _, seq := range snapshotIndexes(fsys, lc.Dir) {
 		if seq > commit {
 			continue
@@ -147,20 +145,20 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (*twopc.C
 		if seq < si {
 			break
 		}
-		s, err := wal.ReadSnapshot(fsys, lc.Dir, seq)
-		if err != nil {
+		s, rerr := wal.ReadSnapshot(fsys, lc.Dir, seq)
+		if rerr != nil {
 			skipped++
 			continue
 		}
 		if err := m.RestoreSnapshot(s.Data); err != nil {
-			return nil, 0, 0, fmt.Errorf("replica: snapshot %s: %w", s.Name, err)
+			return nil, 0, false, 0, fmt.Errorf("replica: snapshot %s: %w", s.Name, err)
 		}
-		return m, seq, skipped, nil
+		return m, seq, true, skipped, nil
 	}
 	if statefulSnap(snap) {
-		return nil, 0, 0, fmt.Errorf("replica: the raft log was compacted up to index %d and no snapshot file at or after it can be loaded (%d damaged): refusing to start with a shorter history", si, skipped)
+		return nil, 0, false, 0, fmt.Errorf("replica: the raft log was compacted up to index %d and no snapshot file at or after it can be loaded (%d damaged): refusing to start with a shorter history", si, skipped)
 	}
-	return m, si, skipped, nil
+	return m, si, false, skipped, nil
 }
 
 // snapshotIndexes lists the indexes of the snapshot files in dir, newest
