@@ -169,7 +169,6 @@ type Replica struct {
 	readq    []*readReq           // answered by raft, waiting for applied
 	readSer  uint64
 	run      *leaderRun
-	runStart time.Time
 
 	mu struct {
 		sync.Mutex
@@ -180,7 +179,8 @@ type Replica struct {
 
 // leaderRun is one leadership: the coordinator a leader runs in one term.
 type leaderRun struct {
-	term   uint64
+	term    uint64
+	elected time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
 	ready  chan struct{} // closed once coord is set (or the run failed)
@@ -264,6 +264,17 @@ func New(cfg Config) (*Replica, error) {
 	if err != nil {
 		st.close()
 		return nil, err
+	}
+	if si := snap.GetMetadata().GetIndex(); fromFile && at > si && statefulSnap(snap) && wal.CheckSnapshot(fsysOf(cfg.Log), cfg.Log.Dir, si) != nil {
+		// The raft log's snapshot lost its file (damaged, or left by an
+		// older build that pruned it before compacting): a replica behind
+		// would be sent an index no file holds. The raft log moves to the
+		// file just loaded.
+		if err := st.compact(at, snap.GetMetadata().GetConfState(), fileData); err != nil {
+			st.close()
+			return nil, fmt.Errorf("replica: compact raft log: %w", err)
+		}
+		snap, _ = st.Snapshot()
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
@@ -398,6 +409,9 @@ func (r *Replica) Turn() error {
 			return err
 		}
 	}
+	// A fetched snapshot raft did not install in this turn (stale by
+	// now) is not kept.
+	clear(r.snap.fetched)
 	r.maybeSnapshot()
 	r.leadership()
 	return r.fatal
@@ -640,8 +654,8 @@ func (r *Replica) stepDown(err error) {
 // raft loop) and the coordinator starts.
 func (r *Replica) startRun() {
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &leaderRun{term: r.term, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
-	r.run, r.runStart = run, time.Now()
+	run := &leaderRun{term: r.term, ctx: ctx, cancel: cancel, ready: make(chan struct{}), elected: time.Now()}
+	r.run = run
 	p := &proposal{run: run, data: make([]byte, tagSize)}
 	p.barrier = func(index uint64) {
 		enc, err := r.state.SnapshotDeferred()
@@ -690,7 +704,7 @@ func (r *Replica) serve(run *leaderRun, enc func() []byte, index uint64) {
 		return
 	}
 	r.cfg.Logger.Info("replica leads", "id", r.cfg.ID, "term", run.term, "index", index,
-		"restore", time.Since(start), "since_elected", time.Since(r.runStart))
+		"restore", time.Since(start), "since_elected", time.Since(run.elected))
 	if err := run.coord.Run(run.ctx); err != nil && run.ctx.Err() == nil {
 		r.cfg.Logger.Warn("replica: coordinator stopped", "id", r.cfg.ID, "term", run.term, "err", err)
 	}

@@ -94,7 +94,8 @@ type snapState struct {
 	ticks    int
 	writing  bool
 	fetching map[uint64]bool
-	fetched  map[uint64]*twopc.Coordinator // fetched files' states, for install
+	fetched  map[uint64]*twopc.Coordinator // fetched files' states, for install (this turn)
+	retryAt  time.Time                     // no fetch before this, after a failed one
 
 	fileMu sync.Mutex // the snapshot files: writes, fetches and prunes
 
@@ -104,9 +105,11 @@ type snapState struct {
 
 func (r *Replica) snapshots() bool { return r.cfg.Log.Dir != "" && !r.snap.cfg.Off }
 
-func (r *Replica) fsys() wal.FS {
-	if r.cfg.Log.FS != nil {
-		return r.cfg.Log.FS
+func (r *Replica) fsys() wal.FS { return fsysOf(r.cfg.Log) }
+
+func fsysOf(lc wal.Config) wal.FS {
+	if lc.FS != nil {
+		return lc.FS
 	}
 	return wal.OSFS()
 }
@@ -128,10 +131,7 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (m *twopc
 	if lc.Dir == "" {
 		return m, si, false, 0, nil
 	}
-	fsys := lc.FS
-	if fsys == nil {
-		fsys = wal.OSFS()
-	}
+	fsys := fsysOf(lc)
 	// The newest valid file within what the log says is committed. A
 	// replica writes its own files only after syncing a commit index at
 	// least theirs; a file past it is one fetched from the leader whose
@@ -196,15 +196,15 @@ func (r *Replica) maybeSnapshot() {
 		r.cfg.Logger.Error("replica: capture a snapshot", "id", r.cfg.ID, "err", err)
 		return
 	}
-	index, pause := r.applied, time.Since(start)
+	index, pause, raftSnap := r.applied, time.Since(start), r.snapshot
 	s.bytes, s.ticks, s.writing = 0, 0, true
 	if r.cfg.Lead != nil {
-		older, n, err := r.writeSnapshot(index, enc)
+		older, n, err := r.writeSnapshot(index, raftSnap, enc)
 		r.snapshotWritten(index, older, n, start, pause, err)
 		return
 	}
 	go func() {
-		older, n, err := r.writeSnapshot(index, enc)
+		older, n, err := r.writeSnapshot(index, raftSnap, enc)
 		r.post(func() { r.snapshotWritten(index, older, n, start, pause, err) })
 	}()
 }
@@ -218,8 +218,12 @@ func (r *Replica) snapshotAt() uint64 {
 
 // writeSnapshot serializes a capture at index and makes it durable; it
 // keeps it and the newest valid older file and returns that one's index
-// (0: none), which the log may be compacted up to.
-func (r *Replica) writeSnapshot(index uint64, enc func() []byte) (older uint64, n int, err error) {
+// (0: none), which the log may be compacted up to. It also keeps the file
+// at raftSnap, the raft log's snapshot when the capture was taken: until
+// the raft log is compacted past it (later, on the loop), it is the file
+// a replica behind is sent, and a crash before that compaction must not
+// leave the raft log's snapshot without its file.
+func (r *Replica) writeSnapshot(index, raftSnap uint64, enc func() []byte) (older uint64, n int, err error) {
 	data := enc()
 	if err := r.st.wal.Sync(); err != nil {
 		return 0, 0, &logError{err}
@@ -234,7 +238,7 @@ func (r *Replica) writeSnapshot(index uint64, enc func() []byte) (older uint64, 
 		return 0, 0, fmt.Errorf("snapshot not readable after writing it: %w", err)
 	}
 	older, ok := wal.OlderSnapshot(fsys, dir, index)
-	keep := []uint64{index}
+	keep := []uint64{index, raftSnap}
 	if ok {
 		keep = append(keep, older)
 	} else {
@@ -353,6 +357,9 @@ func (r *Replica) receive(m *pb.Message) {
 	if !ok || r.snap.fetching[index] {
 		return
 	}
+	if r.cfg.Lead == nil && time.Now().Before(r.snap.retryAt) {
+		return // a fetch failed a moment ago: raft sends the snapshot again
+	}
 	if r.cfg.Lead != nil {
 		st, err := r.fetchSnapshot(context.Background(), f, m.GetFrom(), index)
 		r.fetchDone(m, index, st, err)
@@ -378,6 +385,7 @@ func (r *Replica) fetchDone(m *pb.Message, index uint64, st *twopc.Coordinator, 
 		r.snap.mu.Lock()
 		r.snap.stats.Failed++
 		r.snap.mu.Unlock()
+		r.snap.retryAt = time.Now().Add(fetchBackoff)
 		r.cfg.Logger.Warn("replica: fetch a snapshot", "id", r.cfg.ID, "from", m.GetFrom(), "index", index, "err", err)
 		return
 	}
@@ -389,9 +397,19 @@ func (r *Replica) fetchDone(m *pb.Message, index uint64, st *twopc.Coordinator, 
 	_ = r.rn.Step(m)
 }
 
+// Fetches: a failed one is not retried for fetchBackoff (raft sends the
+// snapshot again every few ticks, and each try reads and streams the whole
+// file), and one gives up after fetchTimeout (a peer cut off mid-stream).
+const (
+	fetchBackoff = time.Second
+	fetchTimeout = 2 * time.Minute
+)
+
 // fetchSnapshot fetches the snapshot at index from replica from, decodes
 // it into a fresh state and writes it as this replica's own file.
 func (r *Replica) fetchSnapshot(ctx context.Context, f SnapshotFetcher, from, index uint64) (*twopc.Coordinator, error) {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
 	data, err := f.FetchSnapshot(ctx, from, index)
 	if err != nil {
 		return nil, err
