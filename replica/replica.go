@@ -181,11 +181,11 @@ type Replica struct {
 type leaderRun struct {
 	term    uint64
 	elected time.Time
-	ctx    context.Context
-	cancel context.CancelFunc
-	ready  chan struct{} // closed once coord is set (or the run failed)
-	coord  *coordinator.Coordinator
-	err    error
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ready   chan struct{} // closed once coord is set (or the run failed)
+	coord   *coordinator.Coordinator
+	err     error
 }
 
 // serving reports whether the run's coordinator is up.
