@@ -538,6 +538,15 @@ func (s *Sim) heal() {
 	s.partitioned = -1
 	s.tracef("heal")
 	for _, c := range s.comps {
+		// A replica whose disk halted after a fault was armed, at a call
+		// it made no Turn after (a peer reading its snapshot file, say),
+		// has lost its power: it crashes now, and comes back below.
+		if c.role == roleReplica && c.up && c.raftFault != 0 && c.fs.Halted() {
+			s.tracef("%s crashes: its disk halted (%s)", c.id, c.raftFault)
+			s.crash(c, c.raftFault, true)
+		}
+	}
+	for _, c := range s.comps {
 		if c.role == roleReplica && c.raftFault != 0 {
 			c.fs.Disarm() // a raft log fault armed and not met
 			c.raftFault = 0
