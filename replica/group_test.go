@@ -160,9 +160,16 @@ func (g *group) cfgOf(id uint64) Config {
 }
 
 // start opens replica id from its raft log (new or left by a kill) and runs it.
-func (g *group) start(id uint64) {
+func (g *group) start(id uint64) { g.startWith(id, nil) }
+
+// startWith is start with the config changed by f (if not nil).
+func (g *group) startWith(id uint64, f func(*Config)) *Replica {
 	g.t.Helper()
-	r, err := New(g.cfgOf(id))
+	cfg := g.cfgOf(id)
+	if f != nil {
+		f(&cfg)
+	}
+	r, err := New(cfg)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -179,6 +186,7 @@ func (g *group) start(id uint64) {
 			g.t.Errorf("replica %d: %v", id, err)
 		}
 	}()
+	return r
 }
 
 // kill stops replica id at once (its raft log keeps what it synced).

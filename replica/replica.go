@@ -411,7 +411,7 @@ func (r *Replica) Turn() error {
 	}
 	// A fetched snapshot raft did not install in this turn (stale by
 	// now) is not kept.
-	clear(r.snap.fetched)
+	r.snap.fetched = nil
 	r.maybeSnapshot()
 	r.leadership()
 	return r.fatal

@@ -14,31 +14,6 @@ import (
 	"github.com/dtx-dev/dtx/wal"
 )
 
-// startWith is group.start with the config changed by f.
-func (g *group) startWith(id uint64, f func(*Config)) *Replica {
-	g.t.Helper()
-	cfg := g.cfgOf(id)
-	f(&cfg)
-	r, err := New(cfg)
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g.mu.Lock()
-	g.reps[id], g.cancels[id] = r, cancel
-	g.mu.Unlock()
-	g.rt.Attach(id, r)
-	g.rt.Isolate(id, false)
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		if err := r.Run(ctx); err != nil {
-			g.t.Errorf("replica %d: %v", id, err)
-		}
-	}()
-	return r
-}
-
 // TestSnapshotCrashBeforeCompact: the power goes after a snapshot's
 // write and before the compaction up to the older file is durable (the
 // BeforeCompact crash point). The file at the raft log's snapshot index
@@ -107,7 +82,7 @@ func TestSnapshotCrashBeforeCompact(t *testing.T) {
 	if err := os.Rename(crashDir, g.raftDir(x)); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("crash with raft snapshot at %d; files on disk %v; y's log ends at %d", si, snapFiles(t, g.raftDir(x)), yLast)
+	t.Logf("crash with raft snapshot at %d; files on disk %v; y's log ends at %d", si, wal.SnapshotSeqs(wal.OSFS(), g.raftDir(x)), yLast)
 	if err := wal.CheckSnapshot(wal.OSFS(), g.raftDir(x), si); err != nil {
 		t.Fatalf("seed %d: the crash left the raft log's snapshot at %d without its file: %v", seed, si, err)
 	}

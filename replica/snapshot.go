@@ -94,8 +94,11 @@ type snapState struct {
 	ticks    int
 	writing  bool
 	fetching map[uint64]bool
-	fetched  map[uint64]*twopc.Coordinator // fetched files' states, for install (this turn)
-	retryAt  time.Time                     // no fetch before this, after a failed one
+	// fetched is the state decoded from a file fetched at fetchedAt, for
+	// raft's install of it in the same turn (nil once that turn ended).
+	fetched   *twopc.Coordinator
+	fetchedAt uint64
+	retryAt   time.Time // no fetch before this, after a failed one
 
 	fileMu sync.Mutex // the snapshot files: writes, fetches and prunes
 
@@ -138,7 +141,8 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (m *twopc
 	// install did not reach the log before a crash, and the entries of
 	// this log up to it may not be the group's.
 	commit := max(st.hs.GetCommit(), si)
-	for _, seq := range snapshotIndexes(fsys, lc.Dir) {
+	seqs := wal.SnapshotSeqs(fsys, lc.Dir)
+	for _, seq := range slices.Backward(seqs) {
 		if seq > commit {
 			continue
 		}
@@ -159,24 +163,6 @@ func loadState(lc wal.Config, st *storage, mc twopc.CoordinatorConfig) (m *twopc
 		return nil, 0, false, 0, fmt.Errorf("replica: the raft log was compacted up to index %d and no snapshot file at or after it can be loaded (%d damaged): refusing to start with a shorter history", si, skipped)
 	}
 	return m, si, false, skipped, nil
-}
-
-// snapshotIndexes lists the indexes of the snapshot files in dir, newest
-// first.
-func snapshotIndexes(fsys wal.FS, dir string) []uint64 {
-	names, err := fsys.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	var idx []uint64
-	for _, n := range names {
-		if i, ok := wal.ParseSnapshotName(n); ok {
-			idx = append(idx, i)
-		}
-	}
-	slices.Sort(idx)
-	slices.Reverse(idx)
-	return idx
 }
 
 // maybeSnapshot captures the state if a snapshot is due and none is being
@@ -244,7 +230,7 @@ func (r *Replica) writeSnapshot(index, raftSnap uint64, enc func() []byte) (olde
 	} else {
 		older = 0
 	}
-	for _, i := range snapshotIndexes(fsys, dir) {
+	for _, i := range wal.SnapshotSeqs(fsys, dir) {
 		if i > index {
 			keep = append(keep, i) // fetched from the leader, maybe being installed
 		}
@@ -314,8 +300,11 @@ func (r *Replica) installed(snap *pb.Snapshot) error {
 // decoded state is kept for this in fetched), or one holding no state.
 func (r *Replica) install(snap *pb.Snapshot) error {
 	index := snap.GetMetadata().GetIndex()
-	m := r.snap.fetched[index]
-	clear(r.snap.fetched)
+	m := r.snap.fetched
+	if r.snap.fetchedAt != index {
+		m = nil
+	}
+	r.snap.fetched = nil
 	if m == nil {
 		var err error
 		if m, err = twopc.NewCoordinator(r.cfg.Coordinator.Machine); err != nil {
@@ -389,11 +378,7 @@ func (r *Replica) fetchDone(m *pb.Message, index uint64, st *twopc.Coordinator, 
 		r.cfg.Logger.Warn("replica: fetch a snapshot", "id", r.cfg.ID, "from", m.GetFrom(), "index", index, "err", err)
 		return
 	}
-	if r.snap.fetched == nil {
-		r.snap.fetched = map[uint64]*twopc.Coordinator{}
-	}
-	clear(r.snap.fetched)
-	r.snap.fetched[index] = st
+	r.snap.fetched, r.snap.fetchedAt = st, index
 	_ = r.rn.Step(m)
 }
 

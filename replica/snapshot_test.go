@@ -42,25 +42,6 @@ func (g *group) raftDir(id uint64) string {
 	return filepath.Join(g.dir, "raft"+strconv.FormatUint(id, 10))
 }
 
-func snapFiles(t *testing.T, dir string) []uint64 {
-	t.Helper()
-	names, err := wal.OSFS().ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx []uint64
-	for _, n := range names {
-		if s, ok := strings.CutPrefix(n, "snap-"); ok && strings.HasSuffix(s, ".snap") {
-			i, err := strconv.ParseUint(strings.TrimSuffix(s, ".snap"), 16, 64)
-			if err == nil {
-				idx = append(idx, i)
-			}
-		}
-	}
-	slices.Sort(idx)
-	return idx
-}
-
 // TestSnapshotCatchUpAndFailover: a follower down while the others
 // snapshot and compact their raft logs past its last entry comes back,
 // fetches the leader's snapshot file (it cannot get the entries), and
@@ -170,7 +151,7 @@ func TestSnapshotRestartFallsBack(t *testing.T) {
 	for {
 		waitCommits(ctx, t, out, 20)
 		r := g.replicas()[0]
-		if r.Status().Compacted > 0 && len(snapFiles(t, g.raftDir(r.cfg.ID))) == 2 {
+		if r.Status().Compacted > 0 && len(wal.SnapshotSeqs(wal.OSFS(), g.raftDir(r.cfg.ID))) == 2 {
 			break
 		}
 	}
@@ -180,7 +161,7 @@ func TestSnapshotRestartFallsBack(t *testing.T) {
 	id := g.replicas()[0].cfg.ID
 	g.kill(id)
 	dir := g.raftDir(id)
-	files := snapFiles(t, dir)
+	files := wal.SnapshotSeqs(wal.OSFS(), dir)
 	if len(files) != 2 {
 		t.Fatalf("seed %d: replica %d keeps snapshot files %v, want two", seed, id, files)
 	}
@@ -204,6 +185,18 @@ func TestSnapshotRestartFallsBack(t *testing.T) {
 	}
 	if loaded != files[1] {
 		t.Fatalf("seed %d: restart loaded the file at %d, want the newest at %d", seed, loaded, files[1])
+	}
+	// A file past the durable commit index (a fetched one whose install
+	// a crash cut off) is not this log's state: the restart skips it.
+	past := files[1] + 1000
+	if err := wal.WriteSnapshot(wal.OSFS(), dir, past, snapData(t, dir, files[1]), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, loaded, err := replay(); err != nil || loaded != files[1] {
+		t.Fatalf("seed %d: with a file at %d past the commit index: loaded %d, %v; want the file at %d", seed, past, loaded, err, files[1])
+	}
+	if err := os.Remove(filepath.Join(dir, wal.SnapshotName(past))); err != nil {
+		t.Fatal(err)
 	}
 	damage := func(i uint64) {
 		path := filepath.Join(dir, wal.SnapshotName(i))
@@ -231,6 +224,15 @@ func TestSnapshotRestartFallsBack(t *testing.T) {
 	if _, _, err := replay(); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Fatalf("seed %d: both files damaged over a compacted log: %v, want a refusal", seed, err)
 	}
+}
+
+func snapData(t *testing.T, dir string, i uint64) []byte {
+	t.Helper()
+	s, err := wal.ReadSnapshot(wal.OSFS(), dir, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Data
 }
 
 // TestNetFetchSnapshot fetches a snapshot of several chunks over gRPC

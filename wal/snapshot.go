@@ -44,10 +44,6 @@ const (
 // SnapshotName returns the file name of the snapshot covering seq.
 func SnapshotName(seq uint64) string { return fmt.Sprintf("%s%016x%s", snapPrefix, seq, snapSuffix) }
 
-// ParseSnapshotName returns the seq a snapshot file's name says it covers
-// (ok false: not a snapshot file's name).
-func ParseSnapshotName(name string) (uint64, bool) { return parseSnapshotName(name) }
-
 func parseSnapshotName(name string) (uint64, bool) {
 	hex, ok := strings.CutPrefix(name, snapPrefix)
 	if !ok {
@@ -186,6 +182,16 @@ func LoadSnapshot(fsys FS, dir string) (snap Snapshot, ok bool, skipped []error,
 		return s, true, skipped, nil
 	}
 	return Snapshot{}, false, skipped, nil
+}
+
+// SnapshotSeqs lists the seqs of the snapshot files in dir, oldest first
+// (whole or not; none if dir cannot be read).
+func SnapshotSeqs(fsys FS, dir string) []uint64 {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	return snapshotSeqs(names)
 }
 
 func snapshotSeqs(names []string) []uint64 {
