@@ -90,6 +90,7 @@ type Coordinator struct {
 	snapRun   sync.Mutex
 	snapMu    sync.Mutex
 	snapStats SnapshotStats
+	tables    *node.Tables // the snapshots' table files; under snapRun
 
 	mu struct {
 		sync.Mutex
@@ -463,6 +464,9 @@ func (c *Coordinator) Close() error {
 	}
 	c.snapRun.Lock() // a SnapshotNow of another caller still writing
 	defer c.snapRun.Unlock()
+	if c.tables != nil {
+		c.tables.Close()
+	}
 	return c.log.Close()
 }
 

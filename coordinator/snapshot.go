@@ -147,6 +147,12 @@ func hasMarker(fsys wal.FS, dir string) (bool, error) {
 // synced) before the log is first compacted. It returns the seq the log is
 // kept from (0: all of it).
 func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]byte, h node.SnapshotHooks) (keptFrom uint64, err error) {
+	return node.WriteSnapshot(fsys, dir, log, seq, data, MarkerHooks(fsys, dir, h))
+}
+
+// MarkerHooks returns h with the marker file written before the first
+// compaction (WriteSnapshot).
+func MarkerHooks(fsys wal.FS, dir string, h node.SnapshotHooks) node.SnapshotHooks {
 	may := h.MayCompact
 	h.MayCompact = func() error {
 		if err := ensureMarker(fsys, dir); err != nil {
@@ -157,7 +163,7 @@ func WriteSnapshot(fsys wal.FS, dir string, log *wal.Log, seq uint64, data [][]b
 		}
 		return nil
 	}
-	return node.WriteSnapshot(fsys, dir, log, seq, data, h)
+	return h
 }
 
 // ensureMarker creates SnapshotMarker in dir if it is not there.
@@ -192,7 +198,7 @@ func ensureMarker(fsys wal.FS, dir string) error {
 // (0: there is none). skipped has an error for each newer snapshot
 // skipped as torn or damaged.
 func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, skipped []error, err error) {
-	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
+	snap, src, found, skipped, err := node.LoadSnapshot(fsys, dir, twopc.CoordinatorSnapshotTables)
 	if err != nil {
 		return 0, skipped, fmt.Errorf("snapshot: %w", err)
 	}
@@ -202,7 +208,7 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, 
 	if snap.Seq == 0 {
 		return 0, skipped, fmt.Errorf("snapshot %s covers no record", snap.Name)
 	}
-	if err := m.RestoreSnapshot(snap.Data); err != nil {
+	if err := m.RestoreSnapshotFrom(snap.Data, src); err != nil {
 		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
 	}
 	return snap.Seq, skipped, nil
@@ -218,6 +224,20 @@ func TakeSnapshot(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func()
 		return 0, nil, err
 	}
 	return log.LastSeq(), func() [][]byte { return [][]byte{enc()} }, nil
+}
+
+// TakeSnapshotSpill is TakeSnapshot for a snapshot that keeps its tables
+// in files through a node.Tables of the log's directory (given to encode,
+// off the loop), which writes only what changed since its last snapshot.
+func TakeSnapshotSpill(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func(*node.Tables) ([][]byte, error), err error) {
+	enc, err := m.SnapshotDeferredSpill()
+	if err != nil {
+		return 0, nil, err
+	}
+	return log.LastSeq(), func(t *node.Tables) ([][]byte, error) {
+		b, err := enc(t)
+		return [][]byte{b}, err
+	}, nil
 }
 
 // SnapshotStats describes the snapshots of a coordinator.
@@ -238,7 +258,10 @@ type SnapshotStats struct {
 	LastSeq             uint64
 	LastPause, MaxPause time.Duration
 	LastTook            time.Duration
-	KeptFrom            uint64
+	// LastTableBytes is what the last snapshot appended to its table
+	// files (what changed of the outcome tables since the one before).
+	LastTableBytes int64
+	KeptFrom       uint64
 }
 
 // snapshotter takes a snapshot whenever one is due, until ctx ends.
@@ -292,12 +315,12 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	defer c.snapRun.Unlock()
 	start := time.Now()
 	var seq uint64
-	var encode func() [][]byte
+	var encode func(*node.Tables) ([][]byte, error)
 	var serr error
 	var pause time.Duration
 	err := c.node.DoQuiet(ctx, c.loopDone, func() {
 		t0 := time.Now()
-		seq, encode, serr = TakeSnapshot(c.m, c.log)
+		seq, encode, serr = TakeSnapshotSpill(c.m, c.log)
 		pause = time.Since(t0)
 	})
 	if err == nil {
@@ -306,29 +329,33 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	data := encode()
 	fsys := c.cfg.Log.FS
 	if fsys == nil {
 		fsys = wal.OSFS()
 	}
-	size := 0
-	for _, p := range data {
-		size += len(p)
+	dir := filepath.Clean(c.cfg.Dir)
+	if c.tables == nil {
+		c.tables = node.NewTables(fsys, dir)
 	}
-	from, err := WriteSnapshot(fsys, filepath.Clean(c.cfg.Dir), c.log, seq, data, c.cfg.SnapshotHooks)
+	res, err := c.tables.Snapshot(c.log, seq, encode, MarkerHooks(fsys, dir, c.cfg.SnapshotHooks), twopc.CoordinatorSnapshotTables)
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	if res.PruneErr != nil {
+		c.cfg.Logger.Warn("table files not removed", "err", res.PruneErr)
+	}
+	size, from := res.Bytes, res.KeptFrom
 	took := time.Since(start)
 	c.snapMu.Lock()
 	c.snapStats.Taken++
 	c.snapStats.LastBytes, c.snapStats.LastSeq, c.snapStats.LastPause, c.snapStats.LastTook = size, seq, pause, took
+	c.snapStats.LastTableBytes = res.TableBytes
 	c.snapStats.MaxPause = max(c.snapStats.MaxPause, pause)
 	if from > 0 {
 		c.snapStats.KeptFrom = from
 	}
 	c.snapMu.Unlock()
-	c.cfg.Logger.Info("snapshot", "seq", seq, "bytes", size, "loop_pause", pause, "took", took, "log_from", from)
+	c.cfg.Logger.Info("snapshot", "seq", seq, "bytes", size, "table_bytes", res.TableBytes, "loop_pause", pause, "took", took, "log_from", from)
 	return nil
 }
 

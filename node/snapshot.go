@@ -17,6 +17,9 @@ type SnapshotHooks struct {
 	MayCompact func() error
 	// BeforeCompact is called before the log is compacted up to upTo.
 	BeforeCompact func(upTo uint64)
+	// Table is called before each append to a table file (Tables.Hook)
+	// and may stop it with an error.
+	Table func(file string) error
 }
 
 // WriteSnapshot makes a snapshot durable, off the loop (a participant's,

@@ -83,6 +83,9 @@ type Config struct {
 	// CompactHook, if set, is called before a snapshot's compaction of
 	// the log (crash tests).
 	CompactHook func(upTo uint64)
+	// TableHook, if set, is called before each append to a snapshot's
+	// table file (node.Tables.Hook) and may stop it with an error.
+	TableHook func(file string) error
 	// Tracer, if set, sees the service's branches: messages taken,
 	// business checks, records appended (package tracing makes spans of
 	// them). Nil: no tracing, and nothing of it on the hot path.
@@ -134,6 +137,7 @@ type Service struct {
 	// loading one at a restart; it guards snapStats.
 	snapMu    sync.Mutex
 	snapStats SnapshotStats
+	tables    *node.Tables // the snapshots' table files; under snapMu
 }
 
 // incarnation is one life of the service, from its log to its crash.
@@ -355,6 +359,11 @@ func (s *Service) Close() error {
 	}
 	inc := s.inc.Load()
 	s.closeLedger(inc)
+	s.snapMu.Lock() // a snapshot still writing
+	if s.tables != nil {
+		s.tables.Close()
+	}
+	s.snapMu.Unlock()
 	return inc.log.Close()
 }
 

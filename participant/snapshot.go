@@ -100,6 +100,10 @@ type SnapshotStats struct {
 	LastPause, MaxPause time.Duration
 	LastBytes           int
 	LastSeq             uint64
+	// LastTableBytes is what the last snapshot appended to its table
+	// files (what changed of the finished-branch tables since the one
+	// before).
+	LastTableBytes int64
 	// LedgerFlushes counts the moves of a LedgerFlusher's entries to its
 	// ledger file between snapshots.
 	LedgerFlushes uint64
@@ -132,7 +136,7 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	if !ok {
 		return 0, nil, nil
 	}
-	snap, found, skipped, err := wal.LoadSnapshot(fsys, dir)
+	snap, src, found, skipped, err := node.LoadSnapshot(fsys, dir, snapshotTables)
 	if err != nil {
 		return 0, skipped, err
 	}
@@ -146,13 +150,28 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	if err := sn.RestoreSnapshot(rb); err != nil {
 		return 0, skipped, fmt.Errorf("snapshot %s: resource: %w", snap.Name, err)
 	}
-	if err := m.RestoreSnapshot(mb); err != nil {
+	if err := m.RestoreSnapshotFrom(mb, src); err != nil {
 		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
 	}
 	if err := attachLedger(fsys, dir, res); err != nil {
 		return 0, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, err)
 	}
 	return snap.Seq, skipped, nil
+}
+
+// MachineSnapshot returns the machine's part of a service's snapshot.
+func MachineSnapshot(b []byte) ([]byte, error) {
+	mb, _, err := decodeSnapshot(b)
+	return mb, err
+}
+
+// snapshotTables returns the tables a service's snapshot keeps in files.
+func snapshotTables(b []byte) ([]twopc.TableRef, error) {
+	mb, _, err := decodeSnapshot(b)
+	if err != nil {
+		return nil, err
+	}
+	return twopc.ParticipantSnapshotTables(mb)
 }
 
 func attachLedger(fsys wal.FS, dir string, res Resource) error {
@@ -201,6 +220,44 @@ func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64,
 			return nil, err
 		}
 		return encodeSnapshot(menc(nil), rb), nil
+	}, nil
+}
+
+// TakeSnapshotSpill is TakeSnapshot for a snapshot that keeps the
+// machine's finished-branch tables in files through a node.Tables of the
+// log's directory (given to encode, off the loop), which writes only what
+// changed since its last snapshot.
+func TakeSnapshotSpill(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func(*node.Tables) ([][]byte, error), err error) {
+	sn, ok := res.(Snapshotter)
+	if !ok {
+		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
+	}
+	menc, err := m.SnapshotDeferredSpill()
+	if err != nil {
+		return 0, nil, err
+	}
+	var renc func() ([]byte, error)
+	if d, ok := res.(DeferredSnapshotter); ok {
+		if renc, err = d.SnapshotDeferred(); err != nil {
+			return 0, nil, err
+		}
+	} else {
+		rb, err := sn.Snapshot()
+		if err != nil {
+			return 0, nil, err
+		}
+		renc = func() ([]byte, error) { return rb, nil }
+	}
+	return log.LastSeq(), func(t *node.Tables) ([][]byte, error) {
+		rb, err := renc()
+		if err != nil {
+			return nil, err
+		}
+		mb, err := menc(nil, t)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot tables: %w", err)
+		}
+		return encodeSnapshot(mb, rb), nil
 	}, nil
 }
 
@@ -291,13 +348,13 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	inc := s.inc.Load()
-	var encode func() ([][]byte, error)
+	var encode func(*node.Tables) ([][]byte, error)
 	var seq uint64
 	var serr error
 	var pause time.Duration
 	err := inc.node.DoQuiet(ctx, inc.done, func() {
 		start := time.Now()
-		seq, encode, serr = TakeSnapshot(inc.m, inc.res, inc.log)
+		seq, encode, serr = TakeSnapshotSpill(inc.m, inc.res, inc.log)
 		pause = time.Since(start)
 	})
 	if err == nil {
@@ -309,22 +366,24 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if s.inc.Load() != inc {
 		return node.ErrBusy // crashed meanwhile
 	}
-	data, err := encode() // off the loop
+	if s.tables == nil {
+		// Tables of a new incarnation (a restart in the process) are new
+		// tables to it, written whole to new files.
+		s.tables = node.NewTables(s.fs(), s.dir())
+	}
+	res, err := s.tables.Snapshot(inc.log, seq, encode, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook, Table: s.cfg.TableHook}, snapshotTables)
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}
-	from, err := WriteSnapshot(s.fs(), s.dir(), inc.log, seq, data, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook})
-	if err != nil {
-		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
+	if res.PruneErr != nil {
+		s.cfg.Logger.Warn("table files not removed", "service", s.cfg.ID, "err", res.PruneErr)
 	}
+	from, size := res.KeptFrom, res.Bytes
 	s.snapStats.Taken++
-	size := 0
-	for _, p := range data {
-		size += len(p)
-	}
+	s.snapStats.LastTableBytes = res.TableBytes
 	s.snapStats.LastPause, s.snapStats.LastBytes, s.snapStats.LastSeq = pause, size, seq
 	s.snapStats.MaxPause = max(s.snapStats.MaxPause, pause)
-	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", size, "loop_pause", pause, "log_from", from)
+	s.cfg.Logger.Info("snapshot", "service", s.cfg.ID, "seq", seq, "bytes", size, "table_bytes", res.TableBytes, "loop_pause", pause, "log_from", from)
 	return nil
 }
 

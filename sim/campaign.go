@@ -25,6 +25,8 @@ type Summary struct {
 	// CoordSnapshots counts the coordinator's snapshots written,
 	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
+	// TableBytes counts what snapshots appended to their table files.
+	TableBytes uint64
 	// ReplicaSnapshots counts the snapshot files replicas wrote,
 	// ReplicaSnapshotLoads their restarts from one, and
 	// ReplicaSnapshotFetches the files fetched from another replica by
@@ -70,6 +72,7 @@ func (s *Summary) Add(r *Result) {
 	s.Snapshots += r.Snapshots
 	s.CoordSnapshots += r.CoordSnapshots
 	s.CoordSnapshotLoads += r.CoordSnapshotLoads
+	s.TableBytes += r.TableBytes
 	s.ReplicaSnapshots += r.ReplicaSnapshots
 	s.ReplicaSnapshotLoads += r.ReplicaSnapshotLoads
 	s.ReplicaSnapshotFetches += r.ReplicaSnapshotFetches
@@ -188,7 +191,7 @@ func (s *Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "coordinator replicas: %d; leaderships started: %d\n", cfg.Replicas, s.Leaderships)
 		fmt.Fprintf(w, "replica snapshots written: %d; restarts from one: %d; fetched by a replica behind: %d\n", s.ReplicaSnapshots, s.ReplicaSnapshotLoads, s.ReplicaSnapshotFetches)
 	}
-	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\ncoordinator snapshots written: %d; restarts from one: %d\n", s.Snapshots, s.LedgerFlushes, s.CoordSnapshots, s.CoordSnapshotLoads)
+	fmt.Fprintf(w, "participant snapshots written: %d; ledger flushes between snapshots: %d\ncoordinator snapshots written: %d; restarts from one: %d\nbytes appended to snapshots' table files: %d\n", s.Snapshots, s.LedgerFlushes, s.CoordSnapshots, s.CoordSnapshotLoads, s.TableBytes)
 	fmt.Fprintf(w, "finished branches forgotten by participants (past their retention): %d\n", s.Forgotten)
 	fmt.Fprintf(w, "resubmissions refused as expired (more than the window after their outcome): %d\n", s.ExpiredRefusals)
 	fmt.Fprintf(w, "heal to quiet (ticks): p50 %d, p99 %d, max %d\n",

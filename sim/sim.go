@@ -66,6 +66,8 @@ type Result struct {
 	// CoordSnapshots counts the coordinator's snapshots written,
 	// CoordSnapshotLoads its restarts from one.
 	CoordSnapshots, CoordSnapshotLoads int
+	// TableBytes counts what snapshots appended to their table files.
+	TableBytes uint64
 	// ReplicaSnapshots counts the snapshot files replicas wrote,
 	// ReplicaSnapshotLoads their restarts from one, and
 	// ReplicaSnapshotFetches the files fetched from another replica by
@@ -124,6 +126,8 @@ type comp struct {
 	// recovering is set while the first Ready after Start is carried out.
 	recovering bool
 	lastSnap   uint64 // tick of the last snapshot
+	// tables writes the table files of its snapshots (node.Tables).
+	tables *node.Tables
 
 	// A coordinator replica's (see replicas.go): its id in the group, the
 	// stepped replica, the leadership whose machine runs here (coord, m

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/dtx-dev/dtx/coordinator"
+	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
@@ -70,50 +71,58 @@ func (r *countingResource) RestoreSnapshot(b []byte) error {
 }
 
 // maybeSnapshot snapshots c (a participant or the single coordinator) if
-// it is due, with the production steps (participant.TakeSnapshot or
-// coordinator.TakeSnapshot, then writeSnapshot), cut by the faults.
+// it is due, with the production steps (participant.TakeSnapshotSpill or
+// coordinator.TakeSnapshotSpill, then node.Tables.Snapshot), cut by the
+// faults.
 func (s *Sim) maybeSnapshot(c *comp) {
 	if s.p.snapEvery == 0 || c.role == roleReplica || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
 		return
 	}
 	c.lastSnap = s.now
 	var seq uint64
-	var data [][]byte
+	var encode func(*node.Tables) ([][]byte, error)
 	var err error
 	if c.role == roleCoord {
-		var encode func() [][]byte
-		if seq, encode, err = coordinator.TakeSnapshot(c.coord, c.log); err == nil {
-			data = encode()
-		}
+		seq, encode, err = coordinator.TakeSnapshotSpill(c.coord, c.log)
 	} else {
-		var encode func() ([][]byte, error)
-		if seq, encode, err = participant.TakeSnapshot(c.part, c.res, c.log); err == nil {
-			data, err = encode()
-		}
+		seq, encode, err = participant.TakeSnapshotSpill(c.part, c.res, c.log)
 	}
 	if err != nil {
 		s.violate("recovery", "%s: snapshot: %v", c.id, err)
 		return
 	}
-	s.writeSnapshot(c, seq, data)
+	s.writeSnapshot(c, seq, encode)
 }
 
-// writeSnapshot makes snapshot data of c, named by seq, durable with the
-// production steps (node.WriteSnapshot), and cuts them: a crash after a
-// step of writing the file, a halt in the middle of the compaction, damage
-// to the file just written.
-func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
+// snapshotTables reads the table files out of a snapshot of c.
+func (s *Sim) snapshotTables(c *comp) func([]byte) ([]twopc.TableRef, error) {
+	if c.role == roleCoord {
+		return twopc.CoordinatorSnapshotTables
+	}
+	return func(b []byte) ([]twopc.TableRef, error) {
+		mb, err := participant.MachineSnapshot(b)
+		if err != nil {
+			return nil, err
+		}
+		return twopc.ParticipantSnapshotTables(mb)
+	}
+}
+
+// writeSnapshot makes the snapshot that encode serializes, named by seq,
+// durable with the production steps (node.Tables.Snapshot: the table
+// files, then node.WriteSnapshot), and cuts them: a crash in the middle
+// of an append to a table file or after a step of writing the file, a
+// halt in the middle of the compaction, damage to the file just written
+// or to what its table files gained for it.
+func (s *Sim) writeSnapshot(c *comp, seq uint64, encode func(*node.Tables) ([][]byte, error)) {
+	const stopTables = wal.SnapshotStep(255)
 	var stop wal.SnapshotStep
 	if !s.healed && s.on(CrashSnapshot) && s.roll(s.p.crashPoint) {
-		stop = []wal.SnapshotStep{wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(3)]
+		stop = []wal.SnapshotStep{stopTables, wal.SnapWrite, wal.SnapSynced, wal.SnapRenamed}[s.rng.IntN(4)]
 	}
-	halted, crashAfter := false, false
+	halted, crashAfter, tableHalt := false, false, false
 	dir := s.snapDir(c)
-	write := node.WriteSnapshot
-	if c.role == roleCoord {
-		write = coordinator.WriteSnapshot // with its marker file
-	}
-	_, err := write(c.fs, dir, c.log, seq, data, node.SnapshotHooks{
+	hooks := node.SnapshotHooks{
 		Step: func(st wal.SnapshotStep) error {
 			if st == stop {
 				return errSnapCrash
@@ -130,10 +139,29 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
 				}
 			}
 		},
-	})
+		Table: func(string) error {
+			if stop == stopTables && !tableHalt {
+				c.fs.HaltAfter(s.rng.IntN(2)) // the write or the fsync of the append
+				tableHalt = true
+			}
+			return nil
+		},
+	}
+	if c.role == roleCoord {
+		hooks = coordinator.MarkerHooks(c.fs, dir, hooks) // with its marker file
+	}
+	if c.tables == nil {
+		c.tables = node.NewTables(c.fs, dir)
+	}
+	older, hasOlder := wal.OlderSnapshot(c.fs, dir, seq+1)
+	res, err := c.tables.Snapshot(c.log, seq, encode, hooks, s.snapshotTables(c))
 	switch {
 	case errors.Is(err, errSnapCrash):
 		s.tracef("%s crashes writing snapshot %d (after step %d)", c.id, seq, stop)
+		s.crash(c, CrashSnapshot, true)
+		return
+	case err != nil && tableHalt:
+		s.tracef("%s crashes appending to a table file for snapshot %d", c.id, seq)
 		s.crash(c, CrashSnapshot, true)
 		return
 	case err != nil && halted:
@@ -144,17 +172,26 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
 		s.violate("disk", "%s: snapshot: %v", c.id, err)
 		return
 	}
+	if tableHalt { // the disk halted after the appends: the power is out
+		s.tracef("%s crashes after snapshot %d's table files", c.id, seq)
+		s.crash(c, CrashSnapshot, true)
+		return
+	}
 	if c.role == roleCoord {
 		s.res.CoordSnapshots++
 	} else {
 		s.res.Snapshots++
 	}
+	s.res.TableBytes += uint64(res.TableBytes)
 	if crashAfter {
 		s.tracef("%s crashes after snapshot %d, with nothing to compact", c.id, seq)
 		s.crash(c, CrashCompact, true)
 		return
 	}
 	if !s.healed && s.on(FaultSnapshotDamage) && s.roll(s.p.disk) {
+		if s.rng.IntN(2) == 0 && s.damageTables(c, seq, older, hasOlder) {
+			return
+		}
 		path := dir + "/" + wal.SnapshotName(seq)
 		b, err := c.fs.ReadFile(path)
 		if err == nil && len(b) > 0 {
@@ -169,6 +206,55 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, data [][]byte) {
 			}
 		}
 	}
+}
+
+// damageTables tears or flips a bit of what a table file of snapshot seq
+// gained for it, past what the snapshot kept before it (older, if
+// hasOlder) covers of that file: the restart must then load the older
+// snapshot. It reports whether it damaged anything.
+func (s *Sim) damageTables(c *comp, seq, older uint64, hasOlder bool) bool {
+	dir := s.snapDir(c)
+	tables := s.snapshotTables(c)
+	snap, err := wal.ReadSnapshot(c.fs, dir, seq)
+	if err != nil {
+		return false
+	}
+	refs, err := tables(snap.Data)
+	if err != nil || len(refs) == 0 {
+		return false
+	}
+	covered := map[string]int64{}
+	if hasOlder {
+		if o, err := wal.ReadSnapshot(c.fs, dir, older); err == nil {
+			if orefs, err := tables(o.Data); err == nil {
+				for _, r := range orefs {
+					covered[r.File] = max(covered[r.File], r.Len)
+				}
+			}
+		}
+	}
+	r := refs[s.rng.IntN(len(refs))]
+	from := max(covered[r.File], ledger.HeaderLen)
+	if r.Len <= from {
+		return false // the file gained nothing for this snapshot
+	}
+	path := dir + "/" + r.File
+	b, err := c.fs.ReadFile(path)
+	if err != nil || int64(len(b)) < r.Len {
+		return false
+	}
+	at := from + s.rng.Int64N(r.Len-from)
+	if s.rng.IntN(2) == 0 {
+		b = b[:at] // torn
+	} else {
+		b[at] ^= byte(1 << s.rng.IntN(8))
+	}
+	if err := c.fs.WriteFile(path, b); err != nil {
+		return false
+	}
+	s.count(FaultSnapshotDamage)
+	s.tracef("%s: table file %s of snapshot %d damaged at %d", c.id, r.File, seq, at)
+	return true
 }
 
 // segmentsBefore counts the log segments of c that a compaction up to upTo

@@ -24,7 +24,11 @@ import (
 // previous generation and the expired set do not change until the next
 // rotation, which replaces them rather than changing them.
 
-const coordSnapVersion = 2
+const (
+	coordSnapVersion = 3
+	// coordSnapVersionV2 has its tables inline with no kind byte.
+	coordSnapVersionV2 = 2
+)
 
 type snapTx struct {
 	id      string
@@ -38,7 +42,22 @@ type snapTx struct {
 // SnapshotDeferred captures the machine, which must be between two Readies
 // (no Ready pending), and returns the function that serializes the
 // capture, to be called off the loop: the machine may go on meanwhile.
+// The snapshot holds its tables inline.
 func (c *Coordinator) SnapshotDeferred() (func() []byte, error) {
+	enc, err := c.SnapshotDeferredSpill()
+	if err != nil {
+		return nil, err
+	}
+	return func() []byte {
+		b, _ := enc(nil) // no spill: no error
+		return b
+	}, nil
+}
+
+// SnapshotDeferredSpill is SnapshotDeferred for a snapshot that keeps its
+// outcome tables and expired set through sp (nil: inline), which only
+// writes what changed since its last snapshot (spill.go).
+func (c *Coordinator) SnapshotDeferredSpill() (func(sp TableSpill) ([]byte, error), error) {
 	if c.HasReady() {
 		return nil, fmt.Errorf("twopc: coordinator snapshot with a Ready not carried out")
 	}
@@ -55,9 +74,12 @@ func (c *Coordinator) SnapshotDeferred() (func() []byte, error) {
 		prev = c.prev.freeze()
 	}
 	exp := c.exp
-	return func() []byte {
+	return func(sp TableSpill) ([]byte, error) {
 		slices.SortFunc(txs, func(x, y snapTx) int { return strings.Compare(x.id, y.id) })
-		est := 32 + done.encodedMax() + prev.encodedMax() + 16 + 8*len(exp.hashes)
+		est := 64
+		if sp == nil {
+			est += done.encodedMax() + prev.encodedMax() + 8*len(exp.hashes)
+		}
 		for _, t := range txs {
 			est += len(t.id) + 4*binary.MaxVarintLen32
 			for _, n := range t.nodes {
@@ -82,32 +104,51 @@ func (c *Coordinator) SnapshotDeferred() (func() []byte, error) {
 				b = append(b, f, byte(t.votes[i]))
 			}
 		}
-		b = appendFinished(b, &done)
+		var err error
+		if b, err = appendTable(b, &done, sp); err != nil {
+			return nil, err
+		}
 		if hasPrev {
 			b = append(b, 1)
-			b = appendFinished(b, &prev)
+			if b, err = appendTable(b, &prev, sp); err != nil {
+				return nil, err
+			}
 		} else {
 			b = append(b, 0)
 		}
 		b = binary.LittleEndian.AppendUint64(b, exp.k0)
 		b = binary.LittleEndian.AppendUint64(b, exp.k1)
-		b = binary.AppendUvarint(b, uint64(len(exp.hashes)))
-		for _, h := range exp.hashes {
-			b = binary.LittleEndian.AppendUint64(b, h)
+		if sp == nil || len(exp.hashes) == 0 {
+			b = append(b, tableInline)
+			b = binary.AppendUvarint(b, uint64(len(exp.hashes)))
+			for _, h := range exp.hashes {
+				b = binary.LittleEndian.AppendUint64(b, h)
+			}
+			return b, nil
 		}
-		return b
+		ref, err := sp.Hashes(exp.id, exp.hashes)
+		if err != nil {
+			return nil, err
+		}
+		return appendRef(append(b, tableRef), ref), nil
 	}, nil
 }
 
 // RestoreSnapshot loads a snapshot into a coordinator that has restored
 // nothing yet. Replay the records logged after it with Restore, then Start.
-func (c *Coordinator) RestoreSnapshot(b []byte) error {
+// A snapshot that keeps its tables in files needs RestoreSnapshotFrom.
+func (c *Coordinator) RestoreSnapshot(b []byte) error { return c.RestoreSnapshotFrom(b, nil) }
+
+// RestoreSnapshotFrom is RestoreSnapshot reading the tables the snapshot
+// keeps in files through src.
+func (c *Coordinator) RestoreSnapshotFrom(b []byte, src TableSource) error {
 	if c.started || c.restored || c.epoch != 0 || len(c.active) > 0 || c.done.Len() > 0 || c.prev != nil {
 		return fmt.Errorf("twopc: RestoreSnapshot on a coordinator that is not fresh")
 	}
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != coordSnapVersion {
-		return fmt.Errorf("%w: coordinator snapshot version %d", ErrDecode, v)
+	version := d.byte()
+	if d.err == nil && version != coordSnapVersion && version != coordSnapVersionV2 {
+		return fmt.Errorf("%w: coordinator snapshot version %d", ErrDecode, version)
 	}
 	epoch := d.uvarint()
 	n := d.uvarint()
@@ -155,8 +196,15 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error {
 			active[id] = t
 		}
 	}
+	table := func(t *txTable) {
+		if version == coordSnapVersionV2 {
+			readOutcomes(&d, t)
+		} else {
+			readTable(&d, t, src, readOutcomes, checkOutcome)
+		}
+	}
 	done := newTxTableSeed(c.seed)
-	readOutcomes(&d, done)
+	table(done)
 	var prev *txTable
 	switch f := d.byte(); {
 	case d.err != nil:
@@ -164,7 +212,7 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error {
 		d.fail("previous generation flag %d", f)
 	case f == 1:
 		prev = newTxTableSeed(c.seed)
-		readOutcomes(&d, prev)
+		table(prev)
 	}
 	var k0, k1 uint64
 	if d.err == nil && len(d.b) < 16 {
@@ -174,16 +222,45 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error {
 		k0, k1 = binary.LittleEndian.Uint64(d.b), binary.LittleEndian.Uint64(d.b[8:])
 		d.b = d.b[16:]
 	}
-	m := d.uvarint()
-	if d.err == nil && (m != uint64(len(d.b))/8 || len(d.b)%8 != 0) {
-		d.fail("expired set of %d ids in %d bytes", m, len(d.b))
+	var hs []uint64
+	kind := byte(tableInline)
+	if version != coordSnapVersionV2 {
+		kind = d.byte()
+	}
+	switch {
+	case d.err != nil:
+	case kind == tableInline:
+		m := d.uvarint()
+		if d.err == nil && (m != uint64(len(d.b))/8 || len(d.b)%8 != 0) {
+			d.fail("expired set of %d ids in %d bytes", m, len(d.b))
+		}
+		if d.err == nil {
+			hs = make([]uint64, m)
+			for i := range hs {
+				hs[i] = binary.LittleEndian.Uint64(d.b[8*i:])
+			}
+		}
+	case kind != tableRef:
+		d.fail("expired set kind %d", kind)
+	default:
+		ref := readRef(&d)
+		switch {
+		case d.err != nil:
+		case len(d.b) != 0:
+			d.fail("%d trailing bytes", len(d.b))
+		case src == nil:
+			d.fail("%s: %v", ref.File, errNoSource)
+		default:
+			var err error
+			if hs, err = src.Hashes(ref); err != nil {
+				d.fail("%v", err)
+			} else if len(hs) != ref.N {
+				d.fail("expired set %s: %d hashes, the snapshot says %d", ref.File, len(hs), ref.N)
+			}
+		}
 	}
 	if d.err != nil {
 		return fmt.Errorf("coordinator snapshot: %w", d.err)
-	}
-	hs := make([]uint64, m)
-	for i := range hs {
-		hs[i] = binary.LittleEndian.Uint64(d.b[8*i:])
 	}
 	for id := range active {
 		if done.Has(id) || prev != nil && prev.Has(id) {
@@ -200,6 +277,14 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error {
 	c.exp = newExpiredSet(k0, k1, hs)
 	c.expiredN = len(hs)
 	c.restored = true
+	return nil
+}
+
+// checkOutcome vets an outcome read from a table file.
+func checkOutcome(tx string, v txVal) error {
+	if v.state > 1 || v.b != 0 || tx == "" {
+		return fmt.Errorf("outcome %q in state %d, generation %d", tx, v.state, v.b)
+	}
 	return nil
 }
 

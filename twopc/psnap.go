@@ -15,22 +15,25 @@ import (
 // holds the prepared branches' tentative changes, so RestoreSnapshot takes
 // their locks again but does not call Resource.Prepare.
 //
-//	version byte (2)
+//	version byte (3)
 //	maxEpoch uvarint
 //	prepared uvarint count, then each: tx, attempt uvarint, op
-//	finished uvarint count, then each: tx, state byte, attempt uvarint, gen uvarint, reason
-//	  (the previous generation's branches)
-//	finished, the same, of the current generation
+//	the previous generation's finished branches: a kind byte, then inline
+//	  (uvarint count, then each: tx, state byte, attempt uvarint, gen
+//	  uvarint, reason) or where a file keeps them (spill.go)
+//	the current generation's, the same
 //	forgot byte (1: a generation was dropped)
 //	heuristic decisions, only if there are any (heuristic.go)
 //
-// (strings and byte slices: uvarint length + bytes). Version 1 has one
+// (strings and byte slices: uvarint length + bytes). Version 2 has no
+// kind bytes (both generations inline). Version 1 has one
 // list of finished branches and no flag; it loads as the current
 // generation. A restored current generation starts its Retention afresh
 // (the safe side: remembered longer).
 
 const (
-	snapshotVersion   = 2
+	snapshotVersion   = 3
+	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 )
 
@@ -53,6 +56,20 @@ func (p *Participant) AppendSnapshot(b []byte) ([]byte, error) {
 // header per chunk; a value changed in place later copies its chunk
 // first); nothing is encoded on the machine's goroutine.
 func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
+	enc, err := p.SnapshotDeferredSpill()
+	if err != nil {
+		return nil, err
+	}
+	return func(b []byte) []byte {
+		b, _ = enc(b, nil) // no spill: no error
+		return b
+	}, nil
+}
+
+// SnapshotDeferredSpill is SnapshotDeferred for a snapshot that keeps the
+// finished-branch tables through sp (nil: inline), which only writes what
+// changed since its last snapshot (spill.go).
+func (p *Participant) SnapshotDeferredSpill() (func(b []byte, sp TableSpill) ([]byte, error), error) {
 	if p.HasReady() {
 		return nil, fmt.Errorf("twopc: %s: snapshot with a Ready not carried out", p.cfg.ID)
 	}
@@ -74,11 +91,14 @@ func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
 	}
 	finished := p.finished.freeze()
 	heur := p.appendHeuristics(nil) // a few operator decisions at most
-	return func(b []byte) []byte {
+	return func(b []byte, sp TableSpill) ([]byte, error) {
 		slices.SortFunc(prepared, func(x, y prep) int { return strings.Compare(x.tx, y.tx) })
 		// One allocation of about the right size, not a doubling buffer
 		// (which would hold up to twice the snapshot at its last growth).
-		est := prevFin.encodedMax() + finished.encodedMax() + 32 + len(heur)
+		est := 64 + len(heur)
+		if sp == nil {
+			est += prevFin.encodedMax() + finished.encodedMax()
+		}
 		for _, pr := range prepared {
 			est += len(pr.tx) + len(pr.op) + 3*binary.MaxVarintLen32
 		}
@@ -92,14 +112,19 @@ func (p *Participant) SnapshotDeferred() (func(b []byte) []byte, error) {
 			b = binary.AppendUvarint(b, uint64(len(pr.op)))
 			b = append(b, pr.op...)
 		}
-		b = appendFinished(b, &prevFin)
-		b = appendFinished(b, &finished)
+		var err error
+		if b, err = appendTable(b, &prevFin, sp); err != nil {
+			return nil, err
+		}
+		if b, err = appendTable(b, &finished, sp); err != nil {
+			return nil, err
+		}
 		var f byte
 		if forgot {
 			f = 1
 		}
 		b = append(b, f)
-		return append(b, heur...)
+		return append(b, heur...), nil
 	}, nil
 }
 
@@ -119,13 +144,18 @@ func appendFinished(b []byte, t *txFrozen) []byte {
 // RestoreSnapshot loads a snapshot into a participant that has restored
 // nothing yet; the Resource must already hold its own snapshot of the same
 // turn. Records logged after the snapshot are then replayed with Restore.
-func (p *Participant) RestoreSnapshot(b []byte) error {
+// A snapshot that keeps its tables in files needs RestoreSnapshotFrom.
+func (p *Participant) RestoreSnapshot(b []byte) error { return p.RestoreSnapshotFrom(b, nil) }
+
+// RestoreSnapshotFrom is RestoreSnapshot reading the tables the snapshot
+// keeps in files through src.
+func (p *Participant) RestoreSnapshotFrom(b []byte, src TableSource) error {
 	if p.started || p.restored || len(p.branches) > 0 || p.finished.Len() > 0 {
 		return fmt.Errorf("twopc: %s: RestoreSnapshot on a participant that is not fresh", p.cfg.ID)
 	}
 	d := decoder{b: b}
 	version := d.byte()
-	if d.err == nil && version != snapshotVersion && version != snapshotVersionV1 {
+	if d.err == nil && version != snapshotVersion && version != snapshotVersionV2 && version != snapshotVersionV1 {
 		return fmt.Errorf("%w: snapshot version %d", ErrDecode, version)
 	}
 	p.maxEpoch = d.uvarint()
@@ -156,8 +186,13 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 		readFinished(&d, p.finished)
 	} else {
 		prev := newTxTableSeed(p.finished.seed)
-		readFinished(&d, prev)
-		readFinished(&d, p.finished)
+		if version == snapshotVersionV2 {
+			readFinished(&d, prev)
+			readFinished(&d, p.finished)
+		} else {
+			readTable(&d, prev, src, readFinished, checkFinished)
+			readTable(&d, p.finished, src, readFinished, checkFinished)
+		}
 		if prev.Len() > 0 {
 			prev.pack()
 			p.prevFin = prev
@@ -178,6 +213,14 @@ func (p *Participant) RestoreSnapshot(b []byte) error {
 		return fmt.Errorf("snapshot: %w", d.err)
 	}
 	p.restored = true
+	return nil
+}
+
+// checkFinished vets a finished branch read from a table file.
+func checkFinished(tx string, v txVal) error {
+	if tx == "" || BranchState(v.state) != BranchCommitted && BranchState(v.state) != BranchAborted {
+		return fmt.Errorf("finished branch %q in state %d", tx, v.state)
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/dchest/siphash"
@@ -72,6 +73,9 @@ type txTable struct {
 	n         int // live keys in this part
 	maxChunks int
 	older     []*txTable // sealed parts, oldest first (nil but in a huge table)
+	// id tells tables apart for the snapshot writer that keeps them in
+	// files of their own (TableSpill): unique in the process.
+	id uint64
 }
 
 // txVal is what a txTable keeps per key besides its text.
@@ -97,12 +101,15 @@ const (
 	txStateX  = 0x0f // flags&0x0f: the state, or txStateX: a state byte follows
 )
 
+// tableIDs numbers the tables of the process (txTable.id).
+var tableIDs atomic.Uint64
+
 func newTxTable() *txTable { return newTxTableSeed(maphash.MakeSeed()) }
 
 // newTxTableSeed returns an empty table hashing with seed: tables sharing
 // a seed can be asked about one hash (txHash).
 func newTxTableSeed(seed maphash.Seed) *txTable {
-	t := &txTable{seed: seed, cur: -1, maxChunks: 1 << (32 - txOffBits)}
+	t := &txTable{seed: seed, cur: -1, maxChunks: 1 << (32 - txOffBits), id: tableIDs.Add(1)}
 	t.reindex(nil, txMinHomes, 8)
 	return t
 }
@@ -656,6 +663,7 @@ func allChunks(chunks [][]byte, f func(key string, v txVal, text string) bool) b
 type txFrozen struct {
 	chunks [][]byte
 	n      int
+	id     uint64 // the table's
 }
 
 // freeze returns a view of the entries as they are now, in O(chunks): the
@@ -665,7 +673,7 @@ type txFrozen struct {
 // instead (writable). A snapshot's pause on the loop is this, not a copy
 // of every retained entry.
 func (t *txTable) freeze() txFrozen {
-	f := txFrozen{n: t.Len()}
+	f := txFrozen{n: t.Len(), id: t.id}
 	for _, p := range t.parts() {
 		if cap(p.shared) >= len(p.chunks) {
 			p.shared = p.shared[:len(p.chunks)]
@@ -711,6 +719,7 @@ type expiredSet struct {
 	hashes []uint64 // ascending
 	dir    []uint32
 	shift  uint8
+	id     uint64 // for the snapshot writer, as txTable.id
 }
 
 // expiredSet hashes every live key of t (read in storage order) under a new
@@ -739,7 +748,7 @@ func (t *txTable) expiredSet() expiredSet {
 // newExpiredSet sorts hs (bucketSort) and keeps its directory.
 func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
 	sorted, dir, shift := bucketSort(hs)
-	return expiredSet{k0: k0, k1: k1, hashes: sorted, dir: dir, shift: shift}
+	return expiredSet{k0: k0, k1: k1, hashes: sorted, dir: dir, shift: shift, id: tableIDs.Add(1)}
 }
 
 // bucketSort sorts values whose high bits are uniformly spread (hashes,
