@@ -127,6 +127,9 @@ func Open(cfg Config) (*Coordinator, error) {
 	c.log = log
 	c.snapStats.Loaded = rec.Snapshot
 	c.snapStats.LoadTook, c.snapStats.LoadedOutcomes, c.snapStats.LoadedExpired = rec.LoadTook, rec.Outcomes, rec.Expired
+	c.snapStats.ReplayTook = rec.ReplayTook
+	cfg.Logger.Info("log recovered", "snapshot", rec.Snapshot, "snapshot_load", rec.LoadTook, "replay_from", rec.Snapshot+1,
+		"replay", rec.ReplayTook, "outcomes_retained", rec.Outcomes, "expired_ids", rec.Expired)
 	for _, e := range rec.Skipped {
 		c.snapStats.Skipped = append(c.snapStats.Skipped, e.Error())
 	}

@@ -51,7 +51,7 @@ type SnapshotConfig struct {
 // The defaults of SnapshotConfig, those of the services too.
 const (
 	DefaultSnapshotEvery    = time.Minute
-	DefaultSnapshotLogBytes = 64 << 20
+	DefaultSnapshotLogBytes = 8 << 20
 )
 
 // WithDefaults returns c with the defaults filled in where it says nothing.
@@ -75,6 +75,8 @@ type Recovered struct {
 	// held: retained outcomes and expired ids.
 	LoadTook          time.Duration
 	Outcomes, Expired int
+	// ReplayTook is how long the replay of the log after the snapshot took.
+	ReplayTook time.Duration
 }
 
 // Recover opens the coordinator's log (lc.Dir) and rebuilds the fresh
@@ -118,10 +120,12 @@ func Recover(lc wal.Config, m *twopc.Coordinator, h node.Hooks) (*wal.Log, Recov
 	}
 	st := m.RetentionStats()
 	rec.LoadTook, rec.Outcomes, rec.Expired = time.Since(start), st.Current+st.Previous, st.Expired
+	t1 := time.Now()
 	log, err := node.RecoverAfter(lc, m, h, after)
 	if err != nil {
 		return nil, rec, err
 	}
+	rec.ReplayTook = time.Since(t1)
 	rec.Snapshot = after
 	return log, rec, nil
 }
@@ -244,10 +248,11 @@ func TakeSnapshotSpill(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode f
 type SnapshotStats struct {
 	// Loaded is the seq the snapshot loaded at the start covers (0:
 	// none); Skipped the snapshots skipped then as torn or damaged;
-	// LoadTook, LoadedOutcomes and LoadedExpired as in Recovered.
+	// LoadTook, ReplayTook, LoadedOutcomes and LoadedExpired as in
+	// Recovered.
 	Loaded                        uint64
 	Skipped                       []string
-	LoadTook                      time.Duration
+	LoadTook, ReplayTook          time.Duration
 	LoadedOutcomes, LoadedExpired int
 	// Taken counts the snapshots written by this run; LastBytes, LastSeq,
 	// LastPause (the loop's) and LastTook (capture to durable) describe

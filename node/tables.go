@@ -326,7 +326,7 @@ func (s tableSource) Chunks(ref twopc.TableRef, fn func([]byte) error) error {
 		case off == 0:
 			chunks[i] = p
 		case off == uint64(len(chunks[i])):
-			chunks[i] = append(chunks[i][:len(chunks[i]):len(chunks[i])], p...)
+			chunks[i] = append(chunks[i], p...) // p's payload is its own: growing it in place is safe
 		default:
 			return fmt.Errorf("%w: table file %s: a piece of chunk %d at %d, which holds %d bytes", ledger.ErrCorrupt, ref.File, i, off, len(chunks[i]))
 		}

@@ -193,15 +193,22 @@ func (s *Service) open() (*incarnation, error) {
 	}
 	hooks := s.hooks()
 	s.snapMu.Lock()
+	t0 := time.Now()
 	after, err := s.loadSnapshot(s.fs(), lc.Dir, m, raw)
+	t1 := time.Now()
 	var log *wal.Log
 	if err == nil {
 		log, err = node.RecoverAfter(lc, m, hooks, after)
 	}
+	s.snapStats.LoadTook, s.snapStats.ReplayTook = t1.Sub(t0), time.Since(t1)
+	s.snapStats.LoadedFinished, _ = m.FinishedStats()
+	st := s.snapStats
 	s.snapMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.cfg.ID, err)
 	}
+	s.cfg.Logger.Info("log recovered", "service", s.cfg.ID, "snapshot", st.Loaded, "snapshot_load", st.LoadTook,
+		"replay_from", after+1, "replay", st.ReplayTook, "finished_retained", st.LoadedFinished)
 	if rc, ok := raw.(Recoverer); ok {
 		if err := rc.Recover(); err != nil {
 			log.Close()

@@ -111,6 +111,11 @@ type SnapshotStats struct {
 	// Skipped the damaged ones it passed over.
 	Loaded  uint64
 	Skipped []string
+	// LoadTook is how long the last start took to load its snapshot (the
+	// retention table's load, mostly), ReplayTook to replay the log
+	// after it; LoadedFinished is the finished branches retained then.
+	LoadTook, ReplayTook time.Duration
+	LoadedFinished       int
 }
 
 // encodeSnapshot joins the machine's and the Resource's snapshots.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Outcome tables in files of their own.
@@ -128,37 +129,78 @@ func readTable(d *decoder, t *txTable, src TableSource, read func(*decoder, *txT
 
 // loadTable fills t (empty) with the live entries of ref's chunks.
 func loadTable(t *txTable, src TableSource, ref TableRef, check func(key string, v txVal) error) error {
-	b := t.bulk(ref.N)
-	n, ci := 0, 0
-	err := src.Chunks(ref, func(c []byte) error {
-		for off := 0; off < len(c); {
-			e, err := parseEntryChecked(c, off)
-			if err != nil {
-				return fmt.Errorf("table %s: chunk %d, offset %d: %v", ref.File, ci, off, err)
-			}
-			if c[off]&txDead == 0 {
-				key, v := string(c[e.key:e.text]), txVal{state: e.state, a: e.a, b: e.b}
-				if err := check(key, v); err != nil {
-					return fmt.Errorf("table %s: %v", ref.File, err)
-				}
-				b.add(key, v, string(c[e.text:e.end]))
-				n++
-			}
-			off = e.end
-		}
-		ci++
-		return nil
-	})
-	if err != nil {
+	var chunks [][]byte
+	if err := src.Chunks(ref, func(c []byte) error { chunks = append(chunks, c); return nil }); err != nil {
 		return err
 	}
-	if dup, ok := b.finish(); !ok {
-		return fmt.Errorf("table %s: %q twice", ref.File, dup)
+	n, err := t.adopt(chunks, ref.N, check)
+	if err != nil {
+		return fmt.Errorf("table %s: %v", ref.File, err)
 	}
 	if n != ref.N {
 		return fmt.Errorf("table %s: %d entries, the snapshot says %d", ref.File, n, ref.N)
 	}
 	return nil
+}
+
+// adopt makes chunks, read from a table file, the chunks of t (empty):
+// their entries stay where they are and only the index is built (one
+// sort of the slots, as a bulk load), so a restart neither copies nor
+// re-encodes the retained outcomes. Every entry is parsed with checks and
+// vetted by check. A table of more chunks than a part can number is
+// loaded entry by entry instead. It returns the number of live entries.
+func (t *txTable) adopt(chunks [][]byte, hint int, check func(key string, v txVal) error) (int, error) {
+	if t.n != 0 || t.used != 0 || len(t.chunks) != 0 {
+		panic("twopc: adopt into a table that is not empty")
+	}
+	direct := len(chunks) < t.maxChunks
+	var b *txBulk
+	var slots []uint64
+	if direct {
+		slots = make([]uint64, 0, min(hint, 1<<26)) // the count the snapshot says, within reason
+	} else {
+		b = t.bulk(0)
+	}
+	n := 0
+	for ci, c := range chunks {
+		for off := 0; off < len(c); {
+			e, err := parseEntryChecked(c, off)
+			if err != nil {
+				return 0, fmt.Errorf("chunk %d, offset %d: %v", ci, off, err)
+			}
+			if direct && off >= txChunkMax {
+				return 0, fmt.Errorf("chunk %d: an entry at offset %d, past %d", ci, off, txChunkMax)
+			}
+			if c[off]&txDead == 0 {
+				// Transient: the key is hashed (or copied by the bulk
+				// load), not kept.
+				key := unsafe.String(unsafe.SliceData(c[e.key:e.text]), e.klen)
+				v := txVal{state: e.state, a: e.a, b: e.b}
+				if err := check(key, v); err != nil {
+					return 0, err
+				}
+				if direct {
+					slots = append(slots, uint64(tagOf(t.hash(key)))<<32|uint64(ci)<<txOffBits|uint64(off))
+				} else {
+					b.add(key, v, unsafe.String(unsafe.SliceData(c[e.text:e.end]), e.tlen))
+				}
+				n++
+			}
+			off = e.end
+		}
+	}
+	if !direct {
+		if dup, ok := b.finish(); !ok {
+			return 0, fmt.Errorf("%q twice", dup)
+		}
+		return n, nil
+	}
+	t.chunks, t.cur, t.n = chunks, -1, n
+	bl := &txBulk{t: t, slots: slots}
+	if dup, ok := bl.index(); !ok {
+		return 0, fmt.Errorf("%q twice", dup)
+	}
+	return n, nil
 }
 
 // parseEntryChecked is parseEntry for bytes read from a file: every length

@@ -8,7 +8,7 @@ import (
 
 // Defaults of Config; a zero field means its default.
 const (
-	DefaultSegmentSize   = 64 << 20
+	DefaultSegmentSize   = 8 << 20
 	DefaultMaxRecordSize = 16 << 20
 	DefaultBufferSize    = 1 << 20
 	// DefaultPreallocSize is the zero-fill chunk of DefaultConfig (Config's
@@ -25,7 +25,8 @@ type Config struct {
 	// (unless ReadOnly). Required.
 	Dir string
 	// SegmentSize is the size at which the log rolls over to a new segment
-	// (default 64 MiB). A batch is split at record boundaries so that no
+	// (default 8 MiB: a restart reads the last segment whole, and a replay
+	// from a snapshot the segment it lies in). A batch is split at record boundaries so that no
 	// segment grows past it, except that a record larger than SegmentSize
 	// gets a segment of its own.
 	SegmentSize int64

@@ -129,7 +129,7 @@ with HTTP on the port + 1000.`,
 	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome forever); give every process of a cluster the same window: a service's must not be shorter than the coordinator's, since it forgets a finished branch after twice its window so that the coordinator has forgotten the outcome first)")
 	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
 	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each component (services, a coordinator, each coordinator replica) snapshots its state and compacts its log this often while it logs (0: no time trigger)")
-	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 64<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 8<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect, wound-wait or timeout (the same on every component)")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "longest graceful drain on SIGTERM")
 	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
