@@ -47,8 +47,10 @@ type Tables struct {
 	files map[uint64]*tableFile
 	used  map[uint64]bool
 	refs  []string // the files the snapshot being written names
-	// written counts the bytes appended for the snapshot being written.
+	// written counts the bytes appended for the snapshot being written,
+	// appends says where.
 	written int64
+	appends []TableAppend
 	// Hook, if set, is called before each append to a table file (a test
 	// may return an error there, as from a failed write).
 	Hook func(file string) error
@@ -102,7 +104,7 @@ func NewTables(fsys wal.FS, dir string) *Tables {
 
 // Begin starts the writes of the snapshot that will cover seq.
 func (t *Tables) Begin(seq uint64) {
-	t.seq, t.made, t.refs, t.written = seq, 0, nil, 0
+	t.seq, t.made, t.refs, t.written, t.appends = seq, 0, nil, 0, nil
 	clear(t.used)
 }
 
@@ -168,6 +170,9 @@ func (t *Tables) append(tf *tableFile, payloads [][]byte) error {
 	before := tf.f.Len()
 	n, err := tf.f.Append(payloads)
 	t.written += n - before
+	if n > before {
+		t.appends = append(t.appends, TableAppend{File: path.Base(tf.f.Name()), From: before, To: n})
+	}
 	return err
 }
 
@@ -429,8 +434,17 @@ func PruneTables(fsys wal.FS, dir string, known map[uint64][]string, tables func
 	return errors.Join(errs...)
 }
 
+// TableAppend is the bytes [From, To) a snapshot appended to a table file.
+type TableAppend struct {
+	File     string
+	From, To int64
+}
+
 // TableSnapshot is what Tables.Snapshot did.
 type TableSnapshot struct {
+	// Appends are where the snapshot's table bytes went (crash tests
+	// damage them).
+	Appends []TableAppend
 	// KeptFrom is the seq the log is now kept from (0: all of it).
 	KeptFrom uint64
 	// Bytes is the snapshot file's payload; TableBytes what was appended
@@ -454,7 +468,7 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 	t.Begin(seq)
 	data, err := encode(t)
 	refs := t.End()
-	res.TableBytes = t.written
+	res.TableBytes, res.Appends = t.written, t.appends
 	if err != nil {
 		return res, fmt.Errorf("snapshot tables: %w", err)
 	}

@@ -141,7 +141,7 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	if !ok {
 		return 0, nil, nil
 	}
-	snap, src, found, skipped, err := node.LoadSnapshot(fsys, dir, snapshotTables)
+	snap, src, found, skipped, err := node.LoadSnapshot(fsys, dir, SnapshotTables)
 	if err != nil {
 		return 0, skipped, err
 	}
@@ -164,14 +164,9 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Participant, res Resource) (
 	return snap.Seq, skipped, nil
 }
 
-// MachineSnapshot returns the machine's part of a service's snapshot.
-func MachineSnapshot(b []byte) ([]byte, error) {
-	mb, _, err := decodeSnapshot(b)
-	return mb, err
-}
-
-// snapshotTables returns the tables a service's snapshot keeps in files.
-func snapshotTables(b []byte) ([]twopc.TableRef, error) {
+// SnapshotTables returns the tables a service's snapshot keeps in files
+// (twopc.ParticipantSnapshotTables of its machine's part).
+func SnapshotTables(b []byte) ([]twopc.TableRef, error) {
 	mb, _, err := decodeSnapshot(b)
 	if err != nil {
 		return nil, err
@@ -376,7 +371,7 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 		// tables to it, written whole to new files.
 		s.tables = node.NewTables(s.fs(), s.dir())
 	}
-	res, err := s.tables.Snapshot(inc.log, seq, encode, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook, Table: s.cfg.TableHook}, snapshotTables)
+	res, err := s.tables.Snapshot(inc.log, seq, encode, SnapshotHooks{Step: s.cfg.SnapshotHook, BeforeCompact: s.cfg.CompactHook, Table: s.cfg.TableHook}, SnapshotTables)
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/dtx-dev/dtx/coordinator"
-	"github.com/dtx-dev/dtx/internal/ledger"
 	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/participant"
 	"github.com/dtx-dev/dtx/twopc"
@@ -99,13 +98,7 @@ func (s *Sim) snapshotTables(c *comp) func([]byte) ([]twopc.TableRef, error) {
 	if c.role == roleCoord {
 		return twopc.CoordinatorSnapshotTables
 	}
-	return func(b []byte) ([]twopc.TableRef, error) {
-		mb, err := participant.MachineSnapshot(b)
-		if err != nil {
-			return nil, err
-		}
-		return twopc.ParticipantSnapshotTables(mb)
-	}
+	return participant.SnapshotTables
 }
 
 // writeSnapshot makes the snapshot that encode serializes, named by seq,
@@ -153,7 +146,6 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, encode func(*node.Tables) ([][]
 	if c.tables == nil {
 		c.tables = node.NewTables(c.fs, dir)
 	}
-	older, hasOlder := wal.OlderSnapshot(c.fs, dir, seq+1)
 	res, err := c.tables.Snapshot(c.log, seq, encode, hooks, s.snapshotTables(c))
 	switch {
 	case errors.Is(err, errSnapCrash):
@@ -189,7 +181,7 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, encode func(*node.Tables) ([][]
 		return
 	}
 	if !s.healed && s.on(FaultSnapshotDamage) && s.roll(s.p.disk) {
-		if s.rng.IntN(2) == 0 && s.damageTables(c, seq, older, hasOlder) {
+		if s.rng.IntN(2) == 0 && s.damageTables(c, seq, res.Appends) {
 			return
 		}
 		path := dir + "/" + wal.SnapshotName(seq)
@@ -208,42 +200,22 @@ func (s *Sim) writeSnapshot(c *comp, seq uint64, encode func(*node.Tables) ([][]
 	}
 }
 
-// damageTables tears or flips a bit of what a table file of snapshot seq
-// gained for it, past what the snapshot kept before it (older, if
-// hasOlder) covers of that file: the restart must then load the older
-// snapshot. It reports whether it damaged anything.
-func (s *Sim) damageTables(c *comp, seq, older uint64, hasOlder bool) bool {
-	dir := s.snapDir(c)
-	tables := s.snapshotTables(c)
-	snap, err := wal.ReadSnapshot(c.fs, dir, seq)
-	if err != nil {
+// damageTables tears or flips a bit of what a table file gained for
+// snapshot seq (appends): the bytes only it reads, which the next
+// snapshot reads back before building on them (node.Tables). The restart
+// must then load an older snapshot. It reports whether it damaged
+// anything.
+func (s *Sim) damageTables(c *comp, seq uint64, appends []node.TableAppend) bool {
+	if len(appends) == 0 {
 		return false
 	}
-	refs, err := tables(snap.Data)
-	if err != nil || len(refs) == 0 {
-		return false
-	}
-	covered := map[string]int64{}
-	if hasOlder {
-		if o, err := wal.ReadSnapshot(c.fs, dir, older); err == nil {
-			if orefs, err := tables(o.Data); err == nil {
-				for _, r := range orefs {
-					covered[r.File] = max(covered[r.File], r.Len)
-				}
-			}
-		}
-	}
-	r := refs[s.rng.IntN(len(refs))]
-	from := max(covered[r.File], ledger.HeaderLen)
-	if r.Len <= from {
-		return false // the file gained nothing for this snapshot
-	}
-	path := dir + "/" + r.File
+	a := appends[s.rng.IntN(len(appends))]
+	path := s.snapDir(c) + "/" + a.File
 	b, err := c.fs.ReadFile(path)
-	if err != nil || int64(len(b)) < r.Len {
+	if err != nil || int64(len(b)) < a.To || a.To <= a.From {
 		return false
 	}
-	at := from + s.rng.Int64N(r.Len-from)
+	at := a.From + s.rng.Int64N(a.To-a.From)
 	if s.rng.IntN(2) == 0 {
 		b = b[:at] // torn
 	} else {
@@ -253,7 +225,7 @@ func (s *Sim) damageTables(c *comp, seq, older uint64, hasOlder bool) bool {
 		return false
 	}
 	s.count(FaultSnapshotDamage)
-	s.tracef("%s: table file %s of snapshot %d damaged at %d", c.id, r.File, seq, at)
+	s.tracef("%s: table file %s of snapshot %d damaged at %d", c.id, a.File, seq, at)
 	return true
 }
 

@@ -196,7 +196,7 @@ func ScanFrom(fsys wal.FS, name string, from, length int64, fn func(off int64, p
 	off := from
 	for off < length {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return fmt.Errorf("%w: %s: entry header at offset %d: %v", ErrCorrupt, name, off, err)
+			return readErr(name, "entry header", off, err)
 		}
 		n := binary.LittleEndian.Uint32(hdr[:4])
 		if n > MaxEntry || int64(n) > length-off-entryHeader {
@@ -207,7 +207,7 @@ func ScanFrom(fsys wal.FS, name string, from, length int64, fn func(off int64, p
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return fmt.Errorf("%w: %s: entry at offset %d: %v", ErrCorrupt, name, off, err)
+			return readErr(name, "entry", off, err)
 		}
 		if crc32.Checksum(buf, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
 			return fmt.Errorf("%w: %s: entry at offset %d: checksum mismatch", ErrCorrupt, name, off)
@@ -218,4 +218,13 @@ func ScanFrom(fsys wal.FS, name string, from, length int64, fn func(off int64, p
 		off += entryHeader + int64(n)
 	}
 	return nil
+}
+
+// readErr is the error of a read that came short: a file shorter than the
+// length it was given to read is corrupt (torn), a failing read is not.
+func readErr(name, what string, off int64, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %s: %s at offset %d: %v", ErrCorrupt, name, what, off, err)
+	}
+	return fmt.Errorf("ledger: %s: %s at offset %d: %w", name, what, off, err)
 }
