@@ -51,13 +51,28 @@ type SnapshotConfig struct {
 // The defaults of SnapshotConfig, those of the services too.
 const (
 	DefaultSnapshotEvery    = time.Minute
-	DefaultSnapshotLogBytes = 8 << 20
+	DefaultSnapshotLogBytes = 1 << 20
+	// DefaultReplicaSnapshotLogBytes is the size trigger of a replica of
+	// a replicated coordinator: its snapshots hold the outcome tables
+	// whole (a replica behind fetches one file), so they are taken less
+	// often.
+	DefaultReplicaSnapshotLogBytes = 64 << 20
 )
 
 // WithDefaults returns c with the defaults filled in where it says nothing.
 func (c SnapshotConfig) WithDefaults() SnapshotConfig {
+	return c.withDefaults(DefaultSnapshotLogBytes)
+}
+
+// WithReplicaDefaults is WithDefaults for a replica of a replicated
+// coordinator (DefaultReplicaSnapshotLogBytes).
+func (c SnapshotConfig) WithReplicaDefaults() SnapshotConfig {
+	return c.withDefaults(DefaultReplicaSnapshotLogBytes)
+}
+
+func (c SnapshotConfig) withDefaults(logBytes uint64) SnapshotConfig {
 	if c.Every == 0 && c.LogBytes == 0 {
-		c.Every, c.LogBytes = DefaultSnapshotEvery, DefaultSnapshotLogBytes
+		c.Every, c.LogBytes = DefaultSnapshotEvery, logBytes
 	}
 	return c
 }

@@ -310,7 +310,7 @@ func New(cfg Config) (*Replica, error) {
 		pending:  map[uint64]*proposal{},
 		reads:    map[uint64]*readReq{},
 	}
-	r.snap.cfg = cfg.Coordinator.Snapshot.WithDefaults()
+	r.snap.cfg = cfg.Coordinator.Snapshot.WithReplicaDefaults()
 	if r.snap.cfg.Every > 0 {
 		r.snap.every = max(1, int(r.snap.cfg.Every/cfg.Tick))
 	}

@@ -92,7 +92,7 @@ log; any command that opens it recovers first.`,
 	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome forever)")
 	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
 	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each component (services and coordinator) snapshots its state and compacts its log this often while it logs (0: no time trigger)")
-	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 8<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 1<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record)")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect (wait-for graphs), wound-wait, or timeout (lock timeouts only)")
 	fl.StringVar(&f.store, "store", "", "keep the services' state in this PostgreSQL database (postgres://…) instead of their logs")
 	fl.BoolVar(&f.json, "json", false, "print results as JSON objects, one a line")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtx-dev/dtx/coordinator"
 	"github.com/dtx-dev/dtx/deploy"
 	"github.com/dtx-dev/dtx/purchase"
 	"github.com/dtx-dev/dtx/server"
@@ -48,6 +49,7 @@ type serveFlags struct {
 	dedupWindow                            time.Duration
 	snapshotEvery                          time.Duration
 	snapshotBytes                          uint64
+	snapshotBytesSet                       bool
 	dedupCount                             int
 	maxAttempts                            int
 	maxRequest                             int
@@ -110,6 +112,7 @@ with HTTP on the port + 1000.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{twopc.CoordinatorID, "inventory", "payment", "order"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.snapshotBytesSet = cmd.Flags().Changed("snapshot-log-bytes")
 			return serveMain(cmd.Context(), args[0], &f)
 		},
 	}
@@ -129,7 +132,7 @@ with HTTP on the port + 1000.`,
 	fl.DurationVar(&f.dedupWindow, "dedup-window", 24*time.Hour, "keep each outcome this long (of running time, up to twice) for resubmissions of its id; then \"outcome expired\" for as long again, then the id is new (0: keep every outcome forever); give every process of a cluster the same window: a service's must not be shorter than the coordinator's, since it forgets a finished branch after twice its window so that the coordinator has forgotten the outcome first)")
 	fl.IntVar(&f.dedupCount, "dedup-count", 0, "with --dedup-window, also start a new generation of outcomes every this many (at most about twice this many kept; 0: no count bound)")
 	fl.DurationVar(&f.snapshotEvery, "snapshot-every", time.Minute, "each component (services, a coordinator, each coordinator replica) snapshots its state and compacts its log this often while it logs (0: no time trigger)")
-	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 8<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-log-bytes", 1<<20, "each component also snapshots after this many bytes of log records (0: no size trigger; both 0: never, and the logs keep every record); a replica of a replicated coordinator, whose snapshots hold its outcome tables whole, 64 MiB unless given")
 	fl.StringVar(&f.deadlock, "deadlock", "detect", "deadlock policy: detect, wound-wait or timeout (the same on every component)")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "longest graceful drain on SIGTERM")
 	fl.DurationVar(&f.callTimeout, "call-timeout", 2*time.Second, "deadline of one call to another component")
@@ -247,6 +250,9 @@ func serveMain(ctx context.Context, name string, f *serveFlags) error {
 	protocol.DedupCount = f.dedupCount
 	protocol.SnapshotEvery = f.snapshotEvery
 	protocol.SnapshotLogBytes = f.snapshotBytes
+	if replicas != nil && !f.snapshotBytesSet {
+		protocol.SnapshotLogBytes = coordinator.DefaultReplicaSnapshotLogBytes
+	}
 	if err := protocol.Validate(); err != nil {
 		return usagef("%v", err)
 	}
