@@ -52,7 +52,12 @@ func (g *group) raftDir(id uint64) string {
 func TestSnapshotCatchUpAndFailover(t *testing.T) {
 	seed := seedOf(t)
 	t.Logf("seed %d (DTX_SEED to repeat)", seed)
-	g := newGroup(t, seed, 3)
+	// Every outcome stays known while the test runs (it asks about all
+	// of them at the end: with the group tests' short window the first
+	// ones expired on a slow machine, and were answered "expired").
+	p := testProtocol()
+	p.DedupWindow = time.Hour
+	g := newGroupProto(t, seed, 3, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	out := &outcomes{got: map[string][]twopc.Outcome{}}

@@ -6,11 +6,25 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
 )
+
+// spillSeed returns a random seed, or SPILL_SEED's to replay a failure.
+func spillSeed(t *testing.T) uint64 {
+	if s := os.Getenv("SPILL_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SPILL_SEED=%q: %v", s, err)
+		}
+		return seed
+	}
+	return rand.Uint64()
+}
 
 // spillStore is an in-memory TableSpill and TableSource. Every call keeps
 // a copy of what it was given under a file name of its own, so that every
@@ -172,8 +186,8 @@ type spillCapture struct {
 // none for an inline snapshot; restoring a spill snapshot with no source
 // fails.
 func TestCoordinatorSpillRoundTrip(t *testing.T) {
-	seed := rand.Uint64()
-	for run := range uint64(6) {
+	seed := spillSeed(t)
+	for run := range uint64(3) {
 		coordSpillRun(t, seed+run)
 	}
 }
@@ -254,7 +268,7 @@ func coordSpillRun(t *testing.T, seed uint64) {
 			}
 			take(&l, c)
 			active = append(active, tx)
-		case k < 94:
+		case k < 90:
 			capture(step)
 		}
 		for _, cp := range caps {
@@ -378,8 +392,8 @@ type partBranch struct {
 // and what the tables held at the capture; ParticipantSnapshotTables
 // names exactly the refs the spill handed out.
 func TestParticipantSpillRoundTrip(t *testing.T) {
-	seed := rand.Uint64()
-	for run := range uint64(6) {
+	seed := spillSeed(t)
+	for run := range uint64(3) {
 		partSpillRun(t, seed+run)
 	}
 }
@@ -474,7 +488,7 @@ func partSpillRun(t *testing.T, seed uint64) {
 				t.Fatalf("seed %d: %s not prepared: %v %v", seed, tx, st, ok)
 			}
 			prepared = append(prepared, tx)
-		case k < 94:
+		case k < 90:
 			take1(step)
 		}
 		for _, cp := range caps {
@@ -893,7 +907,7 @@ func checkAdopted(t *testing.T, what string, tab *txTable, want map[string]adopt
 // Len; the adopted table then takes new keys and replacements like any
 // other, and freezes and adopts again.
 func TestTxTableAdopt(t *testing.T) {
-	seed := rand.Uint64()
+	seed := spillSeed(t)
 	tab, want := adoptFilled(seed, 4000)
 	frozen := tab.freeze()
 	if len(frozen.chunks) < 4 {
@@ -1018,7 +1032,7 @@ func TestTxTableAdoptRefuses(t *testing.T) {
 // Get with the value the check saw, and takes new keys afterwards.
 func FuzzAdoptChunks(f *testing.F) {
 	tab := newTxTable()
-	for i := range 400 {
+	for i := range 150 { // two chunks (1 KiB and part of 2 KiB): small seeds minimize fast
 		text := ""
 		if i%7 == 0 {
 			text = fmt.Sprintf("reason %d", i)
@@ -1061,71 +1075,77 @@ func FuzzAdoptChunks(f *testing.F) {
 	f.Add(append(bytes.Clone(one), one...), uint8(1), uint32(len(one)), uint32(0)) // every key twice
 	f.Add([]byte{txStateX}, uint8(0), uint32(0), uint32(0))
 	f.Add([]byte{txHasA | txHasB | txHasText, 0x80, 0x80, 0x00, 1, 1, 1, 'k', 't'}, uint8(0), uint32(0), uint32(0))
-	f.Fuzz(func(t *testing.T, b []byte, shape uint8, at1, at2 uint32) {
-		k := 1 + int(shape%3)
-		x, y := int(at1)%(len(b)+1), int(at2)%(len(b)+1)
-		if x > y {
-			x, y = y, x
+	f.Fuzz(adoptChunksCheck)
+}
+
+// adoptChunksCheck is FuzzAdoptChunks on one input.
+func adoptChunksCheck(t *testing.T, b []byte, shape uint8, at1, at2 uint32) {
+	k := 1 + int(shape%3)
+	x, y := int(at1)%(len(b)+1), int(at2)%(len(b)+1)
+	if x > y {
+		x, y = y, x
+	}
+	var chunks [][]byte
+	switch k {
+	case 1:
+		chunks = [][]byte{b}
+	case 2:
+		chunks = [][]byte{b[:x], b[x:]}
+	default:
+		chunks = [][]byte{b[:x], b[x:y], b[y:]}
+	}
+	for i, c := range chunks {
+		chunks[i] = bytes.Clone(c)
+	}
+	tab := newTxTable()
+	if shape&4 != 0 && len(b) <= 32<<10 {
+		// The bulk load for two chunks or more, and sealed parts (of a
+		// few KiB each here: a lookup tries every part, so a large
+		// input would take a quadratic time that says nothing).
+		tab.maxChunks = 2
+	}
+	seen := map[string]txVal{}
+	dup := false
+	n, err := tab.adopt(chunks, len(b), func(key string, v txVal) error {
+		if _, ok := seen[key]; ok {
+			dup = true
 		}
-		var chunks [][]byte
-		switch k {
-		case 1:
-			chunks = [][]byte{b}
-		case 2:
-			chunks = [][]byte{b[:x], b[x:]}
-		default:
-			chunks = [][]byte{b[:x], b[x:y], b[y:]}
-		}
-		for i, c := range chunks {
-			chunks[i] = bytes.Clone(c)
-		}
-		tab := newTxTable()
-		if shape&4 != 0 {
-			tab.maxChunks = 2 // the bulk load for two chunks or more, sealed parts
-		}
-		seen := map[string]txVal{}
-		dup := false
-		n, err := tab.adopt(chunks, len(b), func(key string, v txVal) error {
-			if _, ok := seen[key]; ok {
-				dup = true
-			}
-			seen[strings.Clone(key)] = v
-			return nil
-		})
-		if err != nil {
-			return
-		}
-		if dup {
-			t.Fatalf("adopt accepted chunks %x with a key live twice", chunks)
-		}
-		if n != len(seen) || tab.Len() != n {
-			t.Fatalf("adopt reported %d entries, Len %d, the check saw %d keys", n, tab.Len(), len(seen))
-		}
-		for key, w := range seen {
-			v, _, ok := tab.Get(key)
-			if !ok || v != w {
-				t.Fatalf("adopted key %q: Get = %+v %v, the check saw %+v", key, v, ok, w)
-			}
-		}
-		count := 0
-		tab.All(func(key string, v txVal, _ string) bool {
-			if w, ok := seen[key]; !ok || w != v {
-				t.Fatalf("All gave %q %+v, the check saw %+v (%v)", key, v, w, ok)
-			}
-			count++
-			return true
-		})
-		if count != n {
-			t.Fatalf("All gave %d keys, adopt reported %d", count, n)
-		}
-		const newKey = "\x00fuzz-new"
-		wantLen := n + 1
-		if _, was := seen[newKey]; was {
-			wantLen = n
-		}
-		tab.Put(newKey, txVal{state: 1, a: 9}, "t")
-		if v, text, ok := tab.Get(newKey); !ok || v != (txVal{state: 1, a: 9}) || text != "t" || tab.Len() != wantLen {
-			t.Fatalf("a key put after the adoption: Get = %+v %q %v, Len %d; want Len %d", v, text, ok, tab.Len(), wantLen)
-		}
+		seen[strings.Clone(key)] = v
+		return nil
 	})
+	if err != nil {
+		return
+	}
+	if dup {
+		t.Fatalf("adopt accepted chunks %x with a key live twice", chunks)
+	}
+	if n != len(seen) || tab.Len() != n {
+		t.Fatalf("adopt reported %d entries, Len %d, the check saw %d keys", n, tab.Len(), len(seen))
+	}
+	for key, w := range seen {
+		v, _, ok := tab.Get(key)
+		if !ok || v != w {
+			t.Fatalf("adopted key %q: Get = %+v %v, the check saw %+v", key, v, ok, w)
+		}
+	}
+	count := 0
+	tab.All(func(key string, v txVal, _ string) bool {
+		if w, ok := seen[key]; !ok || w != v {
+			t.Fatalf("All gave %q %+v, the check saw %+v (%v)", key, v, w, ok)
+		}
+		count++
+		return true
+	})
+	if count != n {
+		t.Fatalf("All gave %d keys, adopt reported %d", count, n)
+	}
+	const newKey = "\x00fuzz-new"
+	wantLen := n + 1
+	if _, was := seen[newKey]; was {
+		wantLen = n
+	}
+	tab.Put(newKey, txVal{state: 1, a: 9}, "t")
+	if v, text, ok := tab.Get(newKey); !ok || v != (txVal{state: 1, a: 9}) || text != "t" || tab.Len() != wantLen {
+		t.Fatalf("a key put after the adoption: Get = %+v %q %v, Len %d; want Len %d", v, text, ok, tab.Len(), wantLen)
+	}
 }
