@@ -312,6 +312,7 @@ func (s tableSource) Chunks(ref twopc.TableRef, fn func([]byte) error) error {
 		return fmt.Errorf("table file %s (%d bytes) was not read", ref.File, ref.Len)
 	}
 	var chunks [][]byte
+	var owned []bool // chunks[i] is a buffer of this call's, not a stored piece
 	for _, p := range ps {
 		i, k := binary.Uvarint(p)
 		if k <= 0 {
@@ -327,11 +328,16 @@ func (s tableSource) Chunks(ref twopc.TableRef, fn func([]byte) error) error {
 		case i > uint64(len(chunks)) || i == uint64(len(chunks)) && off != 0:
 			return fmt.Errorf("%w: table file %s: a piece of chunk %d at %d, with %d chunks", ledger.ErrCorrupt, ref.File, i, off, len(chunks))
 		case i == uint64(len(chunks)):
-			chunks = append(chunks, p)
+			chunks, owned = append(chunks, p), append(owned, false)
 		case off == 0:
-			chunks[i] = p
+			chunks[i], owned[i] = p, false
 		case off == uint64(len(chunks[i])):
-			chunks[i] = append(chunks[i], p...) // p's payload is its own: growing it in place is safe
+			if !owned[i] { // grow a copy: the stored piece stays as read
+				c := make([]byte, len(chunks[i]), 2*(len(chunks[i])+len(p)))
+				copy(c, chunks[i])
+				chunks[i], owned[i] = c, true
+			}
+			chunks[i] = append(chunks[i], p...)
 		default:
 			return fmt.Errorf("%w: table file %s: a piece of chunk %d at %d, which holds %d bytes", ledger.ErrCorrupt, ref.File, i, off, len(chunks[i]))
 		}

@@ -157,7 +157,13 @@ func (t *txTable) adopt(chunks [][]byte, hint int, check func(key string, v txVa
 	var b *txBulk
 	var slots []uint64
 	if direct {
-		slots = make([]uint64, 0, min(hint, 1<<26)) // the count the snapshot says, within reason
+		size := 0
+		for _, c := range chunks {
+			size += len(c)
+		}
+		// The count the snapshot says, if the chunks can hold it (an
+		// entry takes 2 bytes at least).
+		slots = make([]uint64, 0, min(hint, size/2))
 	} else {
 		b = t.bulk(0)
 	}
