@@ -292,11 +292,7 @@ func readTables(fsys wal.FS, dir string, refs []twopc.TableRef) (tableSource, er
 		if _, ok := src[k]; ok {
 			continue
 		}
-		var ps [][]byte
-		err := ledger.Scan(fsys, path.Join(dir, r.File), r.Len, func(p []byte) error {
-			ps = append(ps, slices.Clone(p))
-			return nil
-		})
+		ps, err := ledger.ReadEntries(fsys, path.Join(dir, r.File), r.Len)
 		if err != nil {
 			return nil, err
 		}

@@ -30,6 +30,12 @@ func TestBucketSort(t *testing.T) {
 			if !slices.Equal(hs, in) {
 				t.Fatalf("n %d skew %v: the input changed", n, skew)
 			}
+			// Sorted already (an expired set read back): the same values
+			// and directory, the input itself returned.
+			again, dir2, shift2 := bucketSort(want)
+			if !slices.Equal(again, want) || !slices.Equal(dir2, dir) || shift2 != shift || n > 0 && &again[0] != &want[0] {
+				t.Fatalf("n %d skew %v: a sorted input comes back otherwise", n, skew)
+			}
 			if int(dir[len(dir)-1]) != n {
 				t.Fatalf("n %d: directory ends at %d", n, dir[len(dir)-1])
 			}

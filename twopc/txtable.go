@@ -755,17 +755,23 @@ func newExpiredSet(k0, k1 uint64, hs []uint64) expiredSet {
 // or index slots led by a hash's tag): a counting sort by the high bits
 // into buckets of about txBucket values, then each small bucket. dir[b]
 // is where bucket b = v>>shift begins in sorted, dir[len(dir)-1] =
-// len(sorted).
+// len(sorted). The input is not changed; one already ascending is
+// returned as it is, with its directory.
 func bucketSort(hs []uint64) (sorted []uint64, dir []uint32, shift uint8) {
 	n := len(hs)
 	k := bits.Len(uint(n / txBucket))
 	shift = uint8(64 - k)
 	dir = make([]uint32, 1<<k+1)
-	for _, h := range hs {
+	ascending := true
+	for i, h := range hs {
 		dir[h>>shift+1]++
+		ascending = ascending && (i == 0 || hs[i-1] <= h)
 	}
 	for b := 1; b < len(dir); b++ {
 		dir[b] += dir[b-1]
+	}
+	if ascending { // an expired set read back from its file: sorted already
+		return hs, dir, shift
 	}
 	next := slices.Clone(dir[:len(dir)-1])
 	sorted = make([]uint64, n)

@@ -220,6 +220,51 @@ func ScanFrom(fsys wal.FS, name string, from, length int64, fn func(off int64, p
 	return nil
 }
 
+// ReadEntries is Scan into memory: it reads ledger name up to length with
+// one read and returns its payloads, each a view of that one buffer (no
+// copy per entry), checked as Scan checks them. A restart reads a
+// snapshot's table files so.
+func ReadEntries(fsys wal.FS, name string, length int64) ([][]byte, error) {
+	if length == 0 {
+		return nil, nil
+	}
+	if length < HeaderLen {
+		return nil, fmt.Errorf("%w: %s: length %d is shorter than the header", ErrCorrupt, name, length)
+	}
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", name, err)
+	}
+	defer f.Close()
+	b := make([]byte, length)
+	if n, err := f.ReadAt(b, 0); n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s holds %d bytes, %d expected", ErrCorrupt, name, n, length)
+		}
+		return nil, fmt.Errorf("ledger: %s: %w", name, err)
+	}
+	if string(b[:HeaderLen]) != Magic {
+		return nil, fmt.Errorf("%w: %s: bad magic", ErrCorrupt, name)
+	}
+	var out [][]byte
+	for off := HeaderLen; off < length; {
+		if length-off < entryHeader {
+			return nil, fmt.Errorf("%w: %s: entry header at offset %d: %d bytes left", ErrCorrupt, name, off, length-off)
+		}
+		n := binary.LittleEndian.Uint32(b[off:])
+		if n > MaxEntry || int64(n) > length-off-entryHeader {
+			return nil, fmt.Errorf("%w: %s: entry at offset %d claims %d bytes", ErrCorrupt, name, off, n)
+		}
+		p := b[off+entryHeader : off+entryHeader+int64(n) : off+entryHeader+int64(n)]
+		if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(b[off+4:]) {
+			return nil, fmt.Errorf("%w: %s: entry at offset %d: checksum mismatch", ErrCorrupt, name, off)
+		}
+		out = append(out, p)
+		off += entryHeader + int64(n)
+	}
+	return out, nil
+}
+
 // readErr is the error of a read that came short: a file shorter than the
 // length it was given to read is corrupt (torn), a failing read is not.
 func readErr(name, what string, off int64, err error) error {

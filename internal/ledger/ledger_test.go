@@ -197,3 +197,65 @@ func TestScanFrom(t *testing.T) {
 		t.Fatalf("scan from inside the magic: %v", err)
 	}
 }
+
+// TestReadEntries: ReadEntries returns what Scan does, up to any recorded
+// length, and refuses what Scan refuses: a flipped byte, a file shorter
+// than the length, a bad magic, a length inside the header.
+func TestReadEntries(t *testing.T) {
+	fsys := wal.NewMemFS(1)
+	if err := fsys.MkdirAll("/d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(fsys, "/d/l", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lens []int64
+	for i := range 5 {
+		n, err := l.Append(payloads(10*i, 10*i+10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lens = append(lens, n)
+	}
+	l.Close()
+	for _, n := range append([]int64{HeaderLen}, lens...) {
+		ps, err := ReadEntries(fsys, "/d/l", n)
+		if err != nil {
+			t.Fatalf("length %d: %v", n, err)
+		}
+		var got []string
+		for _, p := range ps {
+			got = append(got, string(p))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(scanAll(t, fsys, "/d/l", n)) {
+			t.Fatalf("length %d: ReadEntries %v, Scan %v", n, got, scanAll(t, fsys, "/d/l", n))
+		}
+	}
+	last := lens[len(lens)-1]
+	b, err := fsys.ReadFile("/d/l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := func(name string, data []byte, n int64) {
+		t.Helper()
+		if err := fsys.WriteFile("/d/x", data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadEntries(fsys, "/d/x", n); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
+	flipped := append([]byte(nil), b...)
+	flipped[last-3] ^= 1
+	bad("a flipped byte", flipped, last)
+	bad("shorter than the length", b[:last-5], last)
+	magic := append([]byte(nil), b...)
+	magic[0] ^= 1
+	bad("bad magic", magic, last)
+	bad("a length inside the header", b, HeaderLen-1)
+	bad("a length inside an entry", b, lens[0]-2)
+	if ps, err := ReadEntries(fsys, "/d/none", 0); err != nil || ps != nil {
+		t.Fatalf("length 0: %v %v, want nothing", ps, err)
+	}
+}
