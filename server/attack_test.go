@@ -222,7 +222,8 @@ func TestAttackForgedMessages(t *testing.T) {
 	// Both kinds of process say how their snapshots go.
 	for _, node := range []string{"inventory", twopc.CoordinatorID} {
 		body := sc.get(t, node, "/metrics", "admin/test", "")
-		for _, m := range []string{"dtx_snapshots_total ", "dtx_snapshot_last_bytes ", "dtx_snapshot_loop_pause_max_seconds "} {
+		for _, m := range []string{"dtx_snapshots_total ", "dtx_snapshot_last_bytes ", "dtx_snapshot_last_table_bytes ",
+			"dtx_snapshot_loop_pause_max_seconds ", "dtx_start_snapshot_load_seconds ", "dtx_start_replay_seconds "} {
 			if !strings.Contains(body, "\n"+m) {
 				t.Errorf("%s /metrics has no %s", node, m)
 			}

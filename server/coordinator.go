@@ -181,9 +181,10 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	}))
 	if c.rep == nil {
 		co := c.coord.(*coordinator.Coordinator)
-		snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+		snapshotMetrics(b.reg, func() snapStats {
 			st := co.SnapshotStats()
-			return st.Taken, st.LastBytes, st.MaxPause
+			return snapStats{Taken: st.Taken, LastBytes: st.LastBytes, TableBytes: st.LastTableBytes, MaxPause: st.MaxPause,
+				LoadTook: st.LoadTook, ReplayTook: st.ReplayTook}
 		})
 		go func() { c.runErr <- co.Run(context.Background()) }()
 		st, err := c.coord.Status(context.Background())
@@ -195,9 +196,9 @@ func StartCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		b.log.Info("coordinator recovered", "epoch", st.Epoch, "unfinished", st.Inflight, "participants", cfg.Participants)
 	} else {
 		rep := c.rep.r
-		snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+		snapshotMetrics(b.reg, func() snapStats {
 			st := rep.SnapshotStats()
-			return st.Taken, st.LastBytes, st.MaxPause
+			return snapStats{Taken: st.Taken, LastBytes: st.LastBytes, MaxPause: st.MaxPause}
 		})
 		go func() { c.runErr <- c.rep.run() }()
 		b.log.Info("coordinator replica started", "replica", cfg.ReplicaID, "replicas", cfg.Replicas, "participants", cfg.Participants)

@@ -231,13 +231,33 @@ func newGaugeFunc(name, help string, f func() float64) prometheus.GaugeFunc {
 
 // snapshotMetrics registers a component's snapshot counters: how many it
 // wrote, the size of the last, the longest pause of its loop for one.
-func snapshotMetrics(reg *prometheus.Registry, stats func() (taken uint64, lastBytes int, maxPause time.Duration)) {
+// snapStats is what snapshotMetrics exports of a process's snapshots.
+type snapStats struct {
+	Taken      uint64
+	LastBytes  int
+	TableBytes int64 // appended to table files by the last snapshot
+	MaxPause   time.Duration
+	// LoadTook and ReplayTook: the start's load of its snapshot and
+	// replay of the log after it.
+	LoadTook, ReplayTook time.Duration
+}
+
+func snapshotMetrics(reg *prometheus.Registry, stats func() snapStats) {
 	reg.MustRegister(newCounterFunc("dtx_snapshots_total",
 		"Snapshots this process wrote (each followed by a compaction of its log).",
-		func() float64 { n, _, _ := stats(); return float64(n) }))
-	reg.MustRegister(newGaugeFunc("dtx_snapshot_last_bytes", "Size of the last snapshot written.",
-		func() float64 { _, b, _ := stats(); return float64(b) }))
+		func() float64 { return float64(stats().Taken) }))
+	reg.MustRegister(newGaugeFunc("dtx_snapshot_last_bytes", "Size of the last snapshot written (its file; the outcome tables are in table files).",
+		func() float64 { return float64(stats().LastBytes) }))
+	reg.MustRegister(newGaugeFunc("dtx_snapshot_last_table_bytes",
+		"What the last snapshot appended to its table files: what changed of the outcome tables since the one before.",
+		func() float64 { return float64(stats().TableBytes) }))
 	reg.MustRegister(newGaugeFunc("dtx_snapshot_loop_pause_max_seconds",
 		"Longest time the node loop stopped to capture a snapshot (the rest is off the loop).",
-		func() float64 { _, _, p := stats(); return p.Seconds() }))
+		func() float64 { return stats().MaxPause.Seconds() }))
+	reg.MustRegister(newGaugeFunc("dtx_start_snapshot_load_seconds",
+		"How long this process's start took to load its snapshot (the retained outcomes, mostly).",
+		func() float64 { return stats().LoadTook.Seconds() }))
+	reg.MustRegister(newGaugeFunc("dtx_start_replay_seconds",
+		"How long this process's start took to replay its log after the snapshot.",
+		func() float64 { return stats().ReplayTook.Seconds() }))
 }

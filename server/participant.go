@@ -124,9 +124,10 @@ func StartParticipant(cfg ParticipantConfig) (*Participant, error) {
 		}
 		return float64(n)
 	}))
-	snapshotMetrics(b.reg, func() (uint64, int, time.Duration) {
+	snapshotMetrics(b.reg, func() snapStats {
 		st := svc.SnapshotStats()
-		return st.Taken, st.LastBytes, st.MaxPause
+		return snapStats{Taken: st.Taken, LastBytes: st.LastBytes, TableBytes: st.LastTableBytes, MaxPause: st.MaxPause,
+			LoadTook: st.LoadTook, ReplayTook: st.ReplayTook}
 	})
 	go func() { p.runErr <- svc.Run(context.Background()) }()
 	b.guard.senders[twopc.CoordinatorID] = true
