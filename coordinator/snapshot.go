@@ -236,19 +236,10 @@ func LoadSnapshot(fsys wal.FS, dir string, m *twopc.Coordinator) (after uint64, 
 // TakeSnapshot captures m, which must be between two Readies (on the loop;
 // it is the loop's whole pause), as the snapshot covering the log up to
 // log.LastSeq(), and returns the function that serializes the capture, to
-// be called off the loop.
-func TakeSnapshot(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func() [][]byte, err error) {
-	enc, err := m.SnapshotDeferred()
-	if err != nil {
-		return 0, nil, err
-	}
-	return log.LastSeq(), func() [][]byte { return [][]byte{enc()} }, nil
-}
-
-// TakeSnapshotSpill is TakeSnapshot for a snapshot that keeps its tables
-// in files through a node.Tables of the log's directory (given to encode,
-// off the loop), which writes only what changed since its last snapshot.
-func TakeSnapshotSpill(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func(*node.Tables) ([][]byte, error), err error) {
+// be called off the loop with the node.Tables of the log's directory,
+// through which it keeps its tables in files (writing only what changed
+// since its last snapshot).
+func TakeSnapshot(m *twopc.Coordinator, log *wal.Log) (seq uint64, encode func(*node.Tables) ([][]byte, error), err error) {
 	enc, err := m.SnapshotDeferredSpill()
 	if err != nil {
 		return 0, nil, err
@@ -340,7 +331,7 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	var pause time.Duration
 	err := c.node.DoQuiet(ctx, c.loopDone, func() {
 		t0 := time.Now()
-		seq, encode, serr = TakeSnapshotSpill(c.m, c.log)
+		seq, encode, serr = TakeSnapshot(c.m, c.log)
 		pause = time.Since(t0)
 	})
 	if err == nil {

@@ -2,7 +2,6 @@ package coordinator_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dtx-dev/dtx/coordinator"
-	"github.com/dtx-dev/dtx/node"
 	"github.com/dtx-dev/dtx/transport"
 	"github.com/dtx-dev/dtx/twopc"
 	"github.com/dtx-dev/dtx/wal"
@@ -39,16 +37,7 @@ func TestSnapshotRestart(t *testing.T) {
 	lc := wal.DefaultConfig("")
 	lc.SegmentSize = 8 << 10
 	lc.PreallocSize = 4 << 10
-	open := func() *coordinator.Coordinator {
-		t.Helper()
-		c, err := coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc,
-			Snapshot: coordinator.SnapshotConfig{LogBytes: 6 << 10, Check: 5 * time.Millisecond}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go c.Run(ctx)
-		return c
-	}
+	open := func() *coordinator.Coordinator { return openSnapshotting(ctx, t, dir, mc, lc, net) }
 	c := open()
 	var ids []string
 	deadline := time.Now().Add(20 * time.Second)
@@ -240,10 +229,8 @@ func TestSnapshotOutlivesCheckpoints(t *testing.T) {
 		}
 	}
 	submit(0, 50)
-	for err := c.SnapshotNow(ctx); err != nil; err = c.SnapshotNow(ctx) {
-		if !errors.Is(err, node.ErrBusy) {
-			t.Fatal(err)
-		}
+	if err := snapshotNow(ctx, c); err != nil {
+		t.Fatal(err)
 	}
 	// Many rotations and segments later, still no other snapshot.
 	deadline := time.Now().Add(200 * time.Millisecond)
@@ -262,4 +249,17 @@ func TestSnapshotOutlivesCheckpoints(t *testing.T) {
 		t.Fatalf("the snapshot was not loaded: %+v", st)
 	}
 	c.Close()
+}
+
+// openSnapshotting opens and runs the coordinator of dir, snapshotting
+// every 6 KiB of log.
+func openSnapshotting(ctx context.Context, t *testing.T, dir string, mc twopc.CoordinatorConfig, lc wal.Config, net transport.Network) *coordinator.Coordinator {
+	t.Helper()
+	c, err := coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc,
+		Snapshot: coordinator.SnapshotConfig{LogBytes: 6 << 10, Check: 5 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	return c
 }

@@ -40,16 +40,7 @@ func TestSnapshotTableFiles(t *testing.T) {
 	lc := wal.DefaultConfig("")
 	lc.SegmentSize = 8 << 10
 	lc.PreallocSize = 4 << 10
-	open := func() *coordinator.Coordinator {
-		t.Helper()
-		c, err := coordinator.Open(coordinator.Config{Dir: dir, Machine: mc, Tick: time.Millisecond, Network: net, Log: lc,
-			Snapshot: coordinator.SnapshotConfig{LogBytes: 6 << 10, Check: 5 * time.Millisecond}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go c.Run(ctx)
-		return c
-	}
+	open := func() *coordinator.Coordinator { return openSnapshotting(ctx, t, dir, mc, lc, net) }
 	c := open()
 	var ids []string
 	start := time.Now()

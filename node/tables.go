@@ -480,6 +480,9 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 	if res.KeptFrom, err = WriteSnapshot(t.fsys, t.dir, log, seq, data, h); err != nil {
 		return res, err
 	}
+	// Only this snapshot's names are taken as known: a snapshot file of
+	// an earlier seq on disk may be another incarnation's, with other
+	// names, so it is read.
 	res.PruneErr = PruneTables(t.fsys, t.dir, map[uint64][]string{seq: refs}, tables)
 	return res, nil
 }

@@ -194,33 +194,11 @@ func attachLedger(fsys wal.FS, dir string, res Resource) error {
 // SnapshotDeferred if it is a DeferredSnapshotter, and otherwise its whole
 // Snapshot, on the loop.
 func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func() ([][]byte, error), err error) {
-	sn, ok := res.(Snapshotter)
-	if !ok {
-		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
-	}
-	menc, err := m.SnapshotDeferred()
+	seq, enc, err := takeSnapshot(m, res, log)
 	if err != nil {
 		return 0, nil, err
 	}
-	var renc func() ([]byte, error)
-	if d, ok := res.(DeferredSnapshotter); ok {
-		if renc, err = d.SnapshotDeferred(); err != nil {
-			return 0, nil, err
-		}
-	} else {
-		rb, err := sn.Snapshot()
-		if err != nil {
-			return 0, nil, err
-		}
-		renc = func() ([]byte, error) { return rb, nil }
-	}
-	return log.LastSeq(), func() ([][]byte, error) {
-		rb, err := renc()
-		if err != nil {
-			return nil, err
-		}
-		return encodeSnapshot(menc(nil), rb), nil
-	}, nil
+	return seq, func() ([][]byte, error) { return enc(nil) }, nil
 }
 
 // TakeSnapshotSpill is TakeSnapshot for a snapshot that keeps the
@@ -228,6 +206,16 @@ func TakeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64,
 // log's directory (given to encode, off the loop), which writes only what
 // changed since its last snapshot.
 func TakeSnapshotSpill(m *twopc.Participant, res Resource, log *wal.Log) (seq uint64, encode func(*node.Tables) ([][]byte, error), err error) {
+	seq, enc, err := takeSnapshot(m, res, log)
+	if err != nil {
+		return 0, nil, err
+	}
+	return seq, func(t *node.Tables) ([][]byte, error) { return enc(t) }, nil
+}
+
+// takeSnapshot is TakeSnapshot with the tables kept through sp (nil:
+// inline).
+func takeSnapshot(m *twopc.Participant, res Resource, log *wal.Log) (uint64, func(sp twopc.TableSpill) ([][]byte, error), error) {
 	sn, ok := res.(Snapshotter)
 	if !ok {
 		return 0, nil, errors.New("participant: the resource does not implement Snapshotter")
@@ -248,14 +236,14 @@ func TakeSnapshotSpill(m *twopc.Participant, res Resource, log *wal.Log) (seq ui
 		}
 		renc = func() ([]byte, error) { return rb, nil }
 	}
-	return log.LastSeq(), func(t *node.Tables) ([][]byte, error) {
+	return log.LastSeq(), func(sp twopc.TableSpill) ([][]byte, error) {
 		rb, err := renc()
 		if err != nil {
 			return nil, err
 		}
-		mb, err := menc(nil, t)
+		mb, err := menc(nil, sp)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot tables: %w", err)
+			return nil, err
 		}
 		return encodeSnapshot(mb, rb), nil
 	}, nil

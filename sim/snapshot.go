@@ -15,12 +15,14 @@ import (
 // ---- participant snapshots ----
 //
 // Every snapEvery ticks a participant that is up and between two Readies
-// snapshots its machine and its Resource with participant.TakeSnapshot and
-// participant.WriteSnapshot, the steps participant.Service takes: sync the
-// log, write the snapshot (temporary file, sync, rename, sync dir), keep
-// it and the newest valid one before it, compact the log up to that one.
-// The faults: a crash after each step of the write, a crash in the middle
-// of the compaction, and damage to the newest snapshot.
+// snapshots its machine and its Resource with participant.TakeSnapshotSpill
+// and node.Tables.Snapshot, the steps participant.Service takes: append to
+// the table files, sync the log, write the snapshot (temporary file, sync,
+// rename, sync dir), keep it and the newest valid one before it, compact
+// the log up to that one, remove the table files no kept snapshot names.
+// The faults: a crash in the middle of a table append or after each step
+// of the write, a crash in the middle of the compaction, and damage to the
+// newest snapshot or to what its table files gained.
 
 var errSnapCrash = errors.New("sim: crash while writing a snapshot")
 
@@ -71,7 +73,7 @@ func (r *countingResource) RestoreSnapshot(b []byte) error {
 
 // maybeSnapshot snapshots c (a participant or the single coordinator) if
 // it is due, with the production steps (participant.TakeSnapshotSpill or
-// coordinator.TakeSnapshotSpill, then node.Tables.Snapshot), cut by the
+// coordinator.TakeSnapshot, then node.Tables.Snapshot), cut by the
 // faults.
 func (s *Sim) maybeSnapshot(c *comp) {
 	if s.p.snapEvery == 0 || c.role == roleReplica || !c.up || c.m.HasReady() || s.now-c.lastSnap < s.p.snapEvery {
@@ -82,7 +84,7 @@ func (s *Sim) maybeSnapshot(c *comp) {
 	var encode func(*node.Tables) ([][]byte, error)
 	var err error
 	if c.role == roleCoord {
-		seq, encode, err = coordinator.TakeSnapshotSpill(c.coord, c.log)
+		seq, encode, err = coordinator.TakeSnapshot(c.coord, c.log)
 	} else {
 		seq, encode, err = participant.TakeSnapshotSpill(c.part, c.res, c.log)
 	}
