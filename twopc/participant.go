@@ -138,8 +138,9 @@ type ParticipantConfig struct {
 	// reported to the coordinator. 0 means 5 and 5.
 	DetectEvery, DetectAfter uint64
 	// Retention is how long, in ticks of running time, a finished branch
-	// is remembered: at least Retention, less than 2×Retention (two
-	// generations, like the coordinator's outcomes; see forget below).
+	// is remembered: at least Retention, less than about 8/7 of it
+	// (FinishedGenerations generations, each taking new branches for
+	// GenerationTicks(Retention) ticks; see rotate).
 	// Set it to ParticipantRetention of the coordinator's Retention.
 	// 0 remembers every finished branch forever.
 	Retention uint64
@@ -217,8 +218,8 @@ type Participant struct {
 	now      uint64
 	maxEpoch uint64
 	branches map[string]*branch // waiting or prepared
-	finished *txTable           // committed or aborted: current generation
-	prevFin  *txTable           // the previous generation (nil before the first rotation)
+	finished *txTable           // committed or aborted: the current generation
+	older    []*txTable         // the earlier generations, oldest first, packed (see rotate)
 	genStart uint64             // tick the current generation began
 	// forgot is set once a generation of finished branches was dropped:
 	// from then on an unknown id may be a forgotten one.
@@ -291,10 +292,10 @@ func (p *Participant) branchOf(tx string) *branch {
 	if b := p.branches[tx]; b != nil {
 		return b
 	}
-	h := p.finished.hash(tx) // both generations share a seed
+	h := p.finished.hash(tx) // every generation has the same seed
 	v, reason, ok := p.finished.getH(tx, h)
-	if !ok && p.prevFin != nil {
-		v, reason, ok = p.prevFin.getH(tx, h)
+	for i := len(p.older) - 1; i >= 0 && !ok; i-- { // newest first: a branch settled again is in a newer one
+		v, reason, ok = p.older[i].getH(tx, h)
 	}
 	if !ok {
 		return nil
@@ -894,7 +895,7 @@ func (p *Participant) Tick() {
 	if !p.started {
 		return
 	}
-	if p.cfg.Retention > 0 && p.now-p.genStart >= p.cfg.Retention {
+	if p.cfg.Retention > 0 && p.now-p.genStart >= GenerationTicks(p.cfg.Retention) {
 		p.rotate()
 	}
 	if p.cfg.Deadlock != DeadlockTimeout && p.now%p.cfg.DetectEvery == 0 {
@@ -929,9 +930,36 @@ func (p *Participant) Tick() {
 	}
 }
 
-// rotate starts a new generation of finished branches and drops the one
-// before the previous: a branch is forgotten at least Retention, less than
-// 2×Retention ticks after it finished.
+// FinishedGenerations is how many generations of finished branches a
+// participant with Retention keeps: the current one, which takes every
+// branch that finishes, and the earlier ones, packed (read-only). A
+// generation takes new branches for GenerationTicks(Retention) ticks; then
+// the oldest is dropped (once there are that many) and a new one begins.
+// So a branch is forgotten FinishedGenerations spans after its generation
+// began: at least Retention ticks after it finished (the generations
+// after its own span FinishedGenerations-1 spans, which cover Retention),
+// less than FinishedGenerations spans after.
+//
+// Why that many: what a participant holds swings by one generation's
+// worth at each drop. With two generations it held between Retention and
+// 2×Retention of branches, and its memory swung by a third of itself
+// every two coordinator windows; with eight it holds between Retention
+// and 8/7 of it. A lookup of an id no generation holds (every new
+// PREPARE) probes all eight, about 3 slots each.
+const FinishedGenerations = 8
+
+// GenerationTicks is how long a generation of finished branches takes new
+// ones, for a participant's Retention (rounded up, so that
+// FinishedGenerations-1 spans cover Retention).
+func GenerationTicks(retention uint64) uint64 {
+	const n = FinishedGenerations - 1
+	return max(1, retention/n+min(1, retention%n))
+}
+
+// rotate starts a new generation of finished branches and drops the
+// oldest once FinishedGenerations are kept: a branch is forgotten at
+// least Retention, less than FinishedGenerations×GenerationTicks(Retention)
+// ticks after it finished.
 //
 // Why forgetting is safe:
 //
@@ -952,23 +980,28 @@ func (p *Participant) Tick() {
 //     coordinator loop starved of CPU stretches its window) and that no
 //     message is delayed longer than the window.
 func (p *Participant) rotate() {
-	if p.prevFin != nil && p.prevFin.Len() > 0 {
-		p.forgot = true
-		p.forgotten += uint64(p.prevFin.Len())
+	for len(p.older) >= FinishedGenerations-1 { // more only from a snapshot of another build
+		drop := p.older[0]
+		if drop.Len() > 0 {
+			p.forgot = true
+			p.forgotten += uint64(drop.Len())
+		}
+		p.older[0] = nil
+		p.older = append(p.older[:0], p.older[1:]...)
 	}
-	p.prevFin = p.finished
-	p.prevFin.pack()
-	p.finished = newTxTableSeed(p.prevFin.seed)
+	p.finished.pack()
+	p.older = append(p.older, p.finished)
+	p.finished = newTxTableSeed(p.finished.seed)
 	p.genStart = p.now
 	p.rotations++
 }
 
-// FinishedStats returns the number of finished branches remembered (both
-// generations) and the generations started so far by this incarnation.
+// FinishedStats returns the number of finished branches remembered (every
+// generation) and the generations started so far by this incarnation.
 func (p *Participant) FinishedStats() (remembered int, rotations uint64) {
 	n := p.finished.Len()
-	if p.prevFin != nil {
-		n += p.prevFin.Len()
+	for _, t := range p.older {
+		n += t.Len()
 	}
 	return n, p.rotations
 }

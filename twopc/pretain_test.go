@@ -7,7 +7,8 @@ import (
 )
 
 // TestParticipantRetention: a finished branch is remembered for at least
-// Retention ticks and forgotten before 2×Retention; a COMMIT resent for a
+// Retention ticks and forgotten FinishedGenerations spans
+// (GenerationTicks) after its generation began; a COMMIT resent for a
 // forgotten branch is ACKed without applying anything, while before any
 // generation was dropped a COMMIT for an unknown branch is still refused;
 // the generations survive a snapshot.
@@ -56,13 +57,22 @@ func TestParticipantRetention(t *testing.T) {
 	if rd := take(&l, p); len(rd.Messages) != 0 || res.calls["prepare t1"] != 1 {
 		t.Fatalf("a late PREPARE of a remembered committed branch must change nothing: %+v %v", rd, res.calls)
 	}
-	// Forgotten before 2w.
-	tick(w)
-	if _, ok := p.Branch("t1"); ok {
-		t.Fatalf("t1 still remembered after 2×%d ticks", w)
+	// Forgotten once FinishedGenerations spans have passed since its
+	// generation began (tick 0), not before.
+	span := int(GenerationTicks(w))
+	if span >= w/2 || (FinishedGenerations-1)*span < w {
+		t.Fatalf("GenerationTicks(%d) = %d: the test wants several generations in a retention, covering it", w, span)
 	}
-	if n, rot := p.FinishedStats(); n != 0 || rot != 2 {
-		t.Fatalf("FinishedStats = %d remembered, %d rotations; want 0, 2", n, rot)
+	tick(FinishedGenerations*span - w - 1)
+	if _, ok := p.Branch("t1"); !ok {
+		t.Fatalf("t1 forgotten before %d generations passed", FinishedGenerations)
+	}
+	tick(1)
+	if _, ok := p.Branch("t1"); ok {
+		t.Fatalf("t1 still remembered %d ticks after it finished, %d generations of %d ticks", FinishedGenerations*span, FinishedGenerations, span)
+	}
+	if n, rot := p.FinishedStats(); n != 0 || rot != FinishedGenerations {
+		t.Fatalf("FinishedStats = %d remembered, %d rotations; want 0, %d", n, rot, FinishedGenerations)
 	}
 	// The resent COMMIT of the forgotten branch is ACKed, nothing applied.
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
@@ -74,12 +84,12 @@ func TestParticipantRetention(t *testing.T) {
 		t.Fatalf("COMMIT for a forgotten branch applied again: %v", res.calls)
 	}
 
-	// The snapshot keeps both generations and the flag.
+	// The snapshot keeps the generations and the flag.
 	p.Step(prepareMsg("t2", "a", "k2", 1))
 	take(&l, p)
 	p.Step(Message{Type: MsgAbort, From: CoordinatorID, To: "a", Tx: "t2", Epoch: 1})
 	take(&l, p)
-	tick(w) // t2 moves to the previous generation
+	tick(w / 2) // t2 moves to an older generation than t3's
 	p.Step(prepareMsg("t3", "a", "k3", 1))
 	take(&l, p)
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t3", Epoch: 1})
@@ -109,16 +119,22 @@ func TestParticipantRetention(t *testing.T) {
 	if a := msgsOf(take(&ql, q), MsgAck); len(a) != 1 {
 		t.Fatal("the snapshot lost the fact that branches were forgotten: COMMIT of a forgotten branch not ACKed")
 	}
-	// Restored generations keep forgetting: t2 (previous) goes first.
-	for range w {
+	// Restored generations keep forgetting: t2 (older) goes first, t3
+	// after at least a span more.
+	q.Tick()
+	take(&ql, q)
+	for i := 1; ; i++ {
+		if _, ok := q.Branch("t2"); !ok {
+			break
+		}
+		if i > FinishedGenerations*span {
+			t.Fatalf("t2 still remembered %d ticks after the restore, past %d generations", i, FinishedGenerations)
+		}
 		q.Tick()
 		take(&ql, q)
 	}
-	if _, ok := q.Branch("t2"); ok {
-		t.Fatal("t2, of the previous generation, still remembered a full retention after the restore")
-	}
 	if _, ok := q.Branch("t3"); !ok {
-		t.Fatal("t3, of the current generation, forgotten too early after the restore")
+		t.Fatal("t3, of a newer generation, forgotten with t2 after the restore")
 	}
 }
 

@@ -15,26 +15,31 @@ import (
 // holds the prepared branches' tentative changes, so RestoreSnapshot takes
 // their locks again but does not call Resource.Prepare.
 //
-//	version byte (3)
+//	version byte (4)
 //	maxEpoch uvarint
 //	prepared uvarint count, then each: tx, attempt uvarint, op
-//	the previous generation's finished branches: a kind byte, then inline
-//	  (uvarint count, then each: tx, state byte, attempt uvarint, gen
-//	  uvarint, reason) or where a file keeps them (spill.go)
-//	the current generation's, the same
+//	generations uvarint (1 or more), then each generation's finished
+//	  branches, oldest first, the current one last: a kind byte, then
+//	  inline (uvarint count, then each: tx, state byte, attempt uvarint,
+//	  gen uvarint, reason) or where a file keeps them (spill.go)
 //	forgot byte (1: a generation was dropped)
 //	heuristic decisions, only if there are any (heuristic.go)
 //
-// (strings and byte slices: uvarint length + bytes). Version 2 has no
-// kind bytes (both generations inline). Version 1 has one
-// list of finished branches and no flag; it loads as the current
-// generation. A restored current generation starts its Retention afresh
-// (the safe side: remembered longer).
+// (strings and byte slices: uvarint length + bytes). Version 3 has no
+// generation count: exactly two, the previous and the current. Version 2
+// is version 3 without kind bytes (both inline). Version 1 has one list
+// of finished branches and no flag; it loads as the current generation.
+// A restored current generation starts its span afresh (the safe side:
+// remembered longer).
 
 const (
-	snapshotVersion   = 3
+	snapshotVersion   = 4
+	snapshotVersionV3 = 3
 	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
+	// maxSnapshotGenerations bounds the generation count a snapshot may
+	// claim (a build keeps FinishedGenerations).
+	maxSnapshotGenerations = 64
 )
 
 // AppendSnapshot appends the machine's snapshot to b. Take it between two
@@ -85,11 +90,11 @@ func (p *Participant) SnapshotDeferredSpill() (func(b []byte, sp TableSpill) ([]
 		}
 	}
 	maxEpoch, forgot := p.maxEpoch, p.forgot
-	var prevFin txFrozen
-	if p.prevFin != nil {
-		prevFin = p.prevFin.freeze()
+	gens := make([]txFrozen, 0, len(p.older)+1)
+	for _, t := range p.older {
+		gens = append(gens, t.freeze())
 	}
-	finished := p.finished.freeze()
+	gens = append(gens, p.finished.freeze())
 	heur := p.appendHeuristics(nil) // a few operator decisions at most
 	return func(b []byte, sp TableSpill) ([]byte, error) {
 		slices.SortFunc(prepared, func(x, y prep) int { return strings.Compare(x.tx, y.tx) })
@@ -97,7 +102,9 @@ func (p *Participant) SnapshotDeferredSpill() (func(b []byte, sp TableSpill) ([]
 		// (which would hold up to twice the snapshot at its last growth).
 		est := 64 + len(heur)
 		if sp == nil {
-			est += prevFin.encodedMax() + finished.encodedMax()
+			for i := range gens {
+				est += gens[i].encodedMax()
+			}
 		}
 		for _, pr := range prepared {
 			est += len(pr.tx) + len(pr.op) + 3*binary.MaxVarintLen32
@@ -112,12 +119,12 @@ func (p *Participant) SnapshotDeferredSpill() (func(b []byte, sp TableSpill) ([]
 			b = binary.AppendUvarint(b, uint64(len(pr.op)))
 			b = append(b, pr.op...)
 		}
-		var err error
-		if b, err = appendTable(b, &prevFin, sp); err != nil {
-			return nil, err
-		}
-		if b, err = appendTable(b, &finished, sp); err != nil {
-			return nil, err
+		b = binary.AppendUvarint(b, uint64(len(gens)))
+		for i := range gens {
+			var err error
+			if b, err = appendTable(b, &gens[i], sp); err != nil {
+				return nil, err
+			}
 		}
 		var f byte
 		if forgot {
@@ -155,7 +162,7 @@ func (p *Participant) RestoreSnapshotFrom(b []byte, src TableSource) error {
 	}
 	d := decoder{b: b}
 	version := d.byte()
-	if d.err == nil && version != snapshotVersion && version != snapshotVersionV2 && version != snapshotVersionV1 {
+	if d.err == nil && (version < snapshotVersionV1 || version > snapshotVersion) {
 		return fmt.Errorf("%w: snapshot version %d", ErrDecode, version)
 	}
 	p.maxEpoch = d.uvarint()
@@ -185,17 +192,31 @@ func (p *Participant) RestoreSnapshotFrom(b []byte, src TableSource) error {
 	if version == snapshotVersionV1 {
 		readFinished(&d, p.finished)
 	} else {
-		prev := newTxTableSeed(p.finished.seed)
-		if version == snapshotVersionV2 {
-			readFinished(&d, prev)
-			readFinished(&d, p.finished)
-		} else {
-			readTable(&d, prev, src, readFinished, checkFinished)
-			readTable(&d, p.finished, src, readFinished, checkFinished)
+		// The generations, oldest first; the last is the current one.
+		k := uint64(2)
+		if version >= snapshotVersion {
+			k = d.uvarint()
+			if d.err == nil && (k == 0 || k > maxSnapshotGenerations) {
+				d.fail("%d generations (want 1 to %d)", k, maxSnapshotGenerations)
+			}
 		}
-		if prev.Len() > 0 {
-			prev.pack()
-			p.prevFin = prev
+		for i := uint64(0); i < k && d.err == nil; i++ {
+			t := p.finished
+			if i < k-1 {
+				t = newTxTableSeed(p.finished.seed)
+			}
+			if version == snapshotVersionV2 {
+				readFinished(&d, t)
+			} else {
+				readTable(&d, t, src, readFinished, checkFinished)
+			}
+			if i < k-1 && (version >= snapshotVersion || t.Len() > 0) {
+				// Kept even when empty: it still counts toward the
+				// drops to come (before version 4 an empty previous
+				// generation meant none).
+				t.pack()
+				p.older = append(p.older, t)
+			}
 		}
 		switch f := d.byte(); {
 		case d.err != nil:

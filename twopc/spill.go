@@ -331,8 +331,9 @@ func CoordinatorSnapshotTables(b []byte) ([]TableRef, error) {
 // participant's machine snapshot (AppendSnapshot's bytes).
 func ParticipantSnapshotTables(b []byte) ([]TableRef, error) {
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != snapshotVersion {
-		return nil, nil
+	v := d.byte()
+	if d.err == nil && v != snapshotVersion && v != snapshotVersionV3 {
+		return nil, nil // earlier versions keep every table inline
 	}
 	d.uvarint() // maxEpoch
 	n := d.uvarint()
@@ -341,8 +342,15 @@ func ParticipantSnapshotTables(b []byte) ([]TableRef, error) {
 		d.uvarint()
 		d.bytes()
 	}
+	k := uint64(2)
+	if v == snapshotVersion {
+		k = d.uvarint()
+		if d.err == nil && (k == 0 || k > maxSnapshotGenerations) {
+			d.fail("%d generations (want 1 to %d)", k, maxSnapshotGenerations)
+		}
+	}
 	var refs []TableRef
-	for range 2 {
+	for i := uint64(0); i < k && d.err == nil; i++ {
 		if r, ok := skipTable(&d); ok {
 			refs = append(refs, r)
 		}

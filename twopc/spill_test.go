@@ -385,7 +385,7 @@ type partBranch struct {
 }
 
 // TestParticipantSpillRoundTrip is TestCoordinatorSpillRoundTrip for a
-// participant: its two generations of finished branches (committed and
+// participant: its generations of finished branches (committed and
 // aborted, with reasons, generations, replaced values) and its prepared
 // branches, captured between random changes and encoded later, restore
 // through the spill's TableSource to what the inline snapshot restores
@@ -411,17 +411,19 @@ func partSpillRun(t *testing.T, seed uint64) {
 	take(&l, p)
 	store := newSpillStore(t)
 	type capture struct {
-		step      int
-		cur, prev map[string]partBranch
-		forgot    bool
-		maxEpoch  uint64
-		prepared  []string
-		enc       func([]byte, TableSpill) ([]byte, error)
-		inline    []byte
-		spill     []byte
-		refs      []TableRef
+		step     int
+		cur      map[string]partBranch
+		older    []map[string]partBranch // oldest first
+		forgot   bool
+		maxEpoch uint64
+		prepared []string
+		enc      func([]byte, TableSpill) ([]byte, error)
+		inline   []byte
+		spill    []byte
+		refs     []TableRef
 	}
-	cur, prev := map[string]partBranch{}, map[string]partBranch{}
+	cur := map[string]partBranch{}
+	var older []map[string]partBranch
 	forgot := false
 	var ids, curIDs, prepared []string
 	var caps []*capture
@@ -446,7 +448,11 @@ func partSpillRun(t *testing.T, seed uint64) {
 		if err != nil {
 			t.Fatalf("seed %d step %d: %v", seed, step, err)
 		}
-		caps = append(caps, &capture{step: step, cur: maps.Clone(cur), prev: maps.Clone(prev), forgot: forgot, maxEpoch: p.maxEpoch, prepared: slices.Clone(prepared), enc: enc})
+		var olderCopy []map[string]partBranch
+		for _, g := range older {
+			olderCopy = append(olderCopy, maps.Clone(g))
+		}
+		caps = append(caps, &capture{step: step, cur: maps.Clone(cur), older: olderCopy, forgot: forgot, maxEpoch: p.maxEpoch, prepared: slices.Clone(prepared), enc: enc})
 	}
 	put := func(tx string, b partBranch) {
 		p.finished.Put(tx, txVal{state: uint8(b.state), a: b.attempt, b: b.gen}, b.reason)
@@ -478,8 +484,11 @@ func partSpillRun(t *testing.T, seed uint64) {
 			put(tx, b)
 		case k < 83:
 			p.rotate()
-			forgot = forgot || len(prev) > 0
-			prev, cur, curIDs = cur, map[string]partBranch{}, nil
+			if len(older) == FinishedGenerations-1 {
+				forgot = forgot || len(older[0]) > 0
+				older = older[1:]
+			}
+			older, cur, curIDs = append(older, cur), map[string]partBranch{}, nil
 		case k < 86 && len(prepared) < 20:
 			tx := fmt.Sprintf("prep%d-%d", seed, step)
 			p.Step(prepareMsg(tx, "a", "k"+tx, 1))
@@ -532,8 +541,12 @@ func partSpillRun(t *testing.T, seed uint64) {
 			p   *Participant
 		}{{"inline", inl}, {"spill", sp}} {
 			n, _ := q.p.FinishedStats()
-			if n != len(cp.cur)+len(cp.prev) {
-				t.Fatalf("%s, %s: %d finished branches remembered, want %d", what, q.how, n, len(cp.cur)+len(cp.prev))
+			want := len(cp.cur)
+			for _, g := range cp.older {
+				want += len(g)
+			}
+			if n != want {
+				t.Fatalf("%s, %s: %d finished branches remembered, want %d", what, q.how, n, want)
 			}
 			if q.p.forgot != cp.forgot || q.p.InDoubt() != len(cp.prepared) || q.p.maxEpoch != cp.maxEpoch {
 				t.Fatalf("%s, %s: forgot %v, %d in doubt, epoch %d; want forgot %v, %d in doubt, epoch %d",
@@ -544,12 +557,16 @@ func partSpillRun(t *testing.T, seed uint64) {
 					t.Fatalf("%s, %s: %s is %v (known %v), want PREPARED", what, q.how, tx, st, ok)
 				}
 			}
-			for gen, want := range []map[string]partBranch{cp.prev, cp.cur} {
+			gens := append(slices.Clone(cp.older), cp.cur)
+			for gen, want := range gens {
 				for tx, w := range want {
-					if gen == 0 {
-						if _, newer := cp.cur[tx]; newer {
-							continue
-						}
+					newer := false
+					for _, g := range gens[gen+1:] {
+						_, in := g[tx]
+						newer = newer || in
+					}
+					if newer {
+						continue
 					}
 					b := q.p.branchOf(tx)
 					if b == nil || (partBranch{b.state, b.attempt, b.gen, b.reason}) != w {
