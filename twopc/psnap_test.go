@@ -1,7 +1,10 @@
 package twopc
 
 import (
+	"errors"
+	"fmt"
 	"maps"
+	"slices"
 	"testing"
 )
 
@@ -96,6 +99,90 @@ func TestParticipantSnapshot(t *testing.T) {
 		q, _ := NewParticipant(testPartConfig("a"), multiKV{newKV()})
 		if err := q.RestoreSnapshot(bad); err == nil {
 			t.Fatalf("damaged snapshot %x accepted", bad)
+		}
+	}
+}
+
+// TestParticipantSnapshotVersion3: a snapshot of the format before
+// generations were counted (version 3: exactly a previous and a current
+// generation) still restores, inline or with its tables in files, to the
+// same branches as the version 4 snapshot it is cut from, and
+// ParticipantSnapshotTables names its tables (so a first snapshot after an
+// upgrade never prunes the files the older one needs); a version 4
+// snapshot claiming no generation or more than any build keeps is refused.
+func TestParticipantSnapshotVersion3(t *testing.T) {
+	var l memLog
+	res := newKV()
+	p, err := NewParticipant(testPartConfig("a"), multiKV{res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	take(&l, p)
+	for i := range 30 {
+		p.finished.Put(fmt.Sprintf("old%d", i), txVal{state: uint8(BranchCommitted), a: 1}, "")
+	}
+	p.rotate()
+	for i := range 12 {
+		p.finished.Put(fmt.Sprintf("new%d", i), txVal{state: uint8(BranchAborted), a: 2, b: 1}, "why")
+	}
+	p.finished.Put("old3", txVal{state: uint8(BranchAborted), a: 2}, "again") // newer than its first
+	enc, err := p.SnapshotDeferredSpill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newSpillStore(t)
+	spilled, err := enc(nil, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inline, err := enc(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// version, maxEpoch 0, no prepared branch, then the generation count.
+	toV3 := func(b []byte) []byte {
+		if b[0] != snapshotVersion || b[1] != 0 || b[2] != 0 || b[3] != 2 {
+			t.Fatalf("unexpected snapshot head % x", b[:4])
+		}
+		return append([]byte{snapshotVersionV3, 0, 0}, b[4:]...)
+	}
+	for _, c := range []struct {
+		how  string
+		b    []byte
+		from TableSource
+	}{{"inline", toV3(inline), nil}, {"spilled", toV3(spilled), spillSource{store}}} {
+		q, err := NewParticipant(testPartConfig("a"), multiKV{newKV()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.RestoreSnapshotFrom(c.b, c.from); err != nil {
+			t.Fatalf("%s version 3 snapshot: %v", c.how, err)
+		}
+		if n, _ := q.FinishedStats(); n != 43 || len(q.older) != 1 {
+			t.Fatalf("%s: %d finished branches in %d older generations; want 43 in 1", c.how, n, len(q.older))
+		}
+		for _, tx := range []string{"old0", "old3", "old29", "new0", "new11"} {
+			want, got := p.branchOf(tx), q.branchOf(tx)
+			if got == nil || got.state != want.state || got.attempt != want.attempt || got.gen != want.gen || got.reason != want.reason {
+				t.Fatalf("%s: %s restored as %+v, want %+v", c.how, tx, got, want)
+			}
+		}
+	}
+	want, _ := ParticipantSnapshotTables(spilled)
+	got, err := ParticipantSnapshotTables(toV3(spilled))
+	if err != nil || len(want) != 2 || !slices.Equal(got, want) {
+		t.Fatalf("ParticipantSnapshotTables of the version 3 snapshot = %v, %v; want %v (two tables)", got, err, want)
+	}
+	for _, k := range []byte{0, maxSnapshotGenerations + 1} {
+		b := slices.Clone(inline)
+		b[3] = k
+		q, _ := NewParticipant(testPartConfig("a"), multiKV{newKV()})
+		if err := q.RestoreSnapshot(b); !errors.Is(err, ErrDecode) {
+			t.Fatalf("a snapshot of %d generations restored: %v; want ErrDecode", k, err)
+		}
+		if _, err := ParticipantSnapshotTables(b); err == nil {
+			t.Fatalf("ParticipantSnapshotTables of a snapshot of %d generations: no error", k)
 		}
 	}
 }
