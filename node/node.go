@@ -314,9 +314,9 @@ type Carrier struct {
 }
 
 // keepCheckpoints is how many checkpoints the log keeps: replay from the
-// one two rotations back rebuilds the current, the previous and the
-// expired generation of outcomes (twopc/retain.go).
-const keepCheckpoints = 3
+// oldest rebuilds every generation of outcomes and every expired set
+// (twopc/retain.go).
+const keepCheckpoints = twopc.CheckpointsKept
 
 // noteCheckpoints records the seqs of rd's checkpoint heads, appended with
 // lastSeq as the seq of the last record.

@@ -86,13 +86,15 @@ type CoordinatorConfig struct {
 	PresumeBudget, PresumeWindow uint64
 	// Retention is how long, in ticks of running time, a finished
 	// transaction's outcome is kept for duplicate detection: at least
-	// Retention, less than 2×Retention; then its id is remembered as
-	// expired for another Retention (see retain.go). 0 keeps every outcome
-	// forever and never checkpoints.
+	// Retention, less than about 8/7 of it (Generations generations);
+	// then its id is remembered as expired for at least another Retention
+	// (see retain.go). 0 keeps every outcome forever and never
+	// checkpoints.
 	Retention uint64
 	// RetainMax, with Retention set, also rotates the generations once
-	// the current one holds RetainMax outcomes (checked every tick), so
-	// at most about 2×RetainMax outcomes are kept. 0: no count bound.
+	// the current one holds a seventh of RetainMax outcomes (checked
+	// every tick), so at most about 8/7 of RetainMax outcomes are kept.
+	// 0: no count bound.
 	RetainMax int
 	// Mutants plants bugs, for the tests that show they are caught
 	// (package mutant). Zero in production.
@@ -184,8 +186,8 @@ func (c *Coordinator) finish(tx string, f finished) {
 func (c *Coordinator) finishedTx(tx string) (finished, bool) {
 	h := txHash(c.seed, tx)
 	v, reason, ok := c.done.getH(tx, h)
-	if !ok && c.prev != nil {
-		v, reason, ok = c.prev.getH(tx, h)
+	for i := len(c.older) - 1; i >= 0 && !ok; i-- {
+		v, reason, ok = c.older[i].getH(tx, h)
 	}
 	return finished{committed: v.state == 1, reason: reason, attempt: v.a}, ok
 }
@@ -199,11 +201,11 @@ type Coordinator struct {
 	started bool
 	now     uint64
 	active  map[string]*coordTx // collecting or committing
-	seed    maphash.Seed        // of done, prev and exp: one hash per lookup
-	done    *txTable            // committed (END) or aborted: current generation
-	prev    *txTable            // the previous generation (nil before the first rotation)
-	exp     expiredSet          // ids of the generation before (outcomes dropped)
-	// expiredN counts the ids in exp; genStart is the tick the current
+	seed    maphash.Seed        // of done and older: one hash per lookup
+	done    *txTable            // committed (END) or aborted: the current generation
+	older   []*txTable          // the earlier generations, oldest first, packed
+	exps    []expiredSet        // the ids of dropped generations, oldest first
+	// expiredN counts the ids in exps; genStart is the tick the current
 	// generation began; checkpoints counts rotations.
 	expiredN    int
 	genStart    uint64

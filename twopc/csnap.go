@@ -11,8 +11,7 @@ import (
 //
 // A snapshot is what a replay of the log up to it would rebuild: the epoch,
 // every unfinished transaction (id, state, attempt, participants, ACKs,
-// votes), the outcome tables (current and previous generation) and the
-// expired set. A restart loads the newest valid one into a fresh machine
+// votes), the outcome tables (every generation) and the expired sets. A restart loads the newest valid one into a fresh machine
 // (RestoreSnapshot) and replays only the records after it, so the log
 // needs only the records after the older kept snapshot, and a restart
 // replays at most one snapshot interval instead of two to three retention
@@ -21,11 +20,29 @@ import (
 // The capture on the loop (SnapshotDeferred) copies the unfinished
 // transactions and takes views of the outcome tables that share their
 // chunks, copy on write (txTable.freeze), as a participant's does; the
-// previous generation and the expired set do not change until the next
-// rotation, which replaces them rather than changing them.
+// earlier generations and the expired sets do not change: a rotation
+// adds and drops them whole.
+//
+//	version byte (4)
+//	epoch uvarint
+//	unfinished uvarint count, then each: id, state byte, attempt uvarint,
+//	  participant count uvarint, then each: name, ACK flag byte, vote byte
+//	generations uvarint (1 or more), then each generation's outcomes,
+//	  oldest first, the current one last: a kind byte, then inline
+//	  (uvarint count, then each: id, state byte, attempt uvarint, 0
+//	  uvarint, reason) or where a file keeps them (spill.go)
+//	expired sets uvarint, then each, oldest first: its key (two
+//	  little-endian uint64), a kind byte, then inline (uvarint count, then
+//	  the hashes, little-endian uint64 each) or where a file keeps them
+//
+// Version 3 has, after the unfinished transactions, the current
+// generation, a flag byte and (flag 1) the previous generation, then one
+// expired set, its inline hashes running to the end. Version 2 is version
+// 3 without kind bytes (all inline).
 
 const (
-	coordSnapVersion = 3
+	coordSnapVersion   = 4
+	coordSnapVersionV3 = 3
 	// coordSnapVersionV2 has its tables inline with no kind byte.
 	coordSnapVersionV2 = 2
 )
@@ -67,18 +84,22 @@ func (c *Coordinator) SnapshotDeferredSpill() (func(sp TableSpill) ([]byte, erro
 			nodes: slices.Clone(t.nodes), acked: slices.Clone(t.acked), votes: slices.Clone(t.votes)})
 	}
 	epoch := c.epoch
-	done := c.done.freeze()
-	var prev txFrozen
-	hasPrev := c.prev != nil
-	if hasPrev {
-		prev = c.prev.freeze()
+	gens := make([]txFrozen, 0, len(c.older)+1)
+	for _, t := range c.older {
+		gens = append(gens, t.freeze())
 	}
-	exp := c.exp
+	gens = append(gens, c.done.freeze())
+	exps := slices.Clone(c.exps) // the sets never change: sharing their hashes is safe
 	return func(sp TableSpill) ([]byte, error) {
 		slices.SortFunc(txs, func(x, y snapTx) int { return strings.Compare(x.id, y.id) })
-		est := 64
+		est := 64 + 32*len(exps)
 		if sp == nil {
-			est += done.encodedMax() + prev.encodedMax() + 8*len(exp.hashes)
+			for i := range gens {
+				est += gens[i].encodedMax()
+			}
+			for i := range exps {
+				est += 8 * len(exps[i].hashes)
+			}
 		}
 		for _, t := range txs {
 			est += len(t.id) + 4*binary.MaxVarintLen32
@@ -104,33 +125,33 @@ func (c *Coordinator) SnapshotDeferredSpill() (func(sp TableSpill) ([]byte, erro
 				b = append(b, f, byte(t.votes[i]))
 			}
 		}
-		var err error
-		if b, err = appendTable(b, &done, sp); err != nil {
-			return nil, err
-		}
-		if hasPrev {
-			b = append(b, 1)
-			if b, err = appendTable(b, &prev, sp); err != nil {
+		b = binary.AppendUvarint(b, uint64(len(gens)))
+		for i := range gens {
+			var err error
+			if b, err = appendTable(b, &gens[i], sp); err != nil {
 				return nil, err
 			}
-		} else {
-			b = append(b, 0)
 		}
-		b = binary.LittleEndian.AppendUint64(b, exp.k0)
-		b = binary.LittleEndian.AppendUint64(b, exp.k1)
-		if sp == nil || len(exp.hashes) == 0 {
-			b = append(b, tableInline)
-			b = binary.AppendUvarint(b, uint64(len(exp.hashes)))
-			for _, h := range exp.hashes {
-				b = binary.LittleEndian.AppendUint64(b, h)
+		b = binary.AppendUvarint(b, uint64(len(exps)))
+		for i := range exps {
+			exp := &exps[i]
+			b = binary.LittleEndian.AppendUint64(b, exp.k0)
+			b = binary.LittleEndian.AppendUint64(b, exp.k1)
+			if sp == nil || len(exp.hashes) == 0 {
+				b = append(b, tableInline)
+				b = binary.AppendUvarint(b, uint64(len(exp.hashes)))
+				for _, h := range exp.hashes {
+					b = binary.LittleEndian.AppendUint64(b, h)
+				}
+				continue
 			}
-			return b, nil
+			ref, err := sp.Hashes(exp.id, exp.hashes)
+			if err != nil {
+				return nil, err
+			}
+			b = appendRef(append(b, tableRef), ref)
 		}
-		ref, err := sp.Hashes(exp.id, exp.hashes)
-		if err != nil {
-			return nil, err
-		}
-		return appendRef(append(b, tableRef), ref), nil
+		return b, nil
 	}, nil
 }
 
@@ -142,12 +163,12 @@ func (c *Coordinator) RestoreSnapshot(b []byte) error { return c.RestoreSnapshot
 // RestoreSnapshotFrom is RestoreSnapshot reading the tables the snapshot
 // keeps in files through src.
 func (c *Coordinator) RestoreSnapshotFrom(b []byte, src TableSource) error {
-	if c.started || c.restored || c.epoch != 0 || len(c.active) > 0 || c.done.Len() > 0 || c.prev != nil {
+	if c.started || c.restored || c.epoch != 0 || len(c.active) > 0 || c.done.Len() > 0 || len(c.older) > 0 {
 		return fmt.Errorf("twopc: RestoreSnapshot on a coordinator that is not fresh")
 	}
 	d := decoder{b: b}
 	version := d.byte()
-	if d.err == nil && version != coordSnapVersion && version != coordSnapVersionV2 {
+	if d.err == nil && (version < coordSnapVersionV2 || version > coordSnapVersion) {
 		return fmt.Errorf("%w: coordinator snapshot version %d", ErrDecode, version)
 	}
 	epoch := d.uvarint()
@@ -203,51 +224,113 @@ func (c *Coordinator) RestoreSnapshotFrom(b []byte, src TableSource) error {
 			readTable(&d, t, src, readOutcomes, checkOutcome)
 		}
 	}
-	done := newTxTableSeed(c.seed)
-	table(done)
-	var prev *txTable
-	switch f := d.byte(); {
-	case d.err != nil:
-	case f > 1:
-		d.fail("previous generation flag %d", f)
-	case f == 1:
-		prev = newTxTableSeed(c.seed)
-		table(prev)
+	// gens: the generations, oldest first, the current one last.
+	var gens []*txTable
+	var exps []expiredSet
+	if version >= coordSnapVersion {
+		k := d.uvarint()
+		if d.err == nil && (k == 0 || k > maxSnapshotGenerations) {
+			d.fail("%d generations (want 1 to %d)", k, maxSnapshotGenerations)
+		}
+		for i := uint64(0); i < k && d.err == nil; i++ {
+			t := newTxTableSeed(c.seed)
+			table(t)
+			gens = append(gens, t)
+		}
+		m := d.uvarint()
+		if d.err == nil && m > maxSnapshotGenerations {
+			d.fail("%d expired sets (want at most %d)", m, maxSnapshotGenerations)
+		}
+		for i := uint64(0); i < m && d.err == nil; i++ {
+			if e, ok := readExpiredSet(&d, src, false); ok {
+				exps = append(exps, e)
+			}
+		}
+	} else {
+		done := newTxTableSeed(c.seed)
+		table(done)
+		switch f := d.byte(); {
+		case d.err != nil:
+		case f > 1:
+			d.fail("previous generation flag %d", f)
+		case f == 1:
+			prev := newTxTableSeed(c.seed)
+			table(prev)
+			gens = append(gens, prev)
+		}
+		gens = append(gens, done)
+		if e, ok := readExpiredSet(&d, src, version == coordSnapVersionV2); ok && e.Len() > 0 {
+			exps = append(exps, e)
+		}
 	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return fmt.Errorf("coordinator snapshot: %w", d.err)
+	}
+	for id := range active {
+		for _, t := range gens {
+			if t.Has(id) {
+				return fmt.Errorf("%w: coordinator snapshot: %s unfinished but its outcome is known", ErrBadRecord, id)
+			}
+		}
+	}
+	older := gens[:len(gens)-1]
+	for _, t := range older {
+		t.pack()
+	}
+	c.epoch = epoch
+	c.active = active
+	c.done = gens[len(gens)-1]
+	c.older = older
+	c.exps = exps
+	c.expiredN = 0
+	for i := range exps {
+		c.expiredN += exps[i].Len()
+	}
+	c.restored = true
+	return nil
+}
+
+// readExpiredSet reads an expired set: its key, then its hashes inline or
+// where a file keeps them (a version 2 snapshot has no kind byte: inline).
+func readExpiredSet(d *decoder, src TableSource, v2 bool) (expiredSet, bool) {
 	var k0, k1 uint64
 	if d.err == nil && len(d.b) < 16 {
 		d.fail("expired set key: %d bytes left", len(d.b))
 	}
-	if d.err == nil {
-		k0, k1 = binary.LittleEndian.Uint64(d.b), binary.LittleEndian.Uint64(d.b[8:])
-		d.b = d.b[16:]
+	if d.err != nil {
+		return expiredSet{}, false
 	}
+	k0, k1 = binary.LittleEndian.Uint64(d.b), binary.LittleEndian.Uint64(d.b[8:])
+	d.b = d.b[16:]
 	var hs []uint64
 	kind := byte(tableInline)
-	if version != coordSnapVersionV2 {
+	if !v2 {
 		kind = d.byte()
 	}
 	switch {
 	case d.err != nil:
 	case kind == tableInline:
 		m := d.uvarint()
-		if d.err == nil && (m != uint64(len(d.b))/8 || len(d.b)%8 != 0) {
+		switch {
+		case d.err != nil:
+		case m > uint64(len(d.b))/8:
 			d.fail("expired set of %d ids in %d bytes", m, len(d.b))
-		}
-		if d.err == nil {
+		default:
 			hs = make([]uint64, m)
 			for i := range hs {
 				hs[i] = binary.LittleEndian.Uint64(d.b[8*i:])
 			}
+			d.b = d.b[8*m:]
 		}
 	case kind != tableRef:
 		d.fail("expired set kind %d", kind)
 	default:
-		ref := readRef(&d)
+		ref := readRef(d)
 		switch {
 		case d.err != nil:
-		case len(d.b) != 0:
-			d.fail("%d trailing bytes", len(d.b))
 		case src == nil:
 			d.fail("%s: %v", ref.File, errNoSource)
 		default:
@@ -260,24 +343,9 @@ func (c *Coordinator) RestoreSnapshotFrom(b []byte, src TableSource) error {
 		}
 	}
 	if d.err != nil {
-		return fmt.Errorf("coordinator snapshot: %w", d.err)
+		return expiredSet{}, false
 	}
-	for id := range active {
-		if done.Has(id) || prev != nil && prev.Has(id) {
-			return fmt.Errorf("%w: coordinator snapshot: %s unfinished but its outcome is known", ErrBadRecord, id)
-		}
-	}
-	if prev != nil {
-		prev.pack()
-	}
-	c.epoch = epoch
-	c.active = active
-	c.done = done
-	c.prev = prev
-	c.exp = newExpiredSet(k0, k1, hs)
-	c.expiredN = len(hs)
-	c.restored = true
-	return nil
+	return newExpiredSet(k0, k1, hs), true
 }
 
 // checkOutcome vets an outcome read from a table file.

@@ -1,8 +1,11 @@
 package twopc
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -25,7 +28,7 @@ func coordSnapshotRun(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	var l memLog
 	cfg := testCoordConfig()
-	cfg.Retention = 5
+	cfg.Retention = 14 // a generation every 2 ticks
 	c, err := NewCoordinator(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -39,13 +42,14 @@ func coordSnapshotRun(t *testing.T, seed uint64) {
 	}
 	var snaps []*snap
 	var ids []string
-	// A dozen rotations, then a little more work and a last snapshot: a
+	// Enough rotations to fill every generation and expired set, then a
+	// little more work and a last snapshot: a
 	// CHECKPOINT after a snapshot carries the unfinished transactions
 	// and the epoch again, so only a snapshot after the last one shows
 	// whether the snapshot itself holds them.
 	extra := 0
 	for i := 0; extra < 30; i++ {
-		if c.RetentionStats().Checkpoints >= 12 {
+		if c.RetentionStats().Checkpoints >= 2*Generations+2 {
 			extra++
 		}
 		switch k := rng.IntN(12); {
@@ -310,4 +314,99 @@ func FuzzCoordinatorSnapshot(f *testing.F) {
 			t.Fatalf("re-encoded snapshot differs: %+v/%d/%d, %+v/%d/%d", a, m.Inflight(), m.Epoch(), b, m2.Inflight(), m2.Epoch())
 		}
 	})
+}
+
+// TestCoordinatorSnapshotVersion3: a snapshot of the format before
+// generations were counted (version 3: the current generation, a previous
+// one, one expired set) still restores, inline or with its tables in
+// files, and CoordinatorSnapshotTables names its tables (so the first
+// snapshot after an upgrade never prunes the files the older one needs);
+// a version 4 snapshot claiming no generation or too many is refused.
+func TestCoordinatorSnapshotVersion3(t *testing.T) {
+	var l memLog
+	c := retainCoord(t, &l, 1<<40)
+	fill := func(prefix string, n int) {
+		for i := range n {
+			c.finish(fmt.Sprintf("%s%d", prefix, i), finished{committed: i%3 != 0, attempt: 1, reason: "r"})
+		}
+	}
+	fill("gone-", 25)
+	for range Generations {
+		c.rotate()
+	}
+	fill("prev-", 20)
+	c.rotate()
+	fill("cur-", 10)
+	// What a build of version 3 wrote, from this coordinator's current
+	// generation, its newest earlier one and its newest expired set.
+	encodeV3 := func(sp TableSpill) []byte {
+		b := binary.AppendUvarint([]byte{coordSnapVersionV3}, c.epoch)
+		b = append(b, 0) // no unfinished transaction
+		done, prev := c.done.freeze(), c.older[len(c.older)-1].freeze()
+		b, _ = appendTable(b, &done, sp)
+		b, _ = appendTable(append(b, 1), &prev, sp)
+		e := c.exps[0] // gone-*: the later ones are of empty generations
+		b = binary.LittleEndian.AppendUint64(b, e.k0)
+		b = binary.LittleEndian.AppendUint64(b, e.k1)
+		if sp == nil {
+			b = binary.AppendUvarint(append(b, tableInline), uint64(len(e.hashes)))
+			for _, h := range e.hashes {
+				b = binary.LittleEndian.AppendUint64(b, h)
+			}
+			return b
+		}
+		ref, _ := sp.Hashes(e.id, e.hashes)
+		return appendRef(append(b, tableRef), ref)
+	}
+	store := newSpillStore(t)
+	spilled, inline := encodeV3(store), encodeV3(nil)
+	for _, v := range []struct {
+		how  string
+		b    []byte
+		from TableSource
+	}{{"inline", inline, nil}, {"spilled", spilled, spillSource{store}}} {
+		cfg := testCoordConfig()
+		cfg.Retention = 1 << 40
+		r, _ := NewCoordinator(cfg)
+		if err := r.RestoreSnapshotFrom(v.b, v.from); err != nil {
+			t.Fatalf("%s version 3 snapshot: %v", v.how, err)
+		}
+		if st := r.RetentionStats(); st.Current != 10 || st.Previous != 20 || st.Expired != 25 || len(r.older) != 1 || len(r.exps) != 1 {
+			t.Fatalf("%s: restored %+v in %d earlier generations and %d expired sets; want 10, 20, 25 in 1 and 1", v.how, st, len(r.older), len(r.exps))
+		}
+		for _, tx := range []string{"cur-0", "cur-9", "prev-0", "prev-19"} {
+			want, _ := c.finishedTx(tx)
+			if got, ok := r.finishedTx(tx); !ok || got != want {
+				t.Fatalf("%s: %s restored as %+v (%v), want %+v", v.how, tx, got, ok, want)
+			}
+		}
+		if !r.Expired("gone-0") || !r.Expired("gone-24") || r.Expired("never") {
+			t.Fatalf("%s: the expired set was not restored", v.how)
+		}
+	}
+	refs, err := CoordinatorSnapshotTables(spilled)
+	if err != nil || len(refs) != 3 || !slices.Equal(refs, store.refs) {
+		t.Fatalf("CoordinatorSnapshotTables of the version 3 snapshot = %v, %v; the spill handed out %v", refs, err, store.refs)
+	}
+	cur, err := c.SnapshotDeferred()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cur()
+	// version, epoch, no unfinished transaction, then the generation count.
+	if b[0] != coordSnapVersion || b[2] != 0 || b[3] != Generations {
+		t.Fatalf("unexpected snapshot head % x", b[:4])
+	}
+	for _, k := range []byte{0, maxSnapshotGenerations + 1} {
+		bad := slices.Clone(b)
+		bad[3] = k
+		cfg := testCoordConfig()
+		r, _ := NewCoordinator(cfg)
+		if err := r.RestoreSnapshot(bad); !errors.Is(err, ErrDecode) {
+			t.Fatalf("a snapshot of %d generations restored: %v; want ErrDecode", k, err)
+		}
+		if _, err := CoordinatorSnapshotTables(bad); err == nil {
+			t.Fatalf("CoordinatorSnapshotTables of a snapshot of %d generations: no error", k)
+		}
+	}
 }

@@ -139,7 +139,7 @@ type ParticipantConfig struct {
 	DetectEvery, DetectAfter uint64
 	// Retention is how long, in ticks of running time, a finished branch
 	// is remembered: at least Retention, less than about 8/7 of it
-	// (FinishedGenerations generations, each taking new branches for
+	// (Generations generations, each taking new branches for
 	// GenerationTicks(Retention) ticks; see rotate).
 	// Set it to ParticipantRetention of the coordinator's Retention.
 	// 0 remembers every finished branch forever.
@@ -930,35 +930,35 @@ func (p *Participant) Tick() {
 	}
 }
 
-// FinishedGenerations is how many generations of finished branches a
-// participant with Retention keeps: the current one, which takes every
-// branch that finishes, and the earlier ones, packed (read-only). A
-// generation takes new branches for GenerationTicks(Retention) ticks; then
-// the oldest is dropped (once there are that many) and a new one begins.
-// So a branch is forgotten FinishedGenerations spans after its generation
-// began: at least Retention ticks after it finished (the generations
-// after its own span FinishedGenerations-1 spans, which cover Retention),
-// less than FinishedGenerations spans after.
+// Generations is how many generations of finished transactions a machine
+// with a retention keeps: a coordinator's outcomes (retain.go), a
+// participant's finished branches. The current one takes every
+// transaction that finishes, the earlier ones are packed (read-only). A
+// generation takes new ones for GenerationTicks(retention) ticks; then the
+// oldest is dropped (once there are that many) and a new one begins. So a
+// transaction is forgotten Generations spans after its generation began:
+// at least the retention after it finished (the generations after its own
+// span Generations-1 spans, which cover the retention), less than
+// Generations spans after.
 //
-// Why that many: what a participant holds swings by one generation's
-// worth at each drop. With two generations it held between Retention and
-// 2×Retention of branches, and its memory swung by a third of itself
-// every two coordinator windows; with eight it holds between Retention
-// and 8/7 of it. A lookup of an id no generation holds (every new
-// PREPARE) probes all eight, about 3 slots each.
-const FinishedGenerations = 8
+// Why that many: what a machine holds swings by one generation's worth at
+// each drop. With two generations it held between one and two retentions'
+// worth, and its memory swung by a third of itself every retention; with
+// eight it holds between one retention's worth and 8/7 of it. A lookup of
+// an id no generation holds (every new transaction) probes all eight,
+// about 3 slots each.
+const Generations = 8
 
-// GenerationTicks is how long a generation of finished branches takes new
-// ones, for a participant's Retention (rounded up, so that
-// FinishedGenerations-1 spans cover Retention).
+// GenerationTicks is how long a generation takes new transactions, for a
+// retention (rounded up, so that Generations-1 spans cover it).
 func GenerationTicks(retention uint64) uint64 {
-	const n = FinishedGenerations - 1
+	const n = Generations - 1
 	return max(1, retention/n+min(1, retention%n))
 }
 
 // rotate starts a new generation of finished branches and drops the
-// oldest once FinishedGenerations are kept: a branch is forgotten at
-// least Retention, less than FinishedGenerations×GenerationTicks(Retention)
+// oldest once Generations are kept: a branch is forgotten at
+// least Retention, less than Generations×GenerationTicks(Retention)
 // ticks after it finished.
 //
 // Why forgetting is safe:
@@ -980,7 +980,7 @@ func GenerationTicks(retention uint64) uint64 {
 //     coordinator loop starved of CPU stretches its window) and that no
 //     message is delayed longer than the window.
 func (p *Participant) rotate() {
-	for len(p.older) >= FinishedGenerations-1 { // more only from a snapshot of another build
+	for len(p.older) >= Generations-1 { // more only from a snapshot of another build
 		drop := p.older[0]
 		if drop.Len() > 0 {
 			p.forgot = true

@@ -7,7 +7,7 @@ import (
 )
 
 // TestParticipantRetention: a finished branch is remembered for at least
-// Retention ticks and forgotten FinishedGenerations spans
+// Retention ticks and forgotten Generations spans
 // (GenerationTicks) after its generation began; a COMMIT resent for a
 // forgotten branch is ACKed without applying anything, while before any
 // generation was dropped a COMMIT for an unknown branch is still refused;
@@ -57,22 +57,22 @@ func TestParticipantRetention(t *testing.T) {
 	if rd := take(&l, p); len(rd.Messages) != 0 || res.calls["prepare t1"] != 1 {
 		t.Fatalf("a late PREPARE of a remembered committed branch must change nothing: %+v %v", rd, res.calls)
 	}
-	// Forgotten once FinishedGenerations spans have passed since its
+	// Forgotten once Generations spans have passed since its
 	// generation began (tick 0), not before.
 	span := int(GenerationTicks(w))
-	if span >= w/2 || (FinishedGenerations-1)*span < w {
+	if span >= w/2 || (Generations-1)*span < w {
 		t.Fatalf("GenerationTicks(%d) = %d: the test wants several generations in a retention, covering it", w, span)
 	}
-	tick(FinishedGenerations*span - w - 1)
+	tick(Generations*span - w - 1)
 	if _, ok := p.Branch("t1"); !ok {
-		t.Fatalf("t1 forgotten before %d generations passed", FinishedGenerations)
+		t.Fatalf("t1 forgotten before %d generations passed", Generations)
 	}
 	tick(1)
 	if _, ok := p.Branch("t1"); ok {
-		t.Fatalf("t1 still remembered %d ticks after it finished, %d generations of %d ticks", FinishedGenerations*span, FinishedGenerations, span)
+		t.Fatalf("t1 still remembered %d ticks after it finished, %d generations of %d ticks", Generations*span, Generations, span)
 	}
-	if n, rot := p.FinishedStats(); n != 0 || rot != FinishedGenerations {
-		t.Fatalf("FinishedStats = %d remembered, %d rotations; want 0, %d", n, rot, FinishedGenerations)
+	if n, rot := p.FinishedStats(); n != 0 || rot != Generations {
+		t.Fatalf("FinishedStats = %d remembered, %d rotations; want 0, %d", n, rot, Generations)
 	}
 	// The resent COMMIT of the forgotten branch is ACKed, nothing applied.
 	p.Step(Message{Type: MsgCommit, From: CoordinatorID, To: "a", Tx: "t1", Epoch: 1})
@@ -127,8 +127,8 @@ func TestParticipantRetention(t *testing.T) {
 		if _, ok := q.Branch("t2"); !ok {
 			break
 		}
-		if i > FinishedGenerations*span {
-			t.Fatalf("t2 still remembered %d ticks after the restore, past %d generations", i, FinishedGenerations)
+		if i > Generations*span {
+			t.Fatalf("t2 still remembered %d ticks after the restore, past %d generations", i, Generations)
 		}
 		q.Tick()
 		take(&ql, q)

@@ -38,7 +38,7 @@ const (
 	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 	// maxSnapshotGenerations bounds the generation count a snapshot may
-	// claim (a build keeps FinishedGenerations).
+	// claim (a build keeps Generations).
 	maxSnapshotGenerations = 64
 )
 

@@ -8,33 +8,43 @@ import (
 
 // Outcome retention (CoordinatorConfig.Retention, RetainMax).
 //
-// Finished transactions live in generations. The current generation (done)
-// takes every new outcome; every Retention ticks the coordinator has run
-// (or once the current generation holds RetainMax outcomes, checked each
-// tick) it rotates: the previous generation's outcomes are dropped, keeping
-// only their id hashes (expired), the current generation becomes the
-// previous one and a new one begins. A CHECKPOINT record marks each
-// rotation in the log and carries every unfinished transaction, so that
-// the log before the checkpoint two rotations back is no longer needed
-// (a replicated coordinator compacts its raft log so; a single one takes
-// snapshots, csnap.go, and needs less).
+// Finished transactions live in Generations generations (participant.go
+// says why eight). The current generation (done) takes every new outcome;
+// every GenerationTicks(Retention) ticks the coordinator has run (or once
+// the current generation holds a seventh of RetainMax outcomes, checked
+// each tick) it rotates: the current generation joins the earlier ones
+// (older), packed; once Generations-1 are there the oldest is dropped,
+// keeping only its id hashes (an expired set), and the oldest of
+// Generations-1 expired sets goes. A CHECKPOINT record marks each rotation
+// in the log and carries every unfinished transaction, so that the log
+// before the checkpoint CheckpointsKept-1 rotations back is no longer
+// needed (a replicated coordinator compacted its raft log so; a single one
+// takes snapshots, csnap.go, and needs less).
 //
 // So for an id whose outcome was decided in generation g (ticks of running
-// time, a restart does not count its downtime):
+// time, a restart does not count its downtime), with a span of
+// GenerationTicks(Retention), Generations-1 of which cover Retention:
 //
-//   - until rotation g+2, at least Retention ticks after the outcome and
-//     less than 2×Retention: a resubmission gets the first outcome, an
-//     inquiry the true answer;
-//   - until rotation g+3 (at least 2×Retention, less than 3×Retention): a
-//     resubmission is refused with ErrOutcomeExpired (never run again);
-//     an inquiry or a late YES is answered ABORT without remembering it —
-//     safe because a participant ACKs COMMIT only after its COMMITTED is
-//     durable, so no branch of a committed, ENDed transaction is in doubt;
+//   - until rotation g+Generations, at least Retention ticks after the
+//     outcome and less than Generations spans (about 8/7 of Retention): a
+//     resubmission gets the first outcome, an inquiry the true answer;
+//   - until rotation g+2×Generations-1 (at least 2×Retention, less than
+//     about 15/7 of it): a resubmission is refused with ErrOutcomeExpired
+//     (never run again); an inquiry or a late YES is answered ABORT
+//     without remembering it — safe because a participant ACKs COMMIT
+//     only after its COMMITTED is durable, so no branch of a committed,
+//     ENDed transaction is in doubt;
 //   - after that the id is unknown: a resubmission runs as a new
 //     transaction. A client that resubmits an id must do so within
 //     2×Retention of its first outcome to be sure of not running it twice.
 //
 // Retention 0 keeps every outcome forever (no checkpoint, no rotation).
+
+// CheckpointsKept is how many checkpoints a replay must start from the
+// oldest of to rebuild every generation and expired set: the oldest
+// expired set is of the generation that began 2×Generations-2 rotations
+// back.
+const CheckpointsKept = 2*Generations - 1
 
 // CheckpointChunk bounds how many unfinished transactions one CHECKPOINT
 // record carries; a checkpoint with more is split into several records, the
@@ -44,8 +54,9 @@ const CheckpointChunk = 1024
 
 // RetentionStats describes the outcome tables.
 type RetentionStats struct {
-	// Current and Previous count the outcomes of the two retained
-	// generations; Expired the ids remembered only as expired.
+	// Current counts the outcomes of the current generation, Previous
+	// those of the earlier ones; Expired the ids remembered only as
+	// expired.
 	Current, Previous, Expired int
 	// Checkpoints counts the rotations of this incarnation.
 	Checkpoints uint64
@@ -54,8 +65,8 @@ type RetentionStats struct {
 // RetentionStats returns the sizes of the outcome tables.
 func (c *Coordinator) RetentionStats() RetentionStats {
 	s := RetentionStats{Current: c.done.Len(), Checkpoints: c.checkpoints}
-	if c.prev != nil {
-		s.Previous = c.prev.Len()
+	for _, t := range c.older {
+		s.Previous += t.Len()
 	}
 	s.Expired = c.expiredN
 	return s
@@ -64,12 +75,37 @@ func (c *Coordinator) RetentionStats() RetentionStats {
 // known reports whether tx's outcome is retained.
 func (c *Coordinator) known(tx string) bool {
 	h := txHash(c.seed, tx)
-	return c.done.hasH(tx, h) || (c.prev != nil && c.prev.hasH(tx, h))
+	if c.done.hasH(tx, h) {
+		return true
+	}
+	for _, t := range c.older {
+		if t.hasH(tx, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // expired reports whether tx's outcome was dropped but its id is still
-// remembered.
-func (c *Coordinator) expired(tx string) bool { return c.exp.has(tx) }
+// remembered. The sets a rotation makes share one key (one hash per
+// lookup); sets restored from a snapshot may each have their own.
+func (c *Coordinator) expired(tx string) bool {
+	var k0, k1, h uint64
+	hashed := false
+	for i := range c.exps {
+		e := &c.exps[i]
+		if e.Len() == 0 {
+			continue
+		}
+		if !hashed || e.k0 != k0 || e.k1 != k1 {
+			k0, k1, h, hashed = e.k0, e.k1, e.hash(tx), true
+		}
+		if e.hasH(h) {
+			return true
+		}
+	}
+	return false
+}
 
 // Expired reports whether tx was decided but its outcome is past the
 // retention window: the id is still remembered (a resubmission is refused
@@ -80,18 +116,49 @@ func (c *Coordinator) Expired(tx string) bool {
 	return !active && !c.known(tx) && c.expired(tx)
 }
 
-// rotate starts a new generation.
+// rotate starts a new generation: the current one joins the earlier ones;
+// past Generations-1 of those the oldest becomes an expired set, and past
+// Generations-1 expired sets the oldest is dropped.
 func (c *Coordinator) rotate() {
-	c.exp, c.expiredN = expiredSet{}, 0
-	if c.prev != nil {
-		c.exp = c.prev.expiredSet()
-		c.expiredN = c.prev.Len()
+	for len(c.older) >= Generations-1 { // more only from a snapshot of another build
+		drop := c.older[0]
+		var e expiredSet
+		if n := len(c.exps); n > 0 {
+			e = drop.expiredSetKey(c.exps[n-1].k0, c.exps[n-1].k1)
+		} else {
+			e = drop.expiredSet()
+		}
+		c.exps = append(c.exps, e)
+		c.older[0] = nil
+		c.older = append(c.older[:0], c.older[1:]...)
 	}
-	c.prev = c.done
-	c.prev.pack()
+	for len(c.exps) > Generations-1 {
+		c.exps[0] = expiredSet{}
+		c.exps = append(c.exps[:0], c.exps[1:]...)
+	}
+	c.expiredN = 0
+	for i := range c.exps {
+		c.expiredN += c.exps[i].Len()
+	}
+	c.done.pack()
+	c.older = append(c.older, c.done)
 	c.done = newTxTableSeed(c.seed)
 	c.genStart = c.now
 	c.checkpoints++
+}
+
+// empty reports whether the coordinator holds nothing: no transaction in
+// flight, no outcome, no expired id.
+func (c *Coordinator) empty() bool {
+	if len(c.active) > 0 || c.done.Len() > 0 || c.expiredN > 0 {
+		return false
+	}
+	for _, t := range c.older {
+		if t.Len() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // maybeCheckpoint rotates and logs a checkpoint when the generation is due.
@@ -99,7 +166,14 @@ func (c *Coordinator) maybeCheckpoint() {
 	if c.cfg.Retention == 0 {
 		return
 	}
-	if c.now-c.genStart < c.cfg.Retention && (c.cfg.RetainMax <= 0 || c.done.Len() < c.cfg.RetainMax) {
+	if c.now-c.genStart < GenerationTicks(c.cfg.Retention) &&
+		(c.cfg.RetainMax <= 0 || c.done.Len() < (c.cfg.RetainMax+Generations-2)/(Generations-1)) {
+		return
+	}
+	if c.empty() {
+		// Nothing to rotate: a rotation would change nothing, so an idle
+		// coordinator logs nothing (no CHECKPOINT every span).
+		c.genStart = c.now
 		return
 	}
 	c.rotate()

@@ -62,48 +62,58 @@ func resubmit(c *Coordinator, l *memLog, tx string) (Outcome, bool, error) {
 }
 
 // TestRetentionWindow: an outcome is answered for at least Retention ticks
-// and less than 2×; then the id is refused as expired (not run, not
-// remembered as aborted by an inquiry) until 3×; then it is unknown.
+// and until Generations spans have passed since its generation began; then
+// the id is refused as expired (not run, not remembered as aborted by an
+// inquiry) for at least another Retention, until 2×Generations-1 spans;
+// then it is unknown.
 func TestRetentionWindow(t *testing.T) {
+	const w = 14
+	span := int(GenerationTicks(w))
+	if span != 2 {
+		t.Fatalf("GenerationTicks(%d) = %d, the test wants 2", w, span)
+	}
 	var l memLog
-	c := retainCoord(t, &l, 10)
-	commitOne(t, c, &l, "t1")
-	ticks(c, &l, 9)
-	if o, ok, err := resubmit(c, &l, "t1"); err != nil || !ok || !o.Committed {
-		t.Fatalf("inside the window: %+v %v %v", o, ok, err)
+	c := retainCoord(t, &l, w)
+	commitOne(t, c, &l, "t1") // at tick 0, when generation 0 began
+	now := 0
+	for ; now < Generations*span; now++ {
+		if o, ok, err := resubmit(c, &l, "t1"); err != nil || !ok || !o.Committed {
+			t.Fatalf("tick %d, inside the window: %+v %v %v", now, o, ok, err)
+		}
+		ticks(c, &l, 1)
 	}
-	ticks(c, &l, 1) // rotation 1: t1 in the previous generation
-	if st := c.RetentionStats(); st.Checkpoints != 1 || st.Previous != 1 {
-		t.Fatalf("after one rotation: %+v", st)
+	if now < w {
+		t.Fatalf("retained only %d ticks, less than the retention %d", now, w)
 	}
-	if o, ok, err := resubmit(c, &l, "t1"); err != nil || !ok || !o.Committed {
-		t.Fatalf("one rotation later: %+v %v %v", o, ok, err)
+	if st := c.RetentionStats(); st.Checkpoints != Generations || st.Previous != 0 || st.Expired != 1 {
+		t.Fatalf("after %d rotations: %+v", Generations, st)
 	}
-	ticks(c, &l, 10) // rotation 2: expired
-	if _, _, err := resubmit(c, &l, "t1"); !errors.Is(err, ErrOutcomeExpired) {
-		t.Fatalf("two rotations later: %v, want ErrOutcomeExpired", err)
+	for ; now < (2*Generations-1)*span; now++ {
+		if _, _, err := resubmit(c, &l, "t1"); !errors.Is(err, ErrOutcomeExpired) {
+			t.Fatalf("tick %d: %v, want ErrOutcomeExpired", now, err)
+		}
+		// An inquiry about it is answered ABORT and not remembered: the
+		// id stays expired, never becomes "rolled back".
+		c.Step(Message{Type: MsgInquire, From: "a", To: CoordinatorID, Tx: "t1", Attempt: 1})
+		rd := take(&l, c)
+		if len(msgsOf(rd, MsgAbort)) != 1 || hasRecord(rd, RecAbort) {
+			t.Fatalf("inquiry about an expired id: %+v", rd)
+		}
+		ticks(c, &l, 1)
 	}
-	// An inquiry about it is answered ABORT and not remembered: the id
-	// stays expired, never becomes "rolled back".
-	c.Step(Message{Type: MsgInquire, From: "a", To: CoordinatorID, Tx: "t1", Attempt: 1})
-	rd := take(&l, c)
-	if len(msgsOf(rd, MsgAbort)) != 1 || hasRecord(rd, RecAbort) {
-		t.Fatalf("inquiry about an expired id: %+v", rd)
+	if now < 2*w {
+		t.Fatalf("expired only until tick %d, less than twice the retention %d", now, w)
 	}
-	if _, _, err := resubmit(c, &l, "t1"); !errors.Is(err, ErrOutcomeExpired) {
-		t.Fatalf("after the inquiry: %v, want ErrOutcomeExpired", err)
-	}
-	ticks(c, &l, 10) // rotation 3: unknown
 	if _, ok, err := resubmit(c, &l, "t1"); err != nil || ok {
-		t.Fatalf("three rotations later the id is new: %v %v", ok, err)
+		t.Fatalf("tick %d: the id is new: %v %v", now, ok, err)
 	}
 	if st, _ := c.State("t1"); st != CoordCollecting {
 		t.Fatalf("t1 runs again: %v", st)
 	}
 }
 
-// compactTo drops the records before the checkpoint head two rotations
-// back, as node.Carrier does with log segments.
+// compactTo drops the records before the checkpoint head CheckpointsKept-1
+// rotations back, as node.Carrier does with log segments.
 func compactTo(l *memLog) {
 	var heads []int
 	for i, r := range l.recs {
@@ -111,15 +121,15 @@ func compactTo(l *memLog) {
 			heads = append(heads, i)
 		}
 	}
-	if len(heads) >= 3 {
-		from := heads[len(heads)-3]
+	if len(heads) >= CheckpointsKept {
+		from := heads[len(heads)-CheckpointsKept]
 		l.recs = append([]Record(nil), l.recs[from:]...)
 		l.durable -= from
 	}
 }
 
 // TestRetentionReplay: a coordinator rebuilt from a compacted log (only
-// from the checkpoint two rotations back) has the same retained outcomes,
+// from the checkpoint CheckpointsKept-1 rotations back) has the same retained outcomes,
 // expired ids and unfinished transactions as the one that wrote it: a
 // transaction committing since before the compacted prefix still gets its
 // COMMIT resent, one collecting is presumed aborted.
@@ -137,11 +147,13 @@ func TestRetentionReplay(t *testing.T) {
 	take(&l, c)
 	c.Step(Message{Type: MsgAck, From: "b", To: CoordinatorID, Tx: "t0", Attempt: 1})
 	take(&l, c)
-	ticks(c, &l, 10)
+	// Retention 10: a generation every 2 ticks, an outcome kept 16 ticks
+	// after its generation began, its id 30.
+	ticks(c, &l, 12)
 	commitOne(t, c, &l, "old") // expired at the end
-	ticks(c, &l, 10)
-	commitOne(t, c, &l, "mid") // previous generation at the end
-	ticks(c, &l, 10)
+	ticks(c, &l, 12)
+	commitOne(t, c, &l, "mid") // an earlier generation at the end
+	ticks(c, &l, 12)
 	commitOne(t, c, &l, "new") // current generation
 	if err := c.Propose("open", []Branch{{Node: "a", Op: []byte("k2")}}); err != nil {
 		t.Fatal(err)
@@ -188,7 +200,7 @@ func TestRetentionReplay(t *testing.T) {
 func TestCheckpointChunks(t *testing.T) {
 	var l memLog
 	cfg := testCoordConfig()
-	cfg.Retention = 5
+	cfg.Retention = 7 // a generation every tick
 	cfg.PrepareTimeout = 100
 	cfg.MaxInflight = 3 * CheckpointChunk
 	c, err := NewCoordinator(cfg)
@@ -204,7 +216,7 @@ func TestCheckpointChunks(t *testing.T) {
 		}
 	}
 	take(&l, c)
-	for range 15 {
+	for range CheckpointsKept {
 		c.Tick()
 		take(&l, c)
 	}
@@ -217,8 +229,8 @@ func TestCheckpointChunks(t *testing.T) {
 			}
 		}
 	}
-	if heads != 3 || parts != 6 {
-		t.Fatalf("checkpoint records: %d heads, %d parts; want 3, 6", heads, parts)
+	if heads != CheckpointsKept || parts != 2*CheckpointsKept {
+		t.Fatalf("checkpoint records: %d heads, %d parts; want %d, %d", heads, parts, CheckpointsKept, 2*CheckpointsKept)
 	}
 	compactTo(&l)
 	r, err := NewCoordinator(cfg)
@@ -266,9 +278,11 @@ func TestRetainedBytes(t *testing.T) {
 		per := float64(heap()-before) / float64(n)
 		worst, best = max(worst, per), min(best, per)
 	}
-	c.rotate() // the outcomes are now the previous generation: packed
+	c.rotate() // the outcomes are now an earlier generation: packed
 	packed := float64(heap()-before) / float64(n)
-	c.rotate() // the outcomes are now expired: only their hashes are kept
+	for range Generations - 1 {
+		c.rotate() // at the last, the outcomes expire: only their hashes are kept
+	}
 	expired := float64(heap()-before) / float64(n)
 	runtime.KeepAlive(c)
 	t.Logf("retained outcome (24-byte id), current generation: %.1f to %.1f bytes each (%.1f to %.1f besides the id); previous generation (packed): %.1f (%.1f besides the id); expired id: %.1f bytes each",
@@ -304,5 +318,41 @@ func BenchmarkRotate(b *testing.B) {
 		}
 		b.StartTimer()
 		c.rotate()
+	}
+}
+
+// TestIdleCoordinatorLogsNoCheckpoint: a coordinator that holds nothing
+// (no transaction, outcome or expired id) does not rotate, so it logs no
+// CHECKPOINT every span; one that holds an outcome rotates until the
+// outcome and then its id are gone, and then stops.
+func TestIdleCoordinatorLogsNoCheckpoint(t *testing.T) {
+	const w = 14
+	var l memLog
+	c := retainCoord(t, &l, w)
+	checkpoints := func() int {
+		n := 0
+		for _, r := range l.recs {
+			if r.Type == RecCheckpoint {
+				n++
+			}
+		}
+		return n
+	}
+	ticks(c, &l, 10*w)
+	if n := checkpoints(); n != 0 {
+		t.Fatalf("an empty coordinator logged %d checkpoints in %d ticks", n, 10*w)
+	}
+	commitOne(t, c, &l, "t1")
+	span := int(GenerationTicks(w))
+	ticks(c, &l, (2*Generations-1)*span)
+	if n := checkpoints(); n != 2*Generations-1 {
+		t.Fatalf("%d checkpoints while t1's outcome and id were kept; want %d", n, 2*Generations-1)
+	}
+	if st := c.RetentionStats(); st.Current+st.Previous+st.Expired != 0 {
+		t.Fatalf("t1 still held: %+v", st)
+	}
+	ticks(c, &l, 10*w)
+	if n := checkpoints(); n != 2*Generations-1 {
+		t.Fatalf("%d checkpoints after everything was dropped; want still %d", n, 2*Generations-1)
 	}
 }

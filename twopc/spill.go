@@ -289,7 +289,8 @@ func skipTable(d *decoder) (ref TableRef, ok bool) {
 // snapshot), and the files no kept snapshot names can be removed.
 func CoordinatorSnapshotTables(b []byte) ([]TableRef, error) {
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != coordSnapVersion {
+	v := d.byte()
+	if d.err == nil && v != coordSnapVersion && v != coordSnapVersionV3 {
 		return nil, nil // older versions keep every table inline
 	}
 	d.uvarint() // epoch
@@ -311,14 +312,51 @@ func CoordinatorSnapshotTables(b []byte) ([]TableRef, error) {
 			refs = append(refs, r)
 		}
 	}
-	add(skipTable(&d))
-	if f := d.byte(); d.err == nil && f == 1 {
-		add(skipTable(&d))
-	}
-	if d.err == nil && len(d.b) >= 16 {
+	// expiredSet skips an expired set's key and names its file, if any.
+	expiredSet := func() {
+		if d.err == nil && len(d.b) < 16 {
+			d.fail("expired set key: %d bytes left", len(d.b))
+		}
+		if d.err != nil {
+			return
+		}
 		d.b = d.b[16:]
-		if k := d.byte(); d.err == nil && k == tableRef {
+		switch k := d.byte(); {
+		case d.err != nil:
+		case k == tableRef:
 			add(readRef(&d), d.err == nil)
+		case k != tableInline:
+			d.fail("expired set kind %d", k)
+		default:
+			m := d.uvarint()
+			if d.err == nil && m > uint64(len(d.b))/8 {
+				d.fail("expired set of %d ids in %d bytes", m, len(d.b))
+			}
+			if d.err == nil {
+				d.b = d.b[8*m:]
+			}
+		}
+	}
+	if v == coordSnapVersionV3 {
+		add(skipTable(&d))
+		if f := d.byte(); d.err == nil && f == 1 {
+			add(skipTable(&d))
+		}
+		expiredSet()
+	} else {
+		k := d.uvarint()
+		if d.err == nil && (k == 0 || k > maxSnapshotGenerations) {
+			d.fail("%d generations (want 1 to %d)", k, maxSnapshotGenerations)
+		}
+		for i := uint64(0); i < k && d.err == nil; i++ {
+			add(skipTable(&d))
+		}
+		m := d.uvarint()
+		if d.err == nil && m > maxSnapshotGenerations {
+			d.fail("%d expired sets (want at most %d)", m, maxSnapshotGenerations)
+		}
+		for i := uint64(0); i < m && d.err == nil; i++ {
+			expiredSet()
 		}
 	}
 	if d.err != nil {

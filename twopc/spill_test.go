@@ -130,13 +130,37 @@ type spillOutcome struct {
 
 // coordModel is what a coordinator's outcome tables hold.
 type coordModel struct {
-	cur, prev map[string]spillOutcome
-	hasPrev   bool
-	exp       map[string]bool
+	cur   map[string]spillOutcome
+	older []map[string]spillOutcome // the earlier generations, oldest first
+	exps  []map[string]bool         // the expired sets, oldest first
 }
 
 func (m coordModel) clone() coordModel {
-	return coordModel{cur: maps.Clone(m.cur), prev: maps.Clone(m.prev), hasPrev: m.hasPrev, exp: maps.Clone(m.exp)}
+	c := coordModel{cur: maps.Clone(m.cur)}
+	for _, g := range m.older {
+		c.older = append(c.older, maps.Clone(g))
+	}
+	for _, e := range m.exps {
+		c.exps = append(c.exps, maps.Clone(e))
+	}
+	return c
+}
+
+// rotate is Coordinator.rotate on the model.
+func (m *coordModel) rotate() {
+	if len(m.older) == Generations-1 {
+		e := map[string]bool{}
+		for tx := range m.older[0] {
+			e[tx] = true
+		}
+		m.exps = append(m.exps, e)
+		m.older = m.older[1:]
+	}
+	if len(m.exps) > Generations-1 {
+		m.exps = m.exps[1:]
+	}
+	m.older = append(m.older, m.cur)
+	m.cur = map[string]spillOutcome{}
 }
 
 // spillReason returns an abort reason: none, short, or (rarely) larger
@@ -197,7 +221,7 @@ func coordSpillRun(t *testing.T, seed uint64) {
 	var l memLog
 	c := retainCoord(t, &l, 1<<40) // rotations only where the test makes them
 	store := newSpillStore(t)
-	m := coordModel{cur: map[string]spillOutcome{}, exp: map[string]bool{}}
+	m := coordModel{cur: map[string]spillOutcome{}}
 	var ids, active, curIDs []string
 	var caps []*spillCapture
 	encode := func(cp *spillCapture) {
@@ -254,13 +278,8 @@ func coordSpillRun(t *testing.T, seed uint64) {
 			m.cur[tx] = o
 		case k < 83:
 			c.rotate()
-			m.exp = map[string]bool{}
-			if m.hasPrev {
-				for tx := range m.prev {
-					m.exp[tx] = true
-				}
-			}
-			m.prev, m.cur, m.hasPrev, curIDs = m.cur, map[string]spillOutcome{}, true, nil
+			m.rotate()
+			curIDs = nil
 		case k < 86 && len(active) < 20:
 			tx := fmt.Sprintf("run%d-%d", seed, step)
 			if err := c.Propose(tx, []Branch{{Node: "a", Op: []byte("k")}, {Node: "b", Op: []byte("k")}}); err != nil {
@@ -342,9 +361,16 @@ func coordSpillRun(t *testing.T, seed uint64) {
 func checkCoordModel(t *testing.T, what string, c *Coordinator, m coordModel, active []string) {
 	t.Helper()
 	st := c.RetentionStats()
-	if st.Current != len(m.cur) || st.Previous != len(m.prev) || st.Expired != len(m.exp) || (c.prev != nil) != m.hasPrev {
-		t.Fatalf("%s: generations %+v (previous kept: %v), want %d current, %d previous (kept: %v), %d expired",
-			what, st, c.prev != nil, len(m.cur), len(m.prev), m.hasPrev, len(m.exp))
+	prev, exp := 0, 0
+	for _, g := range m.older {
+		prev += len(g)
+	}
+	for _, e := range m.exps {
+		exp += len(e)
+	}
+	if st.Current != len(m.cur) || st.Previous != prev || st.Expired != exp || len(c.older) != len(m.older) || len(c.exps) != len(m.exps) {
+		t.Fatalf("%s: generations %+v (%d earlier, %d expired sets), want %d current, %d earlier in %d, %d expired in %d sets",
+			what, st, len(c.older), len(c.exps), len(m.cur), prev, len(m.older), exp, len(m.exps))
 	}
 	if c.Inflight() != len(active) {
 		t.Fatalf("%s: %d in flight, want %d", what, c.Inflight(), len(active))
@@ -364,14 +390,19 @@ func checkCoordModel(t *testing.T, what string, c *Coordinator, m coordModel, ac
 		}
 	}
 	gen("current", c.done, m.cur)
-	if c.prev != nil {
-		gen("previous", c.prev, m.prev)
+	for i, g := range m.older {
+		gen(fmt.Sprintf("earlier %d", i), c.older[i], g)
 	}
-	for tx := range m.exp {
-		_, inCur := m.cur[tx]
-		_, inPrev := m.prev[tx]
-		if !inCur && !inPrev && !c.Expired(tx) {
-			t.Fatalf("%s: %q must be expired", what, tx)
+	for _, e := range m.exps {
+		for tx := range e {
+			retained := false
+			for _, g := range append(slices.Clone(m.older), m.cur) {
+				_, in := g[tx]
+				retained = retained || in
+			}
+			if !retained && !c.Expired(tx) {
+				t.Fatalf("%s: %q must be expired", what, tx)
+			}
 		}
 	}
 }
@@ -484,7 +515,7 @@ func partSpillRun(t *testing.T, seed uint64) {
 			put(tx, b)
 		case k < 83:
 			p.rotate()
-			if len(older) == FinishedGenerations-1 {
+			if len(older) == Generations-1 {
 				forgot = forgot || len(older[0]) > 0
 				older = older[1:]
 			}
@@ -640,23 +671,26 @@ func TestSnapshotTablesNamesRefs(t *testing.T) {
 	fill("g0-", 50)
 	coordRefs("a current generation", 1)
 	c.rotate()
-	coordRefs("an empty current generation, a previous one", 1)
+	coordRefs("an empty current generation, an earlier one", 1)
 	fill("g1-", 40)
 	coordRefs("two generations", 2)
-	c.rotate()
+	for range Generations - 1 { // generation 0 expires; 1 is the oldest kept, the others empty
+		c.rotate()
+	}
 	fill("g2-", 30)
 	coordRefs("two generations and an expired set", 3)
 	if st := c.RetentionStats(); st.Expired != 50 || st.Previous != 40 || st.Current != 30 {
 		t.Fatalf("the coordinator's tables: %+v", st)
 	}
 	// The refs are in the order the snapshot holds the tables: the
-	// expired set (of the 50 outcomes of generation 0) is last.
+	// generations oldest first, then the expired set (of the 50 outcomes
+	// of generation 0).
 	enc, _ := c.SnapshotDeferredSpill()
 	s := newSpillStore(t)
 	b, _ := enc(s)
 	refs, _ := CoordinatorSnapshotTables(b)
-	if len(refs) != 3 || refs[0].N != 30 || refs[1].N != 40 || refs[2].N != 50 || s.hashes[refs[2].File] == nil {
-		t.Fatalf("refs %+v: want the current generation (30), the previous one (40), the expired set (50 hashes)", refs)
+	if len(refs) != 3 || refs[0].N != 40 || refs[1].N != 30 || refs[2].N != 50 || s.hashes[refs[2].File] == nil {
+		t.Fatalf("refs %+v: want the earlier generation (40), the current one (30), the expired set (50 hashes)", refs)
 	}
 
 	res := newKV()
@@ -779,9 +813,17 @@ func TestSpillFailures(t *testing.T) {
 		for i := range 300 {
 			c.finish(fmt.Sprintf("g%d-%d", g, i), finished{committed: true, attempt: 1})
 		}
-		if g < 2 {
+		switch g {
+		case 0: // generation 0 expires
+			for range Generations {
+				c.rotate()
+			}
+		case 1:
 			c.rotate()
 		}
+	}
+	if st := c.RetentionStats(); st.Expired != 300 || st.Previous != 300 || st.Current != 300 {
+		t.Fatalf("the coordinator's tables: %+v", st)
 	}
 	enc, err := c.SnapshotDeferredSpill()
 	if err != nil {

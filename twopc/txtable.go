@@ -729,7 +729,12 @@ func (t *txTable) expiredSet() expiredSet {
 	if _, err := rand.Read(key[:]); err != nil {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
-	k0, k1 := binary.LittleEndian.Uint64(key[:8]), binary.LittleEndian.Uint64(key[8:])
+	return t.expiredSetKey(binary.LittleEndian.Uint64(key[:8]), binary.LittleEndian.Uint64(key[8:]))
+}
+
+// expiredSetKey is expiredSet under the key k0, k1 (another set's: one
+// hash then serves both).
+func (t *txTable) expiredSetKey(k0, k1 uint64) expiredSet {
 	hs := make([]uint64, 0, t.Len())
 	for _, p := range t.parts() {
 		for _, c := range p.chunks {
@@ -834,7 +839,12 @@ func (e *expiredSet) has(key string) bool {
 	if len(e.dir) == 0 {
 		return false
 	}
-	return e.hasH(siphash.Hash(e.k0, e.k1, unsafe.Slice(unsafe.StringData(key), len(key))))
+	return e.hasH(e.hash(key))
+}
+
+// hash is key's hash under the set's key.
+func (e *expiredSet) hash(key string) uint64 {
+	return siphash.Hash(e.k0, e.k1, unsafe.Slice(unsafe.StringData(key), len(key)))
 }
 
 func (e *expiredSet) hasH(h uint64) bool {
