@@ -75,9 +75,9 @@ type Protocol struct {
 	MaxInflight int
 	// DedupWindow is how long the coordinator keeps a finished
 	// transaction's outcome for resubmissions of its id: at least this
-	// long (of running time) and less than twice; then, for as long again,
-	// a resubmission is refused with "outcome expired"; after that the id
-	// is new. 0 keeps every outcome forever.
+	// long (of running time) and less than about 8/7 of it; then, until at
+	// least twice this long, a resubmission is refused with "outcome
+	// expired"; after that the id is new. 0 keeps every outcome forever.
 	DedupWindow time.Duration
 	// SnapshotEvery and SnapshotLogBytes say when each component (every
 	// service, and a coordinator on a log of its own) snapshots its state
@@ -86,8 +86,8 @@ type Protocol struct {
 	SnapshotEvery    time.Duration
 	SnapshotLogBytes uint64
 	// DedupCount, with a DedupWindow, also ends a generation of outcomes
-	// once it holds this many, so at most about twice this many outcomes
-	// are kept. 0: no count bound.
+	// once it holds a seventh of this many, so at most about 8/7 of this
+	// many outcomes are kept. 0: no count bound.
 	DedupCount int
 }
 

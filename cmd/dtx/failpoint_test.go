@@ -101,7 +101,7 @@ func TestSnapshotFailpoints(t *testing.T) {
 			cmd := exec.Command(bin, "run", "--input", input, "--world", world, "--data-dir", dir, "--concurrency", "8",
 				"--fail-rate", "0", "--slow-rate", "0", "--crash-rate", "0",
 				"--snapshot-every", "0", "--snapshot-log-bytes", "16384", "--wal-segment-bytes", "8192",
-				"--dedup-count", "1500") // the coordinator rotates every 1,500 outcomes
+				"--dedup-count", "1500") // the coordinator rotates every 215 outcomes
 			cmd.Env = append(os.Environ(), "DTX_FAILPOINT="+fp)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
