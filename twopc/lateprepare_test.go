@@ -18,13 +18,21 @@ import "testing"
 // twice), some of these runs re-prepare the branch while the coordinator
 // still remembers COMMIT, and commit it twice.
 func TestLateDuplicatePrepareNeverCommitsTwiceWithParticipantRetention(t *testing.T) {
-	const w = 10 // the coordinator's Retention
+	// The coordinator's Retention: the windows where a generation's span
+	// rounds up to a large part of it (1 to 7 ticks), and larger ones.
+	for _, w := range []uint64{1, 2, 3, 5, 7, 8, 10, 13, 22} {
+		latePrepareSearch(t, w)
+	}
+}
+
+func latePrepareSearch(t *testing.T, w uint64) {
 	pr := ParticipantRetention(w)
 	reprepared, ignored := 0, 0
 	for phase := range pr {
-		for at := uint64(0); at <= 2*pr+3*w; at++ {
+		for at := uint64(0); at <= 2*Generations*(GenerationTicks(pr)+GenerationTicks(w)); at++ {
 			r := latePrepareRun(t, w, pr, phase, at)
 			if r.failed {
+				t.Logf("the coordinator's retention %d, the participant's %d", w, pr)
 				return
 			}
 			if r.reprepared {
@@ -37,7 +45,7 @@ func TestLateDuplicatePrepareNeverCommitsTwiceWithParticipantRetention(t *testin
 	// Both cases happened: the test would see a double commit if one
 	// could happen.
 	if reprepared == 0 || ignored == 0 {
-		t.Fatalf("the late PREPARE re-prepared the branch in %d runs and was ignored in %d: the search misses a case", reprepared, ignored)
+		t.Fatalf("retention %d: the late PREPARE re-prepared the branch in %d runs and was ignored in %d: the search misses a case", w, reprepared, ignored)
 	}
 }
 

@@ -150,8 +150,16 @@ type ParticipantConfig struct {
 // whose Retention is coord: twice as long, so that a late duplicate
 // PREPARE of a branch a participant forgot reaches a coordinator that has
 // forgotten the outcome too and answers it with a presumed ABORT (see
-// forget). 0 stays 0 (remember forever).
-func ParticipantRetention(coord uint64) uint64 { return 2 * coord }
+// forget). The coordinator drops an outcome less than Generations spans of
+// its own after deciding it (about 8/7 of coord); for a window under 8
+// ticks, where a span rounds up to a large part of it, the participant's
+// is raised to those Generations spans. 0 stays 0 (remember forever).
+func ParticipantRetention(coord uint64) uint64 {
+	if coord == 0 {
+		return 0
+	}
+	return max(2*coord, Generations*GenerationTicks(coord))
+}
 
 // DefaultParticipantConfig returns a config for 1 ms ticks.
 func DefaultParticipantConfig(id string) ParticipantConfig {
