@@ -293,8 +293,9 @@ func TestRetainedBytes(t *testing.T) {
 }
 
 // BenchmarkRotate measures the pause of a coordinator's rotation with
-// 200,000 outcomes in each generation: the one that drops the previous
-// generation to expired ids and moves the current one to previous.
+// 200,000 outcomes in the current generation and in the oldest: the one
+// that drops the oldest generation to expired ids and packs the current
+// one.
 func BenchmarkRotate(b *testing.B) {
 	const n = 200_000
 	ids := make([]string, 2*n)
@@ -312,12 +313,54 @@ func BenchmarkRotate(b *testing.B) {
 		for _, id := range ids[:n] {
 			c.finish(id, finished{committed: true, attempt: 1})
 		}
-		c.rotate()
+		for range Generations - 1 {
+			c.rotate()
+		}
 		for _, id := range ids[n:] {
 			c.finish(id, finished{committed: true, attempt: 1})
 		}
 		b.StartTimer()
 		c.rotate()
+		if c.expiredN != n {
+			b.Fatalf("%d expired, want %d", c.expiredN, n)
+		}
+	}
+}
+
+// BenchmarkNewIDCheck measures what a new transaction id costs the
+// coordinator's tables before it runs (Propose: is the outcome retained,
+// is the id expired), with every generation and expired set full: 8
+// generations and 7 expired sets of 100,000 ids each, the ids absent.
+func BenchmarkNewIDCheck(b *testing.B) {
+	const n = 100_000
+	cfg := testCoordConfig()
+	cfg.Retention = 1 << 40
+	c, err := NewCoordinator(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for g := range 2*Generations - 1 {
+		for i := range n {
+			c.finish(fmt.Sprintf("order-%02d-%018d", g, i), finished{committed: true, attempt: 1})
+		}
+		if g < 2*Generations-2 {
+			c.rotate()
+		}
+	}
+	if st := c.RetentionStats(); st.Current+st.Previous != Generations*n || st.Expired != (Generations-1)*n {
+		b.Fatalf("tables %+v", st)
+	}
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("fresh-%02d-%018d", i%100, i)
+	}
+	i := 0
+	for b.Loop() {
+		id := ids[i&(len(ids)-1)]
+		if c.known(id) || c.expired(id) {
+			b.Fatalf("%s found", id)
+		}
+		i++
 	}
 }
 
