@@ -9,6 +9,8 @@
 //
 //	log, err := wal.Open(wal.DefaultConfig(dir)) // recovers; *CorruptionError on corruption
 //	err = log.Replay(func(r wal.Record) error { ... })
+//	// or, after loading a snapshot of the records up to seq n, both in one pass:
+//	log, err = wal.OpenFrom(wal.DefaultConfig(dir), n+1, func(r wal.Record) error { ... })
 //	seq, err := log.Append(wal.Entry{Type: recPrepared, Data: b}) // durable on return
 //	err = log.Compact(snapshotSeq)
 //
@@ -126,6 +128,17 @@
 // record whose data itself contains a valid frame of the next seq could
 // make a torn tail look like corruption, in the same safe direction.
 //
+// OpenFrom(cfg, from, fn) recovers the same way but reads only the
+// segments from the one holding seq from on, once, handing fn the records
+// from from on as it checks them (records before corruption is found
+// included: a caller that gets an error discards what fn built). The
+// segments before (sealed, and by their names holding only records below
+// from) get their header checked and nothing else: their records are
+// checked by a later Replay, which reads such a segment to the end of its
+// file and, as Open would, takes zeros from a bad record to the end for
+// the segment's end. A log whose oldest segment starts after from fails
+// OpenFrom with a *MissingError.
+//
 // With Config.ReadOnly (the dump command, see Dump), Open changes nothing:
 // a torn tail is reported by TornTail and left on disk, and Replay stops
 // before it; a zero tail is just the end.
@@ -159,7 +172,9 @@
 //     kept (and synced with the rest) as preallocated room. Open then
 //     syncs the active segment and the directory, so records written but
 //     not synced by the previous process are durable before Replay lets
-//     anyone act on them.
+//     anyone act on them. OpenFrom, which hands records over while it
+//     reads, syncs them before it reads (and the active segment again if
+//     it cuts a torn tail).
 //   - Compact: segments are removed oldest first with a directory sync
 //     after each, so a crash leaves a contiguous run of segments and a
 //     restarted Replay begins at the oldest one still there.

@@ -22,6 +22,8 @@ var (
 	// ErrInvalidEntry is wrapped by the error for an Entry with type 0 or
 	// data over Config.MaxRecordSize; nothing of that call is appended.
 	ErrInvalidEntry = errors.New("wal: invalid entry")
+	// ErrMissing is wrapped by every *MissingError.
+	ErrMissing = errors.New("wal: records missing")
 )
 
 // CorruptionError reports a bad record (or segment) that is not a torn
@@ -42,6 +44,23 @@ func (e *CorruptionError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptionError) Unwrap() error { return ErrCorrupt }
+
+// MissingError is OpenFrom's error for a log that no longer holds the
+// record it was asked to start from: its oldest kept segment starts after
+// it. It wraps ErrMissing.
+type MissingError struct {
+	Dir   string // the log's directory
+	From  uint64 // the seq asked for
+	First uint64 // the seq the oldest kept segment starts at
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("wal: records missing: the log in %s starts at record %d, after record %d",
+		e.Dir, e.First, e.From)
+}
+
+// Unwrap makes errors.Is(err, ErrMissing) true.
+func (e *MissingError) Unwrap() error { return ErrMissing }
 
 // failedError is the sticky error of a Log whose write or sync failed.
 func failedError(op string, cause error) error {

@@ -23,7 +23,8 @@ type Record struct {
 	Seq  uint64 // 1-based, dense, increasing across segments and restarts
 	Type uint8
 	// Data is a fresh slice that the Replay callback may keep. (Dump's
-	// format function gets a slice valid only during the call.)
+	// format function, and the fn of ReplayFromNoCopy and OpenFrom, get a
+	// slice valid only during the call.)
 	Data []byte
 }
 
@@ -71,6 +72,12 @@ type segment struct {
 	// when zeros were written ahead (preallocation). Set by walk and
 	// createSegment; for the active segment, Log.pa tracks it.
 	phys int64
+	// unchecked is set for a sealed segment whose records Open never read
+	// (OpenFrom skips the segments before its seq): size, synced and phys
+	// are unknown, and Replay reads it to the end of the file, zero tail
+	// allowed, as walk would have. Set before the Log is returned, never
+	// changed.
+	unchecked bool
 }
 
 // batch is what the callers of one group-commit round wait on: the round
@@ -164,23 +171,77 @@ type counters struct {
 // the last segment and the directory), so records it lets Replay see
 // survive a power loss even if the process before never synced them.
 func Open(cfg Config) (*Log, error) {
+	return openLog(cfg, 0, nil)
+}
+
+// OpenFrom is Open and ReplayFromNoCopy(from, fn) in one pass, for a
+// restart from a snapshot that covers the records before from: each
+// segment is read once, and the segments before the one holding from not
+// at all.
+//
+// The sealed segments all of whose records are below from (known from the
+// segment file names: a segment ends where the next begins) are not read:
+// only their headers are checked (a header must name the seq of its file
+// name). Their records are checked by a later Replay, as Open would have:
+// damage in them does not fail OpenFrom. The segments from the one holding
+// from on are read and checked as Open reads them (torn tail, zero tail,
+// corruption), and fn is called, during that read, for every valid record
+// with Seq >= from, in order; Record.Data is valid only during the call
+// (as with ReplayFromNoCopy). An error of fn stops OpenFrom, which returns
+// it as is. Every record fn sees is durable, as with Open then Replay:
+// OpenFrom syncs the last segment and the directory before it reads
+// (Open syncs them after; OpenFrom syncs the last segment again only if
+// it cuts a torn tail). The rest of what Open does after reading the
+// segments (cutting a torn tail, preallocating) it does after the last
+// call to fn. With Config.ReadOnly nothing is synced, as with Open.
+//
+// fn may have seen records when OpenFrom fails: with corruption (a
+// *CorruptionError, found after records before it were handed over), an
+// error of fn, or a failure after the read. They are the caller's to
+// discard; on any error, no Log is returned and nothing is left open.
+//
+// from 0 means 1. If the log's oldest kept segment starts after from (the
+// records from..FirstSeq-1 are gone: compacted, or removed), OpenFrom
+// fails with a *MissingError before calling fn and before changing
+// anything on disk. If the log ends before from, fn is not called (LastSeq
+// tells the caller so).
+func OpenFrom(cfg Config, from uint64, fn func(Record) error) (*Log, error) {
+	return openLog(cfg, max(from, 1), fn)
+}
+
+// openLog is Open, and with fn not nil OpenFrom of from.
+func openLog(cfg Config, from uint64, fn func(Record) error) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	l := &Log{cfg: cfg, fs: cfg.FS, logger: cfg.Logger.With("wal", cfg.Dir)}
 	l.pa.cond.L = &l.pa.Mutex
-	if err := l.open(); err != nil {
+	var visit func(string, int64, recordFrame) error
+	if fn != nil {
+		visit = func(_ string, _ int64, fr recordFrame) error {
+			if fr.seq < from {
+				return nil
+			}
+			return fn(Record{Seq: fr.seq, Type: fr.typ, Data: fr.data})
+		}
+	}
+	if err := l.open(from, visit); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *Log) open() error {
+// open recovers the log (see Open). The segments before the one holding
+// seq from are not read (see walk); visit sees the records read.
+func (l *Log) open(from uint64, visit func(string, int64, recordFrame) error) error {
 	fsys, dir := l.fs, l.cfg.Dir
 	listing, err := listDir(fsys, dir)
 	if err != nil && (l.cfg.ReadOnly || !isNotExist(err)) {
 		return err
+	}
+	if len(listing.firsts) > 0 && listing.firsts[0] > from && from > 0 {
+		return &MissingError{Dir: dir, From: from, First: listing.firsts[0]}
 	}
 	if err != nil { // the directory does not exist: create it, durably
 		if err := fsys.MkdirAll(dir, 0o755); err != nil {
@@ -203,12 +264,37 @@ func (l *Log) open() error {
 			return fmt.Errorf("wal: sync dir: %w", err)
 		}
 	}
-	res, err := walk(fsys, dir, listing.firsts, l.cfg.MaxRecordSize, nil)
+	// early is, for OpenFrom, the last segment, synced with the directory
+	// before the walk: visit hands records over as the walk reads them,
+	// and what the previous process wrote may still be only in the page
+	// cache. Synced first, every record handed over is durable, as Open
+	// promises of what Replay sees. (Every other segment was synced when
+	// it was sealed.) The walk reads what was synced: nothing else writes.
+	var early File
+	if visit != nil && !l.cfg.ReadOnly && len(listing.firsts) > 0 {
+		path := filepath.Join(dir, SegmentName(listing.firsts[len(listing.firsts)-1]))
+		if early, err = fsys.OpenFile(path, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("wal: open active segment: %w", err)
+		}
+		if err := early.Sync(); err != nil {
+			early.Close()
+			return fmt.Errorf("wal: sync active segment: %w", err)
+		}
+		if err := fsys.SyncDir(dir); err != nil {
+			early.Close()
+			return fmt.Errorf("wal: sync dir: %w", err)
+		}
+	}
+	res, err := walk(fsys, dir, listing.firsts, from, l.cfg.MaxRecordSize, visit)
 	if err != nil {
+		if early != nil {
+			early.Close()
+		}
 		return err
 	}
 	l.torn = res.torn
-	l.logger.Info("wal: opened", "segments", len(res.segs), "next_seq", res.next, "read_only", l.cfg.ReadOnly)
+	l.logger.Info("wal: opened", "segments", len(res.segs), "unread_segments", res.skip,
+		"next_seq", res.next, "read_only", l.cfg.ReadOnly)
 	l.mu.nextSeq = res.next
 	l.mu.takenSeq = res.next - 1
 	l.mu.syncedSeq = res.next - 1
@@ -234,9 +320,11 @@ func (l *Log) open() error {
 		return nil
 	}
 	l.active = l.segs[len(l.segs)-1]
-	f, err := fsys.OpenFile(l.active.path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("wal: open active segment: %w", err)
+	f := early
+	if f == nil {
+		if f, err = fsys.OpenFile(l.active.path, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("wal: open active segment: %w", err)
+		}
 	}
 	if t := res.torn; t != nil {
 		if err := f.Truncate(t.Offset); err != nil {
@@ -248,14 +336,19 @@ func (l *Log) open() error {
 			"bytes", t.Size-t.Offset, "seq", t.Seq, "reason", t.Reason)
 	}
 	// What the previous process wrote may still be only in the page cache:
-	// make it durable before anyone acts on it, with the directory entries.
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("wal: sync active segment: %w", err)
+	// make it durable before anyone acts on it, with the directory entries
+	// (OpenFrom did before the walk: then only a cut needs a sync).
+	if early == nil || res.torn != nil {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("wal: sync active segment: %w", err)
+		}
 	}
-	if err := fsys.SyncDir(dir); err != nil {
-		f.Close()
-		return fmt.Errorf("wal: sync dir: %w", err)
+	if early == nil {
+		if err := fsys.SyncDir(dir); err != nil {
+			f.Close()
+			return fmt.Errorf("wal: sync dir: %w", err)
+		}
 	}
 	// Any zeros past the records (a preallocated tail walk accepted) are
 	// durable now too.

@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -50,24 +51,43 @@ func listDir(fsys FS, dir string) (dirListing, error) {
 
 // walkResult is the state of the log found by walk.
 type walkResult struct {
-	segs []*segment // valid ends in size; the last one is the active segment
+	segs []*segment // valid ends in size (unless unchecked); the last one is the active segment
 	next uint64     // seq of the next record
 	torn *TornTail  // set if the last segment has a torn tail
+	skip int        // segments whose records walk did not read (the first skip of segs)
 }
 
-// walk reads every segment in order, checks every record, and tells a torn
+// walk reads the segments in order, checks every record, and tells a torn
 // tail of the last segment from corruption. It changes nothing on disk.
-// visit, if not nil, sees every valid record in order (fr.data only during
-// the call); it may have seen records before walk reports corruption.
-func walk(fsys FS, dir string, firsts []uint64, maxRec int,
+// visit, if not nil, sees every valid record it reads in order (fr.data
+// only during the call); it may have seen records before walk reports
+// corruption.
+//
+// The segments that hold only records below from (by their names: every
+// segment but the last whose successor starts at or before from) are not
+// read: only their headers are checked, and they are returned unchecked
+// (Replay checks their records). The seq gap check starts at the first
+// segment read. from 0 or 1 reads every segment.
+func walk(fsys FS, dir string, firsts []uint64, from uint64, maxRec int,
 	visit func(path string, off int64, fr recordFrame) error) (walkResult, error) {
 	res := walkResult{next: 1}
 	if len(firsts) == 0 {
 		return res, nil
 	}
-	res.next = firsts[0]
+	for res.skip+1 < len(firsts) && firsts[res.skip+1] <= from {
+		res.skip++
+	}
+	for _, first := range firsts[:res.skip] {
+		seg, err := checkSegmentHeader(fsys, filepath.Join(dir, SegmentName(first)), first)
+		if err != nil {
+			return walkResult{}, err
+		}
+		res.segs = append(res.segs, seg)
+	}
+	res.next = firsts[res.skip]
 	var buf []byte
-	for i, first := range firsts {
+	for i := res.skip; i < len(firsts); i++ {
+		first := firsts[i]
 		path := filepath.Join(dir, SegmentName(first))
 		last := i == len(firsts)-1
 		seg, torn, next, b, err := walkSegment(fsys, path, first, res.next, last, maxRec, buf, visit)
@@ -80,6 +100,30 @@ func walk(fsys FS, dir string, firsts []uint64, maxRec int,
 		res.next = next
 	}
 	return res, nil
+}
+
+// checkSegmentHeader reads the header of a segment walk does not read and
+// checks that it names the seq of the file name. It returns the segment,
+// unchecked.
+func checkSegmentHeader(fsys FS, path string, first uint64) (*segment, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("wal: open segment: %w", err)
+	}
+	defer f.Close()
+	var h [SegmentHeaderSize]byte
+	n, err := f.ReadAt(h[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("wal: read %s at offset 0: %w", path, err)
+	}
+	hdrFirst, reason := decodeSegmentHeader(h[:n])
+	if reason == "" && hdrFirst != first {
+		reason = fmt.Sprintf("segment header names first seq %d, file name %d", hdrFirst, first)
+	}
+	if reason != "" {
+		return nil, &CorruptionError{Segment: path, Offset: 0, Seq: first, Reason: reason}
+	}
+	return &segment{first: first, path: path, unchecked: true}, nil
 }
 
 func walkSegment(fsys FS, path string, first, expected uint64, last bool, maxRec int, buf []byte,

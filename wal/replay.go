@@ -17,7 +17,9 @@ import (
 // written to the segment files when it reaches them: after Open, the whole
 // recovered log; records appended with AppendNoSync are visited once a Sync
 // or Append wrote them; records appended while Replay runs may or may not
-// be visited. It checks every record again: a bad one is a
+// be visited. It checks every record again (or for the first time, in a
+// segment OpenFrom did not read: there, as in Open, zeros from a bad
+// record to the end of the file are the segment's end): a bad one is a
 // *CorruptionError. fn must not call Compact or Close (Replay holds off
 // Compact until it returns).
 func (l *Log) Replay(fn func(Record) error) error { return l.ReplayFrom(0, fn) }
@@ -76,6 +78,14 @@ func (l *Log) replaySegment(seg *segment, expected, from uint64, clone bool, buf
 		return 0, buf, fmt.Errorf("wal: replay: %w", err)
 	}
 	defer f.Close()
+	if seg.unchecked {
+		// Open did not read it: where its records end is not known.
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, buf, fmt.Errorf("wal: replay: stat segment: %w", err)
+		}
+		size = fi.Size()
+	}
 	r := newSegReader(f, seg.path, size, l.cfg.MaxRecordSize, buf)
 	first, reason, err := r.header()
 	switch {
@@ -101,7 +111,22 @@ func (l *Log) replaySegment(seg *segment, expected, from uint64, clone bool, buf
 		return 0, r.buf, err
 	}
 	if bad := sc.bad; bad != nil {
-		return 0, r.buf, &CorruptionError{Segment: seg.path, Offset: bad.off, Seq: bad.seq, Reason: bad.reason}
+		reason := bad.reason
+		if seg.unchecked {
+			// As walk: zeros from the bad byte to the end of a sealed
+			// segment are the preallocated room of a rollover that crashed
+			// before its truncation, not damage (a record lost there shows
+			// as a seq gap at the next segment).
+			nz, err := r.nextNonZero(bad.off)
+			if err != nil {
+				return 0, r.buf, err
+			}
+			if nz == size {
+				return sc.next, r.buf, nil
+			}
+			reason += " (in a segment that is not the last)"
+		}
+		return 0, r.buf, &CorruptionError{Segment: seg.path, Offset: bad.off, Seq: bad.seq, Reason: reason}
 	}
 	return sc.next, r.buf, nil
 }
@@ -171,7 +196,7 @@ func Dump(cfg Config, w io.Writer, format func(Record) string) error {
 	if err != nil {
 		return err
 	}
-	res, err := walk(cfg.FS, cfg.Dir, listing.firsts, cfg.MaxRecordSize,
+	res, err := walk(cfg.FS, cfg.Dir, listing.firsts, 0, cfg.MaxRecordSize,
 		func(_ string, _ int64, fr recordFrame) error {
 			_, err := fmt.Fprintln(bw, format(Record{Seq: fr.seq, Type: fr.typ, Data: fr.data}))
 			return err
