@@ -525,18 +525,61 @@ func Recover(cfg wal.Config, m Restorer, h Hooks) (*wal.Log, error) {
 // that covers the log up to seq after: only the records after it are
 // replayed. The log must still hold them all (compaction keeps the
 // segments after the oldest snapshot kept); a log compacted past after+1
-// is an error, never a silently shorter history.
+// is an error, never a silently shorter history. The log is opened and
+// replayed in one pass (wal.OpenFrom): the segments the snapshot covers
+// are not read. On error m may have restored records before the error was
+// found; the caller discards it.
 func RecoverAfter(cfg wal.Config, m Restorer, h Hooks, after uint64) (*wal.Log, error) {
+	if h.Mutants != 0 {
+		return recoverAfterMutant(cfg, m, h, after)
+	}
+	var restoreErr error
+	log, err := wal.OpenFrom(cfg, after+1, func(r wal.Record) error {
+		// DecodeRecord's result shares nothing with r.Data: no copy needed.
+		rec, err := twopc.DecodeRecord(twopc.RecType(r.Type), r.Data)
+		if err != nil {
+			restoreErr = fmt.Errorf("log record %d: %w", r.Seq, err)
+		} else {
+			restoreErr = m.Restore(rec)
+		}
+		return restoreErr
+	})
+	if me := (*wal.MissingError)(nil); errors.As(err, &me) {
+		return nil, missingError(me.First, after)
+	}
+	if err != nil {
+		if restoreErr != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if last := log.LastSeq(); last < after {
+		log.Close()
+		return nil, fmt.Errorf("replay: the log ends at record %d, before the snapshot's record %d", last, after)
+	}
+	m.Start()
+	return log, nil
+}
+
+// missingError is RecoverAfter's error for a log that starts at record
+// first, after the snapshot's record after + 1.
+func missingError(first, after uint64) error {
+	if after == 0 {
+		return fmt.Errorf("replay: the log starts at record %d and there is no valid snapshot of what came before", first)
+	}
+	return fmt.Errorf("replay: the log starts at record %d, after the snapshot's record %d: records in between are missing", first, after)
+}
+
+// recoverAfterMutant is RecoverAfter with the replay bugs of h.Mutants
+// planted: the log is opened, then replayed.
+func recoverAfterMutant(cfg wal.Config, m Restorer, h Hooks, after uint64) (*wal.Log, error) {
 	log, err := wal.Open(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
 	if first := log.FirstSeq(); first > after+1 {
 		log.Close()
-		if after == 0 {
-			return nil, fmt.Errorf("replay: the log starts at record %d and there is no valid snapshot of what came before", first)
-		}
-		return nil, fmt.Errorf("replay: the log starts at record %d, after the snapshot's record %d: records in between are missing", first, after)
+		return nil, missingError(first, after)
 	}
 	if last := log.LastSeq(); last < after {
 		log.Close()
