@@ -584,7 +584,7 @@ func (s *Sim) quiet() bool {
 		}
 	}
 	for _, cl := range s.clients {
-		if cl.first == nil || cl.waiting {
+		if cl.first == nil && !cl.expired || cl.waiting {
 			return false
 		}
 	}
@@ -620,7 +620,7 @@ func (s *Sim) unresolved() string {
 	}
 	var unanswered []string
 	for _, cl := range s.clients {
-		if cl.first == nil || cl.waiting {
+		if cl.first == nil && !cl.expired || cl.waiting {
 			unanswered = append(unanswered, cl.req.TxID)
 		}
 	}
@@ -910,6 +910,11 @@ func (t transport) Send(msgs []twopc.Message) {
 // on the cycle it was chosen from, and be the transaction aborted.
 func (s *Sim) observe(c *comp) func(*twopc.Record) {
 	return func(r *twopc.Record) {
+		if c.coord != nil && (r.Type == twopc.RecEnd || r.Type == twopc.RecAbort) {
+			if cl := s.byTx[r.Tx]; cl != nil {
+				cl.finAt = s.now
+			}
+		}
 		cycle, victim, ok := twopc.ParseCycleReason(r.Reason)
 		if !ok {
 			return

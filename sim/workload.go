@@ -55,6 +55,17 @@ type client struct {
 	// outAt is the tick the coordinator first reported an outcome of the
 	// id (recovered ones included; 0: none yet).
 	outAt uint64
+	// finAt is the tick the coordinator last logged the id's END or
+	// ABORT: its outcome entered the retained table then (0: never). The
+	// window runs from there, which may be long before the client hears
+	// the outcome (a coordinator that crashed after deciding answers the
+	// resubmission that comes after its restart).
+	finAt uint64
+	// expired: a resubmission was refused as expired before the client
+	// heard any outcome (the coordinator decided, and forgot, while the
+	// client could not reach it): its answer, "whether it committed is no
+	// longer known".
+	expired bool
 }
 
 func (s *Sim) makeClients() {
@@ -141,14 +152,26 @@ func (s *Sim) submit(cl *client) {
 		s.schedule(&event{at: s.now + 10, kind: evSubmit, client: cl.idx})
 		return
 	}
-	if errors.Is(err, twopc.ErrOutcomeExpired) && cl.first != nil && s.p.retention > 0 && s.now-cl.outAt >= s.p.retention {
+	since := s.now - cl.outAt
+	if cl.finAt > 0 {
+		since = s.now - cl.finAt
+	}
+	if errors.Is(err, twopc.ErrOutcomeExpired) && (cl.first != nil || cl.finAt > 0) && s.p.retention > 0 && since >= s.p.retention {
 		// A resubmission that reaches the coordinator more than the window
-		// after the outcome (here one that kept retrying while the
-		// coordinator was down) may be refused as expired: it is never run
-		// again, and the client has its answer already. Inside the window
-		// the refusal is a violation (below).
-		s.tracef("client %s: refused as expired, %d ticks after the outcome (retention %d)", cl.req.TxID, s.now-cl.outAt, s.p.retention)
+		// after the outcome entered its table (here one that kept
+		// retrying while the coordinator was down, or one that heard the
+		// outcome only long after it was decided) may be refused as
+		// expired: it is never run again. The client has its answer
+		// already, or, if it never heard one (the coordinator decided, or
+		// presumed an abort, and forgot while the client could not reach
+		// it), "expired" is its answer: whether it committed is no longer
+		// known, and the services' states alone are checked. Inside the
+		// window the refusal is a violation (below). The sim's ticks count
+		// the coordinator's downtime, which its window does not: the check
+		// is on the lenient side of that.
+		s.tracef("client %s: refused as expired, %d ticks after the outcome (retention %d)", cl.req.TxID, since, s.p.retention)
 		cl.waiting = false
+		cl.expired = cl.first == nil
 		s.res.ExpiredRefusals++
 		return
 	}
