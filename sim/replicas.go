@@ -343,6 +343,7 @@ func (s *Sim) followLead(c *comp) {
 		c.recovering = true
 		s.res.Leaderships++
 		s.tracef("%s leads (term %d, restored at index %d)", c.id, l.Term, l.Index)
+		s.noteRestoredOutcomes(c)
 	}
 }
 

@@ -908,6 +908,22 @@ func (t transport) Send(msgs []twopc.Message) {
 
 // observe sees every record the driver appended. A deadlock victim must be
 // on the cycle it was chosen from, and be the transaction aborted.
+// noteRestoredOutcomes sets finAt of every client whose outcome c's
+// restored machine holds but whose END or ABORT the simulator never saw
+// appended (a carry that failed after writing it, its bytes kept by the
+// disk): as far as the coordinator's running time goes, the outcome
+// entered its table at this restart.
+func (s *Sim) noteRestoredOutcomes(c *comp) {
+	for _, cl := range s.clients {
+		if cl.finAt != 0 {
+			continue
+		}
+		if st, ok := c.coord.State(cl.req.TxID); ok && (st == twopc.CoordCommitted || st == twopc.CoordAborted) {
+			cl.finAt = s.now
+		}
+	}
+}
+
 func (s *Sim) observe(c *comp) func(*twopc.Record) {
 	return func(r *twopc.Record) {
 		if c.coord != nil && (r.Type == twopc.RecEnd || r.Type == twopc.RecAbort) {
@@ -1079,6 +1095,9 @@ func (s *Sim) restart(c *comp) {
 	c.up = true
 	s.res.Restarts++
 	s.tracef("%s up (incarnation %d)", c.id, c.inc)
+	if c.coord != nil {
+		s.noteRestoredOutcomes(c)
+	}
 	if c.res != nil {
 		if err := c.res.check(); err != nil {
 			s.violate("conservation", "%s after recovery: %v", c.id, err)
