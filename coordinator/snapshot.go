@@ -352,6 +352,9 @@ func (c *Coordinator) SnapshotNow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	if len(res.SetAside) > 0 {
+		c.cfg.Logger.Warn("snapshots set aside: bytes they appended to a table file are damaged", "snapshots", res.SetAside)
+	}
 	if res.PruneErr != nil {
 		c.cfg.Logger.Warn("table files not removed", "err", res.PruneErr)
 	}

@@ -51,6 +51,9 @@ type Tables struct {
 	// appends says where.
 	written int64
 	appends []TableAppend
+	// damagedFrom, set by checkTail during the snapshot being written, is
+	// the oldest snapshot whose appended bytes it found damaged (0: none).
+	damagedFrom uint64
 	// Hook, if set, is called before each append to a table file (a test
 	// may return an error there, as from a failed write).
 	Hook func(file string) error
@@ -62,8 +65,10 @@ type tableFile struct {
 	bytes  int64       // the table's bytes when last written
 	hashes *twopc.TableRef
 	// checked: the bytes before it were read back after a later
-	// snapshot began (checkTail).
-	checked int64
+	// snapshot began (checkTail). pendingFrom is the oldest snapshot that
+	// appended bytes past it (0: none).
+	checked     int64
+	pendingFrom uint64
 }
 
 // checkTail reads back what tf gained for the last snapshot before the
@@ -71,8 +76,10 @@ type tableFile struct {
 // it, so damage to those bytes would break both of the snapshots kept,
 // the newer and its fallback: found here, the table is written afresh
 // to a new file instead, and only the snapshot that had the damage is
-// lost (the restart falls back past it). It reports whether the bytes
-// are whole.
+// lost: Snapshot sets aside the snapshots that appended the damaged
+// bytes before it writes the new one, so that the new one keeps the
+// snapshot before them as its fallback (and the log from it) rather than
+// a damaged one. It reports whether the bytes are whole.
 func (t *Tables) checkTail(tf *tableFile) (bool, error) {
 	if tf.checked >= tf.f.Len() {
 		return true, nil
@@ -80,9 +87,12 @@ func (t *Tables) checkTail(tf *tableFile) (bool, error) {
 	err := ledger.ScanFrom(t.fsys, tf.f.Name(), max(tf.checked, ledger.HeaderLen), tf.f.Len(), func(int64, []byte) error { return nil })
 	switch {
 	case err == nil:
-		tf.checked = tf.f.Len()
+		tf.checked, tf.pendingFrom = tf.f.Len(), 0
 		return true, nil
 	case errors.Is(err, ledger.ErrCorrupt):
+		if from := tf.pendingFrom; from != 0 && (t.damagedFrom == 0 || from < t.damagedFrom) {
+			t.damagedFrom = from
+		}
 		return false, nil
 	default:
 		return false, err
@@ -104,7 +114,7 @@ func NewTables(fsys wal.FS, dir string) *Tables {
 
 // Begin starts the writes of the snapshot that will cover seq.
 func (t *Tables) Begin(seq uint64) {
-	t.seq, t.made, t.refs, t.written, t.appends = seq, 0, nil, 0, nil
+	t.seq, t.made, t.refs, t.written, t.appends, t.damagedFrom = seq, 0, nil, 0, nil, 0
 	clear(t.used)
 }
 
@@ -172,6 +182,9 @@ func (t *Tables) append(tf *tableFile, payloads [][]byte) error {
 	t.written += n - before
 	if n > before {
 		t.appends = append(t.appends, TableAppend{File: path.Base(tf.f.Name()), From: before, To: n})
+		if tf.pendingFrom == 0 {
+			tf.pendingFrom = t.seq
+		}
 	}
 	return err
 }
@@ -371,13 +384,24 @@ func (s tableSource) Hashes(ref twopc.TableRef) ([]uint64, error) {
 // table files (tables names them) read whole too, with those tables read,
 // and an error for each newer snapshot it skipped as damaged (its file or
 // one of its table files). found is false if there is none.
+//
+// A newer snapshot skipped for a damaged table file is set aside once an
+// older one loads: renamed to its name plus DamagedSuffix (kept for a
+// look, never read again). Its own file checks out, so otherwise the next
+// snapshot would keep it as the one to fall back to (wal.OlderSnapshot
+// checks only the snapshot file) and compact the log past the one that
+// loaded: a second damage would then leave nothing to start from.
 func LoadSnapshot(fsys wal.FS, dir string, tables func(data []byte) ([]twopc.TableRef, error)) (snap wal.Snapshot, src twopc.TableSource, found bool, skipped []error, err error) {
 	snap, found, skipped, err = wal.LoadSnapshot(fsys, dir)
+	var aside []string // snapshots skipped for their table files
 	for err == nil && found {
 		refs, terr := tables(snap.Data)
 		if terr == nil {
 			var ts tableSource
 			if ts, terr = readTables(fsys, dir, refs); terr == nil {
+				if err := setAside(fsys, dir, aside); err != nil {
+					return wal.Snapshot{}, nil, false, skipped, err
+				}
 				return snap, ts, true, skipped, nil
 			}
 		}
@@ -387,6 +411,7 @@ func LoadSnapshot(fsys wal.FS, dir string, tables func(data []byte) ([]twopc.Tab
 			return wal.Snapshot{}, nil, false, skipped, fmt.Errorf("snapshot %s: %w", snap.Name, terr)
 		}
 		skipped = append(skipped, fmt.Errorf("%w: %s: %v", wal.ErrBadSnapshot, snap.Name, terr))
+		aside = append(aside, snap.Name)
 		older, ok := wal.OlderSnapshot(fsys, dir, snap.Seq)
 		if !ok {
 			return wal.Snapshot{}, nil, false, skipped, nil
@@ -394,6 +419,27 @@ func LoadSnapshot(fsys wal.FS, dir string, tables func(data []byte) ([]twopc.Tab
 		snap, err = wal.ReadSnapshot(fsys, dir, older)
 	}
 	return snap, nil, found, skipped, err
+}
+
+// DamagedSuffix is added to the name of a snapshot set aside by
+// LoadSnapshot.
+const DamagedSuffix = ".damaged"
+
+// setAside renames the snapshot files names of dir to name+DamagedSuffix
+// and syncs the directory.
+func setAside(fsys wal.FS, dir string, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	for _, name := range names {
+		if err := fsys.Rename(path.Join(dir, name), path.Join(dir, name+DamagedSuffix)); err != nil {
+			return fmt.Errorf("set aside the damaged snapshot %s: %w", name, err)
+		}
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("set aside the damaged snapshots: %w", err)
+	}
+	return nil
 }
 
 // PruneTables removes the table files of dir that no kept snapshot names:
@@ -456,6 +502,9 @@ type TableSnapshot struct {
 	// PruneErr is a failure to remove table files no kept snapshot names
 	// (they are removed after a later snapshot).
 	PruneErr error
+	// SetAside names the earlier snapshots set aside because bytes they
+	// appended to a table file were found damaged (checkTail).
+	SetAside []string
 }
 
 // Snapshot writes the snapshot that covers seq: encode (the function a
@@ -476,6 +525,19 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 	}
 	for _, p := range data {
 		res.Bytes += len(p)
+	}
+	if from := t.damagedFrom; from != 0 {
+		// Those snapshots cannot load: set aside, the one before them
+		// (if any is left) is this one's fallback, and the log is not
+		// compacted past it.
+		for _, s := range wal.SnapshotSeqs(t.fsys, t.dir) {
+			if s >= from && s < seq {
+				res.SetAside = append(res.SetAside, wal.SnapshotName(s))
+			}
+		}
+		if err := setAside(t.fsys, t.dir, res.SetAside); err != nil {
+			return res, err
+		}
 	}
 	if res.KeptFrom, err = WriteSnapshot(t.fsys, t.dir, log, seq, data, h); err != nil {
 		return res, err

@@ -363,6 +363,9 @@ func (s *Service) SnapshotNow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("participant: %s: %w", s.cfg.ID, err)
 	}
+	if len(res.SetAside) > 0 {
+		s.cfg.Logger.Warn("snapshots set aside: bytes they appended to a table file are damaged", "service", s.cfg.ID, "snapshots", res.SetAside)
+	}
 	if res.PruneErr != nil {
 		s.cfg.Logger.Warn("table files not removed", "service", s.cfg.ID, "err", res.PruneErr)
 	}
