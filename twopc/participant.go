@@ -228,7 +228,10 @@ type Participant struct {
 	branches map[string]*branch // waiting or prepared
 	finished *txTable           // committed or aborted: the current generation
 	older    []*txTable         // the earlier generations, oldest first, packed (see rotate)
-	genStart uint64             // tick the current generation began
+	// olderTags filters the ids of older: a new id is not looked up in
+	// each (filter.go). Rebuilt whenever older changes.
+	olderTags tagFilter
+	genStart  uint64 // tick the current generation began
 	// forgot is set once a generation of finished branches was dropped:
 	// from then on an unknown id may be a forgotten one.
 	forgot    bool
@@ -302,8 +305,10 @@ func (p *Participant) branchOf(tx string) *branch {
 	}
 	h := p.finished.hash(tx) // every generation has the same seed
 	v, reason, ok := p.finished.getH(tx, h)
-	for i := len(p.older) - 1; i >= 0 && !ok; i-- { // newest first: a branch settled again is in a newer one
-		v, reason, ok = p.older[i].getH(tx, h)
+	if !ok && p.olderTags.mayHave(tagOf(h)) {
+		for i := len(p.older) - 1; i >= 0 && !ok; i-- { // newest first: a branch settled again is in a newer one
+			v, reason, ok = p.older[i].getH(tx, h)
+		}
 	}
 	if !ok {
 		return nil
@@ -999,6 +1004,7 @@ func (p *Participant) rotate() {
 	}
 	p.finished.pack()
 	p.older = append(p.older, p.finished)
+	p.olderTags = newTagFilter(p.older)
 	p.finished = newTxTableSeed(p.finished.seed)
 	p.genStart = p.now
 	p.rotations++

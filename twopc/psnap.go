@@ -218,6 +218,7 @@ func (p *Participant) RestoreSnapshotFrom(b []byte, src TableSource) error {
 				p.older = append(p.older, t)
 			}
 		}
+		p.olderTags = newTagFilter(p.older)
 		switch f := d.byte(); {
 		case d.err != nil:
 		case f > 1:
