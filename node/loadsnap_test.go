@@ -102,7 +102,17 @@ func TestLoadSnapshotDamageOrFailure(t *testing.T) {
 // before the damaged one as its fallback and the log from there: damage
 // to what it appends in turn then falls back to that one, where the two
 // kept snapshots would otherwise both be damaged and no start possible.
+//
+// The same when the new snapshot no longer uses the damaged file (its
+// table is gone: a generation dropped): the bytes the last snapshot
+// appended are read back whatever uses them.
 func TestTablesSnapshotSetsAsideDamaged(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("table-moved=%v", moved), func(t *testing.T) { setsAsideDamaged(t, moved) })
+	}
+}
+
+func setsAsideDamaged(t *testing.T, moved bool) {
 	onBothFS(t, func(t *testing.T, f tablesFS) {
 		cfg := wal.DefaultConfig(f.dir)
 		cfg.FS, cfg.SegmentSize, cfg.PreallocSize = f.fsys, 4096, 0
@@ -129,8 +139,12 @@ func TestTablesSnapshotSetsAsideDamaged(t *testing.T) {
 				}
 			}
 			seq := log.LastSeq()
+			id := uint64(1)
+			if moved && len(seqs) == 2 {
+				id = 2 // the third snapshot's table is another one, in a file of its own
+			}
 			res, err := tb.Snapshot(log, seq, func(tb *Tables) ([][]byte, error) {
-				ref, err := tb.Table(1, [][]byte{chunk}, 1)
+				ref, err := tb.Table(id, [][]byte{chunk}, 1)
 				if err != nil {
 					return nil, err
 				}

@@ -54,6 +54,11 @@ type Tables struct {
 	// damagedFrom, set by checkTail during the snapshot being written, is
 	// the oldest snapshot whose appended bytes it found damaged (0: none).
 	damagedFrom uint64
+	// lastSeq and lastAppends are the last snapshot that landed and
+	// where its table bytes went: read back before the next one keeps it
+	// as its fallback, whether or not a table still uses the file.
+	lastSeq     uint64
+	lastAppends []TableAppend
 	// Hook, if set, is called before each append to a table file (a test
 	// may return an error there, as from a failed write).
 	Hook func(file string) error
@@ -526,6 +531,24 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 	for _, p := range data {
 		res.Bytes += len(p)
 	}
+	if t.lastSeq != 0 && t.lastSeq < seq {
+		// The bytes the last snapshot appended, read back: it is this
+		// one's fallback, and a file no table uses any more (a
+		// generation dropped, a table rewritten) is not read by
+		// checkTail.
+		for _, a := range t.lastAppends {
+			err := ledger.ScanFrom(t.fsys, path.Join(t.dir, a.File), a.From, a.To, func(int64, []byte) error { return nil })
+			if errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, fs.ErrNotExist) {
+				if t.damagedFrom == 0 || t.lastSeq < t.damagedFrom {
+					t.damagedFrom = t.lastSeq
+				}
+				break
+			}
+			if err != nil {
+				return res, fmt.Errorf("snapshot tables: read back %s: %w", a.File, err)
+			}
+		}
+	}
 	if from := t.damagedFrom; from != 0 {
 		// Those snapshots cannot load: set aside, the one before them
 		// (if any is left) is this one's fallback, and the log is not
@@ -542,6 +565,7 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 	if res.KeptFrom, err = WriteSnapshot(t.fsys, t.dir, log, seq, data, h); err != nil {
 		return res, err
 	}
+	t.lastSeq, t.lastAppends = seq, res.Appends
 	// Only this snapshot's names are taken as known: a snapshot file of
 	// an earlier seq on disk may be another incarnation's, with other
 	// names, so it is read.
