@@ -536,7 +536,14 @@ func (t *Tables) Snapshot(log *wal.Log, seq uint64, encode func(*Tables) ([][]by
 		// one's fallback, and a file no table uses any more (a
 		// generation dropped, a table rewritten) is not read by
 		// checkTail.
+		verified := map[string]int64{} // what checkTail read back already
+		for _, tf := range t.files {
+			verified[path.Base(tf.f.Name())] = tf.checked
+		}
 		for _, a := range t.lastAppends {
+			if verified[a.File] >= a.To {
+				continue
+			}
 			err := ledger.ScanFrom(t.fsys, path.Join(t.dir, a.File), a.From, a.To, func(int64, []byte) error { return nil })
 			if errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, fs.ErrNotExist) {
 				if t.damagedFrom == 0 || t.lastSeq < t.damagedFrom {
